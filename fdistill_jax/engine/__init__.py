@@ -1,0 +1,1 @@
+"""The training engine: state pytrees, jit-compiled steps, sharding, checkpoints, metrics, loop."""

@@ -1,0 +1,210 @@
+"""The training loop: build → shard → compile → step / log / evaluate / checkpoint.
+
+Flow of one run (`train(cfg, workdir)`):
+  experiment   teacher, networks, data and evaluation for cfg.teacher.kind (experiments/)
+  state        initial trainable params created directly with their shardings (jit of init)
+  resume       latest checkpoint in workdir/checkpoints, restored onto the current mesh
+  compile      one jitted generator step and one critic step, compiled up front (time logged)
+  loop         FastGen schedule: step k is a generator step iff k mod (critic_steps + 1) == 0;
+               metrics are fetched from the device only at log steps
+  outputs      metrics.jsonl + TensorBoard + logs, samples PNG, checkpoints, final_metrics.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from fdistill_jax import experiments
+from fdistill_jax.engine import checkpoint as ckpt_lib
+from fdistill_jax.engine import metrics as metrics_lib
+from fdistill_jax.engine import sharding as shard_lib
+from fdistill_jax.engine import state as state_lib
+from fdistill_jax.engine import steps as steps_lib
+from fdistill_jax.methods import registry
+
+
+class NonFiniteHalt(RuntimeError):
+  pass
+
+
+# ============================================================================== setup
+def _build(cfg, workdir):
+  exp = experiments.build(cfg, workdir)
+  method = registry.get(cfg.method.name)
+  init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
+  names = tuple(jax.eval_shape(exp.init_params, init_key).keys())
+  txs = {n: state_lib.make_optimizer(cfg, n) for n in names}
+
+  def init(key):
+    return state_lib.init_state(exp.init_params(key), txs, method.init_extras(cfg),
+                                cfg.train.ema_decays)
+
+  return exp, method, txs, init, init_key
+
+
+def _phase_of(step: int, method, cfg) -> str:
+  if not method.CRITIC_NETS:
+    return "generator"
+  return "generator" if step % (cfg.method.critic_steps + 1) == 0 else "critic"
+
+
+def generator_params(state, which: str):
+  """Generator params to evaluate: 'raw' or an EMA decay like '0.999'."""
+  if which == "raw":
+    return state["params"]["generator"]
+  key = state_lib.ema_key(float(which))
+  if key not in state["ema"]:
+    raise ValueError(f"config.eval.params={which!r}: no such EMA track; have {list(state['ema'])}")
+  return state["ema"][key]
+
+
+# ============================================================================== train
+def train(cfg, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  writer = metrics_lib.create_writer(workdir)
+  exp, method, txs, init, init_key = _build(cfg, workdir)
+  mesh = shard_lib.make_mesh(cfg)
+
+  # ---------------------------------------------------------------- state & shardings
+  abstract = jax.eval_shape(init, init_key)
+  state_sh = shard_lib.tree_shardings(abstract, mesh, cfg)
+  frozen_sh = shard_lib.tree_shardings(jax.eval_shape(lambda: exp.frozen), mesh, cfg)
+  frozen = jax.device_put(exp.frozen, frozen_sh)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.train.keep_checkpoints,
+                               cfg.train.async_checkpoints)
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore(ckpt_lib.abstract_with_shardings(abstract, state_sh))
+    exp.restore_data(data_state)
+    logging.info("resumed from step %d in %s", int(state["step"]), ckpt.directory)
+  else:
+    state = jax.jit(init, out_shardings=state_sh)(init_key)
+  start = int(jax.device_get(state["step"]))
+
+  # ---------------------------------------------------------------- compile
+  batch0 = exp.batch(0)
+  batch_sh = shard_lib.batch_sharding(mesh, batch0)
+  phases = ("generator", "critic") if method.CRITIC_NETS else ("generator",)
+  compiled = {}
+  for phase in phases:
+    t0 = time.time()
+    fn = jax.jit(steps_lib.make_step(method, exp.nets, txs, cfg, phase),
+                 in_shardings=(state_sh, frozen_sh, batch_sh), out_shardings=(state_sh, None),
+                 donate_argnums=(0,))
+    compiled[phase] = fn.lower(abstract, frozen, jax.device_put(batch0, batch_sh)).compile()
+    logging.info("compiled %s step in %.1fs", phase, time.time() - t0)
+    writer.write_scalars(start, {f"compile_time_{phase}_s": time.time() - t0})
+
+  # ---------------------------------------------------------------- preemption
+  stop = {"flag": False}
+  prev = signal.getsignal(signal.SIGTERM)
+  signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
+
+  def save(step, force=False):
+    ckpt.save(step, state, exp.data_state(), force=force)
+
+  # ---------------------------------------------------------------- loop
+  total = cfg.train.steps
+  pending, t_last, s_last = [], time.time(), start
+  eval_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99)
+  img_per_step = cfg.train.batch_size
+  try:
+    for step in range(start, total):
+      phase = _phase_of(step, method, cfg)
+      batch = jax.device_put(exp.batch(step), batch_sh)
+      state, m = compiled[phase](state, frozen, batch)
+      pending.append(m)
+      done = step + 1
+      if done % cfg.train.log_every == 0 or done == total:
+        host = jax.device_get(pending)
+        pending = []
+        scalars = {}
+        for k in {k for d in host for k in d}:
+          scalars[k] = float(np.mean([d[k] for d in host if k in d]))
+        nf = jax.device_get(state["nonfinite"])
+        dt = time.time() - t_last
+        scalars.update(steps_per_sec=(done - s_last) / dt,
+                       images_per_sec=(done - s_last) * img_per_step / dt,
+                       eta_min=(total - done) * dt / max(done - s_last, 1) / 60,
+                       nonfinite_total=int(nf["total"]))
+        t_last, s_last = time.time(), done
+        writer.write_scalars(done, scalars)
+        if int(nf["streak"]) >= cfg.train.max_nonfinite_streak:
+          raise NonFiniteHalt(f"{int(nf['streak'])} non-finite steps in a row at step {done} "
+                              f"(config.train.max_nonfinite_streak="
+                              f"{cfg.train.max_nonfinite_streak}); last checkpoint kept")
+      if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done != total:
+        _evaluate(exp, state, cfg, writer, done, eval_key, workdir)
+      if (cfg.train.ckpt_every and done % cfg.train.ckpt_every == 0) or stop["flag"]:
+        save(done, force=stop["flag"])
+      if stop["flag"]:
+        logging.warning("SIGTERM: saved step %d and stopping", done)
+        ckpt.close()
+        return {"preempted_at": done}
+    if ckpt.latest_step() != total:
+      save(total, force=True)
+    final = _evaluate(exp, state, cfg, writer, total, eval_key, workdir, final=True)
+  finally:
+    signal.signal(signal.SIGTERM, prev)
+    ckpt.close()
+    writer.flush()
+  return final
+
+
+def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
+  params = generator_params(state, cfg.eval.params)
+  res = exp.evaluate(params, key)
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()
+                              if np.ndim(v) == 0})
+  if jax.process_index() == 0:
+    exp.save_samples(params, key, os.path.join(workdir, f"samples_{step:07d}.png"),
+                     f"{cfg.method.name}/{cfg.method.get('divergence', '')} step {step}")
+  if final:
+    out = {"step": step, "student": res, **exp.reference(key)}
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    return out
+  return res
+
+
+# ============================================================================== eval / sample
+def load_trained(cfg, workdir: str):
+  """(experiment, state) of the latest checkpoint in workdir (the public 'load a student' API)."""
+  exp, _, _, init, init_key = _build(cfg, workdir)
+  mesh = shard_lib.make_mesh(cfg)
+  abstract = jax.eval_shape(init, init_key)
+  state_sh = shard_lib.tree_shardings(abstract, mesh, cfg)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"no checkpoint under {ckpt.directory}; train first "
+                              f"(--mode=train --workdir={workdir})")
+    state, data_state = ckpt.restore(ckpt_lib.abstract_with_shardings(abstract, state_sh))
+  finally:
+    ckpt.close()
+  exp.restore_data(data_state)
+  return exp, state
+
+
+def evaluate_checkpoint(cfg, workdir: str) -> dict:
+  exp, state = load_trained(cfg, workdir)
+  step = int(state["step"])
+  writer = metrics_lib.create_writer(workdir)
+  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99)
+  return _evaluate(exp, state, cfg, writer, step, key, workdir, final=True)
+
+
+def sample_checkpoint(cfg, workdir: str) -> dict:
+  exp, state = load_trained(cfg, workdir)
+  step = int(state["step"])
+  path = os.path.join(workdir, f"samples_{step:07d}_{cfg.eval.params}.png")
+  exp.save_samples(generator_params(state, cfg.eval.params),
+                   jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 123), path)
+  return {"samples": path}

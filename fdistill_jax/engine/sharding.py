@@ -1,0 +1,83 @@
+"""Device mesh and sharding rules (big_vision-style regex tactics over the state pytree).
+
+Mesh axes: ("data", "fsdp"). The batch is sharded over both axes (every device gets a distinct
+slice). Parameters and optimizer states follow `cfg.mesh.rules`, a list of (regex, tactic) pairs
+matched against the '/'-joined leaf path; the first match wins, the default is
+`cfg.mesh.default_tactic`. Tactics:
+  'replicate' : every device holds the whole leaf;
+  'fsdp'      : the largest dimension divisible by the fsdp axis size is split over it (leaves
+                smaller than `cfg.mesh.fsdp_min_size` elements, or with no divisible dim, replicate).
+"""
+from __future__ import annotations
+
+import re
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ("data", "fsdp")
+BATCH_SPEC = P(AXES)
+
+
+def make_mesh(cfg, devices=None) -> Mesh:
+  """Mesh of shape (data, fsdp); data = -1 fills the remaining devices."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  n = devices.size
+  fsdp = int(cfg.mesh.fsdp)
+  data = int(cfg.mesh.data)
+  if data == -1:
+    if n % fsdp:
+      raise ValueError(f"config.mesh.fsdp={fsdp} does not divide the {n} devices")
+    data = n // fsdp
+  if data * fsdp != n:
+    raise ValueError(f"config.mesh data×fsdp = {data}×{fsdp} != {n} devices")
+  return Mesh(devices.reshape(data, fsdp), AXES)
+
+
+def _path_str(path) -> str:
+  parts = []
+  for p in path:
+    parts.append(str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p)))))
+  return "/".join(parts)
+
+
+def _fsdp_spec(shape, axis_size: int, min_size: int) -> P:
+  if axis_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  dims = sorted(range(len(shape)), key=lambda i: -shape[i])
+  for i in dims:
+    if shape[i] % axis_size == 0:
+      spec = [None] * len(shape)
+      spec[i] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def tree_shardings(abstract_tree, mesh: Mesh, cfg):
+  """NamedSharding pytree for a (shape-dtype) pytree according to cfg.mesh rules."""
+  rules = [(re.compile(r), t) for r, t in cfg.mesh.get("rules", ())]
+  default = cfg.mesh.get("default_tactic", "fsdp")
+  fsdp = mesh.shape["fsdp"]
+  min_size = int(cfg.mesh.get("fsdp_min_size", 2 ** 14))
+
+  def one(path, leaf):
+    name = _path_str(path)
+    tactic = next((t for r, t in rules if r.search(name)), default)
+    if tactic == "replicate" or not getattr(leaf, "shape", ()):
+      return NamedSharding(mesh, P())
+    if tactic == "fsdp":
+      return NamedSharding(mesh, _fsdp_spec(leaf.shape, fsdp, min_size))
+    raise ValueError(f"config.mesh.rules: unknown tactic {tactic!r} for {name}; "
+                     "allowed: 'replicate', 'fsdp'")
+
+  return jax.tree_util.tree_map_with_path(one, abstract_tree)
+
+
+def batch_sharding(mesh: Mesh, tree):
+  """Batch leaves split over all mesh axes along axis 0 (labels with 0 columns too)."""
+  return jax.tree.map(lambda _: NamedSharding(mesh, BATCH_SPEC), tree)
+
+
+def replicated(mesh: Mesh, tree):
+  return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)

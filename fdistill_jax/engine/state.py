@@ -1,0 +1,54 @@
+"""Train state as a plain pytree, optimizers and EMA tracks.
+
+state = {
+  "step":   int32 [],                       # number of completed iterations
+  "params": {net: params},                  # trainable nets only (teacher is held apart)
+  "opt":    {net: optax state},
+  "ema":    {"0.9999": generator params, ...},  # several constant-β tracks at once
+  "extras": method state (e.g. ratio bins [10]),
+  "nonfinite": {"total": int32, "streak": int32},
+}
+The teacher and any frozen feature network live in a separate `frozen` pytree: never donated,
+never in an optimizer, never re-saved in checkpoints.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def ema_key(decay: float) -> str:
+  return repr(float(decay))
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict, net: str) -> optax.GradientTransformation:
+  """AdamW (FastGen/DMD2 defaults) with optional global-norm clipping, per network.
+
+  cfg.optim.<net>.{lr, b1, b2, eps, weight_decay, clip}; clip <= 0 disables clipping.
+  """
+  o = cfg.optim[net]
+  parts = []
+  if o.clip > 0:
+    parts.append(optax.clip_by_global_norm(o.clip))
+  parts.append(optax.adamw(o.lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
+  return optax.chain(*parts)
+
+
+def init_state(params: dict, txs: dict, extras: dict, ema_decays) -> dict:
+  """Builds the state pytree from initial trainable params (dict net -> params)."""
+  return {
+      "step": jnp.zeros((), jnp.int32),
+      "params": params,
+      "opt": {n: txs[n].init(p) for n, p in params.items()},
+      "ema": {ema_key(d): jax.tree.map(jnp.copy, params["generator"]) for d in ema_decays},
+      "extras": extras,
+      "nonfinite": {"total": jnp.zeros((), jnp.int32), "streak": jnp.zeros((), jnp.int32)},
+  }
+
+
+def update_emas(emas: dict, params, ) -> dict:
+  """Constant-β EMA of the generator for every track: e ← β e + (1 − β) θ."""
+  return {k: jax.tree.map(lambda e, p, b=float(k): b * e + (1.0 - b) * p, v, params)
+          for k, v in emas.items()}

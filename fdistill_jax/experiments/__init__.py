@@ -1,0 +1,41 @@
+"""Experiment builders: from a config to the teacher, networks, data and evaluation of one run.
+
+`build(cfg, workdir)` dispatches on cfg.teacher.kind; each builder returns an `Experiment`, the only
+thing the training loop needs to know about the problem.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from fdistill_jax.engine.nets import Nets
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything problem-specific a run needs.
+
+  nets: the networks as pure functions; frozen: frozen parameter pytree (teacher, feature net);
+  init_params(key) -> {net: params} for the trainable nets;
+  batch(step) -> dict(x [B, ...] real data, labels [B, label_dim]) (deterministic in step, or
+  from a resumable iterator whose state is `data_state()` / `restore_data(state)`);
+  evaluate(gen_params, key) -> dict of metrics; save_samples(gen_params, key, path) writes a PNG;
+  reference(key) -> metrics of the teacher's multi-step sampler and anything else fixed.
+  """
+  nets: Nets
+  frozen: Any
+  init_params: Callable
+  batch: Callable
+  evaluate: Callable
+  save_samples: Callable
+  reference: Callable
+  data_state: Callable = lambda: {}
+  restore_data: Callable = lambda state: None
+
+
+def build(cfg, workdir: str) -> Experiment:
+  kind = cfg.teacher.kind
+  if kind == "gmm":
+    from fdistill_jax.experiments import toy
+    return toy.build(cfg, workdir)
+  raise ValueError(f"config.teacher.kind={kind!r} is not supported; allowed: 'gmm'")

@@ -1,0 +1,172 @@
+"""Toy problems: distil an exact Gaussian-mixture teacher into a one-step MLP generator.
+
+As in the real method, the generator and the fake score start from a pretrained denoiser of the
+teacher, not from random weights: a small MLP trained briefly with the EDM loss on exact teacher
+samples (cached in the workdir as pretrained_denoiser.msgpack). The teacher's own denoiser is exact.
+Discriminator features come from the frozen pretrained denoiser ('teacher', the analogue of
+FastGen's frozen-teacher encoder) or from the fake score ('fake_score', DMD2).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from fdistill_jax.diffusion import edm, samplers
+from fdistill_jax.engine.nets import Nets
+from fdistill_jax.evaluation import toy_metrics
+from fdistill_jax.experiments import Experiment
+from fdistill_jax.models.heads import MLPHead
+from fdistill_jax.models.mlp import MLPDenoiser
+from fdistill_jax.teachers import analytic
+
+
+def make_mixture(t) -> analytic.GaussianMixture:
+  """The mixture named by config.teacher: 'ring' (2-D, modes on a circle) or 'random' (any dim)."""
+  weights = None if t.weights is None else np.asarray(t.weights, np.float64) / np.sum(t.weights)
+  if t.mixture == "ring":
+    return analytic.ring_mixture(t.num_modes, t.radius, t.scale, weights)
+  if t.mixture == "random":
+    return analytic.random_mixture(t.mixture_seed, t.num_modes, t.dim, t.spread, t.scale, weights)
+  raise ValueError(f"config.teacher.mixture={t.mixture!r}; allowed: 'ring', 'random'")
+
+
+def pretrain_denoiser(module: MLPDenoiser, gmm, cfg, key) -> dict:
+  """EDM-loss training of `module` on exact samples (ln σ ~ N(-1.2, 1.2²), λ(σ) weighting)."""
+  p = cfg.pretrain
+  params = module.init(key, jnp.zeros((1, gmm.dim)), jnp.ones((1,)))["params"]
+  tx = optax.adam(optax.cosine_decay_schedule(p.lr, p.steps))
+  opt = tx.init(params)
+  sd = cfg.diffusion.sigma_data
+
+  @jax.jit
+  def step(params, opt, k):
+    k1, k2, k3 = jax.random.split(k, 3)
+    x0, _ = gmm.sample(k1, p.batch)
+    sigma = edm.sample_lognormal_sigma(k2, (p.batch,), p.p_mean, p.p_std)
+    xt = x0 + sigma[:, None] * jax.random.normal(k3, x0.shape)
+
+    def loss_fn(pr):
+      d = module.apply({"params": pr}, xt, sigma)
+      return jnp.mean(edm.edm_loss_weight(sigma, sd)[:, None] * (d - x0) ** 2)
+
+    loss, g = jax.value_and_grad(loss_fn)(params)
+    upd, opt = tx.update(g, opt, params)
+    return optax.apply_updates(params, upd), opt, loss
+
+  for i in range(p.steps):
+    params, opt, loss = step(params, opt, jax.random.fold_in(key, i))
+  logging.info("pretrained denoiser: %d steps, final EDM loss %.4f", p.steps, float(loss))
+  return params
+
+
+def load_or_pretrain(module, gmm, cfg, workdir: str) -> dict:
+  """Pretrained denoiser params, cached in workdir (keyed by the pretrain config)."""
+  path = os.path.join(workdir, "pretrained_denoiser.msgpack")
+  key = jax.random.PRNGKey(cfg.pretrain.seed)
+  template = module.init(key, jnp.zeros((1, gmm.dim)), jnp.ones((1,)))["params"]
+  if os.path.exists(path):
+    with open(path, "rb") as f:
+      return flax.serialization.from_bytes(template, f.read())
+  params = pretrain_denoiser(module, gmm, cfg, key)
+  os.makedirs(workdir, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(flax.serialization.to_bytes(params))
+  os.replace(tmp, path)  # Atomic: a killed run never leaves a half-written cache.
+  return params
+
+
+def scatter_png(gmm, x: np.ndarray, path: str, title: str = "") -> None:
+  """Student samples over the exact density (first two coordinates), written as PNG."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+  lim = float(np.abs(gmm.means).max() + 4 * gmm.scales.max())
+  if gmm.dim == 2:
+    g = np.linspace(-lim, lim, 200)
+    xx, yy = np.meshgrid(g, g)
+    lp = np.asarray(gmm.log_prob(jnp.asarray(np.stack([xx.ravel(), yy.ravel()], 1), jnp.float32)))
+    ax.contourf(xx, yy, np.exp(lp).reshape(xx.shape), levels=30, cmap="Blues")
+  ax.scatter(x[:, 0], x[:, 1], s=2, c="crimson", alpha=0.5)
+  ax.set_xlim(-lim, lim)
+  ax.set_ylim(-lim, lim)
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def build(cfg, workdir: str) -> Experiment:
+  gmm = make_mixture(cfg.teacher)
+  s = cfg.student
+  module = MLPDenoiser(dim=gmm.dim, hidden=s.hidden, depth=s.depth,
+                       sigma_data=cfg.diffusion.sigma_data)
+  pre = load_or_pretrain(module, gmm, cfg, workdir)
+  head = MLPHead(hidden=cfg.disc.hidden, depth=cfg.disc.depth) if cfg.disc.enabled else None
+
+  def student(params, x, sigma, labels, *, key=None, features=False):
+    del labels, key
+    return module.apply({"params": params}, x, sigma, return_features=features)
+
+  def teacher(frozen, x, sigma, labels, *, features=False):
+    del labels
+    x0 = gmm.denoise(x, sigma)
+    if not features:
+      return x0
+    _, feats = module.apply({"params": frozen["feature_net"]}, x, sigma, return_features=True)
+    return x0, feats
+
+  disc = None if head is None else (lambda p, f, sig: head.apply({"params": p}, f, sig))
+  nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
+              data_shape=(gmm.dim,), label_dim=0)
+
+  def init_params(key):
+    params = {"generator": pre, "fake_score": jax.tree.map(jnp.copy, pre)}
+    if head is not None:
+      params["discriminator"] = head.init(key, jnp.zeros((1, s.hidden)), jnp.ones((1,)))["params"]
+    return params
+
+  b = cfg.train.batch_size
+  data_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7)
+
+  @jax.jit
+  def _batch(step):
+    x, _ = gmm.sample(jax.random.fold_in(data_key, step), b)
+    return {"x": x, "labels": jnp.zeros((b, 0), jnp.float32)}
+
+  n_eval = cfg.eval.num_samples
+
+  @jax.jit
+  def _samples(gen_params, key):
+    z = jax.random.normal(key, (n_eval, gmm.dim))
+    return nets.generate(gen_params, z, jnp.zeros((n_eval, 0)))
+
+  def evaluate(gen_params, key):
+    ks, km = jax.random.split(key)
+    return toy_metrics.evaluate(gmm, _samples(gen_params, ks), km)
+
+  def save_samples(gen_params, key, path, title=""):
+    scatter_png(gmm, np.asarray(_samples(gen_params, key)), path, title)
+
+  def reference(key):
+    """Teacher's Heun sampler (exact denoiser) at cfg.eval.teacher_nfe and the pretrained init."""
+    steps = samplers.steps_for_nfe(cfg.eval.teacher_nfe)
+    fn = jax.jit(functools.partial(samplers.edm_sampler, gmm.denoise, num_steps=steps,
+                                   sigma_min=cfg.diffusion.sigma_min,
+                                   sigma_max=cfg.diffusion.sigma_max))
+    k1, k2, k3 = jax.random.split(key, 3)
+    x = fn(jax.random.normal(k1, (n_eval, gmm.dim)))
+    return {f"teacher_heun{cfg.eval.teacher_nfe}": toy_metrics.evaluate(gmm, x, k2),
+            "init_generator": evaluate(pre, k3)}
+
+  return Experiment(nets=nets, frozen={"feature_net": pre}, init_params=init_params,
+                    batch=_batch, evaluate=evaluate, save_samples=save_samples,
+                    reference=reference)

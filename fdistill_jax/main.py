@@ -1,0 +1,50 @@
+"""Command-line entry point.
+
+  python -m fdistill_jax.main --config=configs/toy2d_js.py --workdir=runs/toy [--config.key=value]
+      [--mode=train|eval|sample]
+
+The config is locked: an unknown key fails at parse time, and `config_checks.check` rejects
+impossible values before anything is built or compiled. Multi-host runs call
+`jax.distributed.initialize()` when --distributed is given or FDISTILL_DISTRIBUTED=1 is set
+(the launch/ scripts do this); a single machine never needs it.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() (multi-host runs).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  import jax  # Imported here so XLA flags set by launchers apply before jax starts.
+  if _DISTRIBUTED.value or os.environ.get("FDISTILL_DISTRIBUTED") == "1":
+    jax.distributed.initialize()
+  from fdistill_jax import config_checks
+  from fdistill_jax.engine import loop
+  cfg = _CONFIG.value
+  config_checks.check(cfg)
+  logging.info("process %d/%d, %d devices; workdir %s", jax.process_index(),
+               jax.process_count(), jax.device_count(), _WORKDIR.value)
+  if _MODE.value == "train":
+    out = loop.train(cfg, _WORKDIR.value)
+  elif _MODE.value == "eval":
+    out = loop.evaluate_checkpoint(cfg, _WORKDIR.value)
+  else:
+    out = loop.sample_checkpoint(cfg, _WORKDIR.value)
+  if jax.process_index() == 0:
+    print(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+  app.run(main)
