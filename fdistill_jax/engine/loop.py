@@ -38,6 +38,8 @@ class NonFiniteHalt(RuntimeError):
 def _build(cfg, workdir):
   exp = experiments.build(cfg, workdir)
   method = registry.get(cfg.method.name)
+  if hasattr(method, "prepare"):  # e.g. KD builds its cached teacher pairs and feeds them.
+    exp = method.prepare(cfg, exp, workdir)
   init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
   names = tuple(jax.eval_shape(exp.init_params, init_key).keys())
   txs = {n: state_lib.make_optimizer(cfg, n) for n in names}
@@ -65,41 +67,62 @@ def generator_params(state, which: str):
   return state["ema"][key]
 
 
+# ============================================================================== setup
+class Run:
+  """A built run: experiment, mesh, shardings, initial (or restored) state and compiled steps."""
+
+  def __init__(self, cfg, workdir: str, devices=None, restore: bool = True):
+    self.cfg, self.workdir = cfg, workdir
+    self.exp, self.method, self.txs, init, init_key = _build(cfg, workdir)
+    self.mesh = shard_lib.make_mesh(cfg, devices)
+    # ---------------------------------------------------------------- state & shardings
+    self.abstract = jax.eval_shape(init, init_key)
+    self.state_sh = shard_lib.tree_shardings(self.abstract, self.mesh, cfg)
+    self.frozen_sh = shard_lib.tree_shardings(jax.eval_shape(lambda: self.exp.frozen), self.mesh,
+                                              cfg)
+    self.frozen = jax.device_put(self.exp.frozen, self.frozen_sh)
+    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                      cfg.train.keep_checkpoints, cfg.train.async_checkpoints)
+    if restore and self.ckpt.latest_step() is not None:
+      self.state, data_state = self.ckpt.restore(
+          ckpt_lib.abstract_with_shardings(self.abstract, self.state_sh))
+      self.exp.restore_data(data_state)
+      logging.info("resumed from step %d in %s", int(self.state["step"]), self.ckpt.directory)
+    else:
+      self.state = jax.jit(init, out_shardings=self.state_sh)(init_key)
+    # ---------------------------------------------------------------- compile
+    batch0 = self.exp.batch(0)
+    self.batch_sh = shard_lib.batch_sharding(self.mesh, batch0)
+    phases = ("generator", "critic") if self.method.CRITIC_NETS else ("generator",)
+    self.compiled, self.compile_times = {}, {}
+    for phase in phases:
+      t0 = time.time()
+      fn = jax.jit(steps_lib.make_step(self.method, self.exp.nets, self.txs, cfg, phase),
+                   in_shardings=(self.state_sh, self.frozen_sh, self.batch_sh),
+                   out_shardings=(self.state_sh, None), donate_argnums=(0,))
+      self.compiled[phase] = fn.lower(self.abstract, self.frozen,
+                                      jax.device_put(batch0, self.batch_sh)).compile()
+      self.compile_times[phase] = time.time() - t0
+      logging.info("compiled %s step in %.1fs", phase, self.compile_times[phase])
+
+  def phase(self, step: int) -> str:
+    return _phase_of(step, self.method, self.cfg)
+
+  def step(self, step: int):
+    """Runs iteration `step` (its phase, its batch) on self.state; returns device metrics."""
+    batch = jax.device_put(self.exp.batch(step), self.batch_sh)
+    self.state, m = self.compiled[self.phase(step)](self.state, self.frozen, batch)
+    return m
+
+
 # ============================================================================== train
 def train(cfg, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   writer = metrics_lib.create_writer(workdir)
-  exp, method, txs, init, init_key = _build(cfg, workdir)
-  mesh = shard_lib.make_mesh(cfg)
-
-  # ---------------------------------------------------------------- state & shardings
-  abstract = jax.eval_shape(init, init_key)
-  state_sh = shard_lib.tree_shardings(abstract, mesh, cfg)
-  frozen_sh = shard_lib.tree_shardings(jax.eval_shape(lambda: exp.frozen), mesh, cfg)
-  frozen = jax.device_put(exp.frozen, frozen_sh)
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.train.keep_checkpoints,
-                               cfg.train.async_checkpoints)
-  if ckpt.latest_step() is not None:
-    state, data_state = ckpt.restore(ckpt_lib.abstract_with_shardings(abstract, state_sh))
-    exp.restore_data(data_state)
-    logging.info("resumed from step %d in %s", int(state["step"]), ckpt.directory)
-  else:
-    state = jax.jit(init, out_shardings=state_sh)(init_key)
-  start = int(jax.device_get(state["step"]))
-
-  # ---------------------------------------------------------------- compile
-  batch0 = exp.batch(0)
-  batch_sh = shard_lib.batch_sharding(mesh, batch0)
-  phases = ("generator", "critic") if method.CRITIC_NETS else ("generator",)
-  compiled = {}
-  for phase in phases:
-    t0 = time.time()
-    fn = jax.jit(steps_lib.make_step(method, exp.nets, txs, cfg, phase),
-                 in_shardings=(state_sh, frozen_sh, batch_sh), out_shardings=(state_sh, None),
-                 donate_argnums=(0,))
-    compiled[phase] = fn.lower(abstract, frozen, jax.device_put(batch0, batch_sh)).compile()
-    logging.info("compiled %s step in %.1fs", phase, time.time() - t0)
-    writer.write_scalars(start, {f"compile_time_{phase}_s": time.time() - t0})
+  run = Run(cfg, workdir)
+  exp, ckpt = run.exp, run.ckpt
+  start = int(jax.device_get(run.state["step"]))
+  writer.write_scalars(start, {f"compile_time_{p}_s": t for p, t in run.compile_times.items()})
 
   # ---------------------------------------------------------------- preemption
   stop = {"flag": False}
@@ -107,7 +130,7 @@ def train(cfg, workdir: str) -> dict:
   signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
 
   def save(step, force=False):
-    ckpt.save(step, state, exp.data_state(), force=force)
+    ckpt.save(step, run.state, exp.data_state(), force=force)
 
   # ---------------------------------------------------------------- loop
   total = cfg.train.steps
@@ -116,10 +139,7 @@ def train(cfg, workdir: str) -> dict:
   img_per_step = cfg.train.batch_size
   try:
     for step in range(start, total):
-      phase = _phase_of(step, method, cfg)
-      batch = jax.device_put(exp.batch(step), batch_sh)
-      state, m = compiled[phase](state, frozen, batch)
-      pending.append(m)
+      pending.append(run.step(step))
       done = step + 1
       if done % cfg.train.log_every == 0 or done == total:
         host = jax.device_get(pending)
@@ -127,7 +147,7 @@ def train(cfg, workdir: str) -> dict:
         scalars = {}
         for k in {k for d in host for k in d}:
           scalars[k] = float(np.mean([d[k] for d in host if k in d]))
-        nf = jax.device_get(state["nonfinite"])
+        nf = jax.device_get(run.state["nonfinite"])
         dt = time.time() - t_last
         scalars.update(steps_per_sec=(done - s_last) / dt,
                        images_per_sec=(done - s_last) * img_per_step / dt,
@@ -140,16 +160,15 @@ def train(cfg, workdir: str) -> dict:
                               f"(config.train.max_nonfinite_streak="
                               f"{cfg.train.max_nonfinite_streak}); last checkpoint kept")
       if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done != total:
-        _evaluate(exp, state, cfg, writer, done, eval_key, workdir)
+        _evaluate(exp, run.state, cfg, writer, done, eval_key, workdir)
       if (cfg.train.ckpt_every and done % cfg.train.ckpt_every == 0) or stop["flag"]:
         save(done, force=stop["flag"])
       if stop["flag"]:
         logging.warning("SIGTERM: saved step %d and stopping", done)
-        ckpt.close()
         return {"preempted_at": done}
     if ckpt.latest_step() != total:
       save(total, force=True)
-    final = _evaluate(exp, state, cfg, writer, total, eval_key, workdir, final=True)
+    final = _evaluate(exp, run.state, cfg, writer, total, eval_key, workdir, final=True)
   finally:
     signal.signal(signal.SIGTERM, prev)
     ckpt.close()
