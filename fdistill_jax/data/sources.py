@@ -1,0 +1,395 @@
+"""Random-access image sources: what the input pipeline reads records from.
+
+Every source has `len(source)`, `source[i] -> {"image": uint8 [H, W, C], "label": int}` and two
+attributes the pipeline needs before reading anything: `image_shape` (H, W, C) and `label_dim`
+(number of classes; 0 for an unconditional source, whose records carry label -1).
+
+Sources:
+* `DigitsSource`: scikit-learn's packaged handwritten digits (1,797 8x8 images), resized; works
+  offline and is the project's default dataset.
+* `ArraySource`: in-memory arrays (also the tfds fallback for TFRecord-prepared data).
+* `ImageFolderSource`: an EDM `dataset_tool.py` zip or a folder of images, with an optional
+  `dataset.json` of labels.
+* `tfds_source`: a TFDS dataset prepared in the user's TFDS data directory (`cifar10`,
+  `imagenet_resized/64x64`, ...).
+
+Sources are cheap to pickle (zip handles are opened lazily per process) so grain workers can use
+them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+import PIL.Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+DIGITS_SPLITS = ("train", "test", "all")
+# Digits split: a fixed permutation (seed 0) of the 1,797 images; the last 297 are held out.
+DIGITS_NUM_TRAIN = 1500
+DIGITS_SPLIT_SEED = 0
+
+
+class ImageSource(Protocol):
+  """What the pipeline needs from a source."""
+  image_shape: tuple[int, int, int]
+  label_dim: int
+
+  def __len__(self) -> int:
+    ...
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    ...
+
+
+def _check_index(index: int, length: int) -> int:
+  index = int(index)
+  if not -length <= index < length:
+    raise IndexError(f"record index {index} out of range for a source of {length} records")
+  return index % length
+
+
+class ArraySource:
+  """In-memory images.
+
+  Args:
+    images: uint8 [N, H, W, C] (or [N, H, W], given one channel).
+    labels: int [N] class indices, or None for an unconditional source.
+    label_dim: number of classes; defaults to max(labels) + 1 (0 when labels is None).
+    name: short name used in repr (and so in the pipeline's saved state).
+  """
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray | None = None,
+               label_dim: int | None = None, name: str = "arrays"):
+    images = np.asarray(images)
+    if images.ndim == 3:
+      images = images[..., None]
+    if images.ndim != 4 or images.dtype != np.uint8:
+      raise ValueError(f"ArraySource: images must be uint8 [N, H, W, C] (or [N, H, W]); got "
+                       f"dtype {images.dtype}, shape {images.shape}")
+    if images.shape[-1] not in (1, 3):
+      raise ValueError(f"ArraySource: expected 1 or 3 channels (NHWC), got shape {images.shape}")
+    if labels is None:
+      if label_dim:
+        raise ValueError(f"ArraySource: label_dim={label_dim} given without labels")
+      label_dim = 0
+    else:
+      labels = np.asarray(labels)
+      if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"ArraySource: labels must be int [N={images.shape[0]}]; got dtype "
+                         f"{labels.dtype}, shape {labels.shape}")
+      if labels.size and labels.min() < 0:
+        raise ValueError(f"ArraySource: labels must be >= 0, found {labels.min()}")
+      inferred = int(labels.max()) + 1 if labels.size else 0
+      label_dim = inferred if label_dim is None else int(label_dim)
+      if inferred > label_dim:
+        raise ValueError(f"ArraySource: label {inferred - 1} does not fit label_dim={label_dim}")
+    self.images = images
+    self.labels = labels
+    self.label_dim = int(label_dim)
+    self.image_shape = tuple(int(s) for s in images.shape[1:])
+    self.name = name
+
+  def __len__(self) -> int:
+    return self.images.shape[0]
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = _check_index(index, len(self))
+    label = -1 if self.labels is None else int(self.labels[index])
+    return {"image": self.images[index], "label": label}
+
+  def __repr__(self) -> str:
+    return f"ArraySource({self.name}, n={len(self)}, shape={self.image_shape}, " \
+           f"label_dim={self.label_dim})"
+
+
+def resize_digits(images: np.ndarray, resolution: int) -> np.ndarray:
+  """sklearn digits (float, 0..16, [N, 8, 8]) -> uint8 [N, R, R, 1].
+
+  Values are scaled to 0..255 in float32, resized with PIL's bilinear filter on the float (mode "F")
+  image (so there is one rounding, at the end), then rounded and clipped to uint8.
+  """
+  scaled = np.asarray(images, np.float32) * (255.0 / 16.0)
+  out = np.empty((scaled.shape[0], resolution, resolution), np.uint8)
+  for i, img in enumerate(scaled):
+    if img.shape != (resolution, resolution):
+      img = np.asarray(PIL.Image.fromarray(img).resize(
+          (resolution, resolution), PIL.Image.Resampling.BILINEAR))
+    out[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+  return out[..., None]
+
+
+def load_digits_arrays(resolution: int = 16, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+  """The packaged digits as (uint8 [N, R, R, 1], int64 [N]); no network needed.
+
+  Splits: 'train' (1,500 images), 'test' (the other 297) or 'all' (1,797), from a fixed
+  permutation with seed 0.
+  """
+  if split not in DIGITS_SPLITS:
+    raise ValueError(f"digits split must be one of {DIGITS_SPLITS}, got {split!r}")
+  if not isinstance(resolution, (int, np.integer)) or resolution < 4:
+    raise ValueError(f"digits resolution must be an int >= 4, got {resolution!r}")
+  import sklearn.datasets  # Local import: only this source needs scikit-learn.
+  digits = sklearn.datasets.load_digits()
+  order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(digits.images.shape[0])
+  if split == "train":
+    order = order[:DIGITS_NUM_TRAIN]
+  elif split == "test":
+    order = order[DIGITS_NUM_TRAIN:]
+  else:
+    order = np.sort(order)
+  return resize_digits(digits.images[order], int(resolution)), digits.target[order].astype(np.int64)
+
+
+class DigitsSource(ArraySource):
+  """scikit-learn's handwritten digits, 10 classes, 1 channel, resized to `resolution`."""
+
+  def __init__(self, resolution: int = 16, split: str = "train", conditional: bool = True):
+    images, labels = load_digits_arrays(resolution, split)
+    super().__init__(images, labels if conditional else None, 10 if conditional else None,
+                     name=f"digits-{split}-{resolution}")
+
+
+def _decode_image(data: bytes, what: str) -> np.ndarray:
+  """Encoded image bytes -> uint8 [H, W, C]."""
+  try:
+    with PIL.Image.open(io.BytesIO(data)) as img:
+      mode = img.mode
+      if mode.startswith(("I", "F")):
+        raise ValueError(f"{mode!r} pixels are not 8-bit; expected 8-bit grayscale or RGB")
+      if mode not in ("L", "RGB"):  # 1-bit and gray+alpha to L; palette, RGBA, CMYK to RGB.
+        img = img.convert("L" if mode in ("1", "LA") else "RGB")
+      arr = np.asarray(img, np.uint8)
+  except Exception as e:  # PIL raises several types for bad files.
+    raise ValueError(f"cannot decode image {what}: {e}") from e
+  return arr[..., None] if arr.ndim == 2 else arr
+
+
+class ImageFolderSource:
+  """An EDM `dataset_tool.py` zip or a directory of images (all the same size).
+
+  Files with image extensions anywhere under the root are records, in sorted path order (as EDM
+  does). Optional `dataset.json` at the root: {"labels": [[relative/path.png, int], ...]} or
+  {"labels": null}; when present with labels, every image must have one.
+
+  Args:
+    path: a .zip file or a directory.
+    use_labels: False ignores dataset.json labels (unconditional).
+  """
+
+  def __init__(self, path: str | os.PathLike, use_labels: bool = True):
+    self.path = os.fspath(path)
+    self._zip: zipfile.ZipFile | None = None
+    prepare = ("prepare one with EDM's dataset_tool.py, e.g. `python dataset_tool.py "
+               "--source=downloads/cifar10/cifar-10-python.tar.gz "
+               "--dest=datasets/cifar10-32x32.zip`, or point to a folder of PNG files")
+    if os.path.isdir(self.path):
+      self.kind = "folder"
+      names = [os.path.relpath(os.path.join(root, f), self.path).replace(os.sep, "/")
+               for root, _, files in os.walk(self.path) for f in files]
+    elif os.path.isfile(self.path):
+      if not zipfile.is_zipfile(self.path):
+        raise ValueError(f"{self.path}: not a zip file (expected an EDM dataset zip of PNG files "
+                         f"+ optional dataset.json, or a directory); {prepare}")
+      self.kind = "zip"
+      try:
+        names = self._open_zip().namelist()
+      except zipfile.BadZipFile as e:
+        raise ValueError(f"{self.path}: malformed zip ({e}); {prepare}") from e
+    else:
+      raise FileNotFoundError(f"dataset path {self.path!r} does not exist: expected an EDM "
+                              f"dataset zip or an image folder; {prepare}")
+    self.files = sorted(n for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not self.files:
+      raise ValueError(f"{self.path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found; "
+                       f"{prepare}")
+    self.labels = self._read_labels(names) if use_labels else None
+    self.label_dim = 0 if self.labels is None else int(self.labels.max()) + 1
+    self.image_shape = tuple(int(s) for s in self._load(0).shape)
+
+  def _open_zip(self) -> zipfile.ZipFile:
+    if self._zip is None:
+      self._zip = zipfile.ZipFile(self.path)
+    return self._zip
+
+  def _read_bytes(self, name: str) -> bytes:
+    if self.kind == "zip":
+      return self._open_zip().read(name)
+    with open(os.path.join(self.path, name), "rb") as f:
+      return f.read()
+
+  def _read_labels(self, names: Sequence[str]) -> np.ndarray | None:
+    if "dataset.json" not in names:
+      return None
+    where = f"{self.path}/dataset.json"
+    expected = 'expected {"labels": [["path/in/dataset.png", int], ...]} or {"labels": null}'
+    try:
+      meta = json.loads(self._read_bytes("dataset.json"))
+    except (ValueError, UnicodeDecodeError) as e:
+      raise ValueError(f"{where}: not valid JSON ({e}); {expected}") from e
+    if not isinstance(meta, Mapping) or "labels" not in meta:
+      raise ValueError(f"{where}: no 'labels' field; {expected}")
+    if meta["labels"] is None:
+      return None
+    try:
+      table = {str(fname).replace("\\", "/"): label for fname, label in meta["labels"]}
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{where}: 'labels' is not a list of [fname, label] pairs; "
+                       f"{expected}") from e
+    missing = [f for f in self.files if f not in table]
+    if missing:
+      raise ValueError(f"{where}: {len(missing)} image(s) have no label, e.g. {missing[0]!r}; "
+                       f"{expected}")
+    labels = [table[f] for f in self.files]
+    bad = [(f, l) for f, l in zip(self.files, labels)
+           if isinstance(l, bool) or not isinstance(l, int) or l < 0]
+    if bad:
+      raise ValueError(f"{where}: label of {bad[0][0]!r} is {bad[0][1]!r}; only non-negative int "
+                       f"class labels are supported ({expected})")
+    return np.asarray(labels, np.int64)
+
+  def _load(self, index: int) -> np.ndarray:
+    name = self.files[index]
+    return _decode_image(self._read_bytes(name), f"{self.path}:{name}")
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = _check_index(index, len(self))
+    image = self._load(index)
+    if image.shape != self.image_shape:
+      raise ValueError(f"{self.path}:{self.files[index]} has shape {image.shape}, but the "
+                       f"dataset's first image has {self.image_shape}; all images must match")
+    label = -1 if self.labels is None else int(self.labels[index])
+    return {"image": image, "label": label}
+
+  def __getstate__(self) -> dict[str, Any]:
+    state = dict(self.__dict__)
+    state["_zip"] = None  # Zip handles do not pickle; each worker reopens its own.
+    return state
+
+  def __repr__(self) -> str:
+    return f"ImageFolderSource({os.path.basename(self.path)}, kind={self.kind}, n={len(self)}, " \
+           f"shape={self.image_shape}, label_dim={self.label_dim})"
+
+
+def _tfds_prepare_hint(name: str, data_dir: str | None) -> str:
+  where = data_dir or "$TFDS_DATA_DIR (default ~/tensorflow_datasets)"
+  return (f"prepare it with `tfds build {name} --data_dir={where} --file_format=array_record` "
+          f"(array_record gives random access; a TFRecord copy can be converted with `tfds "
+          f"convert_format --dataset_version_dir=<data_dir>/<name>/<version> "
+          f"--out_file_format=array_record`)")
+
+
+class TfdsSource:
+  """A random-access TFDS data source (array_record or parquet prepared data)."""
+
+  def __init__(self, data_source: Any, name: str, split: str, image_key: str,
+               label_key: str | None, image_shape: tuple[int, int, int], label_dim: int):
+    self._ds = data_source
+    self.name, self.split = name, split
+    self.image_key, self.label_key = image_key, label_key
+    self.image_shape, self.label_dim = image_shape, label_dim
+
+  def __len__(self) -> int:
+    return len(self._ds)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    ex = self._ds[_check_index(index, len(self))]
+    image = np.asarray(ex[self.image_key], np.uint8)
+    image = image[..., None] if image.ndim == 2 else image
+    label = int(ex[self.label_key]) if self.label_dim else -1
+    return {"image": image, "label": label}
+
+  def __repr__(self) -> str:
+    return f"TfdsSource({self.name}, split={self.split}, n={len(self)}, " \
+           f"shape={self.image_shape}, label_dim={self.label_dim})"
+
+
+def tfds_source(name: str, split: str = "train", data_dir: str | None = None,
+                image_key: str = "image", label_key: str | None = "label",
+                use_labels: bool = True, reader: str = "auto",
+                max_in_memory_bytes: int = 8 << 30) -> ImageSource:
+  """A prepared TFDS dataset (e.g. 'cifar10', 'imagenet_resized/64x64') as a random-access source.
+
+  Readers:
+  * 'data_source' (random access, no TensorFlow): `builder.as_data_source(split)`; needs the data
+    prepared as array_record (or parquet). Records are read lazily; grain shards and shuffles them.
+  * 'tf_data': `builder.as_dataset(split)` through tf.data (TensorFlow), read once into memory as
+    an ArraySource; for the TFDS default TFRECORD preparation, which has no random access.
+    Refused above `max_in_memory_bytes` (ImageNet 64x64 is ~16 GB: convert it instead).
+  * 'auto': 'data_source' when the prepared format allows it, else 'tf_data'.
+
+  Args:
+    name: TFDS name with optional config, e.g. 'imagenet_resized/64x64'.
+    split: TFDS split string, e.g. 'train' or 'train[:90%]'.
+    data_dir: TFDS data directory; None uses TFDS's default.
+    image_key, label_key: feature names; label_key None or use_labels False -> unconditional.
+  """
+  import tensorflow_datasets as tfds  # Local import: only this source needs TFDS.
+  if reader not in ("auto", "data_source", "tf_data"):
+    raise ValueError(f"tfds reader must be 'auto', 'data_source' or 'tf_data', got {reader!r}")
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"TFDS has no dataset named {name!r} (expected e.g. 'cifar10' or "
+                     f"'imagenet_resized/64x64')") from e
+  features = builder.info.features
+  if image_key not in features:
+    raise ValueError(f"TFDS {name}: no image feature {image_key!r}; features are "
+                     f"{sorted(features.keys())}")
+  shape = tuple(features[image_key].shape)
+  if len(shape) != 3 or any(s is None for s in shape):
+    raise ValueError(f"TFDS {name}: images must have a fixed [H, W, C] shape, got {shape}; "
+                     f"use a resized variant (e.g. 'imagenet_resized/64x64')")
+  label_dim = 0
+  if use_labels and label_key is not None:
+    if label_key not in features or not hasattr(features[label_key], "num_classes"):
+      raise ValueError(f"TFDS {name}: no class-label feature {label_key!r}; features are "
+                       f"{sorted(features.keys())} (set label_key=None for unconditional data)")
+    label_dim = int(features[label_key].num_classes)
+  key = label_key if label_dim else None
+  if reader in ("auto", "data_source"):
+    try:
+      ds = builder.as_data_source(split=split)
+      return TfdsSource(ds, name, split, image_key, key, shape, label_dim)
+    except NotImplementedError as e:
+      # Raised for TFRECORD-prepared (or unprepared) data: no random access.
+      if reader == "data_source":
+        raise ValueError(f"TFDS {name} in {builder.data_dir} has no random-access (array_record) "
+                         f"files: {_tfds_prepare_hint(name, data_dir)}") from e
+  return _tfds_into_memory(builder, name, split, image_key, key, shape, label_dim, data_dir,
+                           max_in_memory_bytes)
+
+
+def _tfds_into_memory(builder: Any, name: str, split: str, image_key: str, label_key: str | None,
+                      shape: tuple[int, ...], label_dim: int, data_dir: str | None,
+                      max_bytes: int) -> ArraySource:
+  """Reads a TFRECORD-prepared split through tf.data into an ArraySource."""
+  import tensorflow_datasets as tfds
+  try:
+    num = builder.info.splits[split].num_examples
+  except (KeyError, ValueError):
+    num = None  # Unknown (unprepared, or under tfds.testing.mock_data).
+  if num is not None and num * int(np.prod(shape)) > max_bytes:
+    raise ValueError(f"TFDS {name}[{split}] is {num * int(np.prod(shape)) / 2**30:.1f} GiB, above "
+                     f"max_in_memory_bytes={max_bytes}, and its files are TFRECORD (no random "
+                     f"access): {_tfds_prepare_hint(name, data_dir)}")
+  try:
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+  except AssertionError as e:  # TFDS's "could not find data" error.
+    raise FileNotFoundError(f"TFDS {name} is not prepared in {builder.data_dir}: "
+                            f"{_tfds_prepare_hint(name, data_dir)}") from e
+  images, labels = [], []
+  for ex in tfds.as_numpy(ds):
+    images.append(np.asarray(ex[image_key], np.uint8).reshape(shape))
+    labels.append(int(ex[label_key]) if label_key else 0)
+  if not images:
+    raise ValueError(f"TFDS {name}[{split}] is empty")
+  return ArraySource(np.stack(images), np.asarray(labels) if label_key else None,
+                     label_dim if label_key else None, name=f"tfds-{name}-{split}")
