@@ -1,0 +1,5 @@
+"""Weight interop with PyTorch checkpoints (NCHW/OIHW layouts live only here).
+
+* `edm_pickle`: restricted, execution-free reader for NVIDIA EDM `.pkl` snapshots.
+* `edm_state_dict`: EDM state_dict (PyTorch names) <-> Flax variables, `.safetensors`/`.pt` I/O.
+"""

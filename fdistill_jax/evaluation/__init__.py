@@ -1,0 +1,1 @@
+"""Evaluation: FID, precision/recall, toy and digits metrics, sample grids."""

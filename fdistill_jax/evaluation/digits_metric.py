@@ -1,0 +1,199 @@
+"""A CPU-scale sample-quality metric for the digits dataset (the offline stand-in for FID).
+
+A small Flax CNN is trained on the digits train split (1,500 images, data/sources.py) at the
+generator's resolution, with a fixed recipe and seed (~10 s on a 2-core CPU). Its 64-d penultimate
+activations (before the ReLU) play the role of Inception features:
+* fd: Fréchet distance (evaluation/fid.py) between the features of the given images and of the
+  real train split;
+* class_histogram_tv: total variation between the predicted-class histogram and uniform (the
+  digits classes are each 9.7-10.2% of the data), 0 = balanced, 0.9 = a single class;
+* class_coverage: fraction of the 10 classes that are covered, a class being covered when it
+  receives at least `cover_frac` (0.25) of its uniform share, i.e. >= 2.5% of the predictions (the
+  same rule as toy_metrics.mode_stats);
+* mean_confidence: mean max-softmax probability (low for unrecognisable images).
+The classifier's held-out accuracy (297 test images) is `DigitsMetric.test_accuracy`.
+
+Trained weights are cached in `cache_dir` (if given) under a name that encodes the resolution and
+the recipe, so a change of recipe never reads stale weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Any
+
+import flax.linen as nn
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fdistill_jax.data.sources import load_digits_arrays
+from fdistill_jax.evaluation.fid import compute_statistics, frechet_distance
+
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """Training recipe of the classifier; part of the cache file name."""
+  seed: int = 0
+  epochs: int = 20
+  batch_size: int = 64
+  learning_rate: float = 3e-3
+  feature_dim: int = 64
+  channels: tuple[int, ...] = (16, 32)
+  max_shift: int = 1  # Random translation (pixels at 16x16, scaled with resolution) for robustness.
+  version: int = 2  # Bump when DigitsClassifier changes, so cached weights are not reused.
+
+  def tag(self) -> str:
+    return hashlib.sha1(repr(self).encode()).hexdigest()[:10]
+
+
+class DigitsClassifier(nn.Module):
+  """CNN on [N, R, R, 1] images in [-1, 1] -> (logits [N, 10], features [N, feature_dim])."""
+  feature_dim: int = 64
+  channels: tuple[int, ...] = (16, 32)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    for channels in self.channels:
+      x = nn.relu(nn.Conv(channels, (3, 3))(x))
+      x = nn.avg_pool(x, (2, 2), (2, 2))
+    x = x.reshape(x.shape[0], -1)
+    # Features are taken before the ReLU: after it, many units are dead (always 0) on digits,
+    # which leaves the feature covariance singular.
+    features = nn.Dense(self.feature_dim)(x)
+    return nn.Dense(NUM_CLASSES)(nn.relu(features)), features
+
+
+def _to_model_input(images_uint8: np.ndarray) -> np.ndarray:
+  return images_uint8.astype(np.float32) / 127.5 - 1.0
+
+
+def _random_shift(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+  """Translates each image by up to ±max_shift pixels, filling with background (-1)."""
+  if max_shift == 0:
+    return x
+  n, h, w, _ = x.shape
+  padded = np.pad(x, ((0, 0), (max_shift,) * 2, (max_shift,) * 2, (0, 0)), constant_values=-1.0)
+  dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
+  return np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+def train_classifier(resolution: int, recipe: Recipe = Recipe()) -> tuple[Any, float]:
+  """Trains the classifier on the digits train split; returns (params, test accuracy)."""
+  train_x, train_y = load_digits_arrays(resolution, "train")
+  test_x, test_y = load_digits_arrays(resolution, "test")
+  train_x, test_x = _to_model_input(train_x), _to_model_input(test_x)
+  model = DigitsClassifier(recipe.feature_dim, recipe.channels)
+  params = model.init(jax.random.PRNGKey(recipe.seed), train_x[:1])
+  tx = optax.adam(optax.cosine_decay_schedule(
+      recipe.learning_rate, recipe.epochs * (len(train_x) // recipe.batch_size)))
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state, x, y):
+    def loss_fn(p):
+      logits, _ = model.apply(p, x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  rng = np.random.default_rng(recipe.seed)
+  shift = max(0, round(recipe.max_shift * resolution / 16))
+  for _ in range(recipe.epochs):
+    order = rng.permutation(len(train_x))
+    for i in range(len(train_x) // recipe.batch_size):
+      idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+      x = _random_shift(train_x[idx], shift, rng)
+      params, opt_state = step(params, opt_state, jnp.asarray(x), jnp.asarray(train_y[idx]))
+  logits, _ = jax.jit(model.apply)(params, test_x)
+  accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == test_y))
+  return params, accuracy
+
+
+@dataclasses.dataclass
+class DigitsMetric:
+  """The trained classifier plus the real train split's feature statistics."""
+  resolution: int
+  params: Any
+  test_accuracy: float
+  ref_mu: np.ndarray
+  ref_sigma: np.ndarray
+  recipe: Recipe = Recipe()
+  batch_size: int = 500
+
+  @classmethod
+  def create(cls, resolution: int = 16, cache_dir: str | os.PathLike | None = None,
+             recipe: Recipe = Recipe()) -> "DigitsMetric":
+    """Trains the classifier (or loads it from `cache_dir`) and computes reference statistics."""
+    path = None
+    params = accuracy = None
+    template = DigitsClassifier(recipe.feature_dim, recipe.channels).init(
+        jax.random.PRNGKey(0), jnp.zeros((1, resolution, resolution, 1)))
+    if cache_dir is not None:
+      path = os.path.join(os.fspath(cache_dir), f"digits_classifier_r{resolution}_{recipe.tag()}"
+                          f".msgpack")
+      if os.path.isfile(path):
+        with open(path, "rb") as f:
+          try:
+            blob = flax.serialization.msgpack_restore(f.read())
+            params = flax.serialization.from_state_dict(template, blob["params"])
+            accuracy = float(blob["test_accuracy"])
+          except Exception as e:  # Corrupt or foreign file: say which and how to fix.
+            raise ValueError(f"{path}: not a valid cached digits classifier ({e}); delete it to "
+                             f"retrain") from e
+    if params is None:
+      params, accuracy = train_classifier(resolution, recipe)
+      if path is not None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        blob = {"params": flax.serialization.to_state_dict(params), "test_accuracy": accuracy}
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+          f.write(flax.serialization.msgpack_serialize(blob))
+        os.replace(tmp, path)  # Atomic: a concurrent reader never sees half a file.
+    metric = cls(resolution, params, accuracy, np.zeros(0), np.zeros((0, 0)), recipe)
+    real, _ = load_digits_arrays(resolution, "train")
+    metric.ref_mu, metric.ref_sigma = compute_statistics(metric.features(_to_model_input(real)))
+    return metric
+
+  def _check(self, images: Any) -> np.ndarray:
+    x = np.asarray(images, np.float32)
+    if x.ndim != 4 or x.shape[1:] != (self.resolution, self.resolution, 1):
+      raise ValueError(f"DigitsMetric({self.resolution}): images must be [N, {self.resolution}, "
+                       f"{self.resolution}, 1] in [-1, 1], got shape {x.shape}")
+    if x.shape[0] < 2 or not np.all(np.isfinite(x)):
+      raise ValueError(f"DigitsMetric: need >= 2 finite images, got {x.shape[0]} "
+                       f"({np.sum(~np.isfinite(x))} non-finite values)")
+    # Quantise like a saved PNG, the way the real digits reach the classifier.
+    return np.rint((np.clip(x, -1, 1) + 1) * 127.5) / 127.5 - 1.0
+
+  def _apply(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+    x = self._check(images)
+    model = DigitsClassifier(self.recipe.feature_dim, self.recipe.channels)
+    apply = jax.jit(model.apply)
+    outs = [apply(self.params, x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+    return (np.concatenate([np.asarray(o[0]) for o in outs]),
+            np.concatenate([np.asarray(o[1]) for o in outs]))
+
+  def features(self, images: Any) -> np.ndarray:
+    """images float [N, R, R, 1] in [-1, 1] -> features float32 [N, feature_dim]."""
+    return self._apply(images)[1]
+
+  def evaluate(self, images: Any, cover_frac: float = 0.25) -> dict[str, float]:
+    """Scores images float [N, R, R, 1] in [-1, 1] (N >= 2; a few hundred+ for a stable fd)."""
+    logits, feats = self._apply(images)
+    mu, sigma = compute_statistics(feats)
+    probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
+    hist = np.bincount(np.argmax(probs, -1), minlength=NUM_CLASSES) / len(probs)
+    return {
+        "fd": frechet_distance(mu, sigma, self.ref_mu, self.ref_sigma),
+        "class_coverage": float(np.mean(hist >= cover_frac / NUM_CLASSES)),
+        "mean_confidence": float(np.mean(np.max(probs, -1))),
+        "class_histogram_tv": float(0.5 * np.sum(np.abs(hist - 1.0 / NUM_CLASSES))),
+        "num_samples": float(len(probs)),
+    }

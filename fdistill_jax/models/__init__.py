@@ -1,0 +1,1 @@
+"""Network definitions (Flax linen, NHWC): EDM's SongUNet/DhariwalUNet and their preconditioning."""
