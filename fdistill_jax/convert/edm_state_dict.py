@@ -1,0 +1,292 @@
+"""EDM PyTorch state_dict <-> Flax variables of `fdistill_jax.models.edm`, and file I/O.
+
+Name mapping (PyTorch `EDMPrecond.state_dict()` key <-> Flax variable path):
+* `model.enc.16x16_block0.conv0.weight` <-> params/model/enc_16x16_block0/conv0/kernel
+  (the `enc`/`dec` ModuleDicts are flattened into `enc_<name>`/`dec_<name>` submodules);
+* Conv2d `weight` [O, I, kh, kw] <-> `kernel` [kh, kw, I, O]; Linear `weight` [out, in] <->
+  `kernel` [in, out]; GroupNorm `weight` <-> `scale`; `bias` <-> `bias`;
+* NCSN++'s buffer `model.map_noise.freqs` <-> buffers/model/map_noise/freqs;
+* `*.resample_filter` buffers are constants of the architecture, not variables: on import they
+  are checked against the filter the config implies, on export they are regenerated.
+The expected names and shapes come from the module itself (`jax.eval_shape` of its init), so
+every mismatch is reported by name with expected and found shapes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from fdistill_jax.models.edm.layers import resample_filter_2d
+from fdistill_jax.models.edm.precond import EDMPrecond
+
+StateDict = dict[str, np.ndarray]
+_LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "bias": "bias", "freqs": "freqs",
+                  "resample_filter": "resample_filter"}
+_MAX_LISTED = 40
+
+
+class StateDictMismatchError(ValueError):
+  """The state_dict does not match the architecture (missing/unexpected/mis-shaped keys)."""
+
+
+def _dummy_inputs(module: EDMPrecond):
+  r, c = module.img_resolution, module.img_channels
+  args = [jnp.zeros((1, r, r, c), jnp.float32), jnp.ones((1,), jnp.float32)]
+  args.append(jnp.zeros((1, module.label_dim), jnp.float32) if module.label_dim else None)
+  aug = getattr(module.model, "augment_dim", 0)
+  args.append(jnp.zeros((1, aug), jnp.float32) if aug else None)
+  return args
+
+
+def abstract_variables(module: EDMPrecond) -> dict:
+  """ShapeDtypeStruct tree of module.init: collections 'params', maybe 'buffers' and
+  'resample_filters' (the latter lists EDM's resample_filter buffers; apply() never needs it)."""
+  def init():
+    key = jax.random.PRNGKey(0)
+    return module.init({"params": key, "dropout": key}, *_dummy_inputs(module))
+  return jax.eval_shape(init)
+
+
+def count_params(module: EDMPrecond) -> int:
+  """Number of trainable scalars, as `sum(p.numel() for p in net.parameters())` in EDM."""
+  params = abstract_variables(module)["params"]
+  return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+
+
+def torch_name(path: tuple[str, ...]) -> str:
+  """Flax path (collection dropped) -> EDM state_dict key."""
+  parts = []
+  for p in path[:-1]:
+    if p.startswith(("enc_", "dec_")):
+      p = p[:3] + "." + p[4:]
+    parts.append(p)
+  parts.append(_LEAF_TO_TORCH.get(path[-1], path[-1]))
+  return ".".join(parts)
+
+
+def _to_torch_layout(path: tuple[str, ...], a: Any):
+  """Flax array/shape -> PyTorch layout (works on np arrays; for shapes pass a ShapeDtypeStruct)."""
+  if path[-1] == "kernel":
+    perm = (3, 2, 0, 1) if len(a.shape) == 4 else (1, 0)
+  elif path[-1] == "resample_filter":
+    return tuple(a.shape) if isinstance(a, jax.ShapeDtypeStruct) else np.asarray(a)[None, None]
+  else:
+    perm = tuple(range(len(a.shape)))
+  if isinstance(a, jax.ShapeDtypeStruct):
+    return tuple(a.shape[i] for i in perm)
+  return np.transpose(np.asarray(a), perm)
+
+
+def _torch_shape(path, sds) -> tuple[int, ...]:
+  shape = _to_torch_layout(path, sds)
+  return (1, 1) + shape if path[-1] == "resample_filter" else shape
+
+
+def _from_torch_layout(path: tuple[str, ...], a: np.ndarray) -> np.ndarray:
+  if path[-1] == "kernel":
+    return np.transpose(a, (2, 3, 1, 0) if a.ndim == 4 else (1, 0))
+  return a
+
+
+def _expected(module: EDMPrecond) -> dict[str, tuple[str, tuple[str, ...], tuple[int, ...]]]:
+  """torch key -> (collection, flax path, torch shape)."""
+  out = {}
+  for col, tree in abstract_variables(module).items():
+    for path, sds in traverse_util.flatten_dict(tree).items():
+      out[torch_name(path)] = (col, path, _torch_shape(path, sds))
+  return out
+
+
+def _listing(title: str, lines: list[str]) -> list[str]:
+  if not lines:
+    return []
+  shown = lines[:_MAX_LISTED]
+  more = [f"    ... and {len(lines) - len(shown)} more"] if len(lines) > len(shown) else []
+  return [f"  {title} ({len(lines)}):"] + [f"    {s}" for s in shown] + more
+
+
+def _resample_taps(module: EDMPrecond) -> tuple[float, ...]:
+  return tuple(getattr(module.model, "resample_filter", (1, 1)))
+
+
+def state_dict_to_variables(state_dict: Mapping[str, Any], module: EDMPrecond, *,
+                            source: str = "state_dict", param_dtype=np.float32) -> dict:
+  """EDM state_dict (numpy, PyTorch names/layouts) -> Flax variables for `module`.
+
+  Returns {'params': ...} plus {'buffers': ...} for NCSN++'s Fourier frequencies. Arrays are
+  numpy, cast to `param_dtype` (None keeps the file's dtype). Raises StateDictMismatchError
+  listing every missing, unexpected and mis-shaped key (with expected and found shapes), and
+  resample_filter buffers that differ from the architecture's filter. `source` names the file.
+  """
+  expected = _expected(module)
+  filt = resample_filter_2d(_resample_taps(module))[None, None]
+  missing = [f"{k}: expected {list(v[2])}" for k, v in expected.items() if k not in state_dict]
+  unexpected = [f"{k}: shape {list(np.shape(v))}" for k, v in state_dict.items()
+                if k not in expected]
+  misshaped, wrong_values = [], []
+  variables: dict[str, dict] = {}
+  for key, (col, path, shape) in expected.items():
+    if key not in state_dict:
+      continue
+    a = np.asarray(state_dict[key])
+    if tuple(a.shape) != shape:
+      misshaped.append(f"{key}: expected {list(shape)}, found {list(a.shape)}")
+      continue
+    if col == "resample_filters":
+      if not np.array_equal(a.astype(np.float32), filt):
+        wrong_values.append(f"{key}: found {a.reshape(-1).tolist()}, the config's "
+                            f"resample_filter {list(_resample_taps(module))} gives "
+                            f"{filt.reshape(-1).tolist()}")
+      continue
+    if param_dtype is not None and (a.dtype.kind == "f" or a.dtype.name == "bfloat16"):
+      a = a.astype(param_dtype)
+    variables.setdefault(col, {})[path] = np.ascontiguousarray(_from_torch_layout(path, a))
+  if missing or unexpected or misshaped or wrong_values:
+    lines = [f"{source}: state_dict does not match EDMPrecond("
+             f"{type(module.model).__name__}) built from the config:"]
+    lines += _listing("missing keys", missing)
+    lines += _listing("unexpected keys", unexpected)
+    lines += _listing("mis-shaped keys", misshaped)
+    lines += _listing("resample_filter buffers differing from the config", wrong_values)
+    raise StateDictMismatchError("\n".join(lines))
+  return {col: traverse_util.unflatten_dict(flat) for col, flat in variables.items()}
+
+
+def variables_to_state_dict(variables: Mapping[str, Any], module: EDMPrecond) -> StateDict:
+  """Flax variables -> EDM state_dict (numpy float32 as stored, PyTorch names and layouts),
+  including the regenerated `resample_filter` buffers, loadable with
+  `EDMPrecond(**precond_kwargs).load_state_dict(..., strict=True)`."""
+  expected = _expected(module)
+  filt = resample_filter_2d(_resample_taps(module))[None, None]
+  flat = {}
+  for col in ("params", "buffers"):
+    if col in variables:
+      for path, a in traverse_util.flatten_dict(dict(variables[col])).items():
+        flat[torch_name(path)] = (path, a)
+  out: StateDict = {}
+  for key, (col, path, shape) in expected.items():
+    if col == "resample_filters":
+      out[key] = filt.copy()
+      continue
+    if key not in flat:
+      raise StateDictMismatchError(f"variables lack {col}/{'/'.join(path)} (EDM key {key})")
+    arr = np.asarray(jax.device_get(flat.pop(key)[1]))
+    out[key] = np.ascontiguousarray(_to_torch_layout(path, arr))
+    if out[key].shape != shape:
+      raise StateDictMismatchError(f"{col}/{'/'.join(path)}: expected torch shape {list(shape)}, "
+                                   f"got {list(out[key].shape)}")
+  if flat:
+    raise StateDictMismatchError(f"variables have entries the architecture lacks: {sorted(flat)}")
+  return out
+
+
+# ------------------------------------------------------------------------------------- file I/O
+
+
+def _import_torch(path: str):
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ImportError(f"reading/writing {path} needs PyTorch (pip install torch==2.13.0); "
+                      "use .safetensors to avoid it") from None
+  return torch
+
+
+def _torch_to_numpy(torch, t, key: str, path: str) -> np.ndarray:
+  if not isinstance(t, torch.Tensor):
+    raise ValueError(f"{path}: entry {key!r} is a {type(t).__name__}, not a tensor")
+  t = t.detach().cpu()
+  if t.dtype == torch.bfloat16:
+    import ml_dtypes  # pylint: disable=import-outside-toplevel
+    return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+  return t.contiguous().numpy()
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+  """Read a flat state_dict from `.safetensors` or `.pt`/`.pth`/`.bin` (torch.load with
+  weights_only=True; torch is imported only here). Returns numpy arrays by PyTorch name."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no such file: {path}")
+  ext = os.path.splitext(path)[1].lower()
+  if ext == ".safetensors":
+    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+    try:
+      with safe_open(path, framework="np") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types.
+      raise ValueError(f"{path}: truncated or corrupt .safetensors file ({type(e).__name__}: "
+                       f"{e})") from e
+  if ext in (".pt", ".pth", ".bin"):
+    torch = _import_torch(path)
+    try:
+      obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+      raise ValueError(f"{path}: cannot be read by torch.load(weights_only=True) "
+                       f"({type(e).__name__}: {e}); truncated or not a state_dict file?") from e
+    if not isinstance(obj, Mapping):
+      raise ValueError(f"{path}: expected a state_dict (name -> tensor), got {type(obj).__name__}")
+    return {k: _torch_to_numpy(torch, v, k, path) for k, v in obj.items()}
+  raise ValueError(f"{path}: unsupported extension {ext!r} (expected .safetensors, .pt, .pth, "
+                   ".bin; EDM snapshots .pkl go through fdistill_jax.convert.edm_pickle)")
+
+
+def write_state_dict(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray],
+                     precond_kwargs: Mapping[str, Any] | None = None) -> None:
+  """Write a state_dict as `.safetensors` (precond_kwargs stored as JSON metadata) or `.pt`."""
+  path = os.fspath(path)
+  ext = os.path.splitext(path)[1].lower()
+  arrays = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
+  if ext == ".safetensors":
+    from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+    meta = {"precond_kwargs": json.dumps(_jsonable(precond_kwargs))} if precond_kwargs else None
+    save_file(arrays, path, metadata=meta)
+  elif ext in (".pt", ".pth"):
+    torch = _import_torch(path)
+    torch.save({k: torch.from_numpy(v.copy()) for k, v in arrays.items()}, path)
+  else:
+    raise ValueError(f"{path}: unsupported extension {ext!r} (expected .safetensors or .pt)")
+
+
+def _jsonable(kw: Mapping[str, Any]) -> dict:
+  out = {}
+  for k, v in kw.items():
+    if isinstance(v, float) and np.isinf(v):
+      v = "inf" if v > 0 else "-inf"
+    elif isinstance(v, (np.generic,)):
+      v = v.item()
+    elif isinstance(v, tuple):
+      v = list(v)
+    out[k] = v
+  return out
+
+
+def read_precond_kwargs(path: str | os.PathLike) -> dict | None:
+  """precond_kwargs from a JSON config (`{"precond_kwargs": {...}}` or the kwargs themselves)
+  or from a `.safetensors` written by `write_state_dict`. None if the safetensors has none."""
+  path = os.fspath(path)
+  if path.lower().endswith(".safetensors"):
+    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+    try:
+      with safe_open(path, framework="np") as f:
+        meta = f.metadata() or {}
+    except Exception as e:
+      raise ValueError(f"{path}: not a valid .safetensors file ({e})") from e
+    return json.loads(meta["precond_kwargs"]) if "precond_kwargs" in meta else None
+  try:
+    with open(path, encoding="utf-8") as f:
+      cfg = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: invalid JSON ({e})") from e
+  if not isinstance(cfg, dict):
+    raise ValueError(f"{path}: expected a JSON object with precond_kwargs")
+  kw = cfg.get("precond_kwargs", cfg)
+  if not isinstance(kw, dict) or "img_resolution" not in kw:
+    raise ValueError(f"{path}: no precond_kwargs (with img_resolution) found")
+  return kw

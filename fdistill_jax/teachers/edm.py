@@ -1,0 +1,76 @@
+"""EDM teachers: load NVIDIA's EDM networks (.pkl / .safetensors / .pt) as Flax modules.
+
+    module, variables = load_edm("edm-cifar10-32x32-cond-vp.pkl")
+    D = denoiser(module, variables)
+    x0_hat = D(x_nhwc, sigma, class_labels_onehot)
+
+`variables` is a Flax variables dict: {'params': ...} (plus {'buffers': ...} holding the fixed
+Fourier frequencies of NCSN++ networks); pass it whole to `module.apply`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from fdistill_jax.convert import edm_pickle
+from fdistill_jax.convert import edm_state_dict as esd
+from fdistill_jax.models.edm import EDMPrecond, build_edm_precond
+
+
+def _find_precond_kwargs(path: str) -> dict:
+  """For a bare state_dict file: its safetensors metadata, else config.json beside it."""
+  if path.lower().endswith(".safetensors"):
+    kw = esd.read_precond_kwargs(path)
+    if kw is not None:
+      return kw
+  cfg = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+  if os.path.isfile(cfg):
+    return esd.read_precond_kwargs(cfg)
+  raise ValueError(f"{path}: a state_dict file carries no architecture; pass precond_kwargs= "
+                   f"(EDMPrecond's constructor kwargs) or put a config.json with "
+                   f"'precond_kwargs' beside it")
+
+
+def load_edm(path: str | os.PathLike, precond_kwargs: Mapping[str, Any] | None = None, *,
+             dtype=jnp.float32, precision=None, remat: bool = False
+             ) -> tuple[EDMPrecond, dict]:
+  """Load an EDM network as (module, variables).
+
+  path: NVIDIA `.pkl` (read without executing anything; precond kwargs from the file), or a
+    state_dict `.safetensors` / `.pt` with EDM's key names.
+  precond_kwargs: EDMPrecond constructor kwargs (incl. model_type). For .pkl they override the
+    file's; for state_dict files they default to the safetensors metadata or ./config.json.
+  dtype / precision / remat: passed to `build_edm_precond` (parameters stay float32).
+  Raises StateDictMismatchError naming missing/unexpected/mis-shaped keys.
+  """
+  path = os.fspath(path)
+  if path.lower().endswith(".pkl"):
+    state_dict, file_kwargs = edm_pickle.load_edm_pickle(path)
+    kwargs = dict(precond_kwargs) if precond_kwargs is not None else file_kwargs
+  else:
+    state_dict = esd.read_state_dict(path)
+    kwargs = dict(precond_kwargs) if precond_kwargs is not None else _find_precond_kwargs(path)
+  module = build_edm_precond(kwargs, dtype=dtype, precision=precision, remat=remat)
+  variables = esd.state_dict_to_variables(state_dict, module, source=path)
+  return module, jax.tree_util.tree_map(jnp.asarray, variables)
+
+
+def denoiser(module: EDMPrecond, variables: Mapping[str, Any], *, jit: bool = True
+             ) -> Callable[..., jax.Array]:
+  """fn(x [B,H,W,C], sigma [] or [B], class_labels=None) -> D_x [B,H,W,C] (eval mode).
+
+  class_labels: one-hot [B, label_dim], int [B], or None (zeros, i.e. EDM's unconditional
+  input). The returned function closes over `variables`.
+  """
+  def apply(v, x, sigma, class_labels):
+    return module.apply(v, x, sigma, class_labels)
+
+  # Variables are an argument, not a closure constant, so big nets are not baked into the HLO.
+  apply = jax.jit(apply) if jit else apply
+
+  def fn(x, sigma, class_labels=None):
+    return apply(variables, x, sigma, class_labels)
+  return fn
