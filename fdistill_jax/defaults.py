@@ -37,3 +37,37 @@ def toy() -> ml_collections.ConfigDict:
       data=-1, fsdp=1, default_tactic="replicate", rules=(), fsdp_min_size=2 ** 14))
   cfg.eval = ml_collections.ConfigDict(dict(num_samples=8192, teacher_nfe=35, params="raw"))
   return cfg
+
+
+def image() -> ml_collections.ConfigDict:
+  """Image problems with an EDM teacher (digits by default); experiment files override."""
+  cfg = toy()
+  cfg.teacher = ml_collections.ConfigDict(dict(
+      kind="edm", checkpoint="", dtype="float32", remat=False, init_seed=0,
+      precond_kwargs=dict(
+          model_type="SongUNet", img_resolution=16, img_channels=1, label_dim=10, augment_dim=0,
+          model_channels=16, channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=(8,),
+          dropout=0.0, embedding_type="positional", encoder_type="standard",
+          decoder_type="standard", channel_mult_noise=1, resample_filter=(1, 1),
+          sigma_data=0.5)))
+  cfg.dataset = ml_collections.ConfigDict(dict(name="digits", resolution=16, split="train",
+                                               use_labels=True, xflip=False))
+  cfg.diffusion = ml_collections.ConfigDict(dict(
+      sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, sigma_init=80.0))
+  del cfg.student, cfg.pretrain
+  cfg.disc = ml_collections.ConfigDict(dict(enabled=True, feature_keys=("enc16", "enc8"),
+                                            channels=64))
+  cfg.method.dsm_weighting = "none"   # FastGen: unweighted x0 MSE for the fake score.
+  cfg.method.gan_weight_gen = 1e-3
+  cfg.method.p_mean, cfg.method.p_std = -1.2, 1.2
+  opt = lambda lr, clip, b1=0.9: ml_collections.ConfigDict(dict(
+      lr=lr, b1=b1, b2=0.999, eps=1e-8, weight_decay=0.01, clip=clip))
+  cfg.optim = ml_collections.ConfigDict(dict(
+      generator=opt(1e-4, 10.0), fake_score=opt(1e-4, 0.0), discriminator=opt(1e-4, 0.0)))
+  cfg.train.update(dict(steps=2000, batch_size=64, ema_decays=(0.999,), log_every=100,
+                        ckpt_every=1000))
+  cfg.mesh.default_tactic = "fsdp"
+  cfg.eval = ml_collections.ConfigDict(dict(
+      num_samples=500, sampler="one_step", nfe=35, params="0.999", teacher_nfes=(1, 2, 4, 35),
+      cache_dir=""))
+  return cfg

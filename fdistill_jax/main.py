@@ -29,7 +29,12 @@ def main(argv):
   del argv
   import jax  # Imported here so XLA flags set by launchers apply before jax starts.
   if _DISTRIBUTED.value or os.environ.get("FDISTILL_DISTRIBUTED") == "1":
-    jax.distributed.initialize()
+    env = os.environ
+    if "JAX_COORDINATOR_ADDRESS" in env:  # Explicit cluster (launch/multinode_gpu.sh, tests).
+      jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
+                                 int(env["JAX_PROCESS_ID"]))
+    else:  # Cloud TPU, Slurm, Open MPI: auto-detected.
+      jax.distributed.initialize()
   from fdistill_jax import config_checks
   from fdistill_jax.engine import loop
   cfg = _CONFIG.value

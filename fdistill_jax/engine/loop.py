@@ -36,17 +36,18 @@ class NonFiniteHalt(RuntimeError):
 
 # ============================================================================== setup
 def _build(cfg, workdir):
-  exp = experiments.build(cfg, workdir)
   method = registry.get(cfg.method.name)
+  exp = experiments.build(cfg, workdir, method)
   if hasattr(method, "prepare"):  # e.g. KD builds its cached teacher pairs and feeds them.
     exp = method.prepare(cfg, exp, workdir)
   init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
-  names = tuple(jax.eval_shape(exp.init_params, init_key).keys())
+  wanted = set(method.GENERATOR_NETS) | set(method.CRITIC_NETS)
+  names = tuple(n for n in jax.eval_shape(exp.init_params, init_key) if n in wanted)
   txs = {n: state_lib.make_optimizer(cfg, n) for n in names}
 
   def init(key):
-    return state_lib.init_state(exp.init_params(key), txs, method.init_extras(cfg),
-                                cfg.train.ema_decays)
+    params = {n: p for n, p in exp.init_params(key).items() if n in wanted}
+    return state_lib.init_state(params, txs, method.init_extras(cfg), cfg.train.ema_decays)
 
   return exp, method, txs, init, init_key
 

@@ -33,9 +33,15 @@ class Experiment:
   restore_data: Callable = lambda state: None
 
 
-def build(cfg, workdir: str) -> Experiment:
+KINDS = ("gmm", "edm")
+
+
+def build(cfg, workdir: str, method=None) -> Experiment:
   kind = cfg.teacher.kind
   if kind == "gmm":
     from fdistill_jax.experiments import toy
     return toy.build(cfg, workdir)
-  raise ValueError(f"config.teacher.kind={kind!r} is not supported; allowed: 'gmm'")
+  if kind == "edm":
+    from fdistill_jax.experiments import image
+    return image.build(cfg, workdir, method)
+  raise ValueError(f"config.teacher.kind={kind!r} is not supported; allowed: {KINDS}")

@@ -10,6 +10,12 @@ import importlib
 
 _METHODS = {
     "fdistill": "fdistill_jax.methods.fdistill",
+    "edm_training": "fdistill_jax.methods.edm_training",
+    "sid": "fdistill_jax.methods.sid",
+    "sim": "fdistill_jax.methods.sim",
+    "dmd": "fdistill_jax.methods.dmd",
+    "kd": "fdistill_jax.methods.kd",
+    "progressive": "fdistill_jax.methods.progressive",
 }
 
 

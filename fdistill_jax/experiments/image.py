@@ -1,0 +1,177 @@
+"""Image problems: EDM teachers (NVIDIA's files or our own), image data, image metrics.
+
+* teacher.kind = 'edm': the teacher is an EDMPrecond network loaded from teacher.checkpoint
+  (.pkl / .safetensors / .pt, architecture from the file) or, with no checkpoint, built from
+  teacher.precond_kwargs with random weights (a loud warning: for smoke tests and benchmarks of
+  the full architecture only).
+* The generator and the fake score start as copies of the teacher (σ_init·z at σ_init in).
+* Discriminator: FastGen's conv heads on named feature maps of the frozen teacher
+  ('enc<res>' = encoder output at resolution res, 'bottleneck'), or of the fake score.
+* Data comes from fdistill_jax.data (digits, TFDS, EDM zips, folders) through a resumable pipeline
+  whose position is saved in checkpoints.
+* Evaluation: the digits metric when the dataset is digits, FID when eval.fid_weights and
+  eval.fid_reference are set; sample grids as PNG.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from fdistill_jax import data as data_lib
+from fdistill_jax.diffusion import samplers
+from fdistill_jax.engine.nets import Nets
+from fdistill_jax.evaluation import grids
+from fdistill_jax.experiments import Experiment
+from fdistill_jax.models.edm import build_edm_precond
+from fdistill_jax.models.heads import MultiConvHead
+from fdistill_jax.teachers.edm import load_edm
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def flat_features(feats: dict) -> dict:
+  """{'encoder': {res: map}, 'bottleneck': map} -> {'enc<res>': map, 'bottleneck': map}."""
+  out = {f"enc{r}": v for r, v in feats.get("encoder", {}).items()}
+  if "bottleneck" in feats:
+    out["bottleneck"] = feats["bottleneck"]
+  return out
+
+
+def load_teacher(cfg, needs_teacher: bool):
+  """(module, variables) of the configured EDM teacher."""
+  t = cfg.teacher
+  dtype = DTYPES[t.get("dtype", "float32")]
+  kwargs = t.precond_kwargs.to_dict() if t.get("precond_kwargs") else None
+  if t.checkpoint:
+    if not os.path.exists(t.checkpoint):
+      raise FileNotFoundError(f"config.teacher.checkpoint={t.checkpoint!r} does not exist "
+                              "(see README: 'Teachers' for where to get NVIDIA's EDM files)")
+    return load_edm(t.checkpoint, kwargs, dtype=dtype, remat=t.get("remat", False))
+  if kwargs is None:
+    raise ValueError("config.teacher needs a checkpoint or precond_kwargs")
+  module = build_edm_precond(kwargs, dtype=dtype, remat=t.get("remat", False))
+  if needs_teacher:
+    logging.warning("=" * 78 + "\nNO TEACHER CHECKPOINT (config.teacher.checkpoint is empty): "
+                    "the teacher has RANDOM weights.\nThis run only exercises the architecture, "
+                    "sharding and step speed; its samples mean nothing.\n" + "=" * 78)
+  res, ch = module.img_resolution, module.img_channels
+  variables = jax.jit(module.init)(jax.random.PRNGKey(t.get("init_seed", 0)),
+                                   jnp.zeros((1, res, res, ch)), jnp.ones((1,)),
+                                   jnp.zeros((1, module.label_dim)) if module.label_dim else None)
+  return module, variables
+
+
+def build(cfg, workdir: str, method) -> Experiment:
+  needs_teacher = getattr(method, "NEEDS_TEACHER", True)
+  module, variables = load_teacher(cfg, needs_teacher)
+  consts = {k: v for k, v in variables.items() if k != "params"}  # e.g. NCSN++ Fourier freqs
+  res, ch, label_dim = module.img_resolution, module.img_channels, module.label_dim
+  shape = (res, res, ch)
+
+  def apply(params, x, sigma, labels, key, features):
+    out = module.apply({"params": params, **consts}, x, sigma,
+                       labels if label_dim else None, deterministic=key is None,
+                       return_features=features, rngs=None if key is None else {"dropout": key})
+    return (out[0], flat_features(out[1])) if features else out
+
+  def student(params, x, sigma, labels, *, key=None, features=False):
+    return apply(params, x, sigma, labels, key, features)
+
+  def teacher(frozen, x, sigma, labels, *, features=False):
+    return apply(frozen["teacher"], x, sigma, labels, None, features)
+
+  d = cfg.disc
+  head = MultiConvHead(tuple(d.feature_keys), d.channels) if d.enabled else None
+  disc = None if head is None else (lambda p, f, s: head.apply({"params": p}, f, s))
+  nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
+              data_shape=shape, label_dim=label_dim)
+
+  teacher_params = variables["params"]
+
+  def init_params(key):
+    params = {"generator": teacher_params,
+              "fake_score": jax.tree.map(jnp.copy, teacher_params)}
+    if head is not None:
+      x = jnp.zeros((1,) + shape)
+      lab = jnp.zeros((1, label_dim))
+      _, feats = student(teacher_params, x, jnp.ones((1,)), lab, features=True)
+      params["discriminator"] = head.init(key, feats)["params"]
+    return params
+
+  # ---------------------------------------------------------------- data
+  source = data_lib.make_source(cfg.dataset)
+  if tuple(source.image_shape) != shape:
+    raise ValueError(f"config.dataset gives images of shape {tuple(source.image_shape)} but the "
+                     f"teacher expects {shape}")
+  if source.label_dim != label_dim and cfg.dataset.get("use_labels", True) and label_dim:
+    raise ValueError(f"config.dataset has label_dim {source.label_dim}, the teacher {label_dim}")
+  local = data_lib.local_batch_size(cfg.train.batch_size)
+  pipe = data_lib.InputPipeline(source, local, seed=cfg.seed, xflip=cfg.dataset.get("xflip", False),
+                                use_labels=bool(label_dim))
+
+  def batch(step):
+    del step  # The pipeline is positional; its state is checkpointed.
+    b = next(pipe)
+    return {"x": b["images"], "labels": b["labels"]}
+
+  # ---------------------------------------------------------------- evaluation
+  ev = cfg.eval
+  metric = None
+  if cfg.dataset.name == "digits":
+    from fdistill_jax.evaluation.digits_metric import DigitsMetric
+    metric = DigitsMetric.create(resolution=res, cache_dir=ev.get("cache_dir") or workdir)
+  n_eval = ev.num_samples
+  eval_labels = (jax.nn.one_hot(jnp.arange(n_eval) % label_dim, label_dim)
+                 if label_dim else jnp.zeros((n_eval, 0)))
+
+  def _denoiser(params):
+    return lambda x, s: student(params, x, jnp.broadcast_to(s, (x.shape[0],)), eval_labels[:x.shape[0]])
+
+  @functools.partial(jax.jit, static_argnames=("nfe",))
+  def sample_multistep(params, key, nfe: int):
+    z = jax.random.normal(key, (n_eval,) + shape)
+    if nfe >= 3 and nfe % 2:
+      return samplers.edm_sampler(_denoiser(params), z, samplers.steps_for_nfe(nfe),
+                                  cfg.diffusion.sigma_min, cfg.diffusion.sigma_max)
+    return samplers.edm_sampler(_denoiser(params), z, nfe, cfg.diffusion.sigma_min,
+                                cfg.diffusion.sigma_max, second_order=False)
+
+  @jax.jit
+  def sample_one_step(params, key):
+    z = jax.random.normal(key, (n_eval,) + shape)
+    return nets.generate(params, z, eval_labels)
+
+  def samples(params, key):
+    if ev.sampler == "one_step":
+      return sample_one_step(params, key)
+    return sample_multistep(params, key, nfe=ev.nfe)
+
+  def score(x) -> dict:
+    out = {"pixel_mean": float(jnp.mean(x)), "pixel_std": float(jnp.std(x))}
+    if metric is not None:
+      out.update(metric.evaluate(np.asarray(x)))
+    return out
+
+  def evaluate(params, key):
+    return score(samples(params, key))
+
+  def save_samples(params, key, path, title=""):
+    del title
+    x = np.asarray(samples(params, key))[:64]
+    grids.save_grid(x, path, ncol=8, upscale=max(1, 64 // res))
+
+  def reference(key):
+    out = {}
+    for nfe in ev.get("teacher_nfes", ()):
+      x = sample_multistep(teacher_params, key, nfe=int(nfe))
+      out[f"teacher_nfe{nfe}"] = score(x)
+    return out
+
+  return Experiment(nets=nets, frozen={"teacher": teacher_params}, init_params=init_params,
+                    batch=batch, evaluate=evaluate, save_samples=save_samples, reference=reference,
+                    data_state=pipe.get_state, restore_data=lambda s: s and pipe.set_state(s))
