@@ -18,7 +18,7 @@ def toy() -> ml_collections.ConfigDict:
       steps=3000, batch=512, lr=2e-3, p_mean=-0.4, p_std=1.4, seed=0))
 
   cfg.method = ml_collections.ConfigDict(dict(
-      name="fdistill", divergence="js", critic_steps=4,
+      name="fdistill", divergence="js", critic_steps=1,
       ratio_normalization=True, ratio_ema=0.0, ratio_bins=10, ratio_lower=0.1, ratio_upper=20.0,
       logit_clip=10.0, gan_weight_gen=1e-2, gan_weight_disc=1.0, r1_weight=0.0,
       disc_features="teacher", dsm_weighting="edm", time_lo=0.002, time_hi=0.998,
@@ -69,5 +69,5 @@ def image() -> ml_collections.ConfigDict:
   cfg.mesh.default_tactic = "fsdp"
   cfg.eval = ml_collections.ConfigDict(dict(
       num_samples=500, sampler="one_step", nfe=35, params="0.999", teacher_nfes=(1, 2, 4, 35),
-      cache_dir=""))
+      metric="auto", cache_dir=""))
   return cfg

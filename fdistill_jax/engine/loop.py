@@ -179,12 +179,13 @@ def train(cfg, workdir: str) -> dict:
 
 def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
   params = generator_params(state, cfg.eval.params)
-  res = exp.evaluate(params, key)
+  x = exp.sample(params, key)
+  res = exp.score(x, key)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()
                               if np.ndim(v) == 0})
   if jax.process_index() == 0:
-    exp.save_samples(params, key, os.path.join(workdir, f"samples_{step:07d}.png"),
-                     f"{cfg.method.name}/{cfg.method.get('divergence', '')} step {step}")
+    exp.write_samples(x, os.path.join(workdir, f"samples_{step:07d}.png"),
+                      f"{cfg.method.name}/{cfg.method.get('divergence', '')} step {step}")
   if final:
     out = {"step": step, "student": res, **exp.reference(key)}
     if jax.process_index() == 0:

@@ -19,18 +19,26 @@ class Experiment:
   init_params(key) -> {net: params} for the trainable nets;
   batch(step) -> dict(x [B, ...] real data, labels [B, label_dim]) (deterministic in step, or
   from a resumable iterator whose state is `data_state()` / `restore_data(state)`);
-  evaluate(gen_params, key) -> dict of metrics; save_samples(gen_params, key, path) writes a PNG;
+  sample(gen_params, key) -> samples; score(samples, key) -> dict of metrics;
+  write_samples(samples, path, title) writes a PNG; evaluate / save_samples compose them;
   reference(key) -> metrics of the teacher's multi-step sampler and anything else fixed.
   """
   nets: Nets
   frozen: Any
   init_params: Callable
   batch: Callable
-  evaluate: Callable
-  save_samples: Callable
+  sample: Callable
+  score: Callable
+  write_samples: Callable
   reference: Callable
   data_state: Callable = lambda: {}
   restore_data: Callable = lambda state: None
+
+  def evaluate(self, gen_params, key) -> dict:
+    return self.score(self.sample(gen_params, key), key)
+
+  def save_samples(self, gen_params, key, path: str, title: str = "") -> None:
+    self.write_samples(self.sample(gen_params, key), path, title)
 
 
 KINDS = ("gmm", "edm")

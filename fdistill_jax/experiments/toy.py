@@ -149,12 +149,11 @@ def build(cfg, workdir: str) -> Experiment:
     z = jax.random.normal(key, (n_eval, gmm.dim))
     return nets.generate(gen_params, z, jnp.zeros((n_eval, 0)))
 
-  def evaluate(gen_params, key):
-    ks, km = jax.random.split(key)
-    return toy_metrics.evaluate(gmm, _samples(gen_params, ks), km)
+  def score(x, key):
+    return toy_metrics.evaluate(gmm, x, jax.random.fold_in(key, 1))
 
-  def save_samples(gen_params, key, path, title=""):
-    scatter_png(gmm, np.asarray(_samples(gen_params, key)), path, title)
+  def write_samples(x, path, title=""):
+    scatter_png(gmm, np.asarray(x), path, title)
 
   def reference(key):
     """Teacher's Heun sampler (exact denoiser) at cfg.eval.teacher_nfe and the pretrained init."""
@@ -165,8 +164,8 @@ def build(cfg, workdir: str) -> Experiment:
     k1, k2, k3 = jax.random.split(key, 3)
     x = fn(jax.random.normal(k1, (n_eval, gmm.dim)))
     return {f"teacher_heun{cfg.eval.teacher_nfe}": toy_metrics.evaluate(gmm, x, k2),
-            "init_generator": evaluate(pre, k3)}
+            "init_generator": score(_samples(pre, k3), k3)}
 
   return Experiment(nets=nets, frozen={"feature_net": pre}, init_params=init_params,
-                    batch=_batch, evaluate=evaluate, save_samples=save_samples,
+                    batch=_batch, sample=_samples, score=score, write_samples=write_samples,
                     reference=reference)
