@@ -30,6 +30,8 @@ def main(argv):
   import jax  # Imported here so XLA flags set by launchers apply before jax starts.
   if _DISTRIBUTED.value or os.environ.get("FDISTILL_DISTRIBUTED") == "1":
     env = os.environ
+    if env.get("JAX_PLATFORMS") == "cpu":  # CPU-only clusters and tests: gloo collectives.
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if "JAX_COORDINATOR_ADDRESS" in env:  # Explicit cluster (launch/multinode_gpu.sh, tests).
       jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
                                  int(env["JAX_PROCESS_ID"]))

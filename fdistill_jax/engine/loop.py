@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from fdistill_jax import experiments
 from fdistill_jax.engine import checkpoint as ckpt_lib
@@ -92,8 +93,9 @@ class Run:
     else:
       self.state = jax.jit(init, out_shardings=self.state_sh)(init_key)
     # ---------------------------------------------------------------- compile
-    batch0 = self.exp.batch(0)
-    self.batch_sh = shard_lib.batch_sharding(self.mesh, batch0)
+    spec = self.exp.batch_spec()  # Shapes only: compiling must not consume input batches.
+    self.batch_sh = shard_lib.batch_sharding(self.mesh, spec)
+    batch_abstract = ckpt_lib.abstract_with_shardings(spec, self.batch_sh)
     phases = ("generator", "critic") if self.method.CRITIC_NETS else ("generator",)
     self.compiled, self.compile_times = {}, {}
     for phase in phases:
@@ -101,18 +103,28 @@ class Run:
       fn = jax.jit(steps_lib.make_step(self.method, self.exp.nets, self.txs, cfg, phase),
                    in_shardings=(self.state_sh, self.frozen_sh, self.batch_sh),
                    out_shardings=(self.state_sh, None), donate_argnums=(0,))
-      self.compiled[phase] = fn.lower(self.abstract, self.frozen,
-                                      jax.device_put(batch0, self.batch_sh)).compile()
+      self.compiled[phase] = fn.lower(self.abstract, self.frozen, batch_abstract).compile()
       self.compile_times[phase] = time.time() - t0
       logging.info("compiled %s step in %.1fs", phase, self.compile_times[phase])
 
   def phase(self, step: int) -> str:
     return _phase_of(step, self.method, self.cfg)
 
+  def global_batch(self, step: int):
+    """The experiment's batch for `step` as global arrays sharded over the mesh."""
+    b = self.exp.batch(step)
+    if jax.process_count() == 1:
+      return jax.device_put(b, self.batch_sh)
+    if self.exp.global_batch:  # Same full batch on every process: take this process's slices.
+      return jax.tree.map(lambda x, s: jax.make_array_from_callback(
+          x.shape, s, lambda idx, x=np.asarray(x): x[idx]), b, self.batch_sh)
+    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)),
+                        b, self.batch_sh)
+
   def step(self, step: int):
     """Runs iteration `step` (its phase, its batch) on self.state; returns device metrics."""
-    batch = jax.device_put(self.exp.batch(step), self.batch_sh)
-    self.state, m = self.compiled[self.phase(step)](self.state, self.frozen, batch)
+    self.state, m = self.compiled[self.phase(step)](self.state, self.frozen,
+                                                    self.global_batch(step))
     return m
 
 
@@ -179,6 +191,8 @@ def train(cfg, workdir: str) -> dict:
 
 def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
   params = generator_params(state, cfg.eval.params)
+  if jax.process_count() > 1:  # Every process evaluates the full generator on its own devices.
+    params = multihost_utils.process_allgather(params, tiled=True)
   x = exp.sample(params, key)
   res = exp.score(x, key)
   writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()

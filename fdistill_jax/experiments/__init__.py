@@ -19,6 +19,7 @@ class Experiment:
   init_params(key) -> {net: params} for the trainable nets;
   batch(step) -> dict(x [B, ...] real data, labels [B, label_dim]) (deterministic in step, or
   from a resumable iterator whose state is `data_state()` / `restore_data(state)`);
+  batch_spec() -> the global batch's shapes and dtypes, without drawing a batch;
   sample(gen_params, key) -> samples; score(samples, key) -> dict of metrics;
   write_samples(samples, path, title) writes a PNG; evaluate / save_samples compose them;
   reference(key) -> metrics of the teacher's multi-step sampler and anything else fixed.
@@ -27,12 +28,14 @@ class Experiment:
   frozen: Any
   init_params: Callable
   batch: Callable
+  batch_spec: Callable  # () -> ShapeDtypeStruct pytree of the GLOBAL batch
   sample: Callable
   score: Callable
   write_samples: Callable
   reference: Callable
   data_state: Callable = lambda: {}
   restore_data: Callable = lambda state: None
+  global_batch: bool = True  # batch() returns the full global batch (same on every process)
 
   def evaluate(self, gen_params, key) -> dict:
     return self.score(self.sample(gen_params, key), key)

@@ -120,6 +120,11 @@ def build(cfg, workdir: str, method) -> Experiment:
     b = next(pipe)
     return {"x": b["images"], "labels": b["labels"]}
 
+  def batch_spec():
+    g = cfg.train.batch_size
+    return {"x": jax.ShapeDtypeStruct((g,) + shape, jnp.float32),
+            "labels": jax.ShapeDtypeStruct((g, pipe.label_dim), jnp.float32)}
+
   # ---------------------------------------------------------------- evaluation
   ev = cfg.eval
   metric = None
@@ -171,6 +176,8 @@ def build(cfg, workdir: str, method) -> Experiment:
     return out
 
   return Experiment(nets=nets, frozen={"teacher": teacher_params}, init_params=init_params,
-                    batch=batch, sample=samples, score=score, write_samples=write_samples,
+                    batch=batch, batch_spec=batch_spec, sample=samples, score=score,
+                    write_samples=write_samples,
                     reference=reference,
-                    data_state=pipe.get_state, restore_data=lambda s: s and pipe.set_state(s))
+                    data_state=pipe.get_state, restore_data=lambda s: s and pipe.set_state(s),
+                    global_batch=False)

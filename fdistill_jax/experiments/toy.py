@@ -167,5 +167,6 @@ def build(cfg, workdir: str) -> Experiment:
             "init_generator": score(_samples(pre, k3), k3)}
 
   return Experiment(nets=nets, frozen={"feature_net": pre}, init_params=init_params,
-                    batch=_batch, sample=_samples, score=score, write_samples=write_samples,
+                    batch=_batch, batch_spec=lambda: jax.eval_shape(_batch, 0), sample=_samples,
+                    score=score, write_samples=write_samples,
                     reference=reference)
