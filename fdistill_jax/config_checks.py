@@ -68,3 +68,51 @@ def check(cfg, num_devices: int | None = None) -> None:
   ev = cfg.eval.params
   _need(ev == "raw" or float(ev) in [float(x) for x in t.ema_decays], "eval.params", ev,
         f"'raw' or one of train.ema_decays {tuple(t.ema_decays)}")
+  _check_peer_methods(cfg)
+
+
+def _check_peer_methods(cfg) -> None:
+  """Keys of the sid / sim / dmd / kd / progressive methods (present only in their configs)."""
+  m = cfg.method
+  if "alpha" in m:
+    _need(m.alpha >= 0, "method.alpha", m.alpha, "must be >= 0 (SiD uses 1.2, or 1.0)")
+  if "t_max" in m:
+    _need(0 < m.t_max <= 1000, "method.t_max", m.t_max, "must be in (0, 1000]")
+  if "fake_p_std" in m:
+    _need(m.fake_p_std > 0, "method.fake_p_std", m.fake_p_std, "must be > 0")
+  for k in ("kappa_train_fake", "kappa_fake", "kappa_real"):
+    if k in m:
+      _need(m[k] >= 0, f"method.{k}", m[k], "a guidance scale >= 0 (1 = no guidance)")
+  if "cond_drop" in m:
+    _need(0 <= m.cond_drop < 1, "method.cond_drop", m.cond_drop, "must be in [0, 1)")
+  if "distance" in m:
+    _need(m.distance in ("l2", "pseudo_huber"), "method.distance", m.distance,
+          "allowed: 'l2', 'pseudo_huber'")
+    _need(m.huber_c > 0 or m.distance == "l2", "method.huber_c", m.huber_c,
+          "must be > 0 (score units) for pseudo_huber")
+  if "weighting" in m:
+    _need(m.weighting in ("none", "sid", "truncated_snr", "snr_plus_one"), "method.weighting",
+          m.weighting, "allowed: 'none', 'sid' (sim); 'truncated_snr', 'snr_plus_one', 'none' (pd)")
+  if "form" in m:
+    _need(m.form in ("exact", "sp"), "method.form", m.form, "allowed: 'exact', 'sp'")
+  if "reg_distance" in m:
+    _need(m.reg_distance in ("l2", "l1", "pseudo_huber"), "method.reg_distance", m.reg_distance,
+          "allowed: 'l2', 'l1', 'pseudo_huber'")
+  if "pairs_num" in m:
+    _need(m.pairs_num >= 1 and m.pairs_shard_size >= 1, "method.pairs_num/pairs_shard_size",
+          (m.pairs_num, m.pairs_shard_size), "both must be >= 1")
+    _need(m.pairs_steps >= 1, "method.pairs_steps", m.pairs_steps, "Heun steps, must be >= 1")
+  if m.name == "dmd":
+    _need(m.get("divergence") == "rkl", "method.divergence", m.get("divergence"),
+          "method dmd needs 'rkl'")
+    _need(not cfg.disc.enabled, "disc.enabled", cfg.disc.enabled, "method dmd has no GAN: False")
+  if "pd_base_steps" in m:
+    b = m.pd_base_steps
+    _need(b >= 2 and not b & (b - 1), "method.pd_base_steps", b, "a power of 2 >= 2")
+    _need(m.student_steps >= 1 and b % m.student_steps == 0, "method.student_steps",
+          m.student_steps, f"must divide pd_base_steps={b}")
+    _need(m.pd_final_steps >= 1 and b % m.pd_final_steps == 0, "method.pd_final_steps",
+          m.pd_final_steps, f"must divide pd_base_steps={b}")
+    _need(m.prediction in ("x", "v"), "method.prediction", m.prediction, "allowed: 'x', 'v'")
+    _need(cfg.diffusion.sigma_init == cfg.diffusion.sigma_max, "diffusion.sigma_init",
+          cfg.diffusion.sigma_init, "progressive students start at sigma_max: set it equal")

@@ -1,0 +1,59 @@
+"""DMD (v1, Yin et al. 2024): reverse-KL distribution matching plus a regression to teacher pairs.
+
+Generator step: the f-distill reverse-KL DM loss without GAN (methods/fdistill.py with
+divergence='rkl' and no discriminator: g = (D_fake − D_teacher)/mean|x_g − D_teacher|), plus
+  λ_reg · mean_b d(G_θ(z_pair), y_pair)
+where (z_pair, y_pair) are the teacher's deterministic ODE pairs from the KD pair cache
+(methods/kd.py, built through `prepare`), d one of l2 / l1 / pseudo_huber (LPIPS is not provided).
+Critic step: the fake score's DSM loss (fdistill.critic_loss without discriminator); DMD
+alternates 1:1 (critic_steps = 1).
+Config keys (config.method): the f-distill keys (divergence must be 'rkl'), reg_weight, and the kd
+pair/distance keys (pairs_*, reg_distance, reg_huber_c). config.disc.enabled must be False.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from fdistill_jax.engine.nets import Nets
+from fdistill_jax.methods import fdistill, kd
+
+GENERATOR_NETS = ("generator",)
+CRITIC_NETS = ("fake_score",)
+
+prepare = kd.prepare
+
+
+def init_extras(cfg: ml_collections.ConfigDict) -> dict:
+  return fdistill.init_extras(cfg)
+
+
+def method_config(base: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
+  """config.method for DMD from an f-distill method block `base` (rkl, DMD2 time range 2–98%)."""
+  m = base.to_dict()
+  m.update(name="dmd", divergence="rkl", critic_steps=1, time_lo=0.02, time_hi=0.98,
+           gan_weight_gen=0.0, reg_weight=0.25, **kd.pair_keys())
+  m.update(overrides)
+  return ml_collections.ConfigDict(m)
+
+
+def _check(nets: Nets, cfg) -> None:
+  if cfg.method.divergence != "rkl":
+    raise ValueError(f"method dmd needs config.method.divergence='rkl', got "
+                     f"{cfg.method.divergence!r}")
+  if nets.disc is not None:
+    raise ValueError("method dmd has no GAN term: set config.disc.enabled=False")
+
+
+def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
+  """(DM + λ_reg·regression, (metrics, extras)); w.r.t. params['generator']."""
+  _check(nets, cfg)
+  dm, (metrics, extras) = fdistill.generator_loss(params, frozen, batch, key, extras, nets, cfg)
+  reg = kd.regression_loss(params["generator"], batch, nets, cfg)
+  metrics = {**metrics, "regression": reg}
+  return dm + cfg.method.reg_weight * reg, (metrics, extras)
+
+
+def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
+  """Fake-score DSM loss; w.r.t. params['fake_score']."""
+  _check(nets, cfg)
+  return fdistill.critic_loss(params, frozen, batch, key, extras, nets, cfg)

@@ -1,0 +1,205 @@
+"""Knowledge distillation (Luhman & Luhman 2021): regress a one-step student onto teacher ODE pairs.
+
+Pairs (z, y = Heun_teacher(σ_max·z)) are built once with the teacher's deterministic EDM Heun
+sampler and cached on disk as npz shards (`<cache>/shard_00000.npz`, ...; keys z [n, ...],
+y [n, ...], labels [n, label_dim]). Every shard is written to a temporary file and renamed, so a
+killed build leaves only complete shards and the next build continues from the first missing one.
+Shard i draws its noise from fold_in(PRNGKey(pairs_seed), i): the cache does not depend on how
+often the build was interrupted. A manifest.json pins the settings; a cache built with other
+settings is refused with the differing field named.
+
+`prepare` (called by the engine's loop) builds/loads the cache and wraps `exp.batch` so every
+batch also holds z_pair, y_pair, labels_pair (drawn uniformly from the cache, deterministic in the
+step). The generator loss is mean_b d(G_θ(z_pair), y_pair) with d one of
+  'l2' (mean squared error over elements), 'l1' (mean absolute error) or
+  'pseudo_huber' (√(‖Δ‖² + c²) − c over the flattened sample; c ≤ 0 means 0.00054·√dim).
+Config keys (config.method): pairs_num, pairs_shard_size, pairs_steps (Heun steps), pairs_seed,
+pairs_dir ('' = <workdir>/kd_pairs), reg_distance, reg_huber_c.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from fdistill_jax.diffusion import samplers
+from fdistill_jax.engine.nets import Nets
+
+GENERATOR_NETS = ("generator",)
+CRITIC_NETS = ()
+DISTANCES = ("l2", "l1", "pseudo_huber")
+
+
+def init_extras(cfg: ml_collections.ConfigDict) -> dict:
+  del cfg
+  return {}
+
+
+def pair_keys() -> dict:
+  """The pair-cache and regression-distance keys shared by kd and dmd."""
+  return dict(pairs_num=4096, pairs_shard_size=1024, pairs_steps=18, pairs_seed=0, pairs_dir="",
+              reg_distance="l2", reg_huber_c=0.0)
+
+
+def method_config(**overrides) -> ml_collections.ConfigDict:
+  """config.method for KD."""
+  m = dict(name="kd", **pair_keys())
+  m.update(overrides)
+  return ml_collections.ConfigDict(m)
+
+
+# ----------------------------------------------------------------------------- pair cache
+def teacher_sampler(nets: Nets, frozen, num_steps: int, sigma_min: float, sigma_max: float):
+  """jit fn(z [n, ...], labels [n, L]) -> y: the teacher's deterministic Heun ODE sample."""
+
+  @jax.jit
+  def run(z, labels):
+    den = lambda x, s: nets.teacher(frozen, x, jnp.full((x.shape[0],), s, jnp.float32), labels)
+    return samplers.edm_sampler(den, z, num_steps, sigma_min, sigma_max)
+
+  return run
+
+
+def _manifest(num_pairs, shard_size, num_steps, seed, sigma_min, sigma_max, data_shape,
+              label_dim) -> dict:
+  return {"num_pairs": int(num_pairs), "shard_size": int(shard_size), "num_steps": int(num_steps),
+          "seed": int(seed), "sigma_min": float(sigma_min), "sigma_max": float(sigma_max),
+          "data_shape": [int(d) for d in data_shape], "label_dim": int(label_dim)}
+
+
+def build_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: int,
+                     num_steps: int, seed: int, sigma_min: float, sigma_max: float,
+                     data_shape: tuple[int, ...], label_dim: int,
+                     max_new_shards: int | None = None) -> list[str]:
+  """Writes the missing shards of the pair cache; returns all shard paths (complete or not).
+
+  sample_fn(z, labels) -> y. max_new_shards stops after that many new shards (a bounded build
+  step; also how tests simulate a killed build). Labels are uniform one-hot classes when
+  label_dim > 0, else [n, 0].
+  """
+  if num_pairs < 1 or shard_size < 1:
+    raise ValueError(f"config.method.pairs_num={num_pairs} and pairs_shard_size={shard_size} "
+                     "must be >= 1")
+  os.makedirs(cache_dir, exist_ok=True)
+  want = _manifest(num_pairs, shard_size, num_steps, seed, sigma_min, sigma_max, data_shape,
+                   label_dim)
+  mpath = os.path.join(cache_dir, "manifest.json")
+  if os.path.exists(mpath):
+    with open(mpath) as f:
+      have = json.load(f)
+    for k, v in want.items():
+      if have.get(k) != v:
+        raise ValueError(f"pair cache {cache_dir} was built with {k}={have.get(k)!r} but the "
+                         f"config asks for {v!r}; use another config.method.pairs_dir or delete it")
+  else:
+    with open(mpath + ".tmp", "w") as f:
+      json.dump(want, f)
+    os.replace(mpath + ".tmp", mpath)
+  num_shards = -(-num_pairs // shard_size)
+  paths, new = [], 0
+  for i in range(num_shards):
+    path = os.path.join(cache_dir, f"shard_{i:05d}.npz")
+    paths.append(path)
+    if os.path.exists(path):
+      continue
+    if max_new_shards is not None and new >= max_new_shards:
+      continue
+    n = min(shard_size, num_pairs - i * shard_size)
+    kz, kl = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), i))
+    z = jax.random.normal(kz, (n,) + tuple(data_shape), jnp.float32)
+    if label_dim:
+      labels = jax.nn.one_hot(jax.random.randint(kl, (n,), 0, label_dim), label_dim)
+    else:
+      labels = jnp.zeros((n, 0), jnp.float32)
+    y = sample_fn(z, labels)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:  # A file object: np.savez must not append '.npz' to the name.
+      np.savez(f, z=np.asarray(z), y=np.asarray(y, np.float32), labels=np.asarray(labels))
+    os.replace(tmp, path)  # Atomic: only complete shards ever carry the final name.
+    new += 1
+    logging.info("kd pair cache: wrote %s (%d pairs)", path, n)
+  return paths
+
+
+def load_pairs(paths: list[str]) -> dict[str, np.ndarray]:
+  """Concatenated z, y, labels of the given shards (all must exist)."""
+  missing = [p for p in paths if not os.path.exists(p)]
+  if missing:
+    raise FileNotFoundError(f"pair cache incomplete: {len(missing)} shards missing, first "
+                            f"{missing[0]}")
+  parts = [np.load(p) for p in paths]
+  return {k: np.concatenate([p[k] for p in parts]) for k in ("z", "y", "labels")}
+
+
+def cache_for(cfg, exp, workdir: str) -> dict[str, np.ndarray]:
+  """Builds (or completes) and loads the pair cache named by cfg.method for experiment exp."""
+  m, d = cfg.method, cfg.diffusion
+  nets = exp.nets
+  cache_dir = m.pairs_dir or os.path.join(workdir, "kd_pairs")
+  fn = teacher_sampler(nets, exp.frozen, m.pairs_steps, d.sigma_min, d.sigma_max)
+  paths = build_pair_cache(fn, cache_dir, num_pairs=m.pairs_num, shard_size=m.pairs_shard_size,
+                           num_steps=m.pairs_steps, seed=m.pairs_seed, sigma_min=d.sigma_min,
+                           sigma_max=d.sigma_max, data_shape=nets.data_shape,
+                           label_dim=nets.label_dim)
+  return load_pairs(paths)
+
+
+def prepare(cfg, exp, workdir: str):
+  """Engine hook: the experiment with batches extended by z_pair, y_pair, labels_pair [B, ...]."""
+  pairs = cache_for(cfg, exp, workdir)
+  n, b = pairs["z"].shape[0], cfg.train.batch_size
+  base = exp.batch
+
+  def batch(step):
+    idx = np.random.default_rng([cfg.seed, 11, int(step)]).integers(0, n, size=b)
+    out = dict(base(step))
+    out.update(z_pair=pairs["z"][idx], y_pair=pairs["y"][idx], labels_pair=pairs["labels"][idx])
+    return out
+
+  def batch_spec():
+    spec = dict(exp.batch_spec())
+    for name, key in (("z_pair", "z"), ("y_pair", "y"), ("labels_pair", "labels")):
+      spec[name] = jax.ShapeDtypeStruct((b,) + pairs[key].shape[1:], pairs[key].dtype)
+    return spec
+
+  # The batch is the same on every process (deterministic in step, identical caches).
+  return dataclasses.replace(exp, batch=batch, batch_spec=batch_spec)
+
+
+# ----------------------------------------------------------------------------- loss
+def regression_distance(pred: jax.Array, target: jax.Array, distance: str,
+                        c: float = 0.0) -> jax.Array:
+  """Per-sample distance [B] float32 between pred and target [B, ...]."""
+  d = (pred.astype(jnp.float32) - target.astype(jnp.float32)).reshape(pred.shape[0], -1)
+  if distance == "l2":
+    return jnp.mean(jnp.square(d), axis=1)
+  if distance == "l1":
+    return jnp.mean(jnp.abs(d), axis=1)
+  if distance == "pseudo_huber":
+    c = c if c > 0 else 0.00054 * float(np.sqrt(d.shape[1]))
+    return jnp.sqrt(jnp.sum(jnp.square(d), axis=1) + c * c) - c
+  raise ValueError(f"config.method.reg_distance={distance!r}; allowed: {DISTANCES}")
+
+
+def regression_loss(gen_params, batch, nets: Nets, cfg) -> jax.Array:
+  """mean_b d(G_θ(z_pair), y_pair): scalar float32."""
+  x = nets.generate(gen_params, batch["z_pair"], batch["labels_pair"])
+  return jnp.mean(regression_distance(x, batch["y_pair"], cfg.method.reg_distance,
+                                      cfg.method.reg_huber_c))
+
+
+def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
+  """(regression loss, (metrics, extras)); w.r.t. params['generator']."""
+  del frozen, key
+  loss = regression_loss(params["generator"], batch, nets, cfg)
+  return loss, ({"regression": loss}, extras)
+
+
+def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
+  raise NotImplementedError("kd has no critic (CRITIC_NETS = ()); the loop never calls this")

@@ -1,0 +1,196 @@
+"""SiD: Score identity Distillation (Zhou et al. 2024), with the SiD-LSG guidance scales.
+
+Generator step (fake score frozen; gradients flow through the INPUTS of teacher and fake score):
+  x_g = G_θ(σ_init z);  σ ~ truncated Karras draw (u ~ U[0, t_max/1000]);  x_t = x_g + σ n
+  f_φ = D_teacher(x_t), f_ψ = D_ψ(x_t)   (outputs NOT stop-gradiented; only parameters frozen)
+  ℓ = Σ_pixels (f_φ − f_ψ)·[(f_φ − x_g) − α (f_φ − f_ψ)] / sg(max(mean_pixels|x_g − f_φ|, 1e-5))
+  L_G = loss_scale · Σ_kept ℓ / B   (samples whose x_g, f_φ or f_ψ is non-finite are dropped)
+Fake-score step (generator frozen), the plain EDM loss:
+  ln σ ~ N(fake_p_mean, fake_p_std²);  L_ψ = loss_scale · mean λ(σ)(D_ψ(x_g + σ n) − x_g)²,
+  λ(σ) = (σ² + σ_d²)/(σ σ_d)², non-finite samples dropped.
+The schedule is 1 fake step per generator step (critic_steps = 1).
+
+SiD-LSG (long and short guidance) for class-conditional teachers (labels one-hot; the
+unconditional branch is the zero label vector):
+  κ1 (kappa_train_fake): the fake score's output while training it is uncond + κ1 (cond − uncond);
+  κ2 = κ3 (kappa_fake): the same guidance on f_ψ inside the generator loss;
+  κ4 (kappa_real): the same guidance on the teacher's f_φ inside the generator loss.
+When any κ ≠ 1, each sample's label is dropped (zeroed) with probability cond_drop while training
+the fake score, so that its unconditional branch is learnt. All κ = 1 is plain SiD.
+
+Config keys (config.method): alpha, t_max, fake_p_mean, fake_p_std, loss_scale, kappa_train_fake,
+kappa_fake, kappa_real, cond_drop, critic_steps (= 1). σ_init is config.diffusion.sigma_init.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fdistill_jax.diffusion import edm
+from fdistill_jax.engine.nets import Nets
+from fdistill_jax.methods import common
+
+GENERATOR_NETS = ("generator",)
+CRITIC_NETS = ("fake_score",)
+
+sg = common.sg
+
+
+def init_extras(cfg: ml_collections.ConfigDict) -> dict:
+  del cfg
+  return {}
+
+
+def method_config(**overrides) -> ml_collections.ConfigDict:
+  """config.method for SiD (SiD defaults; κ = 1 is plain SiD, κ ≠ 1 is SiD-LSG)."""
+  m = dict(name="sid", alpha=1.2, t_max=800.0, fake_p_mean=-1.2, fake_p_std=1.2, loss_scale=1.0,
+           kappa_train_fake=1.0, kappa_fake=1.0, kappa_real=1.0, cond_drop=0.1, critic_steps=1)
+  m.update(overrides)
+  return ml_collections.ConfigDict(m)
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def guided(fn, x_t, sigma, labels, kappa: float):
+  """CFG in x0 space: D(∅) + κ (D(c) − D(∅)); the unconditional branch has zero labels.
+
+  fn(x_t, sigma, labels) -> x0 [B, ...]. κ = 1 (or no label columns) is one plain call.
+  """
+  if kappa == 1.0 or labels.shape[-1] == 0:
+    return fn(x_t, sigma, labels)
+  cond = fn(x_t, sigma, labels)
+  uncond = fn(x_t, sigma, jnp.zeros_like(labels))
+  return uncond + kappa * (cond - uncond)
+
+
+def any_guidance(m) -> bool:
+  return any(float(m.get(k, 1.0)) != 1.0 for k in ("kappa_train_fake", "kappa_fake", "kappa_real"))
+
+
+def finite_rows(*xs: jax.Array) -> jax.Array:
+  """bool [B]: True where every array is finite in that sample."""
+  ok = jnp.ones((xs[0].shape[0],), bool)
+  for x in xs:
+    ok = ok & jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+  return ok
+
+
+def zero_rows(x: jax.Array, keep: jax.Array) -> jax.Array:
+  """x with the rows where keep [B] is False replaced by zeros."""
+  return jnp.where(common.bcast(keep, x), x, 0.0)
+
+
+def masked_batch_mean(per_sample: jax.Array, keep: jax.Array) -> jax.Array:
+  """Σ_kept ℓ / B (SiD divides by the full batch after dropping); where-safe for NaN rows."""
+  return jnp.sum(jnp.where(keep, per_sample, 0.0)) / per_sample.shape[0]
+
+
+def sid_per_sample(x_g, teacher_x0, fake_x0, alpha: float) -> jax.Array:
+  """SiD generator loss per sample [B] (float32); no stop-gradient on the denoiser outputs.
+
+  x_g, teacher_x0, fake_x0: [B, ...]. Normaliser sg(max(mean|x_g − f_φ|, 1e-5)) per sample.
+  """
+  x_g, fp, fq = (a.astype(jnp.float32) for a in (x_g, teacher_x0, fake_x0))
+  norm = jnp.maximum(common.per_sample_mean(jnp.abs(sg(x_g) - sg(fp))), 1e-5)
+  d = fp - fq
+  term = d * ((fp - x_g) - alpha * d)
+  return jnp.sum(term.reshape(term.shape[0], -1), axis=1) / norm
+
+
+def generator_draws(batch, key, cfg):
+  """(z, σ, n) of a generator step: z, n ~ N(0, I) [B, ...]; σ [B] from the truncated draw."""
+  kz, kt, kn = jax.random.split(key, 3)
+  shape = batch["x"].shape
+  sigma = edm.sample_truncated_karras_sigma(kt, (shape[0],), t_max=cfg.method.t_max,
+                                            sigma_min=cfg.diffusion.sigma_min,
+                                            sigma_max=cfg.diffusion.sigma_max)
+  return (jax.random.normal(kz, shape, jnp.float32), sigma,
+          jax.random.normal(kn, shape, jnp.float32))
+
+
+def generator_sample(gen_params, z, sigma, n, labels, nets: Nets):
+  """(x_g, x_t, keep): x_g = G_θ(σ_init z) carries ∂/∂θ, x_t = x_g + σ n; keep [B] finite rows."""
+  x_g = nets.generate(gen_params, z, labels)
+  # A non-finite generator sample must not reach the denoisers (NaN·0 in the backward pass).
+  ok = finite_rows(sg(x_g))
+  x_g = jnp.where(common.bcast(ok, x_g), x_g, 0.0)
+  return x_g, x_g + common.bcast(sigma, x_g) * n, ok
+
+
+def denoisers(params, frozen, nets: Nets):
+  """(teacher_fn, fake_fn) with parameters frozen; both keep input gradients."""
+  fake_params = sg(params["fake_score"])
+  teacher = lambda x, s, l: nets.teacher(frozen, x, s, l)
+  fake = lambda x, s, l: nets.student(fake_params, x, s, l)
+  return teacher, fake
+
+
+# ----------------------------------------------------------------------------- losses
+def generator_loss_at(params, frozen, labels, z, sigma, n, nets: Nets, cfg):
+  """SiD(-LSG) generator loss at given draws; returns (loss, metrics)."""
+  m = cfg.method
+  x_g, x_t, ok = generator_sample(params["generator"], z, sigma, n, labels, nets)
+  teacher, fake = denoisers(params, frozen, nets)
+  f_real = guided(teacher, x_t, sigma, labels, m.kappa_real)
+  f_fake = guided(fake, x_t, sigma, labels, m.kappa_fake)
+  keep = ok & finite_rows(sg(f_real), sg(f_fake))
+  # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.
+  f_real, f_fake = zero_rows(f_real, keep), zero_rows(f_fake, keep)
+  per = sid_per_sample(x_g, f_real, f_fake, m.alpha)
+  loss = m.loss_scale * masked_batch_mean(per, keep)
+  metrics = {"sid": loss, "kept_frac": jnp.mean(keep.astype(jnp.float32)),
+             "sigma_mean": jnp.mean(sigma)}
+  return loss, metrics
+
+
+def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
+  """(L_G, (metrics, extras)); differentiable w.r.t. params['generator'] through x_g and x_t."""
+  z, sigma, n = generator_draws(batch, key, cfg)
+  loss, metrics = generator_loss_at(params, frozen, batch["labels"], z, sigma, n, nets, cfg)
+  return loss, (metrics, extras)
+
+
+def fake_score_draws(batch, key, cfg):
+  """(z, σ, n, drop) of a fake-score step: σ [B] log-normal; drop [B] bool label dropout.
+
+  drop is all False unless the labels are non-empty and some κ ≠ 1 (SiD-LSG).
+  """
+  m = cfg.method
+  kz, ks, kn, kdrop = jax.random.split(key, 4)
+  shape, labels = batch["x"].shape, batch["labels"]
+  p = m.get("cond_drop", 0.0) if labels.shape[-1] and any_guidance(m) else 0.0
+  drop = jax.random.bernoulli(kdrop, p, (shape[0],)) if p > 0 else jnp.zeros((shape[0],), bool)
+  sigma = edm.sample_lognormal_sigma(ks, (shape[0],), m.fake_p_mean, m.fake_p_std)
+  return (jax.random.normal(kz, shape, jnp.float32), sigma,
+          jax.random.normal(kn, shape, jnp.float32), drop)
+
+
+def fake_score_loss_at(params, labels, z, sigma, n, drop, nets: Nets, cfg, key=None):
+  """EDM loss of the fake score on sg(x_g) with κ1 guidance; labels of `drop` rows zeroed.
+
+  Returns (loss, metrics); differentiable w.r.t. params['fake_score'] only.
+  """
+  m = cfg.method
+  x_g = sg(nets.generate(sg(params["generator"]), z, labels))
+  ok = finite_rows(x_g)
+  x_g = jnp.where(common.bcast(ok, x_g), x_g, 0.0)
+  labels = jnp.where(drop[:, None], 0.0, labels)
+  x_t = x_g + common.bcast(sigma, x_g) * n
+  fake = lambda x, s, l: nets.student(params["fake_score"], x, s, l, key=key)
+  f_fake = guided(fake, x_t, sigma, labels, m.get("kappa_train_fake", 1.0))
+  keep = ok & finite_rows(sg(f_fake))
+  f_fake = zero_rows(f_fake, keep)
+  w = edm.edm_loss_weight(sigma, cfg.diffusion.sigma_data)
+  per = w * common.per_sample_mean(jnp.square(f_fake.astype(jnp.float32) - x_g))
+  loss = m.loss_scale * masked_batch_mean(per, keep)
+  return loss, {"dsm": loss, "kept_frac": jnp.mean(keep.astype(jnp.float32)),
+                "label_drop_frac": jnp.mean(drop.astype(jnp.float32))}
+
+
+def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
+  """(L_ψ, (metrics, extras)); w.r.t. params['fake_score']."""
+  del frozen
+  kd, kf = jax.random.split(key)
+  z, sigma, n, drop = fake_score_draws(batch, kd, cfg)
+  loss, metrics = fake_score_loss_at(params, batch["labels"], z, sigma, n, drop, nets, cfg, key=kf)
+  return loss, (metrics, extras)
