@@ -69,6 +69,7 @@ def check(cfg, num_devices: int | None = None) -> None:
   _need(ev == "raw" or float(ev) in [float(x) for x in t.ema_decays], "eval.params", ev,
         f"'raw' or one of train.ema_decays {tuple(t.ema_decays)}")
   _check_peer_methods(cfg)
+  _check_experiment(cfg)
 
 
 def _check_peer_methods(cfg) -> None:
@@ -116,3 +117,22 @@ def _check_peer_methods(cfg) -> None:
     _need(m.prediction in ("x", "v"), "method.prediction", m.prediction, "allowed: 'x', 'v'")
     _need(cfg.diffusion.sigma_init == cfg.diffusion.sigma_max, "diffusion.sigma_init",
           cfg.diffusion.sigma_init, "progressive students start at sigma_max: set it equal")
+
+
+def _check_experiment(cfg) -> None:
+  """Teacher, data, discriminator and evaluation fields of image experiments."""
+  from fdistill_jax import experiments
+  t = cfg.teacher
+  _need(t.kind in experiments.KINDS, "teacher.kind", t.kind, f"allowed: {experiments.KINDS}")
+  if t.kind != "edm":
+    return
+  _need(t.get("dtype", "float32") in ("float32", "bfloat16"), "teacher.dtype", t.get("dtype"),
+        "allowed: 'float32', 'bfloat16'")
+  allowed = ("digits", "tfds", "edm_zip", "folder", "arrays", "synthetic")
+  _need(cfg.dataset.name in allowed, "dataset.name", cfg.dataset.name, f"allowed: {allowed}")
+  if cfg.disc.enabled:
+    _need(len(cfg.disc.feature_keys) > 0, "disc.feature_keys", cfg.disc.feature_keys,
+          "name at least one feature map ('enc<res>' or 'bottleneck')")
+  _need(cfg.eval.sampler in ("one_step", "heun"), "eval.sampler", cfg.eval.sampler,
+        "allowed: 'one_step', 'heun'")
+

@@ -71,3 +71,55 @@ def image() -> ml_collections.ConfigDict:
       num_samples=500, sampler="one_step", nfe=35, params="0.999", teacher_nfes=(1, 2, 4, 35),
       metric="auto", cache_dir=""))
   return cfg
+
+
+EDM_CIFAR10_COND = dict(  # edm-cifar10-32x32-cond-vp (models.md §1.1): 55,735,299 parameters.
+    model_type="SongUNet", img_resolution=32, img_channels=3, label_dim=10, augment_dim=9,
+    model_channels=128, channel_mult=(2, 2, 2), channel_mult_emb=4, num_blocks=4,
+    attn_resolutions=(16,), dropout=0.13, embedding_type="positional", channel_mult_noise=1,
+    encoder_type="standard", decoder_type="standard", resample_filter=(1, 1), sigma_data=0.5)
+EDM_IMAGENET64_ADM = dict(  # edm-imagenet-64x64-cond-adm: 295,899,267 parameters.
+    model_type="DhariwalUNet", img_resolution=64, img_channels=3, label_dim=1000, augment_dim=0,
+    model_channels=192, channel_mult=(1, 2, 3, 4), channel_mult_emb=4, num_blocks=3,
+    attn_resolutions=(32, 16, 8), dropout=0.1, sigma_data=0.5)
+
+
+def fastgen_edm(dataset: str) -> ml_collections.ConfigDict:
+  """f-distill on NVIDIA's EDM teachers with FastGen's published hyperparameters.
+
+  dataset: 'cifar10' (FastGen config_f_distill_cifar10: batch 2048, lr 1e-4, λ_G 1e-3, heads on
+  the teacher's 32/16/8 encoder maps, ratio EMA 0, 100k iterations) or 'imagenet64'
+  (config_f_distill_in64: batch 512, lr 2e-6, λ_G 3e-3, one head on the 8×8 bottleneck, ratio
+  EMA 0.5, 600k iterations). Both: AdamW (0.9, 0.999) wd 0.01 for all nets, generator gradient
+  clipped at 10, σ_init = 80, critic_steps 4 (FastGen student_update_freq 5), unweighted DSM,
+  EMAs 0.9999/0.99995/0.9996. R1 is 0 as in FastGen (the paper lists γ = 1 for CIFAR-10).
+  """
+  cfg = image()
+  cifar = dataset == "cifar10"
+  if not cifar and dataset != "imagenet64":
+    raise ValueError(f"dataset must be 'cifar10' or 'imagenet64', got {dataset!r}")
+  cfg.teacher.precond_kwargs = ml_collections.ConfigDict(
+      dict(EDM_CIFAR10_COND if cifar else EDM_IMAGENET64_ADM))
+  cfg.teacher.dtype = "bfloat16"  # bf16 compute, fp32 master weights (DMD2: fp16 diverged).
+  cfg.teacher.remat = True
+  cfg.dataset = ml_collections.ConfigDict(dict(
+      name="tfds", tfds_name="cifar10" if cifar else "imagenet_resized/64x64", split="train",
+      data_dir="", use_labels=True, xflip=False, resolution=32 if cifar else 64))
+  cfg.disc = ml_collections.ConfigDict(dict(
+      enabled=True, feature_keys=("enc32", "enc16", "enc8") if cifar else ("bottleneck",),
+      channels=256 if cifar else 768))
+  lr = 1e-4 if cifar else 2e-6
+  opt = lambda clip: ml_collections.ConfigDict(dict(
+      lr=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip=clip))
+  cfg.optim = ml_collections.ConfigDict(dict(generator=opt(10.0), fake_score=opt(0.0),
+                                             discriminator=opt(0.0)))
+  cfg.method.update(dict(
+      name="fdistill", divergence="kl" if cifar else "js", critic_steps=4,
+      ratio_normalization=True, ratio_ema=0.0 if cifar else 0.5, gan_weight_gen=1e-3 if cifar else 3e-3,
+      gan_weight_disc=1.0, r1_weight=0.0, disc_features="teacher", dsm_weighting="none"))
+  cfg.train.update(dict(steps=100_000 if cifar else 600_000, batch_size=2048 if cifar else 512,
+                        ema_decays=(0.9999, 0.99995, 0.9996), log_every=100, ckpt_every=5000,
+                        eval_every=10_000, keep_checkpoints=3))
+  cfg.eval.update(dict(num_samples=50_000, params="0.9999", teacher_nfes=(), metric="fid",
+                       fid_weights="", fid_reference=""))
+  return cfg

@@ -105,7 +105,14 @@ def build(cfg, workdir: str, method) -> Experiment:
     return params
 
   # ---------------------------------------------------------------- data
-  source = data_lib.make_source(cfg.dataset)
+  if cfg.dataset.name == "synthetic":  # Random images: step-speed runs with no data at hand.
+    n = max(cfg.train.batch_size, 64)
+    rng = np.random.default_rng(cfg.seed)
+    source = data_lib.ArraySource(rng.integers(0, 256, (n,) + shape, dtype=np.uint8),
+                                  rng.integers(0, max(label_dim, 1), (n,)) if label_dim else None,
+                                  label_dim=label_dim or None, name="synthetic")
+  else:
+    source = data_lib.make_source(cfg.dataset)
   if tuple(source.image_shape) != shape:
     raise ValueError(f"config.dataset gives images of shape {tuple(source.image_shape)} but the "
                      f"teacher expects {shape}")
