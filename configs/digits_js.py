@@ -5,29 +5,14 @@ a 317k-parameter class-conditional SongUNet trained by configs/teachers/digits.p
 package, the data are scikit-learn's digits, and the metric is the digits classifier's Fréchet
 distance (evaluation/digits_metric.py).
 
-Command (2 CPU cores):
+Command (2 CPU cores, about 7 minutes: ~95 s compile, 600 steps at ~3.3 steps/s, evaluation):
   python -m fdistill_jax.main --config=configs/digits_js.py --workdir=runs/digits_js
-Expected: see BENCHMARKS.md ("Digits") for the measured FD / class coverage of the one-step student
-against the teacher at 1, 2, 4 and 35 NFE. Other divergences: --config.method.divergence=kl|rkl|...
+Expected (measured, 500 samples): the one-step student (0.99-EMA) scores digits-metric FD 38.0
+with 10/10 classes and confidence 0.999; the teacher scores FD 84.4 at 1 NFE, 19.6 at 4 NFE and
+3.4 at 35 NFE (BENCHMARKS.md, "Digits"). Other divergences: --config.method.divergence=kl|rkl|...
 """
-import os
-
-import fdistill_jax
 from fdistill_jax import defaults
-
-ASSET = os.path.join(os.path.dirname(fdistill_jax.__file__), "assets", "digits_teacher.safetensors")
 
 
 def get_config():
-  cfg = defaults.image()
-  cfg.teacher.checkpoint = ASSET
-  cfg.method.divergence = "js"
-  cfg.method.critic_steps = 1
-  cfg.optim.generator.lr = 2e-4
-  cfg.optim.fake_score.lr = 2e-4
-  cfg.optim.discriminator.lr = 2e-4
-  cfg.train.update(dict(steps=600, batch_size=32, ema_decays=(0.99,), log_every=50,
-                        ckpt_every=200))
-  cfg.eval.update(dict(num_samples=500, sampler="one_step", params="0.99",
-                       teacher_nfes=(1, 2, 4, 35)))
-  return cfg
+  return defaults.digits_distill("js")

@@ -10,24 +10,8 @@ Command (2 CPU cores):
 Expected: see BENCHMARKS.md ("Digits") for the measured FD / class coverage of the one-step student
 against the teacher at 1, 2, 4 and 35 NFE. Other divergences: --config.method.divergence=js|kl|rkl|sf|sh|jf|neyman
 """
-import os
-
-import fdistill_jax
 from fdistill_jax import defaults
-
-ASSET = os.path.join(os.path.dirname(fdistill_jax.__file__), "assets", "digits_teacher.safetensors")
 
 
 def get_config():
-  cfg = defaults.image()
-  cfg.teacher.checkpoint = ASSET
-  cfg.method.divergence = "rkl"
-  cfg.method.critic_steps = 1
-  cfg.optim.generator.lr = 2e-4
-  cfg.optim.fake_score.lr = 2e-4
-  cfg.optim.discriminator.lr = 2e-4
-  cfg.train.update(dict(steps=600, batch_size=32, ema_decays=(0.99,), log_every=50,
-                        ckpt_every=200))
-  cfg.eval.update(dict(num_samples=500, sampler="one_step", params="0.99",
-                       teacher_nfes=(1, 2, 4, 35)))
-  return cfg
+  return defaults.digits_distill("rkl")

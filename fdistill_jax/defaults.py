@@ -123,3 +123,21 @@ def fastgen_edm(dataset: str) -> ml_collections.ConfigDict:
   cfg.eval.update(dict(num_samples=50_000, params="0.9999", teacher_nfes=(), metric="fid",
                        fid_weights="", fid_reference=""))
   return cfg
+
+
+def digits_distill(divergence: str = "js") -> ml_collections.ConfigDict:
+  """f-distill of the packaged digits teacher (the offline quickstart recipe)."""
+  import os
+  asset = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
+                       "digits_teacher.safetensors")
+  cfg = image()
+  cfg.teacher.checkpoint = asset
+  cfg.method.divergence = divergence
+  cfg.method.critic_steps = 1
+  for net in ("generator", "fake_score", "discriminator"):
+    cfg.optim[net].lr = 2e-4
+  cfg.train.update(dict(steps=600, batch_size=32, ema_decays=(0.99,), log_every=50,
+                        ckpt_every=200))
+  cfg.eval.update(dict(num_samples=500, sampler="one_step", params="0.99",
+                       teacher_nfes=(1, 2, 4, 35)))
+  return cfg

@@ -48,7 +48,7 @@ def init_state(params: dict, txs: dict, extras: dict, ema_decays) -> dict:
   }
 
 
-def update_emas(emas: dict, params, ) -> dict:
+def update_emas(emas: dict, params) -> dict:
   """Constant-β EMA of the generator for every track: e ← β e + (1 − β) θ."""
   return {k: jax.tree.map(lambda e, p, b=float(k): b * e + (1.0 - b) * p, v, params)
           for k, v in emas.items()}
