@@ -195,6 +195,8 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
     params = multihost_utils.process_allgather(params, tiled=True)
   x = exp.sample(params, key)
   res = exp.score(x, key)
+  if exp.extra_metrics is not None:
+    res.update(exp.extra_metrics(params))
   writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()
                               if np.ndim(v) == 0})
   if jax.process_index() == 0:
@@ -237,9 +239,35 @@ def evaluate_checkpoint(cfg, workdir: str) -> dict:
 
 
 def sample_checkpoint(cfg, workdir: str) -> dict:
-  exp, state = load_trained(cfg, workdir)
-  step = int(state["step"])
-  path = os.path.join(workdir, f"samples_{step:07d}_{cfg.eval.params}.png")
-  exp.save_samples(generator_params(state, cfg.eval.params),
-                   jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 123), path)
-  return {"samples": path}
+  """Samples of the latest student checkpoint in workdir (its eval.sampler and eval.params), or,
+  when workdir has no checkpoint and config.teacher.checkpoint is set, of the teacher with its
+  eval.nfe-NFE sampler. Writes a PNG grid, an .npz (samples, and labels for images) and, for
+  images, numbered PNGs for external FID tools."""
+  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 123)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  has_ckpt = os.path.isdir(ckpt_dir) and any(p.isdigit() for p in os.listdir(ckpt_dir))
+  if has_ckpt:
+    exp, state = load_trained(cfg, workdir)
+    tag = f"{int(state['step']):07d}_{cfg.eval.params}"
+    x = exp.sample(generator_params(state, cfg.eval.params), key)
+  else:
+    if not cfg.teacher.get("checkpoint"):
+      raise FileNotFoundError(f"nothing to sample: no checkpoint under {ckpt_dir} and "
+                              "config.teacher.checkpoint is empty")
+    method = registry.get(cfg.method.name)
+    exp = experiments.build(cfg, workdir, method)
+    tag = f"teacher_nfe{cfg.eval.nfe}"
+    x = exp.sample_teacher(key)
+  os.makedirs(workdir, exist_ok=True)
+  grid = os.path.join(workdir, f"samples_{tag}.png")
+  exp.write_samples(x, grid, tag)
+  x = np.asarray(x)
+  out = {"grid": grid, "npz": os.path.join(workdir, f"samples_{tag}.npz"), "num": len(x)}
+  arrays = {"samples": x}
+  if x.ndim == 4:
+    from fdistill_jax.evaluation import grids
+    arrays["labels"] = np.asarray(exp.nets.label_dim and
+                                  np.arange(len(x)) % max(exp.nets.label_dim, 1))
+    out["pngs"] = os.path.dirname(grids.save_numbered(x, os.path.join(workdir, f"samples_{tag}"))[0])
+  np.savez(out["npz"], **arrays)
+  return out

@@ -36,6 +36,8 @@ class Experiment:
   data_state: Callable = lambda: {}
   restore_data: Callable = lambda state: None
   global_batch: bool = True  # batch() returns the full global batch (same on every process)
+  sample_teacher: Callable | None = None  # key -> samples of the teacher's eval.nfe sampler
+  extra_metrics: Callable | None = None   # gen_params -> dict (e.g. streamed FID), at eval time
 
   def evaluate(self, gen_params, key) -> dict:
     return self.score(self.sample(gen_params, key), key)

@@ -182,9 +182,47 @@ def build(cfg, workdir: str, method) -> Experiment:
       out[f"teacher_nfe{nfe}"] = score(x)
     return out
 
+  # ---------------------------------------------------------------- FID (streamed)
+  extra_metrics = None
+  if ev.get("metric") == "fid":
+    extra_metrics = _fid_metric(cfg, nets, shape, label_dim)
+
   return Experiment(nets=nets, frozen={"teacher": teacher_params}, init_params=init_params,
                     batch=batch, batch_spec=batch_spec, sample=samples, score=score,
                     write_samples=write_samples,
                     reference=reference,
                     data_state=pipe.get_state, restore_data=lambda s: s and pipe.set_state(s),
-                    global_batch=False)
+                    global_batch=False,
+                    sample_teacher=lambda key: sample_multistep(teacher_params, key, nfe=ev.nfe),
+                    extra_metrics=extra_metrics)
+
+
+def _fid_metric(cfg, nets: Nets, shape, label_dim: int):
+  """gen_params -> {'fid': ...} over eval.num_samples one-step samples, seeds 0..N-1 (EDM's
+  protocol; labels = seed mod label_dim). Needs eval.fid_weights (pytorch-fid's Inception .pth
+  or its .npz) and eval.fid_reference (EDM-format mu/sigma .npz); both are checked up front."""
+  from fdistill_jax.evaluation import fid
+  ev = cfg.eval
+  if not ev.get("fid_weights") or not ev.get("fid_reference"):
+    logging.warning("config.eval.metric='fid' but eval.fid_weights / eval.fid_reference are not "
+                    "set: FID is skipped (see README 'Evaluation' for the two files)")
+    return None
+  for field in ("fid_weights", "fid_reference"):
+    if not os.path.exists(ev[field]):
+      raise FileNotFoundError(f"config.eval.{field}={ev[field]!r} does not exist (see README "
+                              "'Evaluation')")
+  batch = int(ev.get("fid_batch", 250))
+  extractor = fid.FeatureExtractor.from_weight_file(ev.fid_weights, batch)
+
+  @jax.jit
+  def from_seeds(params, seeds):
+    z = jax.vmap(lambda s: jax.random.normal(jax.random.PRNGKey(s), shape))(seeds)
+    labels = (jax.nn.one_hot(seeds % label_dim, label_dim) if label_dim
+              else jnp.zeros((seeds.shape[0], 0)))
+    return nets.generate(params, z, labels)
+
+  def metric(params):
+    fn = lambda seeds: np.asarray(from_seeds(params, jnp.asarray(seeds, jnp.int32)))
+    return {"fid": fid.fid_from_generator(fn, extractor, ev.fid_reference, ev.num_samples)}
+
+  return metric

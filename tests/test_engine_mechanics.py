@@ -1,0 +1,100 @@
+"""Engine mechanics: gradient accumulation, non-finite steps, checkpoint safety, mesh changes."""
+import types
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from fdistill_jax.engine import checkpoint as ckpt_lib
+from fdistill_jax.engine import loop, state as state_lib, steps as steps_lib
+from tests.test_toy_engine import tiny_cfg
+
+
+def _quadratic_method():
+  """A deterministic least-squares 'method' so accumulation must match the full batch exactly."""
+  def generator_loss(params, frozen, batch, key, extras, nets, cfg):
+    del frozen, key, nets, cfg
+    pred = batch["x"] @ params["generator"]["w"]
+    loss = jnp.mean((pred - batch["y"]) ** 2)
+    return loss, ({"mse": loss}, extras)
+  return types.SimpleNamespace(GENERATOR_NETS=("generator",), CRITIC_NETS=(),
+                               generator_loss=generator_loss, critic_loss=None)
+
+
+def _cfg(accum):
+  return ml_collections.ConfigDict(dict(seed=0, train=dict(grad_accum=accum)))
+
+
+def test_gradient_accumulation_equals_full_batch():
+  rng = np.random.default_rng(0)
+  batch = {"x": jnp.asarray(rng.normal(size=(16, 3)), jnp.float32),
+           "y": jnp.asarray(rng.normal(size=(16, 2)), jnp.float32)}
+  params = {"generator": {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}}
+  txs = {"generator": optax.sgd(0.1)}
+  outs = []
+  for accum in (1, 4):
+    st = state_lib.init_state(params, txs, {}, (0.9,))
+    step = jax.jit(steps_lib.make_step(_quadratic_method(), None, txs, _cfg(accum), "generator"))
+    new, m = step(st, {}, batch)
+    outs.append((new, m))
+  np.testing.assert_allclose(outs[0][0]["params"]["generator"]["w"],
+                             outs[1][0]["params"]["generator"]["w"], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(outs[0][1]["generator/loss"], outs[1][1]["generator/loss"], rtol=1e-6)
+  with pytest.raises(ValueError, match="not divisible by grad_accum=3"):
+    jax.jit(steps_lib.make_step(_quadratic_method(), None, txs, _cfg(3), "generator"))(
+        state_lib.init_state(params, txs, {}, (0.9,)), {}, batch)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+  cfg = tiny_cfg()
+  cfg.pretrain.steps = 50
+  cfg.student.hidden = cfg.disc.hidden = 32
+  wd = tmp_path_factory.mktemp("mech")
+  run = loop.Run(cfg, str(wd), devices=jax.devices()[:1], restore=False)
+  run.step(0)
+  run.step(1)
+  return cfg, wd, run
+
+
+def test_nonfinite_step_is_skipped_and_counted(toy_run):
+  _, _, run = toy_run
+  before = jax.device_get(run.state)
+  bad = {"x": jnp.full((64, 2), jnp.nan), "labels": jnp.zeros((64, 0))}
+  new, m = run.compiled["critic"](run.state, run.frozen, bad)
+  new = jax.device_get(new)
+  assert float(m["critic/skipped"]) == 1.0
+  assert int(new["nonfinite"]["total"]) == 1 and int(new["nonfinite"]["streak"]) == 1
+  for a, b in zip(jax.tree.leaves(before["params"]), jax.tree.leaves(new["params"])):
+    np.testing.assert_array_equal(a, b)
+  assert int(new["step"]) == int(before["step"]) + 1
+
+
+def test_nonfinite_state_is_never_checkpointed(toy_run, tmp_path):
+  _, _, run = toy_run
+  ck = ckpt_lib.Checkpointer(str(tmp_path), async_save=False)
+  ck.save(2, run.state)
+  bad = jax.tree.map(lambda x: x, jax.device_get(run.state))
+  bad["params"]["generator"]["out"]["bias"] = np.full_like(
+      bad["params"]["generator"]["out"]["bias"], np.nan)
+  with pytest.raises(ckpt_lib.NonFiniteStateError, match="refusing to checkpoint step 3"):
+    ck.save(3, bad)
+  assert ck.latest_step() == 2
+  ck.close()
+
+
+def test_checkpoint_restores_onto_a_different_mesh(toy_run):
+  cfg, wd, run = toy_run
+  run.ckpt.save(2, run.state, run.exp.data_state(), force=True)
+  run.ckpt.wait()
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  cfg.mesh.data, cfg.mesh.fsdp = 2, 4
+  other = loop.Run(cfg, str(wd), devices=jax.devices()[:8], restore=True)
+  assert int(other.state["step"]) == 2
+  assert other.state["params"]["fake_score"]["inp"]["kernel"].sharding.mesh.shape["fsdp"] == 4
+  for a, b in zip(jax.tree.leaves(jax.device_get(run.state)),
+                  jax.tree.leaves(jax.device_get(other.state))):
+    np.testing.assert_array_equal(a, b)
