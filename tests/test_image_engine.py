@@ -3,6 +3,8 @@
 A tiny class-conditional SongUNet on 8×8 digits keeps this fast on CPU; the random-weight
 teacher is fine here because only the mechanics are under test.
 """
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -84,3 +86,6 @@ def test_train_resume_and_export(tmp_path):
   export.export_generator(cfg, str(tmp_path), path, "raw")
   module, variables = load_edm(path)
   _leaves_close(variables["params"], state["params"]["generator"], 0)
+  out = loop.sample_checkpoint(cfg, str(tmp_path))
+  saved = np.load(out["npz"])
+  assert saved["samples"].shape == (16, 8, 8, 1) and len(os.listdir(out["pngs"])) == 16
