@@ -1,7 +1,7 @@
 """Command-line entry point.
 
   python -m fdistill_jax.main --config=configs/toy2d_js.py --workdir=runs/toy [--config.key=value]
-      [--mode=train|eval|sample]
+      [--mode=train|eval|sample|ref]
 
 The config is locked: an unknown key fails at parse time, and `config_checks.check` rejects
 impossible values before anything is built or compiled. Multi-host runs call
@@ -19,7 +19,9 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "ref"],
+                          "train; eval (metrics of the latest checkpoint); sample (grid, npz, PNGs); "
+                          "ref (FID reference statistics of config.dataset).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host runs).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -47,8 +49,10 @@ def main(argv):
     out = loop.train(cfg, _WORKDIR.value)
   elif _MODE.value == "eval":
     out = loop.evaluate_checkpoint(cfg, _WORKDIR.value)
-  else:
+  elif _MODE.value == "sample":
     out = loop.sample_checkpoint(cfg, _WORKDIR.value)
+  else:
+    out = loop.reference_statistics(cfg, _WORKDIR.value)
   if jax.process_index() == 0:
     print(json.dumps(out, indent=1, default=str))
 

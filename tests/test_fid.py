@@ -405,3 +405,21 @@ def test_precision_recall_matches_brute_force():
   np.testing.assert_allclose(np.sqrt(radii), np.sort(d, 1)[:, 3], rtol=1e-4)
   with pytest.raises(ValueError, match="same d"):
     precision_recall.precision_recall(real, fake[:, :5])
+
+
+def test_reference_mode_writes_edm_format_stats_of_a_dataset(small_detector, tmp_path):
+  from fdistill_jax import defaults
+  from fdistill_jax.engine import loop
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+  np.savez(tmp_path / "data.npz", images=images)
+  cfg = defaults.image()
+  cfg.dataset.name, cfg.dataset.path = "arrays", str(tmp_path / "data.npz")
+  extractor = fid.FeatureExtractor(small_detector, batch_size=8, preprocess="nvlabs",
+                                   input_size=75)
+  out = loop.reference_statistics(cfg, str(tmp_path / "ref"), extractor)
+  mu, sigma = fid.load_reference_stats(out["reference"], dim=2048)
+  want_mu, want_sigma = fid.compute_statistics(extractor(images))
+  assert out["num_images"] == 40
+  np.testing.assert_allclose(mu, want_mu, rtol=1e-6, atol=1e-8)
+  np.testing.assert_allclose(sigma, want_sigma, rtol=1e-6, atol=1e-8)

@@ -271,3 +271,31 @@ def sample_checkpoint(cfg, workdir: str) -> dict:
     out["pngs"] = os.path.dirname(grids.save_numbered(x, os.path.join(workdir, f"samples_{tag}"))[0])
   np.savez(out["npz"], **arrays)
   return out
+
+
+def reference_statistics(cfg, workdir: str, extractor=None) -> dict:
+  """FID reference statistics (EDM's npz format: mu, sigma) of every image of config.dataset.
+
+  Written to workdir/fid_reference.npz; pass it as config.eval.fid_reference. The Inception
+  weights come from config.eval.fid_weights unless an extractor is given.
+  """
+  from fdistill_jax import data as data_lib
+  from fdistill_jax.evaluation import fid
+  source = data_lib.make_source(cfg.dataset)
+  if extractor is None:
+    if not cfg.eval.get("fid_weights"):
+      raise ValueError("--mode=ref needs config.eval.fid_weights (pytorch-fid's Inception .pth "
+                       "or its .npz); see README 'Evaluation'")
+    extractor = fid.FeatureExtractor.from_weight_file(cfg.eval.fid_weights,
+                                                      int(cfg.eval.get("fid_batch", 250)))
+  bs = 256
+
+  def batches():
+    for i in range(0, len(source), bs):
+      yield np.stack([source[j]["image"] for j in range(i, min(i + bs, len(source)))])
+
+  mu, sigma = fid.image_statistics(batches(), extractor)
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "fid_reference.npz")
+  fid.save_reference_stats(path, mu, sigma)
+  return {"reference": path, "num_images": len(source)}
