@@ -423,3 +423,30 @@ def test_reference_mode_writes_edm_format_stats_of_a_dataset(small_detector, tmp
   assert out["num_images"] == 40
   np.testing.assert_allclose(mu, want_mu, rtol=1e-6, atol=1e-8)
   np.testing.assert_allclose(sigma, want_sigma, rtol=1e-6, atol=1e-8)
+
+
+def test_in_loop_fid_hook_scores_the_one_step_generator(small_detector, tmp_path, monkeypatch):
+  """The image experiment's FID hook: seeds -> one-step samples -> detector -> FID vs a ref npz."""
+  from fdistill_jax import defaults
+  from fdistill_jax.experiments import image
+  from fdistill_jax.engine.nets import Nets
+  extractor = fid.FeatureExtractor(small_detector, batch_size=8, preprocess="nvlabs",
+                                   input_size=75)
+  monkeypatch.setattr(fid.FeatureExtractor, "from_weight_file",
+                      classmethod(lambda cls, path, batch_size: extractor))
+  rng = np.random.default_rng(0)
+  ref_imgs = rng.integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+  fid.save_reference_stats(tmp_path / "ref.npz", *fid.compute_statistics(extractor(ref_imgs)))
+  (tmp_path / "w.pth").write_bytes(b"unused: the extractor is patched")
+  cfg = defaults.image()
+  cfg.eval.update(dict(metric="fid", fid_weights=str(tmp_path / "w.pth"),
+                       fid_reference=str(tmp_path / "ref.npz"), num_samples=20, fid_batch=8))
+  gen = lambda params, x, sigma, labels, key=None: jnp.tanh(x / 80.0 + params)  # toy generator
+  nets = Nets(student=gen, teacher=None, disc=None, sigma_init=80.0, data_shape=(8, 8, 3))
+  metric = image._fid_metric(cfg, nets, (8, 8, 3), 0)  # pylint: disable=protected-access
+  got = metric(jnp.float32(0.0))["fid"]
+  seeds = np.arange(20)
+  z = np.stack([np.asarray(jax.random.normal(jax.random.PRNGKey(s), (8, 8, 3))) for s in seeds])
+  want = fid.frechet_distance(*fid.compute_statistics(extractor(np.tanh(z))),
+                              *fid.load_reference_stats(tmp_path / "ref.npz"))
+  assert np.isfinite(got) and abs(got - want) <= 1e-6 * max(1.0, abs(want))
