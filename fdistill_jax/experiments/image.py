@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import jax
@@ -59,12 +60,21 @@ def load_teacher(cfg, needs_teacher: bool):
     logging.warning("=" * 78 + "\nNO TEACHER CHECKPOINT (config.teacher.checkpoint is empty): "
                     "the teacher has RANDOM weights.\nThis run only exercises the architecture, "
                     "sharding and step speed; its samples mean nothing.\n" + "=" * 78)
+  key = json.dumps(kwargs, sort_keys=True, default=str)
+  return module, _random_variables(key, t.get("dtype", "float32"), t.get("init_seed", 0))
+
+
+@functools.lru_cache(maxsize=2)
+def _random_variables(kwargs_json: str, dtype: str, seed: int):
+  """Flax-initialised variables of an EDMPrecond, memoised per (architecture, seed) because the
+  init compiles for tens of seconds on CPU and eval/export/sample rebuild the same experiment."""
+  module = build_edm_precond(json.loads(kwargs_json), dtype=DTYPES[dtype])
   res, ch = module.img_resolution, module.img_channels
   # An 'rbg' key: XLA compiles Flax's hundreds of threefry draws ~5x slower on CPU.
-  variables = jax.jit(module.init)(jax.random.key(t.get("init_seed", 0), impl="rbg"),
+  variables = jax.jit(module.init)(jax.random.key(seed, impl="rbg"),
                                    jnp.zeros((1, res, res, ch)), jnp.ones((1,)),
                                    jnp.zeros((1, module.label_dim)) if module.label_dim else None)
-  return module, variables
+  return jax.device_get(variables)
 
 
 def build(cfg, workdir: str, method) -> Experiment:
