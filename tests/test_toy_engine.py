@@ -21,7 +21,7 @@ def tiny_cfg(**train):
   cfg.train.async_checkpoints = False
   cfg.eval.num_samples = 1024
   cfg.mesh.fsdp_min_size = 256
-  cfg.update(dict(train=train)) if False else cfg.train.update(train)
+  cfg.train.update(train)
   return cfg
 
 
