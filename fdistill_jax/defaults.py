@@ -32,7 +32,7 @@ def toy() -> ml_collections.ConfigDict:
   cfg.train = ml_collections.ConfigDict(dict(
       steps=5000, batch_size=512, grad_accum=1, ema_decays=(0.99,), log_every=250,
       eval_every=0, ckpt_every=2500, keep_checkpoints=2, async_checkpoints=True,
-      max_nonfinite_streak=20))
+      max_nonfinite_streak=20, tensorboard=True))
   cfg.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, default_tactic="replicate", rules=(), fsdp_min_size=2 ** 14))
   cfg.eval = ml_collections.ConfigDict(dict(num_samples=8192, teacher_nfe=35, params="raw"))
@@ -125,13 +125,16 @@ def fastgen_edm(dataset: str) -> ml_collections.ConfigDict:
   return cfg
 
 
+def asset(name: str) -> str:
+  """Absolute path of a file packaged in fdistill_jax/assets."""
+  import os
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", name)
+
+
 def digits_distill(divergence: str = "js") -> ml_collections.ConfigDict:
   """f-distill of the packaged digits teacher (the offline quickstart recipe)."""
-  import os
-  asset = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
-                       "digits_teacher.safetensors")
   cfg = image()
-  cfg.teacher.checkpoint = asset
+  cfg.teacher.checkpoint = asset("digits_teacher.safetensors")
   cfg.method.divergence = divergence
   cfg.method.critic_steps = 1
   for net in ("generator", "fake_score", "discriminator"):
@@ -140,4 +143,38 @@ def digits_distill(divergence: str = "js") -> ml_collections.ConfigDict:
                         ckpt_every=200))
   cfg.eval.update(dict(num_samples=500, sampler="one_step", params="0.99",
                        teacher_nfes=(1, 2, 4, 35)))
+  return cfg
+
+
+def sid_style(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """SiD's (and SIM's) shared settings on top of an image config, in place: generator input
+  σ_init = 2.5, no discriminator, Adam β = (0, 0.999) without weight decay or clipping for the
+  generator and the fake score (learning rates are kept)."""
+  cfg.diffusion.sigma_init = 2.5
+  cfg.disc.enabled = False
+  for net in ("generator", "fake_score"):
+    cfg.optim[net].update(dict(b1=0.0, b2=0.999, eps=1e-8, weight_decay=0.0, clip=0.0))
+  return cfg
+
+
+def sid_edm(dataset: str) -> ml_collections.ConfigDict:
+  """SiD on NVIDIA's EDM teachers with the released SiD recipe (docs/algorithms.md §4.4).
+
+  'cifar10' (conditional): batch 256, lr 1e-5, fp32, 800 Mimg; 'imagenet64': batch 8192, lr
+  4e-6, 1000 Mimg (SiD trains it in fp16; we use bf16 compute with fp32 master weights). Both:
+  α = 1.2, σ_init = 2.5, t_max = 800, Adam β = (0, 0.999), EMA half-life 0.5 Mimg (as a
+  per-iteration decay; SiD's EMA ramp-up is not modelled), no real data.
+  """
+  cfg = fastgen_edm(dataset)
+  cifar = dataset == "cifar10"
+  from fdistill_jax.methods import sid  # Not at module level: methods import defaults' users.
+  cfg.method = sid.method_config(alpha=1.2)
+  sid_style(cfg)
+  batch, lr, mimg = (256, 1e-5, 800) if cifar else (8192, 4e-6, 1000)
+  cfg.teacher.dtype = "float32" if cifar else "bfloat16"
+  for net in ("generator", "fake_score"):
+    cfg.optim[net].lr = lr
+  ema = round(0.5 ** (batch / 0.5e6), 6)
+  cfg.train.update(dict(batch_size=batch, steps=int(mimg * 1e6 // batch), ema_decays=(ema,)))
+  cfg.eval.params = str(ema)
   return cfg

@@ -29,6 +29,7 @@ _DIVS = flags.DEFINE_list("divergences", list(divergences.NAMES), "f-distill div
 _CONFIGS = flags.DEFINE_list("configs", [], "Extra method config files (get_config()).")
 _STEPS = flags.DEFINE_integer("steps", None, "Override train.steps.")
 _OUT = flags.DEFINE_string("out", "benchmark_results/toy", "Output folder.")
+_TB = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events (needs TensorFlow).")
 
 
 def problem_overrides(name: str) -> dict:
@@ -65,12 +66,16 @@ def run_one(cfg, workdir: str, cache: str) -> dict:
     shutil.copy(cache, os.path.join(workdir, "pretrained_denoiser.msgpack"))
   config_checks.check(cfg)
   t0 = time.time()
-  out = loop.train(cfg, workdir)
+  if cfg.method.name == "progressive":  # All rounds; the row is the final (1-step) student.
+    from fdistill_jax.methods import progressive
+    out = dict(progressive.run_rounds(cfg, workdir)[-1]["metrics"])
+  else:
+    out = loop.train(cfg, workdir)
   wall = time.time() - t0
   if not os.path.exists(cache):
     shutil.copy(os.path.join(workdir, "pretrained_denoiser.msgpack"), cache)
   out["wall_s"] = wall
-  out["steps_per_s"] = cfg.train.steps / wall
+  out["steps_per_s"] = cfg.train.steps / wall  # per round for progressive distillation
   return out
 
 
@@ -95,8 +100,12 @@ def main(argv):
           _set(cfg, k, v)
         cfg.seed = int(seed)
         cfg.train.ckpt_every = 0
+        cfg.train.tensorboard = _TB.value
         if _STEPS.value:
           cfg.train.steps = _STEPS.value
+        if cfg.method.name == "progressive":  # Same total iterations, split over the rounds.
+          num_rounds = int(np.log2(cfg.method.pd_base_steps // cfg.method.pd_final_steps))
+          cfg.train.steps = max(1, cfg.train.steps // num_rounds)
         out = run_one(cfg, os.path.join(_OUT.value, "runs", f"{prob}_{name}_{seed}"), cache)
         rec = {"problem": prob, "method": name, "seed": int(seed), "wall_s": out["wall_s"],
                "steps": cfg.train.steps, "steps_per_s": out["steps_per_s"],

@@ -131,7 +131,7 @@ class Run:
 # ============================================================================== train
 def train(cfg, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
-  writer = metrics_lib.create_writer(workdir)
+  writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   run = Run(cfg, workdir)
   exp, ckpt = run.exp, run.ckpt
   start = int(jax.device_get(run.state["step"]))
@@ -233,7 +233,7 @@ def load_trained(cfg, workdir: str):
 def evaluate_checkpoint(cfg, workdir: str) -> dict:
   exp, state = load_trained(cfg, workdir)
   step = int(state["step"])
-  writer = metrics_lib.create_writer(workdir)
+  writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99)
   return _evaluate(exp, state, cfg, writer, step, key, workdir, final=True)
 

@@ -60,12 +60,12 @@ class JsonlWriter(interface.MetricWriter):
     self._f.close()
 
 
-def create_writer(workdir: str) -> interface.MetricWriter:
-  """clu default writer (logging + TensorBoard) and metrics.jsonl in workdir; no-op off process 0."""
+def create_writer(workdir: str, tensorboard: bool = True) -> interface.MetricWriter:
+  """Log lines, TensorBoard events (unless tensorboard=False: config.train.tensorboard, for
+  hosts without TensorFlow's summary ops) and metrics.jsonl in workdir; no-op off process 0."""
   if jax.process_index() != 0:
     return metric_writers.MultiWriter([])
   os.makedirs(workdir, exist_ok=True)
-  return metric_writers.MultiWriter([
-      metric_writers.create_default_writer(workdir, asynchronous=False),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
-  ])
+  main = (metric_writers.create_default_writer(workdir, asynchronous=False) if tensorboard
+          else metric_writers.LoggingWriter())
+  return metric_writers.MultiWriter([main, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])

@@ -155,9 +155,14 @@ def prepare(cfg, exp, workdir: str):
   pairs = cache_for(cfg, exp, workdir)
   n, b = pairs["z"].shape[0], cfg.train.batch_size
   base = exp.batch
+  # Experiments whose batch() is this process's share (image pipelines) get a local share of
+  # pairs too, drawn from a per-process stream; global batches (toy) draw the whole batch.
+  local = b if exp.global_batch else b // jax.process_count()
+  stream = [] if exp.global_batch else [jax.process_index()]
 
   def batch(step):
-    idx = np.random.default_rng([cfg.seed, 11, int(step)]).integers(0, n, size=b)
+    rng = np.random.default_rng([cfg.seed, 11, int(step), *stream])
+    idx = rng.integers(0, n, size=local)
     out = dict(base(step))
     out.update(z_pair=pairs["z"][idx], y_pair=pairs["y"][idx], labels_pair=pairs["labels"][idx])
     return out
@@ -168,7 +173,7 @@ def prepare(cfg, exp, workdir: str):
       spec[name] = jax.ShapeDtypeStruct((b,) + pairs[key].shape[1:], pairs[key].dtype)
     return spec
 
-  # The batch is the same on every process (deterministic in step, identical caches).
+  # Deterministic in the step (and process): resuming replays the same pairs.
   return dataclasses.replace(exp, batch=batch, batch_spec=batch_spec)
 
 

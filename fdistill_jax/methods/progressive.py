@@ -213,7 +213,8 @@ def _copy_cache(src_dir: str, dst_dir: str, name: str = "pretrained_denoiser.msg
 
 
 def run_rounds(cfg, workdir: str) -> list[dict]:
-  """Trains PD rounds pd_base_steps → … → pd_final_steps; returns [{steps, workdir, params}].
+  """Trains PD rounds pd_base_steps → … → pd_final_steps; returns [{steps, workdir, params,
+  metrics (the round's final_metrics.json)}].
 
   Each round calls `loop.train` in its own workdir (checkpointed and resumable there) and saves
   the student as student.msgpack, which becomes the next round's frozen teacher.
@@ -236,14 +237,16 @@ def run_rounds(cfg, workdir: str) -> list[dict]:
     rcfg.method.teacher_params = teacher_path
     out = os.path.join(rdir, "student.msgpack")
     if not os.path.exists(out):
-      loop.train(rcfg, rdir)
+      loop.train(rcfg, rdir)  # Writes final_metrics.json (evaluated with the N-step sampler).
       _, state = loop.load_trained(rcfg, rdir)
       params = jax.device_get(loop.generator_params(state, rcfg.eval.params))
       with open(out + ".tmp", "wb") as f:
         f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
       os.replace(out + ".tmp", out)
+    with open(os.path.join(rdir, "final_metrics.json")) as f:
+      metrics = json.load(f)
     rounds.append({"round": r, "steps": n, "workdir": rdir, "params": out,
-                   "teacher_params": teacher_path})
+                   "teacher_params": teacher_path, "metrics": metrics})
     teacher_path, prev_dir, r = out, rdir, r + 1
   with open(os.path.join(workdir, "rounds.json"), "w") as f:
     json.dump(rounds, f, indent=1)

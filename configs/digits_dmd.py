@@ -1,0 +1,19 @@
+"""DMD (v1): reverse-KL distribution matching + λ_reg = 0.25 L2 regression to teacher ODE pairs.
+
+The pairs (4,096 noises and the teacher's 18-step Heun samples of them) are built once into
+<workdir>/kd_pairs (resumable shards). No GAN, 1:1 alternation, DMD2's 2–98% time range;
+everything else as configs/digits_js.py.
+
+Command:
+  python -m fdistill_jax.main --config=configs/digits_dmd.py --workdir=runs/digits_dmd
+Expected: see BENCHMARKS.md "Digits" (peer-method rows).
+"""
+from fdistill_jax import defaults
+from fdistill_jax.methods import dmd
+
+
+def get_config():
+  cfg = defaults.digits_distill("rkl")
+  cfg.method = dmd.method_config(cfg.method, ratio_normalization=False, pairs_num=4096)
+  cfg.disc.enabled = False
+  return cfg

@@ -1,0 +1,23 @@
+"""DMD2 on the digits teacher: reverse KL + GAN on the fake score's features, TTUR (4 critic steps).
+
+f-distill with divergence rkl and no ratio normalisation (h ≡ 1), the discriminator head reading
+the fake score's 16×16 and 8×8 encoder maps (its GAN loss, weight 1e-2, also trains the fake
+score, as DMD2's code does), λ_G = 1e-3, 2–98% time range and FastGen's 1 generator : 4 critic
+schedule. 600 iterations are 120 generator updates; `--config.train.steps=1500` gives the 300 of
+the 1:1 methods.
+
+Command:
+  python -m fdistill_jax.main --config=configs/digits_dmd2.py --workdir=runs/digits_dmd2
+Expected: see BENCHMARKS.md "Digits" (peer-method rows).
+"""
+from fdistill_jax import defaults
+
+
+def get_config():
+  cfg = defaults.digits_distill("rkl")
+  cfg.method.ratio_normalization = False
+  cfg.method.disc_features = "fake_score"
+  cfg.method.gan_weight_disc = 1e-2
+  cfg.method.time_lo, cfg.method.time_hi = 0.02, 0.98
+  cfg.method.critic_steps = 4
+  return cfg

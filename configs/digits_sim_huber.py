@@ -1,0 +1,17 @@
+"""SIM with the pseudo-Huber distance (c = 1 in score units) on the packaged digits teacher.
+
+d(y) = √(‖y‖² + c²) − c, SiD-matched weighting; the rest as configs/digits_sim_l2.py.
+
+Command:
+  python -m fdistill_jax.main --config=configs/digits_sim_huber.py --workdir=runs/digits_sim_huber
+Expected: see BENCHMARKS.md "Digits" (peer-method rows).
+"""
+from fdistill_jax import defaults
+from fdistill_jax.methods import sim
+
+
+def get_config():
+  cfg = defaults.digits_distill()
+  cfg.method = sim.method_config(distance="pseudo_huber", huber_c=1.0)
+  defaults.sid_style(cfg)
+  return cfg

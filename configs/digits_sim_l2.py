@@ -1,0 +1,18 @@
+"""SIM (score implicit matching) with the L2 distance on the packaged digits teacher.
+
+SIM's exact generator loss (methods/sim.py) with d(y) = ‖y‖² and SiD's weighting, i.e. 2·SiD(α = 1);
+fake score, time draw, σ_init = 2.5 and optimiser as configs/digits_sid.py.
+
+Command:
+  python -m fdistill_jax.main --config=configs/digits_sim_l2.py --workdir=runs/digits_sim_l2
+Expected: see BENCHMARKS.md "Digits" (peer-method rows).
+"""
+from fdistill_jax import defaults
+from fdistill_jax.methods import sim
+
+
+def get_config():
+  cfg = defaults.digits_distill()
+  cfg.method = sim.method_config(distance="l2")
+  defaults.sid_style(cfg)
+  return cfg

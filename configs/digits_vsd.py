@@ -1,0 +1,19 @@
+"""VSD / Diff-Instruct (reverse KL, h ≡ 1, no DMD normalisation, no GAN) on the digits teacher.
+
+f-distill with divergence rkl, ratio normalisation off, dm_normalize off, no discriminator,
+1:1 fake-score/generator alternation; everything else as configs/digits_js.py.
+
+Command:
+  python -m fdistill_jax.main --config=configs/digits_vsd.py --workdir=runs/digits_vsd
+Expected: see BENCHMARKS.md "Digits" (peer-method rows).
+"""
+from fdistill_jax import defaults
+
+
+def get_config():
+  cfg = defaults.digits_distill("rkl")
+  cfg.method.ratio_normalization = False
+  cfg.method.dm_normalize = False
+  cfg.method.gan_weight_gen = 0.0
+  cfg.disc.enabled = False
+  return cfg
