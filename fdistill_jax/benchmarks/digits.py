@@ -13,7 +13,6 @@ the final 1-step student. Prints a markdown table and writes <out>/digits.json.
 """
 from __future__ import annotations
 
-import ast
 import json
 import os
 import shutil
@@ -21,44 +20,19 @@ import time
 
 from absl import app, flags, logging
 
+from fdistill_jax.benchmarks.common import load_config, parse_entry, set_key, split_entries
+
 _DIVS = flags.DEFINE_list("divergences", ["js", "kl", "rkl"], "f-distill divergences to run.")
-_CONFIGS = flags.DEFINE_list("configs", [], "Extra config files, each optionally 'path@k=v;k=v'.")
+_CONFIGS = flags.DEFINE_string("configs", "", "Extra config files, comma-separated, each "
+                               "optionally 'path@k=v;k=v' (values are Python literals).")
 _STEPS = flags.DEFINE_integer("steps", None, "Override train.steps of every run.")
 _SEED = flags.DEFINE_integer("seed", 0, "config.seed of every run.")
 _OUT = flags.DEFINE_string("out", "benchmark_results/digits", "Output folder.")
 _TB = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events (needs TensorFlow).")
+_CACHE = flags.DEFINE_string("cache_dir", None, "Digits-classifier cache shared by all runs "
+                             "(default <out>/cache: the classifier is trained once).")
 
 _REPO = os.path.join(os.path.dirname(__file__), "..", "..")
-
-
-def load_config(path: str):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("bench_cfg", os.path.abspath(path))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
-
-
-def parse_entry(entry: str) -> tuple[str, str, dict]:
-  """'configs/x.py@a.b=1;c=d' -> (name 'x[a.b=1;c=d]', path, {'a.b': 1, 'c': 'd'})."""
-  path, _, over = entry.partition("@")
-  overrides = {}
-  for item in filter(None, over.split(";")):
-    k, _, v = item.partition("=")
-    try:
-      overrides[k] = ast.literal_eval(v)
-    except (ValueError, SyntaxError):
-      overrides[k] = v
-  name = os.path.splitext(os.path.basename(path))[0] + (f"[{over}]" if over else "")
-  return name, path, overrides
-
-
-def set_key(cfg, dotted: str, value) -> None:
-  node = cfg
-  *parents, last = dotted.split(".")
-  for p in parents:
-    node = node[p]
-  node[last] = value
 
 
 def run_one(cfg, workdir: str) -> dict:
@@ -96,7 +70,7 @@ def main(argv):
   os.makedirs(_OUT.value, exist_ok=True)
   js = os.path.join(_REPO, "configs", "digits_js.py")
   entries = [(f"f-distill {d}", js, {"method.divergence": d}) for d in _DIVS.value]
-  entries += [parse_entry(e) for e in _CONFIGS.value]
+  entries += [parse_entry(e) for e in split_entries(_CONFIGS.value)]
   results = {}
   for name, path, over in entries:
     cfg = load_config(path)
@@ -104,6 +78,7 @@ def main(argv):
       set_key(cfg, k, v)
     cfg.seed = _SEED.value
     cfg.train.tensorboard = _TB.value
+    cfg.eval.cache_dir = _CACHE.value or os.path.join(_OUT.value, "cache")
     if _STEPS.value:
       cfg.train.steps = _STEPS.value
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)

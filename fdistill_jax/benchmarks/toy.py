@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from fdistill_jax import config_checks, defaults, divergences
+from fdistill_jax.benchmarks.common import load_config, set_key
 
 FLAGS = flags.DEFINE_list("problems", ["ring8", "mix8d"], "Problems to run.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
@@ -40,22 +41,6 @@ def problem_overrides(name: str) -> dict:
             "teacher.scale": 0.3, "teacher.spread": 2.0, "teacher.weights": (1., 2., 3., 4., 5., 6.),
             "diffusion.sigma_data": 2.0}
   raise ValueError(f"unknown problem {name!r}; allowed: ring8, mix8d")
-
-
-def _set(cfg, dotted: str, value):
-  node = cfg
-  *path, last = dotted.split(".")
-  for p in path:
-    node = node[p]
-  node[last] = value
-
-
-def _load_config(path: str):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("bench_cfg", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
 
 
 def run_one(cfg, workdir: str, cache: str) -> dict:
@@ -95,9 +80,9 @@ def main(argv):
     cache = os.path.join(_OUT.value, f"pretrained_{prob}.msgpack")
     for name, path, over in entries:
       for seed in _SEEDS.value:
-        cfg = _load_config(path) if path else defaults.toy()
+        cfg = load_config(path) if path else defaults.toy()
         for k, v in {**problem_overrides(prob), **over}.items():
-          _set(cfg, k, v)
+          set_key(cfg, k, v)
         cfg.seed = int(seed)
         cfg.train.ckpt_every = 0
         cfg.train.tensorboard = _TB.value

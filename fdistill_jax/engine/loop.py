@@ -97,13 +97,14 @@ class Run:
     self.batch_sh = shard_lib.batch_sharding(self.mesh, spec)
     batch_abstract = ckpt_lib.abstract_with_shardings(spec, self.batch_sh)
     phases = ("generator", "critic") if self.method.CRITIC_NETS else ("generator",)
-    self.compiled, self.compile_times = {}, {}
+    self.lowered, self.compiled, self.compile_times = {}, {}, {}
     for phase in phases:
       t0 = time.time()
       fn = jax.jit(steps_lib.make_step(self.method, self.exp.nets, self.txs, cfg, phase),
                    in_shardings=(self.state_sh, self.frozen_sh, self.batch_sh),
                    out_shardings=(self.state_sh, None), donate_argnums=(0,))
-      self.compiled[phase] = fn.lower(self.abstract, self.frozen, batch_abstract).compile()
+      self.lowered[phase] = fn.lower(self.abstract, self.frozen, batch_abstract)
+      self.compiled[phase] = self.lowered[phase].compile()
       self.compile_times[phase] = time.time() - t0
       logging.info("compiled %s step in %.1fs", phase, self.compile_times[phase])
 
