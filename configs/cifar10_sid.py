@@ -6,8 +6,8 @@ batch 256, lr 1e-5 for the generator and the fake score, Adam β = (0, 0.999), f
 Command (a GPU cluster or TPU pod; see launch/README.md):
   python -m fdistill_jax.main --config=configs/cifar10_sid.py --workdir=gs://BUCKET/c10_sid \
     --config.teacher.checkpoint=PATH/edm-cifar10-32x32-cond-vp.pkl --config.dataset.name=synthetic
-Expected: SiD's README reports one-step FID 1.71 (conditional); our step speed on an H100 is in
-BENCHMARKS.md "Engine speed". Without a checkpoint it runs the architecture on random weights.
+Expected: SiD's README reports one-step FID 1.71 (conditional); not reproduced here (it needs
+the EDM checkpoint and GPU weeks). Without a checkpoint it runs the architecture on random weights.
 """
 from fdistill_jax import defaults
 

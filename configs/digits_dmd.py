@@ -6,7 +6,8 @@ everything else as configs/digits_js.py.
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_dmd.py --workdir=runs/digits_dmd
-Expected: see BENCHMARKS.md "Digits" (peer-method rows).
+Expected: FD 18.2, 10/10 classes, confidence 0.976 (600 iterations, 500 samples; one H100);
+see BENCHMARKS.md "Digits".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import dmd

@@ -7,8 +7,9 @@ configs/digits_sid.py; the fake score drops 10% of labels while it is trained (m
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_sid_lsg.py --workdir=runs/digits_sid_lsg
-Expected: see BENCHMARKS.md "Digits", SiD-LSG rows (guidance raises the classifier confidence of
-the one-step samples over plain SiD on the same teacher).
+Expected: FD 29.5, confidence 0.988, class-histogram TV 0.004, against SiD (κ = 1) on
+the same teacher FD 34.3, confidence 0.944, TV 0.044 (600 iterations, 500 samples; one H100);
+see BENCHMARKS.md "Digits".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import sid

@@ -5,7 +5,8 @@ fake score, time draw, σ_init = 2.5 and optimiser as configs/digits_sid.py.
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_sim_l2.py --workdir=runs/digits_sim_l2
-Expected: see BENCHMARKS.md "Digits" (peer-method rows).
+Expected: FD 11.0, 10/10 classes, confidence 0.973 (600 iterations, 500 samples; one H100);
+see BENCHMARKS.md "Digits".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import sim

@@ -5,7 +5,9 @@ f-distill with divergence rkl, ratio normalisation off, dm_normalize off, no dis
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_vsd.py --workdir=runs/digits_vsd
-Expected: see BENCHMARKS.md "Digits" (peer-method rows).
+Expected: FD 137.3, 9/10 classes, confidence 0.920 (600 iterations, 500 samples; one H100):
+without the DMD normaliser the steps are tiny at this learning rate;
+see BENCHMARKS.md "Digits".
 """
 from fdistill_jax import defaults
 

@@ -6,8 +6,8 @@ fp32 weights (SiD: fp16), σ_init 2.5, 1000 Mimg (122k iterations), EMA half-lif
 Command (a GPU cluster or TPU pod; see launch/README.md):
   python -m fdistill_jax.main --config=configs/imagenet64_sid.py --workdir=gs://BUCKET/in64_sid \
     --config.teacher.checkpoint=PATH/edm-imagenet-64x64-cond-adm.pkl --config.dataset.name=synthetic
-Expected: SiD's README reports one-step FID 1.52; step speed on an H100 in BENCHMARKS.md
-"Engine speed". Without a checkpoint it runs the architecture on random weights.
+Expected: SiD's README reports one-step FID 1.52; not reproduced here. Without a checkpoint it
+runs the architecture on random weights.
 """
 from fdistill_jax import defaults
 

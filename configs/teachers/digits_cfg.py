@@ -5,7 +5,9 @@ Command:
   python -m fdistill_jax.main --config=configs/teachers/digits_cfg.py --workdir=runs/digits_teacher_cfg
   python -m fdistill_jax.export --config=configs/teachers/digits_cfg.py \
       --workdir=runs/digits_teacher_cfg --out=fdistill_jax/assets/digits_teacher_cfg.safetensors
-Expected: see BENCHMARKS.md "Digits" (the CFG teacher's rows).
+Expected: the committed file is this run's 0.999-EMA at step 2,042 (an H100 run stopped there by
+its time limit): 35-NFE Heun FD 16.1, 4 NFE 50.1, 10/10 classes, confidence 0.90 (500 samples);
+weaker than configs/teachers/digits.py's 2,700-step teacher (FD 3.3). BENCHMARKS.md "Digits".
 """
 from fdistill_jax import defaults
 

@@ -15,16 +15,20 @@ def load_config(path: str):
 
 
 def split_entries(text: str) -> list[str]:
-  """Splits on commas outside brackets: 'a.py@x=(1,2),b.py' -> ['a.py@x=(1,2)', 'b.py']."""
-  out, depth, cur = [], 0, ""
+  """Splits on commas outside brackets and quotes: 'a.py@x=(1,2),b.py' -> ['a.py@x=(1,2)', 'b.py']."""
+  out, depth, quote, cur = [], 0, "", ""
   for ch in text:
-    depth += ch in "([{"
-    depth -= ch in ")]}"
-    if ch == "," and depth == 0:
-      out.append(cur)
-      cur = ""
+    if quote:
+      quote = "" if ch == quote else quote
+    elif ch in "'\"":
+      quote = ch
     else:
-      cur += ch
+      depth += (ch in "([{") - (ch in ")]}")
+      if ch == "," and depth == 0:
+        out.append(cur)
+        cur = ""
+        continue
+    cur += ch
   return [e.strip() for e in out + [cur] if e.strip()]
 
 
