@@ -7,7 +7,9 @@ and one critic iteration must give finite losses, update exactly the nets the me
 and (for KD/DMD) build the pair cache through the method's `prepare` hook.
 The configs run here cover every loss code path on images; digits_sid / sim_l2 / vsd differ from
 digits_sid_lsg / sim_huber / dmd2 only in constants (κ = 1, the distance, the flags h ≡ 1 and no
-normaliser), which the toy tests exercise, and are left out to keep CI's compile time down.
+normaliser), which the toy tests exercise, and digits_dmd is the f-distill loss (tested on images
+in test_image_engine) plus KD's regression and pair cache (digits_kd here); they are left out to
+keep CI's compile time down.
 """
 import importlib.util
 import os
@@ -21,7 +23,7 @@ from fdistill_jax.engine import loop
 from fdistill_jax.methods import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEERS = ("sid_lsg", "sim_huber", "dmd", "dmd2", "kd", "pd")
+PEERS = ("sid_lsg", "sim_huber", "dmd2", "kd", "pd")
 
 
 def _config(name):

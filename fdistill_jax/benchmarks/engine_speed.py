@@ -10,10 +10,11 @@ train.batch_size = --batch (global) unless 0. For every phase (generator, critic
 compile time, the median of --steps timed steps after 2 warm-ups (wall clock around
 block_until_ready), the HLO FLOP count of the lowered step (it includes remat recomputation,
 so FLOP rate / peak is hardware-FLOP utilisation, an upper bound on MFU), the FLOP rate, and the
-device's peak memory (which, with several processes sharing a device, is this process's). The iteration rate follows the method's schedule: (1 generator step +
-critic_steps critic steps) / (critic_steps + 1). --numerics also compares each config's teacher
-network in bfloat16 and in float32 (default matmul precision) against float32 at 'highest'
-precision on the same inputs. Prints a markdown table and writes <out>/engine_speed.json.
+device's peak memory (this process's, when several share a device). The iteration rate follows
+the method's schedule: (1 generator step + critic_steps critic steps) / (critic_steps + 1).
+--numerics also compares each config's teacher network in bfloat16 and in float32 (default
+matmul precision) against float32 at 'highest' precision on the same inputs. Prints a markdown
+table and writes <out>/engine_speed.json.
 """
 from __future__ import annotations
 
