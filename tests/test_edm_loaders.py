@@ -377,3 +377,15 @@ def test_build_on_allowed_globals_cannot_patch_the_loader(tmp_path, module, name
   except ValueError:
     pass  # Refused as corrupt is fine too; what matters is below.
   assert getattr(target, attr, None) == before
+
+
+@pytest.mark.parametrize("name", ["digits_teacher.safetensors", "digits_teacher_cfg.safetensors"])
+def test_packaged_digits_teachers_load_with_their_architecture(name):
+  """Both packaged teachers are complete EDM state_dicts of the same 16×16 class-conditional
+  SongUNet (the CFG one differs only in training: label dropout)."""
+  from fdistill_jax import defaults
+  module, variables = load_edm(defaults.asset(name))
+  assert (module.img_resolution, module.img_channels, module.label_dim) == (16, 1, 10)
+  n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
+  assert 300_000 < n < 330_000, n
+  assert all(bool(np.all(np.isfinite(p))) for p in jax.tree.leaves(variables["params"]))

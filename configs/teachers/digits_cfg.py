@@ -13,14 +13,4 @@ from fdistill_jax import defaults
 
 
 def get_config():
-  cfg = defaults.image()
-  cfg.method.name = "edm_training"
-  cfg.teacher.precond_kwargs.dropout = 0.1
-  cfg.teacher.precond_kwargs.label_dropout = 0.1
-  cfg.disc.enabled = False
-  cfg.optim.generator.lr = 1e-3
-  cfg.optim.generator.weight_decay = 0.0
-  cfg.train.update(dict(steps=2700, batch_size=32, ema_decays=(0.999,), log_every=100,
-                        ckpt_every=500, eval_every=1000))
-  cfg.eval.update(dict(sampler="heun", nfe=35, params="0.999", teacher_nfes=()))
-  return cfg
+  return defaults.digits_teacher(label_dropout=0.1)
