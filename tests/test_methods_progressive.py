@@ -7,6 +7,8 @@ numpy Euler sampler on the nested Karras grid. The teacher is a 2-mode mixture w
 that 2 and 4 steps differ by much more than the precision a tiny student reaches in a few hundred
 steps (on the 8-mode ring with σ = 0.1 they differ by only ≈0.11 RMSE).
 """
+import os
+
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -121,3 +123,14 @@ def test_v_prediction_loss_is_snr_plus_one_weighted_x_loss():
     losses[pred] = float(progressive.generator_loss(params, {}, batch, jax.random.PRNGKey(1), {},
                                                     nets, cfg)[0])
   np.testing.assert_allclose(losses["v"], losses["x"] / cfg.diffusion.sigma_data ** 2, rtol=1e-4)
+
+
+def test_a_preempted_round_is_not_saved_as_the_next_teacher(tmp_path, monkeypatch):
+  from fdistill_jax.engine import loop
+  cfg = tiny_cfg(steps=10)
+  cfg.method = progressive.method_config(pd_base_steps=4, pd_final_steps=1)
+  cfg.disc.enabled = False
+  monkeypatch.setattr(loop, "train", lambda rcfg, rdir: {"preempted_at": 3})
+  with pytest.raises(progressive.RoundInterrupted, match=r"round 0 \(2 steps\) stopped at step 3"):
+    progressive.run_rounds(cfg, str(tmp_path))
+  assert not os.path.exists(tmp_path / "round0_2steps" / "student.msgpack")

@@ -212,6 +212,10 @@ def _copy_cache(src_dir: str, dst_dir: str, name: str = "pretrained_denoiser.msg
     shutil.copyfile(src, dst)
 
 
+class RoundInterrupted(RuntimeError):
+  """A round's training was preempted (SIGTERM) before its last step."""
+
+
 def run_rounds(cfg, workdir: str) -> list[dict]:
   """Trains PD rounds pd_base_steps → … → pd_final_steps; returns [{steps, workdir, params,
   metrics (the round's final_metrics.json)}].
@@ -237,14 +241,19 @@ def run_rounds(cfg, workdir: str) -> list[dict]:
     rcfg.method.teacher_params = teacher_path
     out = os.path.join(rdir, "student.msgpack")
     if not os.path.exists(out):
-      loop.train(rcfg, rdir)  # Writes final_metrics.json (evaluated with the N-step sampler).
+      res = loop.train(rcfg, rdir)  # Writes final_metrics.json (evaluated with the N-step sampler).
+      if "preempted_at" in res:  # A partial round must not become the next round's teacher.
+        raise RoundInterrupted(f"round {r} ({n} steps) stopped at step {res['preempted_at']}; "
+                               f"rerun the same command to resume it from {rdir}")
       _, state = loop.load_trained(rcfg, rdir)
       params = jax.device_get(loop.generator_params(state, rcfg.eval.params))
       with open(out + ".tmp", "wb") as f:
         f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
       os.replace(out + ".tmp", out)
-    with open(os.path.join(rdir, "final_metrics.json")) as f:
-      metrics = json.load(f)
+    metrics = None  # Written by process 0; None on other hosts when workdirs are not shared.
+    if os.path.exists(os.path.join(rdir, "final_metrics.json")):
+      with open(os.path.join(rdir, "final_metrics.json")) as f:
+        metrics = json.load(f)
     rounds.append({"round": r, "steps": n, "workdir": rdir, "params": out,
                    "teacher_params": teacher_path, "metrics": metrics})
     teacher_path, prev_dir, r = out, rdir, r + 1
