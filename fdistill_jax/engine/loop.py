@@ -53,6 +53,19 @@ def _build(cfg, workdir):
   return exp, method, txs, init, init_key
 
 
+def _state_layout(cfg, init, init_key, mesh):
+  """(abstract state, its shardings on mesh): the layout a run's state is created or restored in."""
+  abstract = jax.eval_shape(init, init_key)
+  return abstract, shard_lib.tree_shardings(abstract, mesh, cfg)
+
+
+def _restore_latest(ckpt, abstract, state_sh, exp):
+  """The state of ckpt's latest step placed on state_sh; restores exp's input position too."""
+  state, data_state = ckpt.restore(ckpt_lib.abstract_with_shardings(abstract, state_sh))
+  exp.restore_data(data_state)
+  return state
+
+
 def _phase_of(step: int, method, cfg) -> str:
   if not method.CRITIC_NETS:
     return "generator"
@@ -78,17 +91,14 @@ class Run:
     self.exp, self.method, self.txs, init, init_key = _build(cfg, workdir)
     self.mesh = shard_lib.make_mesh(cfg, devices)
     # ---------------------------------------------------------------- state & shardings
-    self.abstract = jax.eval_shape(init, init_key)
-    self.state_sh = shard_lib.tree_shardings(self.abstract, self.mesh, cfg)
+    self.abstract, self.state_sh = _state_layout(cfg, init, init_key, self.mesh)
     self.frozen_sh = shard_lib.tree_shardings(jax.eval_shape(lambda: self.exp.frozen), self.mesh,
                                               cfg)
     self.frozen = jax.device_put(self.exp.frozen, self.frozen_sh)
     self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                       cfg.train.keep_checkpoints, cfg.train.async_checkpoints)
     if restore and self.ckpt.latest_step() is not None:
-      self.state, data_state = self.ckpt.restore(
-          ckpt_lib.abstract_with_shardings(self.abstract, self.state_sh))
-      self.exp.restore_data(data_state)
+      self.state = _restore_latest(self.ckpt, self.abstract, self.state_sh, self.exp)
       logging.info("resumed from step %d in %s", int(self.state["step"]), self.ckpt.directory)
     else:
       self.state = jax.jit(init, out_shardings=self.state_sh)(init_key)
@@ -216,19 +226,15 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
 def load_trained(cfg, workdir: str):
   """(experiment, state) of the latest checkpoint in workdir (the public 'load a student' API)."""
   exp, _, _, init, init_key = _build(cfg, workdir)
-  mesh = shard_lib.make_mesh(cfg)
-  abstract = jax.eval_shape(init, init_key)
-  state_sh = shard_lib.tree_shardings(abstract, mesh, cfg)
+  abstract, state_sh = _state_layout(cfg, init, init_key, shard_lib.make_mesh(cfg))
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f"no checkpoint under {ckpt.directory}; train first "
                               f"(--mode=train --workdir={workdir})")
-    state, data_state = ckpt.restore(ckpt_lib.abstract_with_shardings(abstract, state_sh))
+    return exp, _restore_latest(ckpt, abstract, state_sh, exp)
   finally:
     ckpt.close()
-  exp.restore_data(data_state)
-  return exp, state
 
 
 def evaluate_checkpoint(cfg, workdir: str) -> dict:
