@@ -70,6 +70,8 @@ def test_rounds_halve_steps_and_beat_the_teacher_at_equal_steps(tmp_path):
   rounds = progressive.run_rounds(cfg, str(tmp_path))
   assert [r["steps"] for r in rounds] == [2, 1]
   assert rounds[1]["teacher_params"] == rounds[0]["params"]
+  # The root holds the pretrained init round 0 made, so a benchmark can reuse it for other runs.
+  assert os.path.exists(tmp_path / "pretrained_denoiser.msgpack")
   for r in rounds:
     assert (tmp_path / f"round{r['round']}_{r['steps']}steps" / "checkpoints").is_dir()
   gmm = toy.make_mixture(cfg.teacher)
@@ -134,3 +136,11 @@ def test_a_preempted_round_is_not_saved_as_the_next_teacher(tmp_path, monkeypatc
   with pytest.raises(progressive.RoundInterrupted, match=r"round 0 \(2 steps\) stopped at step 3"):
     progressive.run_rounds(cfg, str(tmp_path))
   assert not os.path.exists(tmp_path / "round0_2steps" / "student.msgpack")
+
+
+def test_round_schedule_halves_down_to_the_final_steps():
+  m = progressive.method_config(pd_base_steps=16, pd_final_steps=1)
+  assert progressive.round_steps(m) == [8, 4, 2, 1]
+  assert progressive.round_steps(progressive.method_config(pd_base_steps=8, pd_final_steps=2)) == [4, 2]
+  with pytest.raises(ValueError, match="pd_final_steps=3 must divide"):
+    progressive.round_steps(progressive.method_config(pd_base_steps=8, pd_final_steps=3))

@@ -53,14 +53,15 @@ def run_one(cfg, workdir: str, cache: str) -> dict:
   t0 = time.time()
   if cfg.method.name == "progressive":  # All rounds; the row is the final (1-step) student.
     from fdistill_jax.methods import progressive
-    out = dict(progressive.run_rounds(cfg, workdir)[-1]["metrics"])
+    rounds = progressive.run_rounds(cfg, workdir)
+    out, total_steps = dict(rounds[-1]["metrics"]), cfg.train.steps * len(rounds)
   else:
-    out = loop.train(cfg, workdir)
+    out, total_steps = loop.train(cfg, workdir), cfg.train.steps
   wall = time.time() - t0
   if not os.path.exists(cache):
     shutil.copy(os.path.join(workdir, "pretrained_denoiser.msgpack"), cache)
   out["wall_s"] = wall
-  out["steps_per_s"] = cfg.train.steps / wall  # per round for progressive distillation
+  out["steps_per_s"] = total_steps / wall
   return out
 
 
@@ -89,8 +90,8 @@ def main(argv):
         if _STEPS.value:
           cfg.train.steps = _STEPS.value
         if cfg.method.name == "progressive":  # Same total iterations, split over the rounds.
-          num_rounds = int(np.log2(cfg.method.pd_base_steps // cfg.method.pd_final_steps))
-          cfg.train.steps = max(1, cfg.train.steps // num_rounds)
+          from fdistill_jax.methods import progressive
+          cfg.train.steps = max(1, cfg.train.steps // len(progressive.round_steps(cfg.method)))
         out = run_one(cfg, os.path.join(_OUT.value, "runs", f"{prob}_{name}_{seed}"), cache)
         rec = {"problem": prob, "method": name, "seed": int(seed), "wall_s": out["wall_s"],
                "steps": cfg.train.steps, "steps_per_s": out["steps_per_s"],

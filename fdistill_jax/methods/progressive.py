@@ -216,6 +216,18 @@ class RoundInterrupted(RuntimeError):
   """A round's training was preempted (SIGTERM) before its last step."""
 
 
+def round_steps(m) -> list[int]:
+  """Student steps of each round: pd_base_steps/2, /4, … down to pd_final_steps (config.method)."""
+  if m.pd_final_steps < 1 or m.pd_base_steps % m.pd_final_steps:
+    raise ValueError(f"config.method.pd_final_steps={m.pd_final_steps} must divide "
+                     f"pd_base_steps={m.pd_base_steps}")
+  out, n = [], m.pd_base_steps
+  while n > m.pd_final_steps:
+    n //= 2
+    out.append(n)
+  return out
+
+
 def run_rounds(cfg, workdir: str) -> list[dict]:
   """Trains PD rounds pd_base_steps → … → pd_final_steps; returns [{steps, workdir, params,
   metrics (the round's final_metrics.json)}].
@@ -225,14 +237,10 @@ def run_rounds(cfg, workdir: str) -> list[dict]:
   """
   from fdistill_jax.engine import loop  # The loop imports the registry, which imports us.
   m = cfg.method
-  if m.pd_final_steps < 1 or m.pd_base_steps % m.pd_final_steps:
-    raise ValueError(f"config.method.pd_final_steps={m.pd_final_steps} must divide "
-                     f"pd_base_steps={m.pd_base_steps}")
+  schedule = round_steps(m)
   os.makedirs(workdir, exist_ok=True)
   teacher_path, prev_dir, rounds = m.teacher_params, workdir, []
-  n, r = m.pd_base_steps, 0
-  while n > m.pd_final_steps:
-    n //= 2
+  for r, n in enumerate(schedule):
     rdir = os.path.join(workdir, f"round{r}_{n}steps")
     os.makedirs(rdir, exist_ok=True)
     _copy_cache(prev_dir, rdir)
@@ -250,13 +258,14 @@ def run_rounds(cfg, workdir: str) -> list[dict]:
       with open(out + ".tmp", "wb") as f:
         f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
       os.replace(out + ".tmp", out)
+    _copy_cache(rdir, workdir)  # The root keeps the shared init too (round 0 may have made it).
     metrics = None  # Written by process 0; None on other hosts when workdirs are not shared.
     if os.path.exists(os.path.join(rdir, "final_metrics.json")):
       with open(os.path.join(rdir, "final_metrics.json")) as f:
         metrics = json.load(f)
     rounds.append({"round": r, "steps": n, "workdir": rdir, "params": out,
                    "teacher_params": teacher_path, "metrics": metrics})
-    teacher_path, prev_dir, r = out, rdir, r + 1
+    teacher_path, prev_dir = out, rdir
   with open(os.path.join(workdir, "rounds.json"), "w") as f:
     json.dump(rounds, f, indent=1)
   return rounds
