@@ -6,7 +6,11 @@ matched against the '/'-joined leaf path; the first match wins, the default is
 `cfg.mesh.default_tactic`. Tactics:
   'replicate' : every device holds the whole leaf;
   'fsdp'      : the largest dimension divisible by the fsdp axis size is split over it (leaves
-                smaller than `cfg.mesh.fsdp_min_size` elements, or with no divisible dim, replicate).
+                smaller than `cfg.mesh.fsdp_min_size` elements, or with no divisible dim, replicate);
+  'tp_out' / 'tp_in': tensor parallelism: the last / first dimension is split over the optional
+                "tensor" axis (`cfg.mesh.tensor` > 1 adds it; the batch is not split over it), the
+                remaining dims as 'fsdp'; without a tensor axis (or if the dim is not divisible)
+                they act as 'fsdp'. Models list their rules (e.g. `models.pixart.sharding_rules`).
 """
 from __future__ import annotations
 
@@ -21,17 +25,20 @@ BATCH_SPEC = P(AXES)
 
 
 def make_mesh(cfg, devices=None) -> Mesh:
-  """Mesh of shape (data, fsdp); data = -1 fills the remaining devices."""
+  """Mesh of shape (data, fsdp[, tensor]); data = -1 fills the remaining devices."""
   devices = np.asarray(devices if devices is not None else jax.devices())
   n = devices.size
   fsdp = int(cfg.mesh.fsdp)
+  tensor = int(cfg.mesh.get("tensor", 1))
   data = int(cfg.mesh.data)
   if data == -1:
-    if n % fsdp:
-      raise ValueError(f"config.mesh.fsdp={fsdp} does not divide the {n} devices")
-    data = n // fsdp
-  if data * fsdp != n:
-    raise ValueError(f"config.mesh data×fsdp = {data}×{fsdp} != {n} devices")
+    if n % (fsdp * tensor):
+      raise ValueError(f"config.mesh.fsdp×tensor={fsdp}×{tensor} does not divide the {n} devices")
+    data = n // (fsdp * tensor)
+  if data * fsdp * tensor != n:
+    raise ValueError(f"config.mesh data×fsdp×tensor = {data}×{fsdp}×{tensor} != {n} devices")
+  if tensor > 1:
+    return Mesh(devices.reshape(data, fsdp, tensor), AXES + ("tensor",))
   return Mesh(devices.reshape(data, fsdp), AXES)
 
 
@@ -42,16 +49,18 @@ def _path_str(path) -> str:
   return "/".join(parts)
 
 
-def _fsdp_spec(shape, axis_size: int, min_size: int) -> P:
+def _fsdp_spec(shape, axis_size: int, min_size: int, taken: dict | None = None) -> P:
+  spec = [None] * len(shape)
+  for i, axis in (taken or {}).items():
+    spec[i] = axis
   if axis_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
-    return P()
+    return P(*spec) if taken else P()
   dims = sorted(range(len(shape)), key=lambda i: -shape[i])
   for i in dims:
-    if shape[i] % axis_size == 0:
-      spec = [None] * len(shape)
+    if spec[i] is None and shape[i] % axis_size == 0:
       spec[i] = "fsdp"
       return P(*spec)
-  return P()
+  return P(*spec) if taken else P()
 
 
 def tree_shardings(abstract_tree, mesh: Mesh, cfg):
@@ -59,6 +68,7 @@ def tree_shardings(abstract_tree, mesh: Mesh, cfg):
   rules = [(re.compile(r), t) for r, t in cfg.mesh.get("rules", ())]
   default = cfg.mesh.get("default_tactic", "fsdp")
   fsdp = mesh.shape["fsdp"]
+  tensor = mesh.shape.get("tensor", 1)
   min_size = int(cfg.mesh.get("fsdp_min_size", 2 ** 14))
 
   def one(path, leaf):
@@ -66,10 +76,15 @@ def tree_shardings(abstract_tree, mesh: Mesh, cfg):
     tactic = next((t for r, t in rules if r.search(name)), default)
     if tactic == "replicate" or not getattr(leaf, "shape", ()):
       return NamedSharding(mesh, P())
+    if tactic in ("tp_out", "tp_in"):
+      dim = len(leaf.shape) - 1 if tactic == "tp_out" else 0
+      if tensor > 1 and leaf.shape[dim] % tensor == 0:
+        return NamedSharding(mesh, _fsdp_spec(leaf.shape, fsdp, min_size, {dim: "tensor"}))
+      tactic = "fsdp"
     if tactic == "fsdp":
       return NamedSharding(mesh, _fsdp_spec(leaf.shape, fsdp, min_size))
     raise ValueError(f"config.mesh.rules: unknown tactic {tactic!r} for {name}; "
-                     "allowed: 'replicate', 'fsdp'")
+                     "allowed: 'replicate', 'fsdp', 'tp_out', 'tp_in'")
 
   return jax.tree_util.tree_map_with_path(one, abstract_tree)
 

@@ -1,0 +1,442 @@
+"""PixArt-α weights: diffusers folders and original PixArt `.pth` <-> `models.pixart` params.
+
+Name mapping (diffusers `PixArtTransformer2DModel.state_dict()` key <-> Flax param path):
+* `pos_embed.proj.weight` [D,C,p,p] <-> pos_embed_proj/kernel [p,p,C,D] (+ bias);
+* `adaln_single.emb.{timestep,resolution,aspect_ratio}_embedder.linear_{1,2}` <->
+  `{timestep,resolution,aspect_ratio}_embedder/linear_{1,2}`; `adaln_single.linear` <->
+  `adaln_single_linear`; `caption_projection.linear_{1,2}` <-> the same path;
+* `transformer_blocks.{i}.attn{1,2}.{to_q,to_k,to_v}` / `.to_out.0` <->
+  `transformer_blocks_{i}/attn{1,2}/{to_q,to_k,to_v,to_out}`; `.ff.net.0.proj` / `.ff.net.2` <->
+  `net_0_proj` / `net_2`; `scale_shift_table`s and `proj_out` keep their names;
+* Linear `weight` [out, in] <-> `kernel` [in, out].
+The non-persistent `pos_embed.pos_embed` buffer is not stored (it is recomputed).
+
+Original PixArt checkpoints (PixArt-alpha/PixArt-alpha `PixArt.py` / `PixArtMS.py`,
+`{'state_dict': ...}`) map as diffusers' conversion script does: x_embedder -> pos_embed,
+y_embedder.y_proj.fc{1,2} -> caption_projection.linear_{1,2}, t_embedder.mlp.{0,2} ->
+timestep_embedder.linear_{1,2}, t_block.1 -> adaln_single.linear, csize_embedder / ar_embedder
+-> resolution / aspect_ratio_embedder, blocks.i.attn.qkv -> to_q|to_k|to_v (3 chunks of the output
+dim), blocks.i.cross_attn.q_linear -> attn2.to_q, .kv_linear -> to_k|to_v (2 chunks),
+{attn,cross_attn}.proj -> to_out.0, mlp.fc{1,2} -> ff.net.0.proj / ff.net.2, final_layer.linear ->
+proj_out, final_layer.scale_shift_table -> scale_shift_table. The stored `pos_embed` constant is
+dropped; the learned null caption `y_embedder.y_embedding` [L, caption_channels] (which diffusers
+does not use) is returned separately.
+
+torch is imported lazily and only to read `.pth` files (`torch.load(weights_only=True)`, no
+pickle code runs); diffusers folders need only safetensors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from fdistill_jax.convert.edm_state_dict import StateDictMismatchError, _listing, read_state_dict
+from fdistill_jax.models import pixart as pixart_lib
+
+StateDict = dict[str, np.ndarray]
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+CLASS_NAME = "PixArtTransformer2DModel"
+_PREFIX = {"pos_embed_proj": "pos_embed.proj",
+           "timestep_embedder": "adaln_single.emb.timestep_embedder",
+           "resolution_embedder": "adaln_single.emb.resolution_embedder",
+           "aspect_ratio_embedder": "adaln_single.emb.aspect_ratio_embedder",
+           "adaln_single_linear": "adaln_single.linear"}
+_INNER = {"to_out": "to_out.0", "net_0_proj": "ff.net.0.proj", "net_2": "ff.net.2"}
+
+
+# ------------------------------------------------------------------------------ Flax <-> diffusers
+
+
+def abstract_params(module: pixart_lib.PixArtTransformer) -> dict:
+  """ShapeDtypeStruct tree of the module's params (no memory, no compute)."""
+  p, c = module.patch_size, module.in_channels
+  x = jnp.zeros((1, 2 * p, 2 * p, c), jnp.float32)
+  ctx = jnp.zeros((1, 1, module.caption_channels or module.cross_attention_dim or 1), jnp.float32)
+  cond = pixart_lib.micro_conditions(1, 16 * p, 16 * p) if module.micro_conditioned else None
+  init = lambda: module.init(jax.random.PRNGKey(0), x, jnp.zeros((1,)), ctx, None, cond)
+  return jax.eval_shape(init)["params"]
+
+
+def count_params(module: pixart_lib.PixArtTransformer) -> int:
+  """Number of trainable scalars (as `sum(p.numel() for p in model.parameters())`)."""
+  return int(sum(np.prod(a.shape) for a in jax.tree_util.tree_leaves(abstract_params(module))))
+
+
+def torch_name(path: tuple[str, ...]) -> str:
+  """Flax param path -> diffusers state_dict key."""
+  if len(path) == 1:
+    return path[0]
+  head, *rest = path
+  parts = [_PREFIX.get(head, head)]
+  m = re.fullmatch(r"transformer_blocks_(\d+)", head)
+  if m:
+    parts = [f"transformer_blocks.{m.group(1)}"]
+  parts += [_INNER.get(p, p) for p in rest[:-1]]
+  parts.append({"kernel": "weight"}.get(rest[-1], rest[-1]))
+  return ".".join(parts)
+
+
+def _to_torch(path: tuple[str, ...], a: np.ndarray) -> np.ndarray:
+  if path[-1] != "kernel":
+    return a
+  return a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T
+
+
+def _from_torch(path: tuple[str, ...], a: np.ndarray) -> np.ndarray:
+  if path[-1] != "kernel":
+    return a
+  return a.transpose(2, 3, 1, 0) if a.ndim == 4 else a.T
+
+
+def _expected(module) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
+  """diffusers key -> (flax path, torch shape)."""
+  out = {}
+  for path, sds in traverse_util.flatten_dict(abstract_params(module)).items():
+    shape = tuple(sds.shape)
+    if path[-1] == "kernel":
+      shape = (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else shape[::-1]
+    out[torch_name(path)] = (path, shape)
+  return out
+
+
+def state_dict_to_params(state_dict: Mapping[str, Any], module, *, source: str = "state_dict",
+                         param_dtype=np.float32) -> dict:
+  """diffusers state_dict (numpy, torch names/layouts) -> Flax params of `module` (numpy).
+
+  Raises StateDictMismatchError listing every missing, unexpected and mis-shaped key with the
+  expected shape. The non-persistent `pos_embed.pos_embed` is tolerated and ignored.
+  """
+  expected = _expected(module)
+  sd = {k: v for k, v in state_dict.items() if k != "pos_embed.pos_embed"}
+  missing = [f"{k}: expected {list(s)}" for k, (_, s) in expected.items() if k not in sd]
+  unexpected = [f"{k}: shape {list(np.shape(v))}" for k, v in sd.items() if k not in expected]
+  misshaped, flat = [], {}
+  for key, (path, shape) in expected.items():
+    if key not in sd:
+      continue
+    a = np.asarray(sd[key])
+    if tuple(a.shape) != shape:
+      misshaped.append(f"{key}: expected {list(shape)}, found {list(a.shape)}")
+      continue
+    if param_dtype is not None:
+      a = a.astype(param_dtype)
+    flat[path] = np.ascontiguousarray(_from_torch(path, a))
+  if missing or unexpected or misshaped:
+    lines = [f"{source}: state_dict does not match PixArtTransformer2DModel("
+             f"{_describe(module)}):"]
+    lines += _listing("missing keys", missing)
+    lines += _listing("unexpected keys", unexpected)
+    lines += _listing("mis-shaped keys", misshaped)
+    raise StateDictMismatchError("\n".join(lines))
+  return traverse_util.unflatten_dict(flat)
+
+
+def params_to_state_dict(params: Mapping[str, Any], module) -> StateDict:
+  """Flax params -> diffusers state_dict (numpy float32, torch names and layouts)."""
+  expected = _expected(module)
+  flat = traverse_util.flatten_dict(dict(params))
+  if flat and next(iter(flat))[0] == "params":
+    raise ValueError("pass variables['params'], not the variables dict")
+  out: StateDict = {}
+  for path, a in flat.items():
+    key = torch_name(path)
+    if key not in expected:
+      raise StateDictMismatchError(f"params entry {'/'.join(path)} ({key}) is not part of "
+                                   f"PixArtTransformer2DModel({_describe(module)})")
+    out[key] = np.ascontiguousarray(_to_torch(path, np.asarray(jax.device_get(a), np.float32)))
+    if out[key].shape != expected[key][1]:
+      raise StateDictMismatchError(f"params {'/'.join(path)}: expected torch shape "
+                                   f"{list(expected[key][1])}, got {list(out[key].shape)}")
+  missing = sorted(set(expected) - set(out))
+  if missing:
+    raise StateDictMismatchError(f"params lack {len(missing)} entries: {missing[:20]}")
+  return out
+
+
+def _describe(module) -> str:
+  return (f"num_layers={module.num_layers}, heads={module.num_attention_heads}x"
+          f"{module.attention_head_dim}, caption_channels={module.caption_channels}, "
+          f"micro-conditions={module.micro_conditioned}")
+
+
+# ----------------------------------------------------------------- original PixArt key names
+
+_ORIG_SIMPLE = [  # (original prefix, diffusers prefix); weight and bias alike.
+    ("x_embedder.proj", "pos_embed.proj"),
+    ("y_embedder.y_proj.fc1", "caption_projection.linear_1"),
+    ("y_embedder.y_proj.fc2", "caption_projection.linear_2"),
+    ("t_embedder.mlp.0", "adaln_single.emb.timestep_embedder.linear_1"),
+    ("t_embedder.mlp.2", "adaln_single.emb.timestep_embedder.linear_2"),
+    ("csize_embedder.mlp.0", "adaln_single.emb.resolution_embedder.linear_1"),
+    ("csize_embedder.mlp.2", "adaln_single.emb.resolution_embedder.linear_2"),
+    ("ar_embedder.mlp.0", "adaln_single.emb.aspect_ratio_embedder.linear_1"),
+    ("ar_embedder.mlp.2", "adaln_single.emb.aspect_ratio_embedder.linear_2"),
+    ("t_block.1", "adaln_single.linear"),
+    ("final_layer.linear", "proj_out"),
+    ("final_layer.scale_shift_table", "scale_shift_table"),
+]
+_ORIG_BLOCK = [("scale_shift_table", "scale_shift_table"), ("attn.proj", "attn1.to_out.0"),
+               ("cross_attn.q_linear", "attn2.to_q"), ("cross_attn.proj", "attn2.to_out.0"),
+               ("mlp.fc1", "ff.net.0.proj"), ("mlp.fc2", "ff.net.2")]
+_ORIG_FUSED = [("attn.qkv", "attn1", ("to_q", "to_k", "to_v")),
+               ("cross_attn.kv_linear", "attn2", ("to_k", "to_v"))]
+ORIGINAL_DROPPED = ("pos_embed",)   # constant sin-cos table stored by the original model
+NULL_CAPTION_KEY = "y_embedder.y_embedding"
+
+
+def _rename(key: str, table) -> str | None:
+  for a, b in table:
+    if key == a or key.startswith(a + "."):
+      return b + key[len(a):]
+  return None
+
+
+def original_to_diffusers(state_dict: Mapping[str, Any]) -> tuple[StateDict, dict]:
+  """Original PixArt state_dict -> (diffusers state_dict, extras).
+
+  Fused `attn.qkv` / `cross_attn.kv_linear` weights and biases are split into equal chunks of
+  the output dim (a size not divisible by 3 / 2 is reported). extras holds the learned null
+  caption `y_embedder.y_embedding` if present. Unknown keys are kept under their original
+  names so that the state_dict check reports them as unexpected.
+  """
+  out: StateDict = {}
+  extras: dict = {}
+  for key, a in state_dict.items():
+    a = np.asarray(a)
+    if key in ORIGINAL_DROPPED:
+      continue
+    if key == NULL_CAPTION_KEY:
+      extras["null_caption"] = a
+      continue
+    new = _rename(key, _ORIG_SIMPLE)
+    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", key)
+    if new is None and m:
+      i, rest = m.groups()
+      sub = _rename(rest, _ORIG_BLOCK)
+      if sub is not None:
+        new = f"transformer_blocks.{i}.{sub}"
+      else:
+        for fused, attn, names in _ORIG_FUSED:
+          leaf = rest[len(fused) + 1:] if rest.startswith(fused + ".") else None
+          if leaf in ("weight", "bias"):
+            if a.shape[0] % len(names):
+              raise StateDictMismatchError(
+                  f"{key}: shape {list(a.shape)}, dim 0 is not divisible into "
+                  f"{len(names)} chunks ({'|'.join(names)})")
+            for name, chunk in zip(names, np.split(a, len(names), axis=0)):
+              out[f"transformer_blocks.{i}.{attn}.{name}.{leaf}"] = chunk
+            new = ""
+            break
+    if new == "":
+      continue
+    out[new if new is not None else key] = a
+  return out, extras
+
+
+def diffusers_to_original(state_dict: Mapping[str, Any]) -> StateDict:
+  """diffusers state_dict -> original PixArt names (fusing q|k|v and k|v); inverse of the above."""
+  out: StateDict = {}
+  inv_simple = [(b, a) for a, b in _ORIG_SIMPLE]
+  inv_block = [(b, a) for a, b in _ORIG_BLOCK]
+  fused: dict[str, dict[str, np.ndarray]] = {}
+  for key, a in state_dict.items():
+    a = np.asarray(a)
+    m = re.fullmatch(r"transformer_blocks\.(\d+)\.(.+)", key)
+    if m:
+      i, rest = m.groups()
+      sub = _rename(rest, inv_block)
+      if sub is not None:
+        out[f"blocks.{i}.{sub}"] = a
+        continue
+      fm = re.fullmatch(r"(attn[12])\.(to_[qkv])\.(weight|bias)", rest)
+      if fm:
+        fused.setdefault(f"{i}.{fm.group(1)}.{fm.group(3)}", {})[fm.group(2)] = a
+        continue
+    new = _rename(key, inv_simple)
+    if new is None:
+      raise KeyError(f"diffusers key {key!r} has no original PixArt name")
+    out[new] = a
+  for tag, parts in fused.items():
+    i, attn, leaf = tag.split(".")
+    if attn == "attn1":
+      out[f"blocks.{i}.attn.qkv.{leaf}"] = np.concatenate(
+          [parts["to_q"], parts["to_k"], parts["to_v"]], axis=0)
+    else:   # attn2.to_q was renamed to cross_attn.q_linear above.
+      out[f"blocks.{i}.cross_attn.kv_linear.{leaf}"] = np.concatenate(
+          [parts["to_k"], parts["to_v"]], axis=0)
+  return out
+
+
+# ------------------------------------------------------------------------------------- files
+
+
+def _read_config(folder: str) -> dict:
+  path = os.path.join(folder, "config.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      cfg = json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{folder}: no config.json (expected a diffusers "
+                            f"{CLASS_NAME} folder)") from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: invalid JSON ({e})") from e
+  name = cfg.get("_class_name", CLASS_NAME)
+  if name not in (CLASS_NAME, "Transformer2DModel"):
+    raise ValueError(f"{path}: _class_name is {name!r}, expected {CLASS_NAME!r}")
+  return cfg
+
+
+def read_diffusers_weights(folder: str | os.PathLike) -> StateDict:
+  """The state_dict of a diffusers model folder: `diffusion_pytorch_model.safetensors`, or the
+  shards listed by `diffusion_pytorch_model.safetensors.index.json` (every shard checked)."""
+  folder = os.fspath(folder)
+  single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, INDEX_NAME)
+  if os.path.isfile(single):
+    return read_state_dict(single)
+  if not os.path.isfile(index):
+    found = sorted(os.listdir(folder)) if os.path.isdir(folder) else "no such folder"
+    raise FileNotFoundError(f"{folder}: neither {WEIGHTS_NAME} nor {INDEX_NAME} (found: {found}); "
+                            "only safetensors weights are read")
+  try:
+    with open(index, encoding="utf-8") as f:
+      weight_map = json.load(f)["weight_map"]
+  except (json.JSONDecodeError, KeyError) as e:
+    raise ValueError(f"{index}: not a safetensors index (needs 'weight_map'): {e}") from e
+  out: StateDict = {}
+  for shard in sorted(set(weight_map.values())):
+    part = read_state_dict(os.path.join(folder, shard))
+    listed = {k for k, s in weight_map.items() if s == shard}
+    if set(part) != listed:
+      raise ValueError(f"{index}: shard {shard} holds {sorted(set(part) ^ listed)[:10]} "
+                       "differently from the index")
+    out.update(part)
+  return out
+
+
+def load_diffusers_folder(folder: str | os.PathLike, **options):
+  """(module, params) from a diffusers PixArtTransformer2DModel folder (or a pipeline folder
+  with a `transformer/` subfolder). `options` go to the module (dtype, remat, feature_blocks)."""
+  folder = os.fspath(folder)
+  if not os.path.isfile(os.path.join(folder, "config.json")) and \
+      os.path.isfile(os.path.join(folder, "transformer", "config.json")):
+    folder = os.path.join(folder, "transformer")
+  module = pixart_lib.from_diffusers_config(_read_config(folder), **options)
+  params = state_dict_to_params(read_diffusers_weights(folder), module, source=folder)
+  return module, params
+
+
+def read_original_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> StateDict:
+  """Original PixArt `.pth` (`{'state_dict': ..., 'state_dict_ema'?: ...}` or a bare state_dict)
+  via torch.load(weights_only=True), or `.safetensors`; numpy arrays by original name."""
+  path = os.fspath(path)
+  if path.lower().endswith(".safetensors"):
+    return read_state_dict(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no such file: {path}")
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise ImportError(f"reading {path} needs PyTorch (pip install torch); convert it to "
+                      ".safetensors elsewhere to avoid it") from None
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:
+    raise ValueError(f"{path}: cannot be read by torch.load(weights_only=True) "
+                     f"({type(e).__name__}: {e})") from e
+  if not isinstance(obj, Mapping):
+    raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
+  key = "state_dict_ema" if ema else "state_dict"
+  if key in obj:
+    obj = obj[key]
+  elif ema or "state_dict" in obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    raise ValueError(f"{path}: no {key!r} entry (top-level keys: {sorted(obj)[:10]})")
+  out = {}
+  for k, v in obj.items():
+    if not isinstance(v, torch.Tensor):
+      raise ValueError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
+    v = v.detach().cpu()
+    out[k] = (v.float() if v.dtype == torch.bfloat16 else v).contiguous().numpy()
+  return out
+
+
+def load_original_checkpoint(path: str | os.PathLike, config: Mapping[str, Any], *,
+                             ema: bool = False, **options):
+  """(module, params, extras) from an original PixArt checkpoint and a diffusers-style config
+  (e.g. `pixart_alpha_config(512)`). extras: {'null_caption': [L, caption_channels]} if stored."""
+  module = pixart_lib.from_diffusers_config(config, **options)
+  sd, extras = original_to_diffusers(read_original_checkpoint(path, ema=ema))
+  params = state_dict_to_params(sd, module, source=f"{os.fspath(path)} (original PixArt names)")
+  return module, params, extras
+
+
+def pixart_alpha_config(resolution: int = 512) -> dict:
+  """diffusers config of the released PixArt-XL-2 transformers (512, or 1024-MS)."""
+  if resolution not in (256, 512, 1024):
+    raise ValueError(f"PixArt-α resolution must be 256, 512 or 1024, got {resolution}")
+  return {"num_attention_heads": 16, "attention_head_dim": 72, "in_channels": 4,
+          "out_channels": 8, "num_layers": 28, "cross_attention_dim": 1152,
+          "attention_bias": True, "sample_size": resolution // 8, "patch_size": 2,
+          "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000,
+          "norm_type": "ada_norm_single", "norm_elementwise_affine": False, "norm_eps": 1e-6,
+          "caption_channels": 4096, "interpolation_scale": None,
+          "use_additional_conditions": None}
+
+
+# -------------------------------------------------------------------------------- export (§5)
+
+
+def to_diffusers_folder(params: Mapping[str, Any], config: Mapping[str, Any] | Any,
+                        out_dir: str | os.PathLike) -> str:
+  """Write params as a diffusers `PixArtTransformer2DModel` folder; returns out_dir.
+
+  config: the diffusers config dict or the PixArtTransformer module. Writes `config.json` and a
+  float32 `diffusion_pytorch_model.safetensors` (every parameter; the non-persistent position
+  embedding is not stored), which `PixArtTransformer2DModel.from_pretrained(out_dir)` loads with
+  no missing or unexpected keys. A one-step student in PixArtAlphaPipeline::
+
+      import torch
+      from diffusers import DDPMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+      tr = PixArtTransformer2DModel.from_pretrained(out_dir, torch_dtype=torch.float16)
+      pipe = PixArtAlphaPipeline.from_pretrained("PixArt-alpha/PixArt-XL-2-512x512",
+                                                 transformer=tr, torch_dtype=torch.float16)
+      # With num_inference_steps=1 the pipeline takes scheduler.step(...)[1], the predicted x0,
+      # which DDPMScheduler returns (DPMSolverMultistepScheduler does not).
+      pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
+      image = pipe(prompt, num_inference_steps=1, timesteps=[t_star],
+                   guidance_scale=1.0).images[0]
+
+  The pipeline feeds N(0, I) latents as x_{t*} at timestep t* (the student's fixed timestep,
+  e.g. 400 in PixArt's DMD recipe, 999 for a student that starts from pure noise) and maps the
+  ε output to x0 = (x - sqrt(1 - ᾱ) ε) / sqrt(ᾱ); guidance_scale=1 because the student already
+  contains the guidance it was distilled with. Channels 4..7 (learned sigma) are written as
+  they are; the pipeline drops them.
+  """
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+
+  module = config if isinstance(config, pixart_lib.PixArtTransformer) else \
+      pixart_lib.from_diffusers_config(config)
+  sd = params_to_state_dict(params, module)
+  out_dir = os.fspath(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  cfg = {"_class_name": CLASS_NAME, "_diffusers_version": _diffusers_version(),
+         **module.diffusers_config()}
+  with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
+    json.dump(cfg, f, indent=2, sort_keys=True)
+  save_file(sd, os.path.join(out_dir, WEIGHTS_NAME), metadata={"format": "pt"})
+  return out_dir
+
+
+def _diffusers_version() -> str:
+  try:
+    from importlib.metadata import version  # pylint: disable=import-outside-toplevel
+    return version("diffusers")
+  except Exception:  # Not installed: the version the format was checked against.
+    return "0.42.1"
