@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from fdistill_jax.convert import pixart as conv  # noqa: E402
+from fdistill_jax.convert import pixart_original as porig  # noqa: E402
 from fdistill_jax.convert.edm_state_dict import StateDictMismatchError  # noqa: E402
 from fdistill_jax.engine import sharding  # noqa: E402
 from fdistill_jax.models import pixart  # noqa: E402
@@ -187,7 +188,7 @@ def test_original_pth_names(tiny, tmp_path):
   """Original PixArt(-MS) names: written by our inverse mapping, checked against the names
   and the fused q|k|v, k|v layouts of PixArt-alpha's PixArtMSBlock, then loaded back."""
   model, sd, ref = tiny["B"]
-  orig = conv.diffusers_to_original(sd)
+  orig = porig.diffusers_to_original(sd)
   block0 = {k[len("blocks.0."):] for k in orig if k.startswith("blocks.0.")}
   assert block0 == {f"{m}.{p}" for m in ("attn.qkv", "attn.proj", "cross_attn.q_linear",
                                          "cross_attn.kv_linear", "cross_attn.proj", "mlp.fc1",
@@ -209,7 +210,7 @@ def test_original_pth_names(tiny, tmp_path):
   ckpt = {k: torch.from_numpy(v) for k, v in orig.items()}
   ckpt.update({"pos_embed": torch.zeros(1, 16, d), "y_embedder.y_embedding": torch.from_numpy(null)})
   torch.save({"state_dict": ckpt, "epoch": 3}, tmp_path / "PixArt-tiny.pth")
-  module, params, extras = conv.load_original_checkpoint(tmp_path / "PixArt-tiny.pth",
+  module, params, extras = porig.load_original_checkpoint(tmp_path / "PixArt-tiny.pth",
                                                          dict(model.config))
   np.testing.assert_array_equal(extras["null_caption"], null)
   out = np.asarray(_jax_out(module, params, *_inputs("B"))).transpose(0, 3, 1, 2)
@@ -218,15 +219,15 @@ def test_original_pth_names(tiny, tmp_path):
   ckpt["blocks.0.attn.qkv.bias"] = torch.zeros(3 * d - 1)
   ckpt["blocks.0.attn.rel_pos_h"] = torch.zeros(3)
   with pytest.raises(StateDictMismatchError, match=r"blocks\.0\.attn\.qkv\.bias"):
-    conv.original_to_diffusers({k: v.numpy() for k, v in ckpt.items()})
+    porig.original_to_diffusers({k: v.numpy() for k, v in ckpt.items()})
   del ckpt["blocks.0.attn.qkv.bias"]
   torch.save({"state_dict": ckpt}, tmp_path / "bad.pth")
   with pytest.raises(StateDictMismatchError) as e:
-    conv.load_original_checkpoint(tmp_path / "bad.pth", dict(model.config))
+    porig.load_original_checkpoint(tmp_path / "bad.pth", dict(model.config))
   assert "transformer_blocks.0.attn1.to_q.bias: expected [24]" in str(e.value)
   assert "blocks.0.attn.rel_pos_h: shape [3]" in str(e.value)
   with pytest.raises(ValueError, match="state_dict_ema"):
-    conv.read_original_checkpoint(tmp_path / "bad.pth", ema=True)
+    porig.read_original_checkpoint(tmp_path / "bad.pth", ema=True)
 
 
 # -------------------------------------------------------------------------------------- export

@@ -2,4 +2,6 @@
 
 * `edm_pickle`: restricted, execution-free reader for NVIDIA EDM `.pkl` snapshots.
 * `edm_state_dict`: EDM state_dict (PyTorch names) <-> Flax variables, `.safetensors`/`.pt` I/O.
+* `pixart`: diffusers PixArtTransformer2DModel folders <-> Flax params, export to diffusers;
+  `pixart_original`: original PixArt `.pth` names (fused qkv / kv).
 """
