@@ -27,6 +27,7 @@ embeddings' sinusoids and the attention softmax stay float32. The output is floa
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Mapping, Sequence
 
@@ -40,6 +41,9 @@ Dtype = Any
 # diffusers config fields this port implements with fixed values (anything else is refused).
 FIXED_CONFIG = {"activation_fn": "gelu-approximate", "norm_type": "ada_norm_single",
                 "norm_elementwise_affine": False, "attention_type": "default", "dropout": 0.0}
+# Fields of older `Transformer2DModel` configs (the first PixArt releases): only these values.
+LEGACY_DEFAULTS = {"double_self_attention": False, "only_cross_attention": False,
+                   "num_vector_embeds": None, "use_linear_projection": False}
 # diffusers config fields without effect on this architecture.
 IGNORED_CONFIG = ("norm_num_groups", "num_embeds_ada_norm", "upcast_attention", "_class_name",
                   "_diffusers_version", "_name_or_path", "_use_default_values")
@@ -142,7 +146,10 @@ class Attention(nn.Module):
     v = split(dense(inner, "to_v")(context))
     if mask is not None:
       mask = jnp.asarray(mask).astype(bool)[:, None, None, :]          # [B,1,1,S]
-    o = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
+    # The attention matmuls take no precision argument: HIGHEST on the module sets the default.
+    exact = self.precision in (jax.lax.Precision.HIGHEST, "highest")
+    with jax.default_matmul_precision("highest") if exact else contextlib.nullcontext():
+      o = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.attention_impl)
     o = o.reshape(o.shape[:2] + (inner,))
     return nn.Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype,
                     precision=self.precision, name="to_out",
@@ -339,10 +346,10 @@ def from_diffusers_config(config: Mapping[str, Any], **options) -> PixArtTransfo
   fields = set(PixArtTransformer.__dataclass_fields__) - {"parent", "name"}
   kw = {}
   for k, v in config.items():
-    if k in FIXED_CONFIG:
-      if v != FIXED_CONFIG[k] and not (k == "dropout" and float(v) == 0.0):
-        raise ValueError(f"PixArt config field {k}={v!r} is not supported (only "
-                         f"{FIXED_CONFIG[k]!r})")
+    fixed = FIXED_CONFIG.get(k, LEGACY_DEFAULTS.get(k, "free"))
+    if fixed != "free":
+      if v != fixed and not (k == "dropout" and float(v) == 0.0):
+        raise ValueError(f"PixArt config field {k}={v!r} is not supported (only {fixed!r})")
     elif k in fields:
       kw[k] = v
     elif k not in IGNORED_CONFIG:
