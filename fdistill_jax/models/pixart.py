@@ -315,7 +315,11 @@ class PixArtTransformer(nn.Module):
 
     # 4. Blocks.
     block_cls = nn.remat(PixArtBlock) if self.remat else PixArtBlock
-    wanted = sorted({i % self.num_layers for i in (self.feature_blocks or (-1,))})
+    requested = tuple(self.feature_blocks or (-1,))
+    if any(not -self.num_layers <= i < self.num_layers for i in requested):
+      raise ValueError(f"PixArt feature_blocks={requested}: indices must lie in "
+                       f"[-{self.num_layers}, {self.num_layers})")
+    wanted = {i % self.num_layers for i in requested}
     feats = {}
     for i in range(self.num_layers):
       h = block_cls(self.num_attention_heads, self.attention_head_dim,
