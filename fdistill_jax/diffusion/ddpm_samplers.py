@@ -38,7 +38,8 @@ def guided_eps(eps_fn: EpsFn, guidance_scale: float, null_cond: Any = None) -> E
   if guidance_scale == 1.0:
     return eps_fn
   if null_cond is None:
-    raise ValueError(f"guidance_scale={guidance_scale} needs null_cond (e.g. the embedding of \"\")")
+    raise ValueError(f"guidance_scale={guidance_scale} needs null_cond (e.g. the embedding "
+                     'of "")')
 
   def fn(x, t, cond):
     b = x.shape[0]

@@ -55,13 +55,14 @@ def preprocess(prompts: Sequence[str], clean_caption: bool) -> list[str]:
   """PixArtAlphaPipeline._text_preprocessing: lower().strip(), or its caption cleaning."""
   if not clean_caption:
     return [p.lower().strip() for p in prompts]
-  from diffusers import PixArtAlphaPipeline  # pylint: disable=import-outside-toplevel
-  from diffusers.utils import is_bs4_available, is_ftfy_available  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel,protected-access
+  from diffusers import PixArtAlphaPipeline
+  from diffusers.utils import is_bs4_available, is_ftfy_available
   if not (is_bs4_available() and is_ftfy_available()):
     raise ImportError("--clean_caption needs beautifulsoup4 and ftfy (pip install "
                       "beautifulsoup4 ftfy)")
   pipe = PixArtAlphaPipeline.__new__(PixArtAlphaPipeline)  # only the cleaning methods are used.
-  return pipe._text_preprocessing(list(prompts), clean_caption=True)  # pylint: disable=protected-access
+  return pipe._text_preprocessing(list(prompts), clean_caption=True)
 
 
 class T5Encoder:
@@ -69,8 +70,9 @@ class T5Encoder:
 
   def __init__(self, model: str, device: str = "cpu", model_dtype: str = "float32",
                max_length: int = 120):
-    import torch  # pylint: disable=import-outside-toplevel
-    from transformers import AutoTokenizer, T5EncoderModel  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    import torch
+    from transformers import AutoTokenizer, T5EncoderModel
     enc_dir, tok_dir = model, model
     if os.path.isdir(os.path.join(model, "text_encoder")):
       enc_dir = os.path.join(model, "text_encoder")
@@ -97,7 +99,8 @@ def _index(prompts, args, dim: int) -> dict:
   n = len(prompts)
   return {"format": pc.FORMAT, "num_prompts": n, "max_length": args.max_length, "dim": dim,
           "dtype": args.dtype, "shard_size": args.shard_size,
-          "num_shards": math.ceil(n / args.shard_size), "prompts_sha256": pc.prompts_digest(prompts),
+          "num_shards": math.ceil(n / args.shard_size),
+          "prompts_sha256": pc.prompts_digest(prompts),
           "model": os.path.abspath(args.model), "model_dtype": args.model_dtype,
           "preprocess": "clean_caption" if args.clean_caption else "lower_strip", "complete": False}
 
