@@ -1,0 +1,249 @@
+"""diffusers `AutoencoderKL` folder (config.json + weights) <-> `fdistill_jax.models.vae`.
+
+Name mapping (state_dict key <-> Flax path under 'params'): `.i` <-> `_i` on a path component
+(`encoder.down_blocks.0.resnets.1.conv1.weight` <-> encoder/down_blocks_0/resnets_1/conv1/kernel,
+`…attentions.0.to_out.0.weight` <-> …/attentions_0/to_out_0/kernel); Conv2d weight
+[O, I, kh, kw] <-> kernel [kh, kw, I, O]; Linear weight [out, in] <-> kernel [in, out];
+GroupNorm weight <-> scale. Old checkpoints' attention names (`query`, `key`, `value`,
+`proj_attn`, e.g. in stabilityai/sd-vae-ft-ema) are renamed as diffusers does on load.
+The expected names and shapes come from `jax.eval_shape` of the module's init, so every missing,
+unexpected or mis-shaped key is reported by name with the expected shape.
+
+Reading a `.safetensors` folder needs no torch; `.bin` weights go through `torch.load(...,
+weights_only=True)`, imported only then.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from fdistill_jax.convert.edm_state_dict import StateDictMismatchError, read_state_dict
+from fdistill_jax.models.vae import AutoencoderKL
+
+StateDict = dict[str, np.ndarray]
+WEIGHTS_NAME = "diffusion_pytorch_model"
+_DEPRECATED_ATTN = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+_MAX_LISTED = 40
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+def vae_from_config(config: Mapping[str, Any], *, source: str = "config", dtype=jnp.float32,
+                    param_dtype=jnp.float32) -> AutoencoderKL:
+  """AutoencoderKL module from a diffusers config dict; rejects what the port does not cover."""
+  def bad(field, expected):
+    raise ValueError(f"{source}: field {field!r} = {config.get(field)!r}; expected {expected}")
+
+  cls = config.get("_class_name", "AutoencoderKL")
+  if cls != "AutoencoderKL":
+    bad("_class_name", "'AutoencoderKL'")
+  chans = tuple(int(c) for c in config.get("block_out_channels", (64,)))
+  down = tuple(config.get("down_block_types", ("DownEncoderBlock2D",)))
+  up = tuple(config.get("up_block_types", ("UpDecoderBlock2D",)))
+  if down != ("DownEncoderBlock2D",) * len(chans):
+    bad("down_block_types", f"{len(chans)} x 'DownEncoderBlock2D' (one per block_out_channels)")
+  if up != ("UpDecoderBlock2D",) * len(chans):
+    bad("up_block_types", f"{len(chans)} x 'UpDecoderBlock2D' (one per block_out_channels)")
+  if config.get("act_fn", "silu") not in ("silu", "swish"):
+    bad("act_fn", "'silu'")
+  for f in ("latents_mean", "latents_std"):
+    if config.get(f) is not None:
+      bad(f, "null (per-channel latent statistics are not supported; use scaling/shift_factor)")
+  groups = int(config.get("norm_num_groups", 32))
+  for c in chans:
+    if c % groups:
+      bad("norm_num_groups", f"a divisor of every block_out_channels {list(chans)}")
+  shift = config.get("shift_factor")
+  return AutoencoderKL(
+      in_channels=int(config.get("in_channels", 3)),
+      out_channels=int(config.get("out_channels", 3)),
+      latent_channels=int(config.get("latent_channels", 4)),
+      block_out_channels=chans,
+      layers_per_block=int(config.get("layers_per_block", 1)),
+      norm_num_groups=groups,
+      use_quant_conv=bool(config.get("use_quant_conv", True)),
+      use_post_quant_conv=bool(config.get("use_post_quant_conv", True)),
+      mid_block_add_attention=bool(config.get("mid_block_add_attention", True)),
+      scaling_factor=float(config.get("scaling_factor", 0.18215)),
+      shift_factor=None if shift is None else float(shift),
+      dtype=dtype, param_dtype=param_dtype)
+
+
+def module_config(module: AutoencoderKL) -> dict:
+  """The diffusers config.json of `module` (loadable with AutoencoderKL.from_config)."""
+  n = len(module.block_out_channels)
+  return {
+      "_class_name": "AutoencoderKL", "in_channels": module.in_channels,
+      "out_channels": module.out_channels, "down_block_types": ["DownEncoderBlock2D"] * n,
+      "up_block_types": ["UpDecoderBlock2D"] * n,
+      "block_out_channels": list(module.block_out_channels),
+      "layers_per_block": module.layers_per_block, "act_fn": "silu",
+      "latent_channels": module.latent_channels, "norm_num_groups": module.norm_num_groups,
+      "scaling_factor": module.scaling_factor, "shift_factor": module.shift_factor,
+      "use_quant_conv": module.use_quant_conv, "use_post_quant_conv": module.use_post_quant_conv,
+      "mid_block_add_attention": module.mid_block_add_attention,
+  }
+
+
+# ------------------------------------------------------------------------------- name mapping
+
+
+def torch_name(path: tuple[str, ...]) -> str:
+  """Flax param path -> diffusers state_dict key."""
+  parts = [re.sub(r"_(\d+)$", r".\1", p) for p in path[:-1]]
+  return ".".join(parts + ["bias" if path[-1] == "bias" else "weight"])
+
+
+def _torch_shape(path, shape) -> tuple[int, ...]:
+  if path[-1] == "kernel":
+    return tuple(shape[i] for i in ((3, 2, 0, 1) if len(shape) == 4 else (1, 0)))
+  return tuple(shape)
+
+
+def _expected(module: AutoencoderKL) -> dict[str, tuple[tuple[str, ...], tuple[int, ...]]]:
+  """torch key -> (flax path, torch shape)."""
+  f = 2 ** (len(module.block_out_channels) - 1)
+  x = jnp.zeros((1, f, f, module.in_channels), jnp.float32)
+  params = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x))["params"]
+  return {torch_name(p): (p, _torch_shape(p, s.shape))
+          for p, s in traverse_util.flatten_dict(params).items()}
+
+
+def count_params(module: AutoencoderKL) -> int:
+  """Number of parameters, as `sum(p.numel() for p in vae.parameters())` in diffusers."""
+  return int(sum(np.prod(s) for _, s in _expected(module).values()))
+
+
+def _rename_deprecated(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  out = {}
+  for k, v in state_dict.items():
+    m = re.match(r"^(.*\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$", k)
+    out[f"{m[1]}.{_DEPRECATED_ATTN[m[2]]}.{m[3]}" if m else k] = v
+  return out
+
+
+def _listing(title: str, lines: list[str]) -> list[str]:
+  if not lines:
+    return []
+  more = [f"    ... and {len(lines) - _MAX_LISTED} more"] if len(lines) > _MAX_LISTED else []
+  return [f"  {title} ({len(lines)}):"] + [f"    {s}" for s in lines[:_MAX_LISTED]] + more
+
+
+def state_dict_to_params(state_dict: Mapping[str, Any], module: AutoencoderKL, *,
+                         source: str = "state_dict", param_dtype=np.float32) -> dict:
+  """diffusers AutoencoderKL state_dict (numpy) -> Flax variables {'params': ...} for `module`.
+
+  Arrays are cast to `param_dtype` (None keeps the file's dtype). Raises StateDictMismatchError
+  naming every missing, unexpected and mis-shaped key with the expected shape; `source` names
+  the file in the message.
+  """
+  sd = _rename_deprecated(state_dict)
+  expected = _expected(module)
+  missing = [f"{k}: expected {list(s)}" for k, (_, s) in expected.items() if k not in sd]
+  unexpected = [f"{k}: shape {list(np.shape(v))}" for k, v in sd.items() if k not in expected]
+  misshaped, flat = [], {}
+  for key, (path, shape) in expected.items():
+    if key not in sd:
+      continue
+    a = np.asarray(sd[key])
+    if a.ndim == 4 and len(shape) == 2 and a.shape[2:] == (1, 1):
+      a = a[:, :, 0, 0]  # 1x1-conv attention projections of original LDM checkpoints.
+    if tuple(a.shape) != shape:
+      misshaped.append(f"{key}: expected {list(shape)}, found {list(a.shape)}")
+      continue
+    if param_dtype is not None:
+      a = a.astype(param_dtype)
+    if path[-1] == "kernel":
+      a = np.transpose(a, (2, 3, 1, 0) if a.ndim == 4 else (1, 0))
+    flat[path] = np.ascontiguousarray(a)
+  if missing or unexpected or misshaped:
+    lines = [f"{source}: state_dict does not match AutoencoderKL(block_out_channels="
+             f"{list(module.block_out_channels)}, layers_per_block={module.layers_per_block}, "
+             f"latent_channels={module.latent_channels}) built from the config:"]
+    lines += _listing("missing keys", missing)
+    lines += _listing("unexpected keys", unexpected)
+    lines += _listing("mis-shaped keys", misshaped)
+    raise StateDictMismatchError("\n".join(lines))
+  return {"params": traverse_util.unflatten_dict(flat)}
+
+
+def params_to_state_dict(variables: Mapping[str, Any]) -> StateDict:
+  """Flax variables -> diffusers state_dict (numpy, PyTorch names and layouts)."""
+  out = {}
+  for path, a in traverse_util.flatten_dict(dict(variables["params"])).items():
+    a = np.asarray(jax.device_get(a))
+    if path[-1] == "kernel":
+      a = np.transpose(a, (3, 2, 0, 1) if a.ndim == 4 else (1, 0))
+    out[torch_name(path)] = np.ascontiguousarray(a)
+  return out
+
+
+# ----------------------------------------------------------------------------------- folders
+
+
+def _vae_dir(path: str) -> str:
+  if os.path.isfile(os.path.join(path, "config.json")):
+    return path
+  sub = os.path.join(path, "vae")
+  if os.path.isfile(os.path.join(sub, "config.json")):
+    return sub  # a pipeline folder (model_index.json, vae/, transformer/, ...).
+  raise FileNotFoundError(f"{path}: no config.json (nor vae/config.json); expected a diffusers "
+                          "AutoencoderKL folder or a pipeline folder with a vae/ subfolder")
+
+
+def read_folder_state_dict(path: str, variant: str | None = None) -> tuple[StateDict, str]:
+  """Weights of a diffusers model folder: `diffusion_pytorch_model[.variant].safetensors`, its
+  sharded form (`….safetensors.index.json` + shards) or `.bin`. Returns (state_dict, source)."""
+  stem = WEIGHTS_NAME + (f".{variant}" if variant else "")
+  single = os.path.join(path, stem + ".safetensors")
+  index = single + ".index.json"
+  if os.path.isfile(single):
+    return read_state_dict(single), single
+  if os.path.isfile(index):
+    with open(index, encoding="utf-8") as f:
+      try:
+        weight_map = json.load(f)["weight_map"]
+      except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{index}: not a safetensors index (needs a 'weight_map')") from e
+    sd: StateDict = {}
+    for shard in sorted(set(weight_map.values())):
+      sd.update(read_state_dict(os.path.join(path, shard)))
+    return sd, index
+  binary = os.path.join(path, stem + ".bin")
+  if os.path.isfile(binary):
+    return read_state_dict(binary), binary
+  raise FileNotFoundError(f"{path}: none of {os.path.basename(single)}, "
+                          f"{os.path.basename(index)}, {os.path.basename(binary)} found")
+
+
+def load_vae(path: str | os.PathLike, *, variant: str | None = None, dtype=jnp.float32,
+             param_dtype=jnp.float32) -> tuple[AutoencoderKL, dict]:
+  """(module, variables) from a diffusers AutoencoderKL folder (or a pipeline folder's vae/)."""
+  d = _vae_dir(os.fspath(path))
+  cfg_path = os.path.join(d, "config.json")
+  with open(cfg_path, encoding="utf-8") as f:
+    try:
+      config = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{cfg_path}: invalid JSON ({e})") from e
+  module = vae_from_config(config, source=cfg_path, dtype=dtype, param_dtype=param_dtype)
+  sd, source = read_folder_state_dict(d, variant)
+  return module, state_dict_to_params(sd, module, source=source, param_dtype=param_dtype)
+
+
+def save_vae(path: str | os.PathLike, module: AutoencoderKL, variables: Mapping[str, Any]) -> None:
+  """Write a diffusers folder (config.json + diffusion_pytorch_model.safetensors)."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  path = os.fspath(path)
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+    json.dump(module_config(module), f, indent=2)
+  save_file(params_to_state_dict(variables), os.path.join(path, WEIGHTS_NAME + ".safetensors"))

@@ -1,0 +1,159 @@
+"""Cached text-encoder outputs (T5 embeddings + masks) for text-to-image teachers: format, reader.
+
+Written once by `python -m fdistill_jax.tools.encode_prompts` (T5 never runs inside the JAX step).
+A cache is a directory:
+
+* `index.json`: {"format": FORMAT, "num_prompts": N, "max_length": L, "dim": D, "dtype",
+  "shard_size", "num_shards", "prompts_sha256", "model", "preprocess", "complete"};
+* `shard-00000-of-00007.safetensors`, …: "embeddings" [n, L, D] (float32 or bfloat16),
+  "mask" [n, L] uint8 (1 = token, 0 = padding), metadata "prompts" (JSON list of the n
+  preprocessed prompts) and "start" (index of the first prompt);
+* `null.safetensors`: the same for the empty prompt "" (n = 1), PixArt's negative prompt for
+  classifier-free guidance.
+
+Only numpy and safetensors are needed to read it. Shards are written to a temporary name and
+renamed, so a shard that exists is complete; an interrupted run resumes by skipping them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+FORMAT = "fdistill_prompt_cache/1"
+INDEX = "index.json"
+NULL = "null.safetensors"
+
+
+class PromptCacheError(ValueError):
+  """A cache file is missing, corrupt or inconsistent with the index."""
+
+
+def shard_name(i: int, num_shards: int) -> str:
+  return f"shard-{i:05d}-of-{num_shards:05d}.safetensors"
+
+
+def prompts_digest(prompts: Sequence[str]) -> str:
+  return hashlib.sha256(json.dumps(list(prompts)).encode("utf-8")).hexdigest()
+
+
+def write_shard(path: str, embeddings: np.ndarray, mask: np.ndarray, prompts: Sequence[str],
+                start: int) -> None:
+  """Write one shard atomically (temporary file, then rename)."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  tmp = path + ".tmp"
+  save_file({"embeddings": np.ascontiguousarray(embeddings),
+             "mask": np.ascontiguousarray(mask, dtype=np.uint8)}, tmp,
+            metadata={"prompts": json.dumps(list(prompts)), "start": str(start)})
+  os.replace(tmp, path)
+
+
+def read_shard(path: str, *, rows: int | None = None, max_length: int | None = None,
+               dim: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+  """(embeddings [n,L,D], mask [n,L] uint8, prompts, start) of one shard, checked against the
+  expected row count / L / D when given. Raises PromptCacheError naming the file."""
+  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+  if not os.path.isfile(path):
+    raise PromptCacheError(f"{path}: missing cache file")
+  try:
+    with safe_open(path, framework="np") as f:
+      keys, meta = set(f.keys()), f.metadata() or {}
+      if not {"embeddings", "mask"} <= keys:
+        raise PromptCacheError(f"{path}: expected tensors 'embeddings' and 'mask', found "
+                               f"{sorted(keys)}")
+      emb, mask = f.get_tensor("embeddings"), f.get_tensor("mask")
+  except PromptCacheError:
+    raise
+  except Exception as e:  # safetensors raises its own error types.
+    raise PromptCacheError(f"{path}: truncated or corrupt .safetensors file "
+                           f"({type(e).__name__}: {e})") from e
+  try:
+    prompts, start = json.loads(meta["prompts"]), int(meta["start"])
+  except (KeyError, ValueError) as e:
+    raise PromptCacheError(f"{path}: metadata needs 'prompts' (JSON list) and 'start'") from e
+  if emb.ndim != 3:
+    raise PromptCacheError(f"{path}: 'embeddings' has shape {list(emb.shape)}, expected "
+                           "[rows, max_length, dim]")
+  want = (emb.shape[0] if rows is None else rows, emb.shape[1] if max_length is None
+          else max_length, emb.shape[2] if dim is None else dim)
+  if tuple(emb.shape) != want:
+    raise PromptCacheError(f"{path}: 'embeddings' has shape {list(emb.shape)}, expected "
+                           f"{list(want)} [rows, max_length, dim]")
+  if tuple(mask.shape) != want[:2] or len(prompts) != want[0]:
+    raise PromptCacheError(f"{path}: 'mask' shape {list(mask.shape)} / {len(prompts)} prompts "
+                           f"do not match {want[0]} rows of length {want[1]}")
+  return emb, mask, prompts, start
+
+
+def read_index(cache_dir: str) -> dict:
+  path = os.path.join(cache_dir, INDEX)
+  if not os.path.isfile(path):
+    raise PromptCacheError(f"{path}: missing; {cache_dir} is not a prompt cache (write one with "
+                           "python -m fdistill_jax.tools.encode_prompts)")
+  try:
+    with open(path, encoding="utf-8") as f:
+      index = json.load(f)
+  except json.JSONDecodeError as e:
+    raise PromptCacheError(f"{path}: invalid JSON ({e})") from e
+  found = index.get("format") if isinstance(index, dict) else None
+  if found != FORMAT:
+    raise PromptCacheError(f"{path}: 'format' is {found!r}, expected {FORMAT!r}")
+  return index
+
+
+@dataclasses.dataclass
+class PromptCache:
+  """A loaded cache. embeddings [N, L, D] (stored dtype or the requested one), mask [N, L] int32,
+  prompts (N preprocessed strings); null_embeddings [1, L, D] / null_mask [1, L] for ""."""
+  embeddings: np.ndarray
+  mask: np.ndarray
+  prompts: list[str]
+  null_embeddings: np.ndarray
+  null_mask: np.ndarray
+  index: dict
+
+  def __len__(self) -> int:
+    return len(self.prompts)
+
+  def condition(self, idx: Any) -> dict[str, np.ndarray]:
+    """The text condition pytree {"embeddings": [B, L, D], "mask": [B, L]} of rows `idx`."""
+    return {"embeddings": self.embeddings[idx], "mask": self.mask[idx]}
+
+  def null_condition(self, batch: int = 1) -> dict[str, np.ndarray]:
+    """The "" condition repeated to `batch` rows."""
+    return {"embeddings": np.repeat(self.null_embeddings, batch, axis=0),
+            "mask": np.repeat(self.null_mask, batch, axis=0)}
+
+
+def load_prompt_cache(cache_dir: str | os.PathLike, *, dtype: Any = None) -> PromptCache:
+  """Read a complete cache into memory (numpy). dtype: cast the embeddings (e.g. np.float32);
+  None keeps the stored dtype. Raises PromptCacheError naming the bad file."""
+  cache_dir = os.fspath(cache_dir)
+  index = read_index(cache_dir)
+  if not index.get("complete"):
+    raise PromptCacheError(f"{os.path.join(cache_dir, INDEX)}: the cache is incomplete (an "
+                           "encode_prompts run was interrupted); rerun it to resume")
+  n, size, k = index["num_prompts"], index["shard_size"], index["num_shards"]
+  length, dim = index["max_length"], index["dim"]
+  embs, masks, prompts = [], [], []
+  for i in range(k):
+    path = os.path.join(cache_dir, shard_name(i, k))
+    emb, mask, p, start = read_shard(path, rows=min(size, n - i * size), max_length=length,
+                                     dim=dim)
+    if start != i * size:
+      raise PromptCacheError(f"{path}: starts at prompt {start}, expected {i * size}")
+    embs.append(emb if dtype is None else emb.astype(dtype))
+    masks.append(mask.astype(np.int32))
+    prompts += p
+  null_emb, null_mask, _, _ = read_shard(os.path.join(cache_dir, NULL), rows=1,
+                                         max_length=length, dim=dim)
+  return PromptCache(
+      embeddings=np.concatenate(embs) if embs else np.zeros((0, length, dim), np.float32),
+      mask=np.concatenate(masks) if masks else np.zeros((0, length), np.int32),
+      prompts=prompts,
+      null_embeddings=null_emb if dtype is None else null_emb.astype(dtype),
+      null_mask=null_mask.astype(np.int32), index=index)

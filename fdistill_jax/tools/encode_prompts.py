@@ -1,0 +1,190 @@
+"""Encode prompts once with T5 (PyTorch transformers) into a sharded, resumable prompt cache.
+
+  python -m fdistill_jax.tools.encode_prompts --prompts=captions.txt --out=/data/t5_cache \\
+      --model=/models/PixArt-XL-2-512x512 [--max_length=120] [--shard_size=4096] \\
+      [--batch_size=32] [--device=cpu|cuda] [--model_dtype=float32|bfloat16] \\
+      [--dtype=float32|bfloat16] [--clean_caption]
+
+--prompts: a text file with one prompt per line (blank lines skipped) or a COCO captions JSON
+({"annotations": [{"caption": ...}, ...]}, in file order). --model: a T5 encoder folder with its
+tokenizer, or a PixArt pipeline folder (text_encoder/ and tokenizer/ are used).
+
+Encoding follows PixArtAlphaPipeline.encode_prompt (diffusers 0.42.1): each prompt is
+preprocessed (lower-cased and stripped, or diffusers' caption cleaning with --clean_caption,
+which needs bs4 and ftfy), tokenised with padding="max_length", max_length=120, truncation and
+add_special_tokens (the trailing </s>), and `T5EncoderModel(ids, attention_mask=mask)[0]` is kept
+with that mask. The empty prompt "" is encoded the same way: it is the pipeline's negative prompt
+for classifier-free guidance. Reader: `fdistill_jax.data.prompt_cache.load_prompt_cache`.
+Rerunning with the same arguments skips finished shards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from fdistill_jax.data import prompt_cache as pc
+
+
+def read_prompts(path: str) -> list[str]:
+  """Prompts from a text file (one per line) or a COCO captions JSON."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--prompts: no such file: {path}")
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  if path.lower().endswith(".json"):
+    try:
+      anns = json.loads(text)["annotations"]
+      prompts = [str(a["caption"]) for a in anns]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      raise ValueError(f"{path}: expected a COCO captions JSON "
+                       '{"annotations": [{"caption": ...}, ...]}') from e
+  else:
+    prompts = [line for line in text.splitlines() if line.strip()]
+  if not prompts:
+    raise ValueError(f"{path}: no prompts found")
+  return prompts
+
+
+def preprocess(prompts: Sequence[str], clean_caption: bool) -> list[str]:
+  """PixArtAlphaPipeline._text_preprocessing: lower().strip(), or its caption cleaning."""
+  if not clean_caption:
+    return [p.lower().strip() for p in prompts]
+  # pylint: disable=import-outside-toplevel,protected-access
+  from diffusers import PixArtAlphaPipeline
+  from diffusers.utils import is_bs4_available, is_ftfy_available
+  if not (is_bs4_available() and is_ftfy_available()):
+    raise ImportError("--clean_caption needs beautifulsoup4 and ftfy (pip install "
+                      "beautifulsoup4 ftfy)")
+  pipe = PixArtAlphaPipeline.__new__(PixArtAlphaPipeline)  # only the cleaning methods are used.
+  return pipe._text_preprocessing(list(prompts), clean_caption=True)
+
+
+class T5Encoder:
+  """The tokenizer and T5EncoderModel of a folder, on `device` in `model_dtype`."""
+
+  def __init__(self, model: str, device: str = "cpu", model_dtype: str = "float32",
+               max_length: int = 120):
+    # pylint: disable=import-outside-toplevel
+    import torch
+    from transformers import AutoTokenizer, T5EncoderModel
+    enc_dir, tok_dir = model, model
+    if os.path.isdir(os.path.join(model, "text_encoder")):
+      enc_dir = os.path.join(model, "text_encoder")
+      tok_dir = os.path.join(model, "tokenizer")
+    self.torch, self.device, self.max_length = torch, device, max_length
+    self.tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+             "float16": torch.float16}[model_dtype]
+    self.model = T5EncoderModel.from_pretrained(enc_dir, dtype=dtype).to(device).eval()
+    self.dim = self.model.config.d_model
+
+  def __call__(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings float32 [n, L, D], mask uint8 [n, L]) of preprocessed prompts."""
+    torch = self.torch
+    tok = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length,
+                         truncation=True, add_special_tokens=True, return_tensors="pt")
+    with torch.no_grad():
+      out = self.model(tok.input_ids.to(self.device),
+                       attention_mask=tok.attention_mask.to(self.device))[0]
+    return out.float().cpu().numpy(), tok.attention_mask.numpy().astype(np.uint8)
+
+
+def _index(prompts, args, dim: int) -> dict:
+  n = len(prompts)
+  return {"format": pc.FORMAT, "num_prompts": n, "max_length": args.max_length, "dim": dim,
+          "dtype": args.dtype, "shard_size": args.shard_size,
+          "num_shards": math.ceil(n / args.shard_size),
+          "prompts_sha256": pc.prompts_digest(prompts),
+          "model": os.path.abspath(args.model), "model_dtype": args.model_dtype,
+          "preprocess": "clean_caption" if args.clean_caption else "lower_strip", "complete": False}
+
+
+def _check_resume(path: str, old: dict, new: dict) -> None:
+  for k in ("num_prompts", "max_length", "dim", "dtype", "shard_size", "prompts_sha256",
+            "model_dtype", "preprocess"):
+    if old.get(k) != new[k]:
+      raise ValueError(f"{path}: field {k!r} = {old.get(k)!r} but this run has {new[k]!r}; "
+                       "use a new --out or the arguments of the interrupted run")
+
+
+def encode_to_cache(prompts: Sequence[str], out: str, encoder, args) -> dict:
+  """Encode `prompts` into the cache directory `out`, skipping shards already there."""
+  os.makedirs(out, exist_ok=True)
+  prompts = preprocess(prompts, args.clean_caption)
+  index = _index(prompts, args, encoder.dim)
+  index_path = os.path.join(out, pc.INDEX)
+  if os.path.isfile(index_path):
+    _check_resume(index_path, pc.read_index(out), index)
+  with open(index_path, "w", encoding="utf-8") as f:
+    json.dump(index, f, indent=1)
+  store = np.float32 if args.dtype == "float32" else _bfloat16()
+  k, size = index["num_shards"], args.shard_size
+  for i in range(k):
+    path = os.path.join(out, pc.shard_name(i, k))
+    chunk = prompts[i * size:(i + 1) * size]
+    if os.path.isfile(path):
+      try:
+        pc.read_shard(path, rows=len(chunk), max_length=args.max_length, dim=encoder.dim)
+        continue  # finished by an earlier run.
+      except pc.PromptCacheError as e:
+        print(f"rewriting {e}", file=sys.stderr)
+    embs, masks = [], []
+    for b in range(0, len(chunk), args.batch_size):
+      e, m = encoder(chunk[b:b + args.batch_size])
+      embs.append(e)
+      masks.append(m)
+    pc.write_shard(path, np.concatenate(embs).astype(store), np.concatenate(masks), chunk,
+                   i * size)
+    print(f"{path}: {len(chunk)} prompts", file=sys.stderr)
+  e, m = encoder([""])
+  pc.write_shard(os.path.join(out, pc.NULL), e.astype(store), m, [""], 0)
+  index["complete"] = True
+  with open(index_path, "w", encoding="utf-8") as f:
+    json.dump(index, f, indent=1)
+  return index
+
+
+def _bfloat16():
+  import ml_dtypes  # pylint: disable=import-outside-toplevel
+  return ml_dtypes.bfloat16
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m fdistill_jax.tools.encode_prompts",
+                              description=__doc__.split("\n")[0])
+  p.add_argument("--prompts", required=True, help="text file (one per line) or COCO captions JSON")
+  p.add_argument("--out", required=True, help="cache directory (created; resumed if present)")
+  p.add_argument("--model", required=True, help="T5 folder or PixArt pipeline folder")
+  p.add_argument("--max_length", type=int, default=120)
+  p.add_argument("--shard_size", type=int, default=4096)
+  p.add_argument("--batch_size", type=int, default=32)
+  p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+  p.add_argument("--model_dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="stored embedding dtype")
+  p.add_argument("--clean_caption", action="store_true",
+                 help="diffusers' caption cleaning (needs bs4, ftfy) instead of lower().strip()")
+  args = p.parse_args(argv)
+  for k in ("max_length", "shard_size", "batch_size"):
+    if getattr(args, k) < 1:
+      p.error(f"--{k} must be >= 1")
+  return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  args = parse_args(argv)
+  prompts = read_prompts(args.prompts)
+  encoder = T5Encoder(args.model, args.device, args.model_dtype, args.max_length)
+  index = encode_to_cache(prompts, args.out, encoder, args)
+  print(f"{args.out}: {index['num_prompts']} prompts in {index['num_shards']} shards, "
+        f"embeddings [{index['max_length']}, {index['dim']}] {index['dtype']}")
+
+
+if __name__ == "__main__":
+  main()
