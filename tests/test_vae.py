@@ -160,3 +160,12 @@ def test_mismatch_errors_name_keys(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(cvae.module_config(module)))
   with pytest.raises(FileNotFoundError, match="diffusion_pytorch_model.safetensors"):
     cvae.load_vae(tmp_path)
+
+
+def test_sd_vae_param_count():
+  """The SD / sd-vae-ft-ema config. 83,653,863 = sum(p.numel()) of diffusers 0.42.1's
+  AutoencoderKL(**cfg) (building it even on the meta device costs 5 s; the tiny configs above
+  compare counts with live diffusers models)."""
+  cfg = dict(block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,
+             down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
+  assert cvae.count_params(cvae.vae_from_config(cfg)) == 83_653_863

@@ -11,7 +11,8 @@ tokenizer, or a PixArt pipeline folder (text_encoder/ and tokenizer/ are used).
 
 Encoding follows PixArtAlphaPipeline.encode_prompt (diffusers 0.42.1): each prompt is
 preprocessed (lower-cased and stripped, or diffusers' caption cleaning with --clean_caption,
-which needs bs4 and ftfy), tokenised with padding="max_length", max_length=120, truncation and
+which needs bs4 and ftfy; the pipeline's __call__ cleans captions by default when both are
+installed and falls back to lower/strip otherwise), tokenised with padding="max_length", max_length=120, truncation and
 add_special_tokens (the trailing </s>), and `T5EncoderModel(ids, attention_mask=mask)[0]` is kept
 with that mask. The empty prompt "" is encoded the same way: it is the pipeline's negative prompt
 for classifier-free guidance. Reader: `fdistill_jax.data.prompt_cache.load_prompt_cache`.
