@@ -63,7 +63,7 @@ def toy_run(tmp_path_factory):
 def test_nonfinite_step_is_skipped_and_counted(toy_run):
   _, _, run = toy_run
   before = jax.device_get(run.state)
-  bad = {"x": jnp.full((64, 2), jnp.nan), "labels": jnp.zeros((64, 0))}
+  bad = {"x": jnp.full((64, 2), jnp.nan), "cond": jnp.zeros((64, 0))}
   new, m = run.compiled["critic"](run.state, run.frozen, bad)
   new = jax.device_get(new)
   assert float(m["critic/skipped"]) == 1.0

@@ -111,13 +111,13 @@ def test_pd_config_errors_name_the_field(field, value, match):
 
 def test_v_prediction_loss_is_snr_plus_one_weighted_x_loss():
   """‖v̂ − ṽ‖² = (σ² + σ_d²)/(σ σ_d)²·‖x̂ − x̃‖² = (SNR + 1)/σ_d² · ‖x̂ − x̃‖² (SNR = σ_d²/σ²)."""
-  from fdistill_jax.engine.nets import Nets
+  from fdistill_jax.nets import Nets
   student = lambda p, x, s, l, key=None, features=False: jnp.tanh(x * p["a"])
   teacher = lambda f, x, s, l, features=False: 0.5 * x / (1.0 + jnp.reshape(s, (-1, 1)))
   nets = Nets(student=student, teacher=teacher, disc=None, sigma_init=80.0, data_shape=(2,))
   cfg = tiny_cfg()
   cfg.method = progressive.method_config(pd_base_steps=8, student_steps=4)
-  batch = {"x": jax.random.normal(jax.random.PRNGKey(0), (64, 2)), "labels": jnp.zeros((64, 0))}
+  batch = {"x": jax.random.normal(jax.random.PRNGKey(0), (64, 2)), "cond": jnp.zeros((64, 0))}
   params = {"generator": {"a": jnp.array(0.7)}}
   losses = {}
   for pred, weighting in (("v", "none"), ("x", "snr_plus_one")):

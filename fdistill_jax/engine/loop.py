@@ -273,8 +273,8 @@ def sample_checkpoint(cfg, workdir: str) -> dict:
   arrays = {"samples": x}
   if x.ndim == 4:
     from fdistill_jax.evaluation import grids
-    arrays["labels"] = np.asarray(exp.nets.label_dim and
-                                  np.arange(len(x)) % max(exp.nets.label_dim, 1))
+    classes = getattr(exp.nets.cond, "num_classes", 0)  # The class index of each sample.
+    arrays["labels"] = np.asarray(classes and np.arange(len(x)) % max(classes, 1))
     out["pngs"] = os.path.dirname(grids.save_numbered(x, os.path.join(workdir, f"samples_{tag}"))[0])
   np.savez(out["npz"], **arrays)
   return out

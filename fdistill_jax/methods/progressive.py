@@ -44,8 +44,9 @@ import ml_collections
 import numpy as np
 
 from fdistill_jax.diffusion import edm
-from fdistill_jax.engine.nets import Nets
+from fdistill_jax.nets import Nets
 from fdistill_jax.methods import common
+from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ()
@@ -66,6 +67,21 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
            teacher_params="", prediction="x", weighting="truncated_snr")
   m.update(overrides)
   return ml_collections.ConfigDict(m)
+
+
+def check_config(cfg) -> None:
+  """Validates progressive distillation's keys of cfg.method; raises ConfigError."""
+  m = cfg.method
+  b = m.pd_base_steps
+  need(b >= 2 and not b & (b - 1), "method.pd_base_steps", b, "a power of 2 >= 2")
+  need(m.student_steps >= 1 and b % m.student_steps == 0, "method.student_steps",
+       m.student_steps, f"must divide pd_base_steps={b}")
+  need(m.pd_final_steps >= 1 and b % m.pd_final_steps == 0, "method.pd_final_steps",
+       m.pd_final_steps, f"must divide pd_base_steps={b}")
+  need(m.prediction in PREDICTIONS, "method.prediction", m.prediction, f"allowed: {PREDICTIONS}")
+  need(m.weighting in WEIGHTINGS, "method.weighting", m.weighting, f"allowed: {WEIGHTINGS}")
+  need(cfg.diffusion.sigma_init == cfg.diffusion.sigma_max, "diffusion.sigma_init",
+       cfg.diffusion.sigma_init, "progressive students start at sigma_max: set it equal")
 
 
 # ----------------------------------------------------------------------------- grids & sampler
@@ -113,19 +129,18 @@ def load_params(path: str, template):
 def multistep_sampler(cfg, nets: Nets):
   """jit fn(gen_params, key) -> cfg.eval.num_samples N-step student samples (N = student_steps).
 
-  Labels are uniform one-hot classes when the nets are class-conditional.
+  Conditions are drawn by the problem's spec (uniform classes or prompts).
   """
   m, d = cfg.method, cfg.diffusion
   grid = nested_grid(m.pd_base_steps, m.student_steps, d.sigma_min, d.sigma_max)
-  n, ld = cfg.eval.num_samples, nets.label_dim
+  n = cfg.eval.num_samples
 
   @jax.jit
   def run(gen_params, key):
     kz, kl = jax.random.split(key)
     z = jax.random.normal(kz, (n,) + tuple(nets.data_shape), jnp.float32)
-    labels = (jax.nn.one_hot(jax.random.randint(kl, (n,), 0, ld), ld) if ld
-              else jnp.zeros((n, 0), jnp.float32))
-    return sample(lambda x, s: nets.student(gen_params, x, s, labels), z, grid)
+    cond = nets.cond.sample(kl, n)
+    return sample(lambda x, s: nets.student(gen_params, x, s, cond), z, grid)
 
   return run
 
@@ -149,10 +164,10 @@ def prepare(cfg, exp, workdir: str):
                              init_params=init_params)
 
 
-def teacher_denoiser(frozen, nets: Nets, labels):
+def teacher_denoiser(frozen, nets: Nets, cond):
   if "pd_teacher" in frozen:
-    return lambda x, s: nets.student(frozen["pd_teacher"], x, s, labels)
-  return lambda x, s: nets.teacher(frozen, x, s, labels)
+    return lambda x, s: nets.student(frozen["pd_teacher"], x, s, cond)
+  return lambda x, s: nets.teacher(frozen, x, s, cond)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -167,7 +182,7 @@ def pd_target(teacher, z_t, s_t, s_mid, s_next):
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(PD loss, (metrics, extras)); w.r.t. params['generator']."""
   m, d = cfg.method, cfg.diffusion
-  x0, labels = batch["x"].astype(jnp.float32), batch["labels"]
+  x0, cond = batch["x"].astype(jnp.float32), batch["cond"]
   n = m.student_steps
   g_s = jnp.asarray(nested_grid(m.pd_base_steps, n, d.sigma_min, d.sigma_max), jnp.float32)
   g_t = jnp.asarray(nested_grid(m.pd_base_steps, 2 * n, d.sigma_min, d.sigma_max), jnp.float32)
@@ -176,8 +191,8 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   s_t, s_next, s_mid = g_s[i], g_s[i + 1], g_t[2 * i + 1]
   eps = jax.random.normal(ke, x0.shape, jnp.float32)
   z_t = x0 + common.bcast(s_t, x0) * eps
-  target = sg(pd_target(teacher_denoiser(frozen, nets, labels), z_t, s_t, s_mid, s_next))
-  pred = nets.student(params["generator"], z_t, s_t, labels).astype(jnp.float32)
+  target = sg(pd_target(teacher_denoiser(frozen, nets, cond), z_t, s_t, s_mid, s_next))
+  pred = nets.student(params["generator"], z_t, s_t, cond).astype(jnp.float32)
   sd = d.sigma_data
   if m.prediction == "x":
     if m.weighting == "truncated_snr":
