@@ -20,9 +20,8 @@ Training step of a round with N student steps (student initialised from its teac
        already a v-type parameterisation); this equals the x-loss weighted by λ_EDM(σ).
 The round's teacher is the experiment's teacher (round 0) or the previous round's student,
 loaded in `prepare` from config.method.teacher_params into frozen['pd_teacher'].
-`run_rounds(cfg, workdir)` trains rounds K → K/2 → … → pd_final_steps, one `loop.train` per
-round in workdir/round{r}_{N}steps, each saving its student as student.msgpack (a finished round
-is skipped on rerun).
+The round driver (K → K/2 → … → pd_final_steps, one training run per round) is
+fdistill_jax/pd_rounds.py; this module holds only the loss, grids, sampler and hooks.
 `prepare` replaces the experiment's `sample` by the N-step sampler, so the engine's evaluation
 (eval metrics, final_metrics.json 'student', samples PNG) is that of the N-step student; the
 'init_generator' reference stays one-step.
@@ -31,11 +30,7 @@ prediction, weighting.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
-import os
-import shutil
 
 import flax.serialization
 import jax
@@ -220,17 +215,6 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
 
 
 # ----------------------------------------------------------------------------- rounds
-def _copy_cache(src_dir: str, dst_dir: str, name: str = "pretrained_denoiser.msgpack") -> None:
-  """Shares a problem's pretrained-init cache between rounds so every round starts alike."""
-  src, dst = os.path.join(src_dir, name), os.path.join(dst_dir, name)
-  if os.path.exists(src) and not os.path.exists(dst):
-    shutil.copyfile(src, dst)
-
-
-class RoundInterrupted(RuntimeError):
-  """A round's training was preempted (SIGTERM) before its last step."""
-
-
 def round_steps(m) -> list[int]:
   """Student steps of each round: pd_base_steps/2, /4, … down to pd_final_steps (config.method)."""
   if m.pd_final_steps < 1 or m.pd_base_steps % m.pd_final_steps:
@@ -241,65 +225,3 @@ def round_steps(m) -> list[int]:
     n //= 2
     out.append(n)
   return out
-
-
-def run_rounds(cfg, workdir: str) -> list[dict]:
-  """Trains PD rounds pd_base_steps → … → pd_final_steps; returns [{steps, workdir, params,
-  metrics (the round's final_metrics.json)}].
-
-  Each round calls `loop.train` in its own workdir (checkpointed and resumable there) and saves
-  the student as student.msgpack, which becomes the next round's frozen teacher.
-  """
-  from fdistill_jax.engine import loop  # The loop imports the registry, which imports us.
-  m = cfg.method
-  schedule = round_steps(m)
-  os.makedirs(workdir, exist_ok=True)
-  teacher_path, prev_dir, rounds = m.teacher_params, workdir, []
-  for r, n in enumerate(schedule):
-    rdir = os.path.join(workdir, f"round{r}_{n}steps")
-    os.makedirs(rdir, exist_ok=True)
-    _copy_cache(prev_dir, rdir)
-    rcfg = copy.deepcopy(cfg)
-    rcfg.method.student_steps = n
-    rcfg.method.teacher_params = teacher_path
-    out = os.path.join(rdir, "student.msgpack")
-    if not os.path.exists(out):
-      res = loop.train(rcfg, rdir)  # Writes final_metrics.json (evaluated with the N-step sampler).
-      if "preempted_at" in res:  # A partial round must not become the next round's teacher.
-        raise RoundInterrupted(f"round {r} ({n} steps) stopped at step {res['preempted_at']}; "
-                               f"rerun the same command to resume it from {rdir}")
-      _, state = loop.load_trained(rcfg, rdir)
-      params = jax.device_get(loop.generator_params(state, rcfg.eval.params))
-      with open(out + ".tmp", "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
-      os.replace(out + ".tmp", out)
-    _copy_cache(rdir, workdir)  # The root keeps the shared init too (round 0 may have made it).
-    metrics = None  # Written by process 0; None on other hosts when workdirs are not shared.
-    if os.path.exists(os.path.join(rdir, "final_metrics.json")):
-      with open(os.path.join(rdir, "final_metrics.json")) as f:
-        metrics = json.load(f)
-    rounds.append({"round": r, "steps": n, "workdir": rdir, "params": out,
-                   "teacher_params": teacher_path, "metrics": metrics})
-    teacher_path, prev_dir = out, rdir
-  with open(os.path.join(workdir, "rounds.json"), "w") as f:
-    json.dump(rounds, f, indent=1)
-  return rounds
-
-
-def _main(argv) -> None:
-  """CLI: python -m fdistill_jax.methods.progressive --config=configs/toy2d_pd.py --workdir=DIR."""
-  del argv
-  from absl import flags
-  from fdistill_jax import config_checks
-  cfg = flags.FLAGS.config
-  config_checks.check(cfg)
-  print(json.dumps(run_rounds(cfg, flags.FLAGS.workdir), indent=1))
-
-
-if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "PD config file.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Root directory; one sub-directory per round.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(_main)
