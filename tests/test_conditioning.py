@@ -201,3 +201,48 @@ def test_engine_steps_train_through_a_text_condition_pytree(method):
                                            new["params"][n], state["params"][n]))
       assert max(float(d) for d in delta) > 0, (phase, n)
     state = new
+
+
+def test_disc_heads_take_token_features_and_feature_maps():
+  from fdistill_jax.models.heads import MultiConvHead
+  feats = {"tokens": jax.random.normal(jax.random.PRNGKey(0), (2, 16, 8)),
+           "enc8": jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 8))}
+  head = MultiConvHead(("tokens", "enc8"), 8)
+  p = head.init(jax.random.PRNGKey(2), feats)
+  out = head.apply(p, feats)
+  assert out.shape == (2, 2) and bool(jnp.all(jnp.isfinite(out)))
+  # Token order does not matter (mean pooling), a token's value does.
+  perm = {**feats, "tokens": feats["tokens"][:, ::-1]}
+  np.testing.assert_allclose(head.apply(p, perm), out, rtol=1e-5, atol=1e-6)
+  moved = {**feats, "tokens": feats["tokens"].at[:, 0].set(
+      3.0 * jax.random.normal(jax.random.PRNGKey(3), (2, 8)))}
+  assert float(jnp.max(jnp.abs(head.apply(p, moved)[:, 0] - out[:, 0]))) > 1e-4
+
+
+def test_latent_codec_encodes_real_data_and_decodes_samples():
+  """A latent experiment's pieces: real images reach the step encoded, samples leave decoded."""
+  from fdistill_jax import codecs
+  from fdistill_jax import data as data_lib
+  from fdistill_jax.experiments import image, image_eval
+  pool = lambda p, x: (x[:, 0::2, 0::2] + x[:, 1::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 1::2]) / 4
+  up = lambda p, z: jnp.repeat(jnp.repeat(z, 2, 1), 2, 2)
+  codec = codecs.Codec(encode=pool, decode=up, image_shape=lambda s: (2 * s[0], 2 * s[1], s[2]))
+  cfg = defaults.image()
+  cfg.train.batch_size, cfg.eval.num_samples, cfg.eval.teacher_nfes = 4, 6, ()
+  cfg.dataset = ml_collections.ConfigDict(dict(name="arrays", use_labels=True))
+  imgs = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 1), dtype=np.uint8)
+  source = data_lib.ArraySource(imgs, np.arange(8) % 3, label_dim=3)
+  spec = conditioning.ClassLabels(3)
+  io = image.input_data(cfg, source, spec, codec, (4, 4, 1))
+  b = io["batch"](0)
+  assert b["x"].shape == (4, 4, 4, 1) and b["cond"].shape == (4, 3)
+  assert jax.tree.map(lambda s: s.shape, io["batch_spec"]()) == {"x": (4, 4, 4, 1), "cond": (4, 3)}
+  raw = imgs.astype(np.float32) / 127.5 - 1.0
+  assert any(np.allclose(b["x"][0], pool(None, raw[i:i + 1])[0], atol=1e-6) for i in range(8))
+  student = lambda p, x, s, c, key=None, features=False: x * 0 + p + jnp.argmax(c, 1)[:, None, None, None]
+  nets = Nets(student=student, teacher=None, disc=None, sigma_init=80.0, data_shape=(4, 4, 1),
+              cond=spec)
+  ev = image_eval.evaluator(cfg, nets, None, codec, "/unused")
+  x = ev["sample"](jnp.float32(0.5), jax.random.PRNGKey(0))
+  assert x.shape == (6, 8, 8, 1)  # Decoded to image space; conditions are index mod 3.
+  np.testing.assert_allclose(x[:, 0, 0, 0], 0.5 + np.arange(6) % 3)
