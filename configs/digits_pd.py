@@ -5,7 +5,7 @@ teacher's 16-step Euler sampler on the nested Karras grid), 600 steps per round 
 real digits, truncated-SNR weighting. σ_init = σ_max = 80 (the 1-step student is D(80 z, 80)).
 
 Command (all rounds, one sub-folder and student.msgpack each):
-  python -m fdistill_jax.methods.progressive --config=configs/digits_pd.py --workdir=runs/digits_pd
+  python -m fdistill_jax.pd_rounds --config=configs/digits_pd.py --workdir=runs/digits_pd
 Expected: the 1-step student scores FD 6.6 (8/4/2-step students 6.2/6.7/6.6), 10/10
 classes (500 samples; one H100);
 see BENCHMARKS.md "Digits".

@@ -1,7 +1,7 @@
 """Progressive distillation 8 → 4 → 2 → 1 steps of the exact 8-mode mixture (EDM σ, x-pred).
 
 Rounds (one engine run each, in <workdir>/round{r}_{N}steps, the previous student as teacher):
-  python -m fdistill_jax.methods.progressive --config=configs/toy2d_pd.py --workdir=runs/toy2d_pd
+  python -m fdistill_jax.pd_rounds --config=configs/toy2d_pd.py --workdir=runs/toy2d_pd
 One round alone (4-step student of the exact teacher's 8-step sampler) also runs through main:
   python -m fdistill_jax.main --config=configs/toy2d_pd.py --workdir=runs/toy2d_pd_round0
 (its evaluation uses the 4-step sampler; the init_generator reference is one-step).

@@ -1,23 +1,20 @@
 """Validation of a config before anything is built or compiled.
 
 Each check names the config field, the bad value and what is allowed, so a typo fails in a second
-instead of after minutes of compilation.
+instead of after minutes of compilation. This module keeps the engine-wide checks (optimisers,
+train loop, mesh, σ range, EMA selection); every method, teacher kind and data source checks its
+own fields in its own module (`check_config(cfg)`), and `check` calls them.
 """
 from __future__ import annotations
 
 import jax
 
-from fdistill_jax import divergences
+from fdistill_jax import experiments, validation
 from fdistill_jax.methods import registry
 
 
-class ConfigError(ValueError):
-  pass
-
-
-def _need(cond: bool, field: str, value, allowed: str) -> None:
-  if not cond:
-    raise ConfigError(f"config.{field}={value!r} is invalid: {allowed}")
+ConfigError = validation.ConfigError
+_need = validation.need
 
 
 def check(cfg, num_devices: int | None = None) -> None:
@@ -25,23 +22,9 @@ def check(cfg, num_devices: int | None = None) -> None:
   num_devices = num_devices or jax.device_count()
   m = cfg.method
   _need(m.name in registry.names(), "method.name", m.name, f"allowed: {registry.names()}")
-  if "divergence" in m:
-    _need(m.divergence in divergences.NAMES, "method.divergence", m.divergence,
-          f"allowed: {divergences.NAMES}")
   if "critic_steps" in m:
     _need(isinstance(m.critic_steps, int) and m.critic_steps >= 1, "method.critic_steps",
           m.critic_steps, "an int >= 1 (critic steps per generator step)")
-  if "disc_features" in m:
-    _need(m.disc_features in ("teacher", "fake_score"), "method.disc_features", m.disc_features,
-          "allowed: 'teacher', 'fake_score'")
-  if "dsm_weighting" in m:
-    _need(m.dsm_weighting in ("none", "edm"), "method.dsm_weighting", m.dsm_weighting,
-          "allowed: 'none', 'edm'")
-  if "ratio_ema" in m:
-    _need(0.0 <= m.ratio_ema < 1.0, "method.ratio_ema", m.ratio_ema, "must be in [0, 1)")
-    _need(0 < m.ratio_lower < m.ratio_upper, "method.ratio_lower/ratio_upper",
-          (m.ratio_lower, m.ratio_upper), "need 0 < ratio_lower < ratio_upper")
-    _need(m.ratio_bins >= 1, "method.ratio_bins", m.ratio_bins, "must be >= 1")
   for net in cfg.optim:
     o = cfg.optim[net]
     _need(o.lr > 0, f"optim.{net}.lr", o.lr, "must be > 0")
@@ -68,71 +51,9 @@ def check(cfg, num_devices: int | None = None) -> None:
   ev = cfg.eval.params
   _need(ev == "raw" or float(ev) in [float(x) for x in t.ema_decays], "eval.params", ev,
         f"'raw' or one of train.ema_decays {tuple(t.ema_decays)}")
-  _check_peer_methods(cfg)
-  _check_experiment(cfg)
-
-
-def _check_peer_methods(cfg) -> None:
-  """Keys of the sid / sim / dmd / kd / progressive methods (present only in their configs)."""
-  m = cfg.method
-  if "alpha" in m:
-    _need(m.alpha >= 0, "method.alpha", m.alpha, "must be >= 0 (SiD uses 1.2, or 1.0)")
-  if "t_max" in m:
-    _need(0 < m.t_max <= 1000, "method.t_max", m.t_max, "must be in (0, 1000]")
-  if "fake_p_std" in m:
-    _need(m.fake_p_std > 0, "method.fake_p_std", m.fake_p_std, "must be > 0")
-  for k in ("kappa_train_fake", "kappa_fake", "kappa_real"):
-    if k in m:
-      _need(m[k] >= 0, f"method.{k}", m[k], "a guidance scale >= 0 (1 = no guidance)")
-  if "cond_drop" in m:
-    _need(0 <= m.cond_drop < 1, "method.cond_drop", m.cond_drop, "must be in [0, 1)")
-  if "distance" in m:
-    _need(m.distance in ("l2", "pseudo_huber"), "method.distance", m.distance,
-          "allowed: 'l2', 'pseudo_huber'")
-    _need(m.huber_c > 0 or m.distance == "l2", "method.huber_c", m.huber_c,
-          "must be > 0 (score units) for pseudo_huber")
-  if "weighting" in m:
-    _need(m.weighting in ("none", "sid", "truncated_snr", "snr_plus_one"), "method.weighting",
-          m.weighting, "allowed: 'none', 'sid' (sim); 'truncated_snr', 'snr_plus_one', 'none' (pd)")
-  if "form" in m:
-    _need(m.form in ("exact", "sp"), "method.form", m.form, "allowed: 'exact', 'sp'")
-  if "reg_distance" in m:
-    _need(m.reg_distance in ("l2", "l1", "pseudo_huber"), "method.reg_distance", m.reg_distance,
-          "allowed: 'l2', 'l1', 'pseudo_huber'")
-  if "pairs_num" in m:
-    _need(m.pairs_num >= 1 and m.pairs_shard_size >= 1, "method.pairs_num/pairs_shard_size",
-          (m.pairs_num, m.pairs_shard_size), "both must be >= 1")
-    _need(m.pairs_steps >= 1, "method.pairs_steps", m.pairs_steps, "Heun steps, must be >= 1")
-  if m.name == "dmd":
-    _need(m.get("divergence") == "rkl", "method.divergence", m.get("divergence"),
-          "method dmd needs 'rkl'")
-    _need(not cfg.disc.enabled, "disc.enabled", cfg.disc.enabled, "method dmd has no GAN: False")
-  if "pd_base_steps" in m:
-    b = m.pd_base_steps
-    _need(b >= 2 and not b & (b - 1), "method.pd_base_steps", b, "a power of 2 >= 2")
-    _need(m.student_steps >= 1 and b % m.student_steps == 0, "method.student_steps",
-          m.student_steps, f"must divide pd_base_steps={b}")
-    _need(m.pd_final_steps >= 1 and b % m.pd_final_steps == 0, "method.pd_final_steps",
-          m.pd_final_steps, f"must divide pd_base_steps={b}")
-    _need(m.prediction in ("x", "v"), "method.prediction", m.prediction, "allowed: 'x', 'v'")
-    _need(cfg.diffusion.sigma_init == cfg.diffusion.sigma_max, "diffusion.sigma_init",
-          cfg.diffusion.sigma_init, "progressive students start at sigma_max: set it equal")
-
-
-def _check_experiment(cfg) -> None:
-  """Teacher, data, discriminator and evaluation fields of image experiments."""
-  from fdistill_jax import experiments
-  t = cfg.teacher
-  _need(t.kind in experiments.KINDS, "teacher.kind", t.kind, f"allowed: {experiments.KINDS}")
-  if t.kind != "edm":
-    return
-  _need(t.get("dtype", "float32") in ("float32", "bfloat16"), "teacher.dtype", t.get("dtype"),
-        "allowed: 'float32', 'bfloat16'")
-  allowed = ("digits", "tfds", "edm_zip", "folder", "arrays", "synthetic")
-  _need(cfg.dataset.name in allowed, "dataset.name", cfg.dataset.name, f"allowed: {allowed}")
-  if cfg.disc.enabled:
-    _need(len(cfg.disc.feature_keys) > 0, "disc.feature_keys", cfg.disc.feature_keys,
-          "name at least one feature map ('enc<res>' or 'bottleneck')")
-  _need(cfg.eval.sampler in ("one_step", "heun"), "eval.sampler", cfg.eval.sampler,
-        "allowed: 'one_step', 'heun'")
-
+  method = registry.get(m.name)
+  if hasattr(method, "check_config"):
+    method.check_config(cfg)
+  _need(cfg.teacher.kind in experiments.KINDS, "teacher.kind", cfg.teacher.kind,
+        f"allowed: {experiments.KINDS}")
+  experiments.check_config(cfg)

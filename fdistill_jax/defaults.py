@@ -1,6 +1,8 @@
 """Default configs that experiment files in configs/ start from (one function per family)."""
 import ml_collections
 
+from fdistill_jax.methods import fdistill
+
 
 def toy() -> ml_collections.ConfigDict:
   """Toy problems: exact Gaussian-mixture teacher, MLP student, f-distill JS."""
@@ -17,12 +19,7 @@ def toy() -> ml_collections.ConfigDict:
   cfg.pretrain = ml_collections.ConfigDict(dict(
       steps=3000, batch=512, lr=2e-3, p_mean=-0.4, p_std=1.4, seed=0))
 
-  cfg.method = ml_collections.ConfigDict(dict(
-      name="fdistill", divergence="js", critic_steps=1,
-      ratio_normalization=True, ratio_ema=0.0, ratio_bins=10, ratio_lower=0.1, ratio_upper=20.0,
-      logit_clip=10.0, gan_weight_gen=1e-2, gan_weight_disc=1.0, r1_weight=0.0,
-      disc_features="teacher", dsm_weighting="edm", time_lo=0.002, time_hi=0.998,
-      dm_normalize=True))
+  cfg.method = fdistill.method_config(divergence="js")
 
   opt = lambda lr, clip: ml_collections.ConfigDict(dict(
       lr=lr, b1=0.0, b2=0.99, eps=1e-8, weight_decay=0.0, clip=clip))
@@ -185,7 +182,7 @@ def sid_edm(dataset: str) -> ml_collections.ConfigDict:
   """
   cfg = fastgen_edm(dataset)
   cifar = dataset == "cifar10"
-  from fdistill_jax.methods import sid  # Not at module level: methods import defaults' users.
+  from fdistill_jax.methods import sid
   cfg.method = sid.method_config(alpha=1.2)
   sid_style(cfg)
   batch, lr, mimg = (256, 1e-5, 800) if cifar else (8192, 4e-6, 1000)

@@ -12,8 +12,8 @@ batch normalisation h / mean(h) removes; `h_scale` is that constant (f''(r)·r²
 all others: h_scale = 1. rkl has h ≡ 1 as an array of r's shape (FastGen returns a 0-d tensor
 there and crashes in its normalisation; see tests/test_divergences.py).
 
-Adding a divergence is one `_register(...)` entry. `get(name).f(r)` / `.h(r)` accept numpy or jax
-arrays (numpy in, numpy out).
+Adding a divergence is one `_register(...)` entry (constant_weight=True when h ≡ 1).
+`get(name).f(r)` / `.h(r)` accept numpy or jax arrays (numpy in, numpy out).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ class Divergence:
   _h: Callable
   h_scale: float = 1.0
   mode_seeking: str = ""
+  constant_weight: bool = False  # h ≡ 1 (rkl): f-distill needs no density ratio for the weight.
 
   def f(self, r):
     """f(r), elementwise (float)."""
@@ -55,7 +56,7 @@ def _register(d: Divergence) -> None:
 
 
 _register(Divergence("rkl", "reverse KL", lambda xp, r: -xp.log(r),
-                     lambda xp, r: xp.ones_like(r), 1.0, "yes"))
+                     lambda xp, r: xp.ones_like(r), 1.0, "yes", constant_weight=True))
 _register(Divergence("kl", "forward KL", lambda xp, r: r * xp.log(r),
                      lambda xp, r: r, 1.0, "no"))
 _register(Divergence("js", "Jensen-Shannon",

@@ -32,13 +32,13 @@ def export_generator(cfg, workdir: str, out: str, which: str | None = None) -> d
   from safetensors.numpy import save_file
 
   from fdistill_jax.convert import edm_state_dict as esd
-  from fdistill_jax.engine import loop
+  from fdistill_jax import compose
   from fdistill_jax.models.edm import build_edm_precond
   if cfg.teacher.kind != "edm":
     raise ValueError(f"export needs an EDM-architecture run; config.teacher.kind={cfg.teacher.kind!r}")
   which = which or cfg.eval.params
-  _, state = loop.load_trained(cfg, workdir)
-  params = jax.device_get(loop.generator_params(state, which))
+  _, state = compose.load_trained(cfg, workdir)
+  params = jax.device_get(compose.generator_params(state, which))
   kwargs = cfg.teacher.precond_kwargs.to_dict()
   module = build_edm_precond(kwargs)
   sd = esd.variables_to_state_dict({"params": params}, module)

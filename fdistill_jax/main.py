@@ -39,20 +39,19 @@ def main(argv):
                                  int(env["JAX_PROCESS_ID"]))
     else:  # Cloud TPU, Slurm, Open MPI: auto-detected.
       jax.distributed.initialize()
-  from fdistill_jax import config_checks
-  from fdistill_jax.engine import loop
+  from fdistill_jax import compose, config_checks
   cfg = _CONFIG.value
   config_checks.check(cfg)
   logging.info("process %d/%d, %d devices; workdir %s", jax.process_index(),
                jax.process_count(), jax.device_count(), _WORKDIR.value)
   if _MODE.value == "train":
-    out = loop.train(cfg, _WORKDIR.value)
+    out = compose.train(cfg, _WORKDIR.value)
   elif _MODE.value == "eval":
-    out = loop.evaluate_checkpoint(cfg, _WORKDIR.value)
+    out = compose.evaluate_checkpoint(cfg, _WORKDIR.value)
   elif _MODE.value == "sample":
-    out = loop.sample_checkpoint(cfg, _WORKDIR.value)
+    out = compose.sample_checkpoint(cfg, _WORKDIR.value)
   else:
-    out = loop.reference_statistics(cfg, _WORKDIR.value)
+    out = compose.reference_statistics(cfg, _WORKDIR.value)
   if jax.process_index() == 0:
     print(json.dumps(out, indent=1, default=str))
 

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from fdistill_jax.engine import checkpoint as ckpt_lib
+from fdistill_jax import compose
 from fdistill_jax.engine import loop, state as state_lib, steps as steps_lib
 from tests.test_toy_engine import tiny_cfg
 
@@ -54,7 +55,7 @@ def toy_run(tmp_path_factory):
   cfg.pretrain.steps = 50
   cfg.student.hidden = cfg.disc.hidden = 32
   wd = tmp_path_factory.mktemp("mech")
-  run = loop.Run(cfg, str(wd), devices=jax.devices()[:1], restore=False)
+  run = compose.Run(cfg, str(wd), devices=jax.devices()[:1], restore=False)
   run.step(0)
   run.step(1)
   return cfg, wd, run
@@ -63,7 +64,7 @@ def toy_run(tmp_path_factory):
 def test_nonfinite_step_is_skipped_and_counted(toy_run):
   _, _, run = toy_run
   before = jax.device_get(run.state)
-  bad = {"x": jnp.full((64, 2), jnp.nan), "labels": jnp.zeros((64, 0))}
+  bad = {"x": jnp.full((64, 2), jnp.nan), "cond": jnp.zeros((64, 0))}
   new, m = run.compiled["critic"](run.state, run.frozen, bad)
   new = jax.device_get(new)
   assert float(m["critic/skipped"]) == 1.0
@@ -92,7 +93,7 @@ def test_checkpoint_restores_onto_a_different_mesh(toy_run):
   run.ckpt.wait()
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   cfg.mesh.data, cfg.mesh.fsdp = 2, 4
-  other = loop.Run(cfg, str(wd), devices=jax.devices()[:8], restore=True)
+  other = compose.Run(cfg, str(wd), devices=jax.devices()[:8], restore=True)
   assert int(other.state["step"]) == 2
   assert other.state["params"]["fake_score"]["inp"]["kernel"].sharding.mesh.shape["fsdp"] == 4
   for a, b in zip(jax.tree.leaves(jax.device_get(run.state)),

@@ -409,6 +409,7 @@ def test_precision_recall_matches_brute_force():
 
 def test_reference_mode_writes_edm_format_stats_of_a_dataset(small_detector, tmp_path):
   from fdistill_jax import defaults
+  from fdistill_jax import compose
   from fdistill_jax.engine import loop
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
@@ -417,7 +418,7 @@ def test_reference_mode_writes_edm_format_stats_of_a_dataset(small_detector, tmp
   cfg.dataset.name, cfg.dataset.path = "arrays", str(tmp_path / "data.npz")
   extractor = fid.FeatureExtractor(small_detector, batch_size=8, preprocess="nvlabs",
                                    input_size=75)
-  out = loop.reference_statistics(cfg, str(tmp_path / "ref"), extractor)
+  out = compose.reference_statistics(cfg, str(tmp_path / "ref"), extractor)
   mu, sigma = fid.load_reference_stats(out["reference"], dim=2048)
   want_mu, want_sigma = fid.compute_statistics(extractor(images))
   assert out["num_images"] == 40
@@ -428,8 +429,8 @@ def test_reference_mode_writes_edm_format_stats_of_a_dataset(small_detector, tmp
 def test_in_loop_fid_hook_scores_the_one_step_generator(small_detector, tmp_path, monkeypatch):
   """The image experiment's FID hook: seeds -> one-step samples -> detector -> FID vs a ref npz."""
   from fdistill_jax import defaults
-  from fdistill_jax.experiments import image
-  from fdistill_jax.engine.nets import Nets
+  from fdistill_jax.experiments import image_eval
+  from fdistill_jax.nets import Nets
   extractor = fid.FeatureExtractor(small_detector, batch_size=8, preprocess="nvlabs",
                                    input_size=75)
   monkeypatch.setattr(fid.FeatureExtractor, "from_weight_file",
@@ -443,7 +444,7 @@ def test_in_loop_fid_hook_scores_the_one_step_generator(small_detector, tmp_path
                        fid_reference=str(tmp_path / "ref.npz"), num_samples=20, fid_batch=8))
   gen = lambda params, x, sigma, labels, key=None: jnp.tanh(x / 80.0 + params)  # toy generator
   nets = Nets(student=gen, teacher=None, disc=None, sigma_init=80.0, data_shape=(8, 8, 3))
-  metric = image._fid_metric(cfg, nets, (8, 8, 3), 0)  # pylint: disable=protected-access
+  metric = image_eval.fid_metric(cfg, nets)
   got = metric(jnp.float32(0.0))["fid"]
   seeds = np.arange(20)
   z = np.stack([np.asarray(jax.random.normal(jax.random.PRNGKey(s), (8, 8, 3))) for s in seeds])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fdistill_jax import defaults
-from fdistill_jax.engine import loop
+from fdistill_jax import compose
 
 
 def tiny_image_cfg():
@@ -37,7 +37,7 @@ def _leaves_close(a, b, tol):
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory):
   cfg = tiny_image_cfg()
-  run = loop.Run(cfg, str(tmp_path_factory.mktemp("one")), devices=jax.devices()[:1],
+  run = compose.Run(cfg, str(tmp_path_factory.mktemp("one")), devices=jax.devices()[:1],
                  restore=False)
   metrics = [jax.device_get(run.step(k)) for k in range(4)]
   return run, metrics
@@ -61,7 +61,7 @@ def test_data_fsdp_mesh_step_equals_single_device(single_run, tmp_path):
   ref, _ = single_run
   cfg = tiny_image_cfg()
   cfg.mesh.data, cfg.mesh.fsdp = 2, 4
-  run = loop.Run(cfg, str(tmp_path), devices=jax.devices()[:8], restore=False)
+  run = compose.Run(cfg, str(tmp_path), devices=jax.devices()[:8], restore=False)
   specs = {str(s.spec) for s in jax.tree.leaves(run.state_sh)}
   assert any("fsdp" in s for s in specs), specs  # something really is FSDP-sharded
   for k in range(4):
@@ -72,13 +72,13 @@ def test_data_fsdp_mesh_step_equals_single_device(single_run, tmp_path):
 
 def test_train_resume_and_export(tmp_path):
   cfg = tiny_image_cfg()
-  out = loop.train(cfg, str(tmp_path))
+  out = compose.train(cfg, str(tmp_path))
   assert "teacher_nfe1" in out and np.isfinite(out["student"]["pixel_std"])
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert steps[-1] == 4
   # A longer config resumes at step 4, with the data pipeline where it stopped.
   cfg.train.steps = 6
-  exp, state = loop.load_trained(cfg, str(tmp_path))
+  exp, state = compose.load_trained(cfg, str(tmp_path))
   assert int(state["step"]) == 4 and exp.data_state()["grain"]
   from fdistill_jax import export
   from fdistill_jax.teachers.edm import load_edm
@@ -86,6 +86,6 @@ def test_train_resume_and_export(tmp_path):
   export.export_generator(cfg, str(tmp_path), path, "raw")
   module, variables = load_edm(path)
   _leaves_close(variables["params"], state["params"]["generator"], 0)
-  out = loop.sample_checkpoint(cfg, str(tmp_path))
+  out = compose.sample_checkpoint(cfg, str(tmp_path))
   saved = np.load(out["npz"])
   assert saved["samples"].shape == (16, 8, 8, 1) and len(os.listdir(out["pngs"])) == 16

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fdistill_jax import config_checks
-from fdistill_jax.engine import loop
+from fdistill_jax import compose
 from fdistill_jax.methods import dmd, fdistill, kd
 from tests.test_toy_engine import tiny_cfg
 
@@ -54,7 +54,7 @@ def short_run(cfg, wd, shared=None):
   cache = None if shared is None else shared / "pretrained_denoiser.msgpack"
   if cache is not None and cache.exists():
     (wd / cache.name).write_bytes(cache.read_bytes())
-  run = loop.Run(cfg, str(wd), restore=False)
+  run = compose.Run(cfg, str(wd), restore=False)
   key = jax.random.PRNGKey(99)
   init = run.exp.evaluate(jax.device_get(run.state["params"]["generator"]), key)
   history = [jax.device_get(run.step(k)) for k in range(cfg.train.steps)]

@@ -30,7 +30,7 @@ def _sample_fn():
 
 def _build(path, **kw):
   args = dict(num_pairs=10, shard_size=4, num_steps=STEPS, seed=3, sigma_min=0.002,
-              sigma_max=80.0, data_shape=(2,), label_dim=0)
+              sigma_max=80.0, data_shape=(2,))
   args.update(kw)
   return kd.build_pair_cache(_sample_fn(), str(path), **args)
 

@@ -17,6 +17,7 @@ import pytest
 
 from fdistill_jax import config_checks
 from fdistill_jax.experiments import toy
+from fdistill_jax import pd_rounds
 from fdistill_jax.methods import progressive
 from fdistill_jax.models.mlp import MLPDenoiser
 from tests.test_toy_engine import tiny_cfg
@@ -67,7 +68,7 @@ def test_rounds_halve_steps_and_beat_the_teacher_at_equal_steps(tmp_path):
   # Two wide modes: here 2 and 4 Euler steps differ by far more than a tiny student's error.
   cfg.teacher.update(dict(num_modes=2, scale=0.5, weights=(1.0, 2.0)))
   config_checks.check(cfg)
-  rounds = progressive.run_rounds(cfg, str(tmp_path))
+  rounds = pd_rounds.run_rounds(cfg, str(tmp_path))
   assert [r["steps"] for r in rounds] == [2, 1]
   assert rounds[1]["teacher_params"] == rounds[0]["params"]
   # The root holds the pretrained init round 0 made, so a benchmark can reuse it for other runs.
@@ -92,7 +93,7 @@ def test_rounds_halve_steps_and_beat_the_teacher_at_equal_steps(tmp_path):
   assert rmse(student2) < 0.5 * rmse(teacher2), (rmse(student2), rmse(teacher2))
   assert rmse(student2) < 0.5 * rmse(init), (rmse(student2), rmse(init))
   # A rerun finds every round finished and trains nothing.
-  again = progressive.run_rounds(cfg, str(tmp_path))
+  again = pd_rounds.run_rounds(cfg, str(tmp_path))
   assert [r["params"] for r in again] == [r["params"] for r in rounds]
 
 
@@ -111,13 +112,13 @@ def test_pd_config_errors_name_the_field(field, value, match):
 
 def test_v_prediction_loss_is_snr_plus_one_weighted_x_loss():
   """‖v̂ − ṽ‖² = (σ² + σ_d²)/(σ σ_d)²·‖x̂ − x̃‖² = (SNR + 1)/σ_d² · ‖x̂ − x̃‖² (SNR = σ_d²/σ²)."""
-  from fdistill_jax.engine.nets import Nets
+  from fdistill_jax.nets import Nets
   student = lambda p, x, s, l, key=None, features=False: jnp.tanh(x * p["a"])
   teacher = lambda f, x, s, l, features=False: 0.5 * x / (1.0 + jnp.reshape(s, (-1, 1)))
   nets = Nets(student=student, teacher=teacher, disc=None, sigma_init=80.0, data_shape=(2,))
   cfg = tiny_cfg()
   cfg.method = progressive.method_config(pd_base_steps=8, student_steps=4)
-  batch = {"x": jax.random.normal(jax.random.PRNGKey(0), (64, 2)), "labels": jnp.zeros((64, 0))}
+  batch = {"x": jax.random.normal(jax.random.PRNGKey(0), (64, 2)), "cond": jnp.zeros((64, 0))}
   params = {"generator": {"a": jnp.array(0.7)}}
   losses = {}
   for pred, weighting in (("v", "none"), ("x", "snr_plus_one")):
@@ -128,13 +129,12 @@ def test_v_prediction_loss_is_snr_plus_one_weighted_x_loss():
 
 
 def test_a_preempted_round_is_not_saved_as_the_next_teacher(tmp_path, monkeypatch):
-  from fdistill_jax.engine import loop
   cfg = tiny_cfg(steps=10)
   cfg.method = progressive.method_config(pd_base_steps=4, pd_final_steps=1)
   cfg.disc.enabled = False
-  monkeypatch.setattr(loop, "train", lambda rcfg, rdir: {"preempted_at": 3})
-  with pytest.raises(progressive.RoundInterrupted, match=r"round 0 \(2 steps\) stopped at step 3"):
-    progressive.run_rounds(cfg, str(tmp_path))
+  monkeypatch.setattr(pd_rounds.compose, "train", lambda rcfg, rdir: {"preempted_at": 3})
+  with pytest.raises(pd_rounds.RoundInterrupted, match=r"round 0 \(2 steps\) stopped at step 3"):
+    pd_rounds.run_rounds(cfg, str(tmp_path))
   assert not os.path.exists(tmp_path / "round0_2steps" / "student.msgpack")
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from fdistill_jax.engine.nets import Nets
+from fdistill_jax import conditioning
+from fdistill_jax.nets import Nets
 from fdistill_jax.methods import sid
 from tests.test_methods_dmd import short_run
 from tests.test_toy_engine import tiny_cfg
@@ -52,6 +53,10 @@ def _params(key, label_dim):
           "c": jax.random.normal(ks[3], (label_dim, 5))}
 
 
+def _spec(label_dim):
+  return conditioning.ClassLabels(label_dim) if label_dim else conditioning.Unconditional()
+
+
 def _setup(label_dim=0, nan_row=None):
   k = jax.random.split(jax.random.PRNGKey(3), 8)
   params = {"generator": _params(k[0], label_dim), "fake_score": _params(k[1], label_dim)}
@@ -61,7 +66,7 @@ def _setup(label_dim=0, nan_row=None):
   frozen = {"a": jax.random.normal(k[2], (D, D)), "e": jax.random.normal(k[3], (label_dim, D)),
             "nan": jnp.asarray(nan)}
   nets = Nets(student=_student, teacher=_teacher, disc=None, sigma_init=SIGMA_INIT,
-              data_shape=(D,), label_dim=label_dim)
+              data_shape=(D,), cond=_spec(label_dim))
   z = jax.random.normal(k[4], (B, D))
   n = jax.random.normal(k[5], (B, D))
   sigma = jnp.exp(jax.random.normal(k[6], (B,)))
@@ -200,7 +205,7 @@ def test_lsg_fake_training_uses_kappa1_and_label_dropout():
     return jnp.where(jnp.sum(labels, 1, keepdims=True) > 0, sel, uncond) + params["shift"]
 
   nets = Nets(student=cond_den, teacher=None, disc=None, sigma_init=SIGMA_INIT,
-              data_shape=(2,), label_dim=2)
+              data_shape=(2,), cond=conditioning.ClassLabels(2))
   k = jax.random.split(jax.random.PRNGKey(5), 4)
   b = 16
   labels = jax.nn.one_hot(jax.random.randint(k[0], (b,), 0, 2), 2)
@@ -225,9 +230,9 @@ def test_lsg_fake_training_uses_kappa1_and_label_dropout():
   np.testing.assert_allclose(float(loss), ref, rtol=1e-4)
   assert float(metrics["label_drop_frac"]) == pytest.approx(np.mean(np.asarray(drop)))
   # The drawn dropout: 10 % of rows when a κ ≠ 1 and labels exist; none for plain SiD.
-  batch = {"x": jnp.zeros((4000, 2)), "labels": jnp.zeros((4000, 2))}
-  *_, d1 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), cfg)
-  *_, d0 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), _cfg())
+  batch = {"x": jnp.zeros((4000, 2)), "cond": jnp.zeros((4000, 2))}
+  *_, d1 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), cfg, nets.cond)
+  *_, d0 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), _cfg(), nets.cond)
   assert 0.08 < float(jnp.mean(d1)) < 0.12 and not bool(jnp.any(d0))
 
 

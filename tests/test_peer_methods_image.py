@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fdistill_jax import config_checks
-from fdistill_jax.engine import loop
+from fdistill_jax import compose
 from fdistill_jax.methods import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +57,7 @@ def test_peer_method_steps_on_edm(name, tmp_path):
   cfg = _config(name)
   config_checks.check(cfg, num_devices=1)
   method = registry.get(cfg.method.name)
-  run = loop.Run(cfg, str(tmp_path), devices=jax.devices()[:1], restore=False)
+  run = compose.Run(cfg, str(tmp_path), devices=jax.devices()[:1], restore=False)
   before = jax.device_get(run.state["params"])
   phases = [run.phase(k) for k in range(2)]
   metrics = [jax.device_get(run.step(k)) for k in range(2)]

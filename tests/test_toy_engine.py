@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fdistill_jax import config_checks, defaults
-from fdistill_jax.engine import loop
+from fdistill_jax import compose
 from fdistill_jax.methods import common
 
 
@@ -51,7 +51,7 @@ def test_config_errors_name_the_field(field, value, match):
 
 
 def _run_steps(cfg, workdir, devices, n):
-  run = loop.Run(cfg, str(workdir), devices=devices, restore=False)
+  run = compose.Run(cfg, str(workdir), devices=devices, restore=False)
   for k in range(n):
     run.step(k)
   return jax.device_get(run.state)
@@ -79,7 +79,7 @@ def test_sharded_steps_equal_single_device(tmp_path, data, fsdp):
 def test_short_toy_run_moves_student_toward_teacher(tmp_path):
   cfg = tiny_cfg(steps=400, batch_size=256, log_every=100, ckpt_every=200)
   cfg.pretrain.steps = 600
-  out = loop.train(cfg, str(tmp_path))
+  out = compose.train(cfg, str(tmp_path))
   init, student = out["init_generator"], out["student"]
   assert student["sw"] < 0.6 * init["sw"], (student["sw"], init["sw"])
   assert student["mean_log_prob"] > init["mean_log_prob"] + 1.0

@@ -38,18 +38,18 @@ _REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 def run_one(cfg, workdir: str) -> dict:
   """Trains (all rounds for progressive distillation) and returns the final metrics."""
   from fdistill_jax import config_checks
-  from fdistill_jax.engine import loop
+  from fdistill_jax import compose
   config_checks.check(cfg)
   shutil.rmtree(workdir, ignore_errors=True)
   t0 = time.time()
   if cfg.method.name == "progressive":
-    from fdistill_jax.methods import progressive
-    rounds = progressive.run_rounds(cfg, workdir)
+    from fdistill_jax import pd_rounds
+    rounds = pd_rounds.run_rounds(cfg, workdir)
     out = dict(rounds[-1]["metrics"])
     out["rounds"] = [{"steps": r["steps"], "student": r["metrics"]["student"]} for r in rounds]
     out["train_steps"] = cfg.train.steps * len(rounds)
   else:
-    out = loop.train(cfg, workdir)
+    out = compose.train(cfg, workdir)
     out["train_steps"] = cfg.train.steps
   out["wall_s"] = time.time() - t0
   crit = int(cfg.method.get("critic_steps", 0) or 0)

@@ -81,9 +81,9 @@ def _flops(lowered) -> float | None:
 
 def speed(cfg, workdir: str, steps: int) -> dict:
   import jax
-  from fdistill_jax.engine import loop
+  from fdistill_jax import compose
   t0 = time.time()
-  run = loop.Run(cfg, workdir, restore=False)
+  run = compose.Run(cfg, workdir, restore=False)
   out = {"build_and_compile_s": time.time() - t0, "phases": {}}
   batch = run.global_batch(0)
   lock = open(_LOCK.value, "a") if _LOCK.value else None

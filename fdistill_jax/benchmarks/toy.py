@@ -44,7 +44,7 @@ def problem_overrides(name: str) -> dict:
 
 
 def run_one(cfg, workdir: str, cache: str) -> dict:
-  from fdistill_jax.engine import loop
+  from fdistill_jax import compose
   shutil.rmtree(workdir, ignore_errors=True)
   os.makedirs(workdir)
   if os.path.exists(cache):
@@ -52,11 +52,11 @@ def run_one(cfg, workdir: str, cache: str) -> dict:
   config_checks.check(cfg)
   t0 = time.time()
   if cfg.method.name == "progressive":  # All rounds; the row is the final (1-step) student.
-    from fdistill_jax.methods import progressive
-    rounds = progressive.run_rounds(cfg, workdir)
+    from fdistill_jax import pd_rounds
+    rounds = pd_rounds.run_rounds(cfg, workdir)
     out, total_steps = dict(rounds[-1]["metrics"]), cfg.train.steps * len(rounds)
   else:
-    out, total_steps = loop.train(cfg, workdir), cfg.train.steps
+    out, total_steps = compose.train(cfg, workdir), cfg.train.steps
   wall = time.time() - t0
   if not os.path.exists(cache):
     shutil.copy(os.path.join(workdir, "pretrained_denoiser.msgpack"), cache)

@@ -1,7 +1,8 @@
 """The training loop: build → shard → compile → step / log / evaluate / checkpoint.
 
-Flow of one run (`train(cfg, workdir)`):
-  experiment   teacher, networks, data and evaluation for cfg.teacher.kind (experiments/)
+Flow of one run (`train(cfg, workdir, problem)`):
+  problem      (experiment, method) composed by the caller (fdistill_jax/compose.py): the engine
+               runs what it is handed and imports neither methods nor experiments
   state        initial trainable params created directly with their shardings (jit of init)
   resume       latest checkpoint in workdir/checkpoints, restored onto the current mesh
   compile      one jitted generator step and one critic step, compiled up front (time logged)
@@ -22,13 +23,11 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from fdistill_jax import experiments
 from fdistill_jax.engine import checkpoint as ckpt_lib
 from fdistill_jax.engine import metrics as metrics_lib
 from fdistill_jax.engine import sharding as shard_lib
 from fdistill_jax.engine import state as state_lib
 from fdistill_jax.engine import steps as steps_lib
-from fdistill_jax.methods import registry
 
 
 class NonFiniteHalt(RuntimeError):
@@ -36,11 +35,9 @@ class NonFiniteHalt(RuntimeError):
 
 
 # ============================================================================== setup
-def _build(cfg, workdir):
-  method = registry.get(cfg.method.name)
-  exp = experiments.build(cfg, workdir, method)
-  if hasattr(method, "prepare"):  # e.g. KD builds its cached teacher pairs and feeds them.
-    exp = method.prepare(cfg, exp, workdir)
+def _build(cfg, problem):
+  """problem: () -> (experiment, method module), already prepared by the composer."""
+  exp, method = problem()
   init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
   wanted = set(method.GENERATOR_NETS) | set(method.CRITIC_NETS)
   names = tuple(n for n in jax.eval_shape(exp.init_params, init_key) if n in wanted)
@@ -86,9 +83,9 @@ def generator_params(state, which: str):
 class Run:
   """A built run: experiment, mesh, shardings, initial (or restored) state and compiled steps."""
 
-  def __init__(self, cfg, workdir: str, devices=None, restore: bool = True):
+  def __init__(self, cfg, workdir: str, problem, devices=None, restore: bool = True):
     self.cfg, self.workdir = cfg, workdir
-    self.exp, self.method, self.txs, init, init_key = _build(cfg, workdir)
+    self.exp, self.method, self.txs, init, init_key = _build(cfg, problem)
     self.mesh = shard_lib.make_mesh(cfg, devices)
     # ---------------------------------------------------------------- state & shardings
     self.abstract, self.state_sh = _state_layout(cfg, init, init_key, self.mesh)
@@ -140,10 +137,11 @@ class Run:
 
 
 # ============================================================================== train
-def train(cfg, workdir: str) -> dict:
+def train(cfg, workdir: str, problem) -> dict:
+  """Trains problem() = (experiment, method) per cfg in workdir (resuming); final metrics."""
   os.makedirs(workdir, exist_ok=True)
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
-  run = Run(cfg, workdir)
+  run = Run(cfg, workdir, problem)
   exp, ckpt = run.exp, run.ckpt
   start = int(jax.device_get(run.state["step"]))
   writer.write_scalars(start, {f"compile_time_{p}_s": t for p, t in run.compile_times.items()})
@@ -223,9 +221,9 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
 
 
 # ============================================================================== eval / sample
-def load_trained(cfg, workdir: str):
-  """(experiment, state) of the latest checkpoint in workdir (the public 'load a student' API)."""
-  exp, _, _, init, init_key = _build(cfg, workdir)
+def load_trained(cfg, workdir: str, problem):
+  """(experiment, state) of the latest checkpoint in workdir."""
+  exp, _, _, init, init_key = _build(cfg, problem)
   abstract, state_sh = _state_layout(cfg, init, init_key, shard_lib.make_mesh(cfg))
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
@@ -237,32 +235,32 @@ def load_trained(cfg, workdir: str):
     ckpt.close()
 
 
-def evaluate_checkpoint(cfg, workdir: str) -> dict:
-  exp, state = load_trained(cfg, workdir)
+def evaluate_checkpoint(cfg, workdir: str, problem) -> dict:
+  exp, state = load_trained(cfg, workdir, problem)
   step = int(state["step"])
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99)
   return _evaluate(exp, state, cfg, writer, step, key, workdir, final=True)
 
 
-def sample_checkpoint(cfg, workdir: str) -> dict:
+def sample_checkpoint(cfg, workdir: str, problem, teacher_problem) -> dict:
   """Samples of the latest student checkpoint in workdir (its eval.sampler and eval.params), or,
   when workdir has no checkpoint and config.teacher.checkpoint is set, of the teacher with its
   eval.nfe-NFE sampler. Writes a PNG grid, an .npz (samples, and labels for images) and, for
-  images, numbered PNGs for external FID tools."""
+  images, numbered PNGs for external FID tools. teacher_problem: problem() without the method's
+  prepare hook (sampling the teacher needs no pair cache)."""
   key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 123)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   has_ckpt = os.path.isdir(ckpt_dir) and any(p.isdigit() for p in os.listdir(ckpt_dir))
   if has_ckpt:
-    exp, state = load_trained(cfg, workdir)
+    exp, state = load_trained(cfg, workdir, problem)
     tag = f"{int(state['step']):07d}_{cfg.eval.params}"
     x = exp.sample(generator_params(state, cfg.eval.params), key)
   else:
     if not cfg.teacher.get("checkpoint"):
       raise FileNotFoundError(f"nothing to sample: no checkpoint under {ckpt_dir} and "
                               "config.teacher.checkpoint is empty")
-    method = registry.get(cfg.method.name)
-    exp = experiments.build(cfg, workdir, method)
+    exp, _ = teacher_problem()
     tag = f"teacher_nfe{cfg.eval.nfe}"
     x = exp.sample_teacher(key)
   os.makedirs(workdir, exist_ok=True)
@@ -273,8 +271,8 @@ def sample_checkpoint(cfg, workdir: str) -> dict:
   arrays = {"samples": x}
   if x.ndim == 4:
     from fdistill_jax.evaluation import grids
-    arrays["labels"] = np.asarray(exp.nets.label_dim and
-                                  np.arange(len(x)) % max(exp.nets.label_dim, 1))
+    classes = getattr(exp.nets.cond, "num_classes", 0)  # The class index of each sample.
+    arrays["labels"] = np.asarray(classes and np.arange(len(x)) % max(classes, 1))
     out["pngs"] = os.path.dirname(grids.save_numbered(x, os.path.join(workdir, f"samples_{tag}"))[0])
   np.savez(out["npz"], **arrays)
   return out

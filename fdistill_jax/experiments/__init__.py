@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from fdistill_jax.engine.nets import Nets
+from fdistill_jax.nets import Nets
 
 
 @dataclasses.dataclass
@@ -17,7 +17,8 @@ class Experiment:
 
   nets: the networks as pure functions; frozen: frozen parameter pytree (teacher, feature net);
   init_params(key) -> {net: params} for the trainable nets;
-  batch(step) -> dict(x [B, ...] real data, labels [B, label_dim]) (deterministic in step, or
+  batch(step) -> dict(x [B, ...] real data in the teacher's space, cond: the condition pytree
+  [B, ...] of nets.cond) (deterministic in step, or
   from a resumable iterator whose state is `data_state()` / `restore_data(state)`);
   batch_spec() -> the global batch's shapes and dtypes, without drawing a batch;
   sample(gen_params, key) -> samples; score(samples, key) -> dict of metrics;
@@ -49,12 +50,24 @@ class Experiment:
 KINDS = ("gmm", "edm")
 
 
-def build(cfg, workdir: str, method=None) -> Experiment:
-  kind = cfg.teacher.kind
+def _module(kind: str):
+  # Imported on demand: the image stack (EDM networks, data) is heavy for toy runs.
   if kind == "gmm":
     from fdistill_jax.experiments import toy
-    return toy.build(cfg, workdir)
+    return toy
   if kind == "edm":
     from fdistill_jax.experiments import image
-    return image.build(cfg, workdir, method)
+    return image
   raise ValueError(f"config.teacher.kind={kind!r} is not supported; allowed: {KINDS}")
+
+
+def check_config(cfg) -> None:
+  """The teacher kind's own checks (its teacher, data and evaluation fields)."""
+  _module(cfg.teacher.kind).check_config(cfg)
+
+
+def build(cfg, workdir: str, method=None) -> Experiment:
+  """The Experiment for cfg.teacher.kind ('gmm': toy.build, 'edm': image.build)."""
+  if cfg.teacher.kind == "gmm":
+    return _module("gmm").build(cfg, workdir)
+  return _module(cfg.teacher.kind).build(cfg, workdir, method)

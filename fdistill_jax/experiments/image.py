@@ -1,16 +1,19 @@
 """Image problems: EDM teachers (NVIDIA's files or our own), image data, image metrics.
 
-* teacher.kind = 'edm': the teacher is an EDMPrecond network loaded from teacher.checkpoint
-  (.pkl / .safetensors / .pt, architecture from the file) or, with no checkpoint, built from
-  teacher.precond_kwargs with random weights (a loud warning: for smoke tests and benchmarks of
-  the full architecture only).
-* The generator and the fake score start as copies of the teacher (σ_init·z at σ_init in).
-* Discriminator: FastGen's conv heads on named feature maps of the frozen teacher
-  ('enc<res>' = encoder output at resolution res, 'bottleneck'), or of the fake score.
-* Data comes from fdistill_jax.data (digits, TFDS, EDM zips, folders) through a resumable pipeline
-  whose position is saved in checkpoints.
-* Evaluation: the digits metric when the dataset is digits, FID when eval.fid_weights and
-  eval.fid_reference are set; sample grids as PNG.
+`build` composes small builders with one job each:
+  teacher_network  the frozen EDMPrecond of config.teacher: loaded from teacher.checkpoint
+                   (.pkl / .safetensors / .pt, architecture from the file) or, with no checkpoint,
+                   built from teacher.precond_kwargs with random weights (a loud warning: for
+                   smoke tests and benchmarks of the full architecture only);
+  condition_spec   class labels (one-hot) for class-conditional teachers, else none;
+  networks         the Nets: generator and fake score start as copies of the teacher (σ_init·z at
+                   σ_init in); FastGen's conv heads on named feature maps of the frozen teacher
+                   ('enc<res>', 'bottleneck') or of the fake score;
+  input_data       a resumable pipeline over fdistill_jax.data (digits, TFDS, EDM zips, folders,
+                   arrays, synthetic), its position saved in checkpoints; real images pass the
+                   experiment's codec (identity in pixel space) before the real-data branches;
+  image_eval       samplers, the digits metric / FID, PNG grids (experiments/image_eval.py);
+                   samples are decoded by the codec before grids and metrics.
 """
 from __future__ import annotations
 
@@ -23,16 +26,32 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
-from fdistill_jax.diffusion import samplers
-from fdistill_jax.engine.nets import Nets
-from fdistill_jax.evaluation import grids
-from fdistill_jax.experiments import Experiment
+from fdistill_jax.experiments import Experiment, image_eval
 from fdistill_jax.models.edm import build_edm_precond
 from fdistill_jax.models.heads import MultiConvHead
+from fdistill_jax.nets import Nets
 from fdistill_jax.teachers.edm import load_edm
+from fdistill_jax.validation import need
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DATASETS = data_lib.DATASETS + ("synthetic",)  # synthetic: random images for step-speed runs.
+
+
+def check_config(cfg) -> None:
+  """Validates the fields of an 'edm' teacher, its data and its evaluation; raises ConfigError."""
+  t = cfg.teacher
+  need(t.get("dtype", "float32") in DTYPES, "teacher.dtype", t.get("dtype"),
+       f"allowed: {tuple(DTYPES)}")
+  need(bool(t.get("checkpoint")) or bool(t.get("precond_kwargs")), "teacher.checkpoint",
+       t.get("checkpoint"), "a teacher file, or teacher.precond_kwargs for random weights")
+  need(cfg.dataset.name in DATASETS, "dataset.name", cfg.dataset.name, f"allowed: {DATASETS}")
+  if cfg.disc.enabled:
+    need(len(cfg.disc.feature_keys) > 0, "disc.feature_keys", cfg.disc.feature_keys,
+         "name at least one feature map ('enc<res>' or 'bottleneck')")
+  need(cfg.eval.sampler in image_eval.SAMPLERS, "eval.sampler", cfg.eval.sampler,
+       f"allowed: {image_eval.SAMPLERS}")
 
 
 def flat_features(feats: dict) -> dict:
@@ -43,7 +62,8 @@ def flat_features(feats: dict) -> dict:
   return out
 
 
-def load_teacher(cfg, needs_teacher: bool):
+# ============================================================================== teacher
+def teacher_network(cfg, needs_teacher: bool = True):
   """(module, variables) of the configured EDM teacher."""
   t = cfg.teacher
   dtype = DTYPES[t.get("dtype", "float32")]
@@ -64,6 +84,9 @@ def load_teacher(cfg, needs_teacher: bool):
   return module, _random_variables(key, t.get("dtype", "float32"), t.get("init_seed", 0))
 
 
+load_teacher = teacher_network  # The name older callers use.
+
+
 @functools.lru_cache(maxsize=2)
 def _random_variables(kwargs_json: str, dtype: str, seed: int):
   """Flax-initialised variables of an EDMPrecond, memoised per (architecture, seed) because the
@@ -77,44 +100,52 @@ def _random_variables(kwargs_json: str, dtype: str, seed: int):
   return jax.device_get(variables)
 
 
-def build(cfg, workdir: str, method) -> Experiment:
-  needs_teacher = getattr(method, "NEEDS_TEACHER", True)
-  module, variables = load_teacher(cfg, needs_teacher)
-  consts = {k: v for k, v in variables.items() if k != "params"}  # e.g. NCSN++ Fourier freqs
-  res, ch, label_dim = module.img_resolution, module.img_channels, module.label_dim
-  shape = (res, res, ch)
+def condition_spec(label_dim: int) -> conditioning.ConditionSpec:
+  """One-hot class labels for a class-conditional EDM network, else no condition."""
+  return conditioning.ClassLabels(label_dim) if label_dim else conditioning.Unconditional()
 
-  def apply(params, x, sigma, labels, key, features):
-    out = module.apply({"params": params, **consts}, x, sigma,
-                       labels if label_dim else None, deterministic=key is None,
-                       return_features=features, rngs=None if key is None else {"dropout": key})
+
+# ============================================================================== networks
+def networks(cfg, module, variables, spec: conditioning.ConditionSpec):
+  """(Nets, init_params) of an EDM teacher: student = teacher architecture, conv disc heads."""
+  consts = {k: v for k, v in variables.items() if k != "params"}  # e.g. NCSN++ Fourier freqs
+  shape = (module.img_resolution, module.img_resolution, module.img_channels)
+  conditional = bool(module.label_dim)
+
+  def apply(params, x, sigma, cond, key, features):
+    out = module.apply({"params": params, **consts}, x, sigma, cond if conditional else None,
+                       deterministic=key is None, return_features=features,
+                       rngs=None if key is None else {"dropout": key})
     return (out[0], flat_features(out[1])) if features else out
 
-  def student(params, x, sigma, labels, *, key=None, features=False):
-    return apply(params, x, sigma, labels, key, features)
+  def student(params, x, sigma, cond, *, key=None, features=False):
+    return apply(params, x, sigma, cond, key, features)
 
-  def teacher(frozen, x, sigma, labels, *, features=False):
-    return apply(frozen["teacher"], x, sigma, labels, None, features)
+  def teacher(frozen, x, sigma, cond, *, features=False):
+    return apply(frozen["teacher"], x, sigma, cond, None, features)
 
   d = cfg.disc
   head = MultiConvHead(tuple(d.feature_keys), d.channels) if d.enabled else None
   disc = None if head is None else (lambda p, f, s: head.apply({"params": p}, f, s))
   nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
-              data_shape=shape, label_dim=label_dim)
-
+              data_shape=shape, cond=spec)
   teacher_params = variables["params"]
 
   def init_params(key):
     params = {"generator": teacher_params,
               "fake_score": jax.tree.map(jnp.copy, teacher_params)}
     if head is not None:
-      x = jnp.zeros((1,) + shape)
-      lab = jnp.zeros((1, label_dim))
-      _, feats = student(teacher_params, x, jnp.ones((1,)), lab, features=True)
+      _, feats = student(teacher_params, jnp.zeros((1,) + shape), jnp.ones((1,)), spec.null(1),
+                         features=True)
       params["discriminator"] = head.init(key, feats)["params"]
     return params
 
-  # ---------------------------------------------------------------- data
+  return nets, init_params
+
+
+# ============================================================================== data
+def image_source(cfg, shape, label_dim: int):
+  """The random-access image source of config.dataset, checked against the teacher's shape."""
   if cfg.dataset.name == "synthetic":  # Random images: step-speed runs with no data at hand.
     n = max(cfg.train.batch_size, 64)
     rng = np.random.default_rng(cfg.seed)
@@ -128,111 +159,48 @@ def build(cfg, workdir: str, method) -> Experiment:
                      f"teacher expects {shape}")
   if source.label_dim != label_dim and cfg.dataset.get("use_labels", True) and label_dim:
     raise ValueError(f"config.dataset has label_dim {source.label_dim}, the teacher {label_dim}")
+  return source
+
+
+def input_data(cfg, source, spec: conditioning.ConditionSpec, codec: codecs.Codec,
+               data_shape) -> dict:
+  """batch / batch_spec / state hooks: {'x': real data in the teacher's space, 'cond'}."""
   local = data_lib.local_batch_size(cfg.train.batch_size)
-  pipe = data_lib.InputPipeline(source, local, seed=cfg.seed, xflip=cfg.dataset.get("xflip", False),
-                                use_labels=bool(label_dim))
+  pipe = data_lib.InputPipeline(source, local, seed=cfg.seed,
+                                xflip=cfg.dataset.get("xflip", False),
+                                use_labels=spec.conditional)
+  encode = codec.jit_encode()
 
   def batch(step):
     del step  # The pipeline is positional; its state is checkpointed.
     b = next(pipe)
-    return {"x": b["images"], "labels": b["labels"]}
+    return {"x": encode(b["images"]), "cond": b["labels"]}
 
   def batch_spec():
     g = cfg.train.batch_size
-    return {"x": jax.ShapeDtypeStruct((g,) + shape, jnp.float32),
-            "labels": jax.ShapeDtypeStruct((g, pipe.label_dim), jnp.float32)}
+    return {"x": jax.ShapeDtypeStruct((g,) + tuple(data_shape), jnp.float32),
+            "cond": spec.shapes(g)}
 
-  # ---------------------------------------------------------------- evaluation
-  ev = cfg.eval
-  metric = None
-  if ev.get("metric", "auto") in ("auto", "digits") and cfg.dataset.name == "digits":
-    from fdistill_jax.evaluation.digits_metric import DigitsMetric
-    metric = DigitsMetric.create(resolution=res, cache_dir=ev.get("cache_dir") or workdir)
-  n_eval = ev.num_samples
-  eval_labels = (jax.nn.one_hot(jnp.arange(n_eval) % label_dim, label_dim)
-                 if label_dim else jnp.zeros((n_eval, 0)))
-
-  def _denoiser(params):
-    return lambda x, s: student(params, x, jnp.broadcast_to(s, (x.shape[0],)), eval_labels[:x.shape[0]])
-
-  @functools.partial(jax.jit, static_argnames=("nfe",))
-  def sample_multistep(params, key, nfe: int):
-    z = jax.random.normal(key, (n_eval,) + shape)
-    if nfe >= 3 and nfe % 2:
-      return samplers.edm_sampler(_denoiser(params), z, samplers.steps_for_nfe(nfe),
-                                  cfg.diffusion.sigma_min, cfg.diffusion.sigma_max)
-    return samplers.edm_sampler(_denoiser(params), z, nfe, cfg.diffusion.sigma_min,
-                                cfg.diffusion.sigma_max, second_order=False)
-
-  @jax.jit
-  def sample_one_step(params, key):
-    z = jax.random.normal(key, (n_eval,) + shape)
-    return nets.generate(params, z, eval_labels)
-
-  def samples(params, key):
-    if ev.sampler == "one_step":
-      return sample_one_step(params, key)
-    return sample_multistep(params, key, nfe=ev.nfe)
-
-  def score(x, key=None) -> dict:
-    del key
-    out = {"pixel_mean": float(jnp.mean(x)), "pixel_std": float(jnp.std(x))}
-    if metric is not None:
-      out.update(metric.evaluate(np.asarray(x)))
-    return out
-
-  def write_samples(x, path, title=""):
-    del title
-    grids.save_grid(np.asarray(x)[:64], path, ncol=8, upscale=max(1, 64 // res))
-
-  def reference(key):
-    out = {}
-    for nfe in ev.get("teacher_nfes", ()):
-      x = sample_multistep(teacher_params, key, nfe=int(nfe))
-      out[f"teacher_nfe{nfe}"] = score(x)
-    return out
-
-  # ---------------------------------------------------------------- FID (streamed)
-  extra_metrics = None
-  if ev.get("metric") == "fid":
-    extra_metrics = _fid_metric(cfg, nets, shape, label_dim)
-
-  return Experiment(nets=nets, frozen={"teacher": teacher_params}, init_params=init_params,
-                    batch=batch, batch_spec=batch_spec, sample=samples, score=score,
-                    write_samples=write_samples,
-                    reference=reference,
-                    data_state=pipe.get_state, restore_data=lambda s: s and pipe.set_state(s),
-                    global_batch=False,
-                    sample_teacher=lambda key: sample_multistep(teacher_params, key, nfe=ev.nfe),
-                    extra_metrics=extra_metrics)
+  return dict(batch=batch, batch_spec=batch_spec, data_state=pipe.get_state,
+              restore_data=lambda s: s and pipe.set_state(s), global_batch=False)
 
 
-def _fid_metric(cfg, nets: Nets, shape, label_dim: int):
-  """gen_params -> {'fid': ...} over eval.num_samples one-step samples, seeds 0..N-1 (EDM's
-  protocol; labels = seed mod label_dim). Needs eval.fid_weights (pytorch-fid's Inception .pth
-  or its .npz) and eval.fid_reference (EDM-format mu/sigma .npz); both are checked up front."""
-  from fdistill_jax.evaluation import fid
-  ev = cfg.eval
-  if not ev.get("fid_weights") or not ev.get("fid_reference"):
-    logging.warning("config.eval.metric='fid' but eval.fid_weights / eval.fid_reference are not "
-                    "set: FID is skipped (see README 'Evaluation' for the two files)")
-    return None
-  for field in ("fid_weights", "fid_reference"):
-    if not os.path.exists(ev[field]):
-      raise FileNotFoundError(f"config.eval.{field}={ev[field]!r} does not exist (see README "
-                              "'Evaluation')")
-  batch = int(ev.get("fid_batch", 250))
-  extractor = fid.FeatureExtractor.from_weight_file(ev.fid_weights, batch)
+# ============================================================================== compose
+def build(cfg, workdir: str, method=None, codec: codecs.Codec | None = None) -> Experiment:
+  """The image experiment of cfg: teacher → condition spec → nets → data → evaluation.
 
-  @jax.jit
-  def from_seeds(params, seeds):
-    z = jax.vmap(lambda s: jax.random.normal(jax.random.PRNGKey(s), shape))(seeds)
-    labels = (jax.nn.one_hot(seeds % label_dim, label_dim) if label_dim
-              else jnp.zeros((seeds.shape[0], 0)))
-    return nets.generate(params, z, labels)
+  codec: a frozen encoder/decoder pair when the teacher works in a latent space (the nets'
+  data_shape is then the codec's latent shape); None is pixel space (identity, free).
+  """
+  module, variables = teacher_network(cfg, getattr(method, "NEEDS_TEACHER", True))
+  spec = condition_spec(module.label_dim)
+  nets, init_params = networks(cfg, module, variables, spec)
+  codec = codec or codecs.IDENTITY
+  source = image_source(cfg, codec.image_shape(nets.data_shape), module.label_dim)
+  io = input_data(cfg, source, spec, codec, nets.data_shape)
+  ev = image_eval.evaluator(cfg, nets, variables["params"], codec, workdir)
+  return Experiment(nets=nets, frozen={"teacher": variables["params"]}, init_params=init_params,
+                    **io, **ev)
 
-  def metric(params):
-    fn = lambda seeds: np.asarray(from_seeds(params, jnp.asarray(seeds, jnp.int32)))
-    return {"fid": fid.fid_from_generator(fn, extractor, ev.fid_reference, ev.num_samples)}
 
-  return metric
+_fid_metric = image_eval.fid_metric  # The name older callers use.

@@ -18,13 +18,27 @@ import numpy as np
 import optax
 from absl import logging
 
+from fdistill_jax import conditioning
 from fdistill_jax.diffusion import edm, samplers
-from fdistill_jax.engine.nets import Nets
+from fdistill_jax.nets import Nets
 from fdistill_jax.evaluation import toy_metrics
 from fdistill_jax.experiments import Experiment
 from fdistill_jax.models.heads import MLPHead
 from fdistill_jax.models.mlp import MLPDenoiser
 from fdistill_jax.teachers import analytic
+from fdistill_jax.validation import need
+
+
+MIXTURES = ("ring", "random")
+
+
+def check_config(cfg) -> None:
+  """Validates the 'gmm' teacher's fields; raises ConfigError."""
+  t = cfg.teacher
+  need(t.mixture in MIXTURES, "teacher.mixture", t.mixture, f"allowed: {MIXTURES}")
+  need(t.num_modes >= 1, "teacher.num_modes", t.num_modes, "must be >= 1")
+  need(t.weights is None or len(t.weights) == t.num_modes, "teacher.weights", t.weights,
+       f"None or one weight per mode ({t.num_modes})")
 
 
 def make_mixture(t) -> analytic.GaussianMixture:
@@ -112,12 +126,12 @@ def build(cfg, workdir: str) -> Experiment:
   pre = load_or_pretrain(module, gmm, cfg, workdir)
   head = MLPHead(hidden=cfg.disc.hidden, depth=cfg.disc.depth) if cfg.disc.enabled else None
 
-  def student(params, x, sigma, labels, *, key=None, features=False):
-    del labels, key
+  def student(params, x, sigma, cond, *, key=None, features=False):
+    del cond, key
     return module.apply({"params": params}, x, sigma, return_features=features)
 
-  def teacher(frozen, x, sigma, labels, *, features=False):
-    del labels
+  def teacher(frozen, x, sigma, cond, *, features=False):
+    del cond
     x0 = gmm.denoise(x, sigma)
     if not features:
       return x0
@@ -126,7 +140,7 @@ def build(cfg, workdir: str) -> Experiment:
 
   disc = None if head is None else (lambda p, f, sig: head.apply({"params": p}, f, sig))
   nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
-              data_shape=(gmm.dim,), label_dim=0)
+              data_shape=(gmm.dim,), cond=conditioning.Unconditional())
 
   def init_params(key):
     params = {"generator": pre, "fake_score": jax.tree.map(jnp.copy, pre)}
@@ -140,14 +154,14 @@ def build(cfg, workdir: str) -> Experiment:
   @jax.jit
   def _batch(step):
     x, _ = gmm.sample(jax.random.fold_in(data_key, step), b)
-    return {"x": x, "labels": jnp.zeros((b, 0), jnp.float32)}
+    return {"x": x, "cond": nets.cond.null(b)}
 
   n_eval = cfg.eval.num_samples
 
   @jax.jit
   def _samples(gen_params, key):
     z = jax.random.normal(key, (n_eval, gmm.dim))
-    return nets.generate(gen_params, z, jnp.zeros((n_eval, 0)))
+    return nets.generate(gen_params, z, nets.cond.from_index(jnp.arange(n_eval)))
 
   def score(x, key):
     return toy_metrics.evaluate(gmm, x, jax.random.fold_in(key, 1))

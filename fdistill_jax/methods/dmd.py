@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from fdistill_jax.engine.nets import Nets
 from fdistill_jax.methods import fdistill, kd
+from fdistill_jax.nets import Nets
+from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ("fake_score",)
@@ -34,6 +35,15 @@ def method_config(base: ml_collections.ConfigDict, **overrides) -> ml_collection
            gan_weight_gen=0.0, reg_weight=0.25, **kd.pair_keys())
   m.update(overrides)
   return ml_collections.ConfigDict(m)
+
+
+def check_config(cfg) -> None:
+  """f-distill's keys, DMD's own (rkl, no GAN) and the pair-cache keys."""
+  fdistill.check_config(cfg)
+  kd.check_config(cfg)
+  need(cfg.method.divergence == "rkl", "method.divergence", cfg.method.divergence,
+       "method dmd needs 'rkl'")
+  need(not cfg.disc.enabled, "disc.enabled", cfg.disc.enabled, "method dmd has no GAN: False")
 
 
 def _check(nets: Nets, cfg) -> None:

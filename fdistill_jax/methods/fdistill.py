@@ -11,9 +11,13 @@ Critic step (generator frozen):
 Features for the discriminator come from the frozen teacher (FastGen; only the head trains) or
 from the fake score (DMD2; then the GAN loss also trains the fake score). The schedule is
 FastGen's: step k is a generator step iff k mod (critic_steps + 1) == 0.
-Config keys (config.method): divergence, ratio_normalization, ratio_ema, ratio_bins, ratio_lower,
-ratio_upper, logit_clip, gan_weight_gen, gan_weight_disc, r1_weight, disc_features
-('teacher'|'fake_score'), dsm_weighting ('none'|'edm'), time_lo, time_hi, dm_normalize.
+Teacher guidance (text-to-image recipes, FastGen's placement): with guidance_scale w ≠ 1 the
+teacher's x0 in the generator step is D(∅) + w·(D(c) − D(∅)) (its features stay those of D(c));
+the fake score is never guided. w = 1 costs one teacher evaluation.
+Config keys (config.method, defaults in `method_config`): divergence, ratio_normalization,
+ratio_ema, ratio_bins, ratio_lower, ratio_upper, logit_clip, gan_weight_gen, gan_weight_disc,
+r1_weight, disc_features ('teacher'|'fake_score'), dsm_weighting ('none'|'edm'), time_lo, time_hi,
+dm_normalize, guidance_scale.
 """
 from __future__ import annotations
 
@@ -21,12 +25,48 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fdistill_jax import conditioning, divergences
 from fdistill_jax.diffusion import edm
-from fdistill_jax.engine.nets import Nets
 from fdistill_jax.methods import common
+from fdistill_jax.nets import Nets
+from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ("fake_score", "discriminator")
+
+
+DISC_FEATURES = ("teacher", "fake_score")
+DSM_WEIGHTINGS = ("none", "edm")
+
+
+def method_config(**overrides) -> ml_collections.ConfigDict:
+  """config.method for f-distill (FastGen's defaults; divergence 'rkl' is DMD2)."""
+  m = dict(name="fdistill", divergence="js", critic_steps=1, ratio_normalization=True,
+           ratio_ema=0.0, ratio_bins=10, ratio_lower=0.1, ratio_upper=20.0, logit_clip=10.0,
+           gan_weight_gen=1e-2, gan_weight_disc=1.0, r1_weight=0.0, disc_features="teacher",
+           dsm_weighting="edm", time_lo=0.002, time_hi=0.998, dm_normalize=True,
+           guidance_scale=1.0)
+  m.update(overrides)
+  return ml_collections.ConfigDict(m)
+
+
+def check_config(cfg) -> None:
+  """Validates the f-distill keys of cfg.method; raises ConfigError naming the field."""
+  m = cfg.method
+  need(m.divergence in divergences.NAMES, "method.divergence", m.divergence,
+       f"allowed: {divergences.NAMES}")
+  need(isinstance(m.critic_steps, int) and m.critic_steps >= 1, "method.critic_steps",
+       m.critic_steps, "an int >= 1 (critic steps per generator step)")
+  need(m.disc_features in DISC_FEATURES, "method.disc_features", m.disc_features,
+       f"allowed: {DISC_FEATURES}")
+  need(m.dsm_weighting in DSM_WEIGHTINGS, "method.dsm_weighting", m.dsm_weighting,
+       f"allowed: {DSM_WEIGHTINGS}")
+  need(0.0 <= m.ratio_ema < 1.0, "method.ratio_ema", m.ratio_ema, "must be in [0, 1)")
+  need(0 < m.ratio_lower < m.ratio_upper, "method.ratio_lower/ratio_upper",
+       (m.ratio_lower, m.ratio_upper), "need 0 < ratio_lower < ratio_upper")
+  need(m.ratio_bins >= 1, "method.ratio_bins", m.ratio_bins, "must be >= 1")
+  need(m.get("guidance_scale", 1.0) >= 0, "method.guidance_scale", m.get("guidance_scale"),
+       "a guidance scale >= 0 (1 = no guidance)")
 
 
 def init_extras(cfg: ml_collections.ConfigDict) -> dict:
@@ -47,34 +87,38 @@ def _noised(key, x, cfg):
   return x + common.bcast(sigma, x) * jax.random.normal(kn, x.shape, x.dtype), sigma
 
 
-def _disc_feats(nets: Nets, params, frozen, x_t, sigma, labels, source: str):
+def _disc_feats(nets: Nets, params, frozen, x_t, sigma, cond, source: str, key=None):
   """(teacher/fake x0, features) at x_t from the configured feature source."""
   if source == "teacher":
-    return nets.teacher(frozen, x_t, sigma, labels, features=True)
-  return nets.student(params["fake_score"], x_t, sigma, labels, features=True)
+    return nets.teacher(frozen, x_t, sigma, cond, features=True)
+  return nets.student(params["fake_score"], x_t, sigma, cond, key=key, features=True)
 
 
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_G, (metrics, new_extras)); differentiable w.r.t. params['generator']."""
   m = cfg.method
-  labels = batch["labels"]
+  cond = batch["cond"]
   kz, kt, kd = jax.random.split(key, 3)
   z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
-  x_g = nets.generate(params["generator"], z, labels, key=kd)
+  x_g = nets.generate(params["generator"], z, cond, key=kd)
   x_t, sigma = _noised(kt, x_g, cfg)
-  fake_x0 = common.sg(nets.student(common.sg(params["fake_score"]), x_t, sigma, labels))
+  fake_x0 = common.sg(nets.student(common.sg(params["fake_score"]), x_t, sigma, cond))
   frozen_params = jax.tree.map(common.sg, params)  # Critic nets are frozen in this step.
   if m.disc_features == "teacher":
-    teacher_x0, feats = nets.teacher(frozen, x_t, sigma, labels, features=True)
+    teacher_x0, feats = _disc_feats(nets, frozen_params, frozen, x_t, sigma, cond, "teacher")
   else:
-    teacher_x0 = nets.teacher(frozen, x_t, sigma, labels)
-    _, feats = nets.student(frozen_params["fake_score"], x_t, sigma, labels, features=True)
+    teacher_x0 = nets.teacher(frozen, x_t, sigma, cond)
+    _, feats = _disc_feats(nets, frozen_params, frozen, x_t, sigma, cond, "fake_score")
+  teacher_x0 = conditioning.guide(
+      teacher_x0, lambda: nets.teacher(frozen, x_t, sigma, nets.cond.null_like(cond)),
+      m.get("guidance_scale", 1.0), nets.cond)
+  constant_h = divergences.get(m.divergence).constant_weight
   metrics = {}
   h, new_extras = None, extras
   loss = jnp.float32(0.0)
-  if nets.disc is not None and (m.gan_weight_gen > 0 or m.divergence != "rkl"):
+  if nets.disc is not None and (m.gan_weight_gen > 0 or not constant_h):
     logits = nets.disc(frozen_params["discriminator"], feats, sigma)
-    if m.divergence != "rkl" or m.ratio_normalization:
+    if not constant_h or m.ratio_normalization:
       h, bins, hstats = common.fdistill_weight(
           logits, sigma, extras["bins"], divergence=m.divergence,
           ratio_normalization=m.ratio_normalization, ratio_ema=m.ratio_ema,
@@ -95,33 +139,31 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
 def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_ψ + λ_D L_D (+ γ R1), (metrics, extras)); w.r.t. params['fake_score'/'discriminator']."""
   m = cfg.method
-  labels = batch["labels"]
+  cond = batch["cond"]
   kz, kt, kr, kd, kp = jax.random.split(key, 5)
   z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
-  x_g = common.sg(nets.generate(common.sg(params["generator"]), z, labels))
+  x_g = common.sg(nets.generate(common.sg(params["generator"]), z, cond))
   x_t, sigma = _noised(kt, x_g, cfg)
   metrics = {}
   if nets.disc is not None and m.disc_features == "fake_score":
-    fake_x0, feats_fake = nets.student(params["fake_score"], x_t, sigma, labels, key=kd,
-                                       features=True)
+    fake_x0, feats_fake = _disc_feats(nets, params, frozen, x_t, sigma, cond, "fake_score", kd)
   else:
-    fake_x0 = nets.student(params["fake_score"], x_t, sigma, labels, key=kd)
+    fake_x0 = nets.student(params["fake_score"], x_t, sigma, cond, key=kd)
     feats_fake = None
   weight = edm.edm_loss_weight(sigma, cfg.diffusion.sigma_data) if m.dsm_weighting == "edm" else None
   dsm = common.dsm_loss(fake_x0, x_g, weight)
   metrics["dsm"] = dsm
   loss = dsm
   if nets.disc is not None:
-    x_real = batch["x"]
+    x_real = batch["x"]  # Real data in the teacher's space (latents for latent experiments).
     xr_t, sigma_r = _noised(kr, x_real, cfg)
 
     def real_feats(x):
-      if m.disc_features == "teacher":
-        return common.sg(nets.teacher(frozen, x, sigma_r, labels, features=True)[1])
-      return nets.student(params["fake_score"], x, sigma_r, labels, features=True)[1]
+      feats = _disc_feats(nets, params, frozen, x, sigma_r, cond, m.disc_features)[1]
+      return common.sg(feats) if m.disc_features == "teacher" else feats
 
     if feats_fake is None:
-      feats_fake = common.sg(nets.teacher(frozen, x_t, sigma, labels, features=True)[1])
+      feats_fake = common.sg(_disc_feats(nets, params, frozen, x_t, sigma, cond, "teacher")[1])
     logits_fake = nets.disc(params["discriminator"], feats_fake, sigma)
     logits_real = nets.disc(params["discriminator"], real_feats(xr_t), sigma_r)
     gan = common.gan_discriminator_loss(logits_real, logits_fake)

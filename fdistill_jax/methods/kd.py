@@ -2,14 +2,15 @@
 
 Pairs (z, y = Heun_teacher(σ_max·z)) are built once with the teacher's deterministic EDM Heun
 sampler and cached on disk as npz shards (`<cache>/shard_00000.npz`, ...; keys z [n, ...],
-y [n, ...], labels [n, label_dim]). Every shard is written to a temporary file and renamed, so a
+y [n, ...] and the conditions as their spec names them, e.g. labels [n, label_dim]). Every shard
+is written to a temporary file and renamed, so a
 killed build leaves only complete shards and the next build continues from the first missing one.
 Shard i draws its noise from fold_in(PRNGKey(pairs_seed), i): the cache does not depend on how
 often the build was interrupted. A manifest.json pins the settings; a cache built with other
 settings is refused with the differing field named.
 
 `prepare` (called by the engine's loop) builds/loads the cache and wraps `exp.batch` so every
-batch also holds z_pair, y_pair, labels_pair (drawn uniformly from the cache, deterministic in the
+batch also holds z_pair, y_pair, cond_pair (drawn uniformly from the cache, deterministic in the
 step). The generator loss is mean_b d(G_θ(z_pair), y_pair) with d one of
   'l2' (mean squared error over elements), 'l1' (mean absolute error) or
   'pseudo_huber' (√(‖Δ‖² + c²) − c over the flattened sample; c ≤ 0 means 0.00054·√dim).
@@ -28,8 +29,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from fdistill_jax import conditioning
 from fdistill_jax.diffusion import samplers
-from fdistill_jax.engine.nets import Nets
+from fdistill_jax.nets import Nets
+from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ()
@@ -54,41 +57,52 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(m)
 
 
+def check_config(cfg) -> None:
+  """Validates the pair-cache and regression keys of cfg.method (kd and dmd)."""
+  m = cfg.method
+  need(m.reg_distance in DISTANCES, "method.reg_distance", m.reg_distance,
+       f"allowed: {DISTANCES}")
+  need(m.pairs_num >= 1 and m.pairs_shard_size >= 1, "method.pairs_num/pairs_shard_size",
+       (m.pairs_num, m.pairs_shard_size), "both must be >= 1")
+  need(m.pairs_steps >= 1, "method.pairs_steps", m.pairs_steps, "Heun steps, must be >= 1")
+
+
 # ----------------------------------------------------------------------------- pair cache
 def teacher_sampler(nets: Nets, frozen, num_steps: int, sigma_min: float, sigma_max: float):
-  """jit fn(z [n, ...], labels [n, L]) -> y: the teacher's deterministic Heun ODE sample."""
+  """jit fn(z [n, ...], cond) -> y: the teacher's deterministic Heun ODE sample."""
 
   @jax.jit
-  def run(z, labels):
-    den = lambda x, s: nets.teacher(frozen, x, jnp.full((x.shape[0],), s, jnp.float32), labels)
+  def run(z, cond):
+    den = lambda x, s: nets.teacher(frozen, x, jnp.full((x.shape[0],), s, jnp.float32), cond)
     return samplers.edm_sampler(den, z, num_steps, sigma_min, sigma_max)
 
   return run
 
 
 def _manifest(num_pairs, shard_size, num_steps, seed, sigma_min, sigma_max, data_shape,
-              label_dim) -> dict:
+              spec: conditioning.ConditionSpec) -> dict:
   return {"num_pairs": int(num_pairs), "shard_size": int(shard_size), "num_steps": int(num_steps),
           "seed": int(seed), "sigma_min": float(sigma_min), "sigma_max": float(sigma_max),
-          "data_shape": [int(d) for d in data_shape], "label_dim": int(label_dim)}
+          "data_shape": [int(d) for d in data_shape], **spec.describe()}
 
 
 def build_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: int,
                      num_steps: int, seed: int, sigma_min: float, sigma_max: float,
-                     data_shape: tuple[int, ...], label_dim: int,
+                     data_shape: tuple[int, ...],
+                     cond_spec: conditioning.ConditionSpec = conditioning.Unconditional(),
                      max_new_shards: int | None = None) -> list[str]:
   """Writes the missing shards of the pair cache; returns all shard paths (complete or not).
 
-  sample_fn(z, labels) -> y. max_new_shards stops after that many new shards (a bounded build
-  step; also how tests simulate a killed build). Labels are uniform one-hot classes when
-  label_dim > 0, else [n, 0].
+  sample_fn(z, cond) -> y. max_new_shards stops after that many new shards (a bounded build
+  step; also how tests simulate a killed build). Conditions are drawn by cond_spec.sample
+  (uniform classes / prompts; [n, 0] when unconditional).
   """
   if num_pairs < 1 or shard_size < 1:
     raise ValueError(f"config.method.pairs_num={num_pairs} and pairs_shard_size={shard_size} "
                      "must be >= 1")
   os.makedirs(cache_dir, exist_ok=True)
   want = _manifest(num_pairs, shard_size, num_steps, seed, sigma_min, sigma_max, data_shape,
-                   label_dim)
+                   cond_spec)
   mpath = os.path.join(cache_dir, "manifest.json")
   if os.path.exists(mpath):
     with open(mpath) as f:
@@ -113,14 +127,11 @@ def build_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: i
     n = min(shard_size, num_pairs - i * shard_size)
     kz, kl = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), i))
     z = jax.random.normal(kz, (n,) + tuple(data_shape), jnp.float32)
-    if label_dim:
-      labels = jax.nn.one_hot(jax.random.randint(kl, (n,), 0, label_dim), label_dim)
-    else:
-      labels = jnp.zeros((n, 0), jnp.float32)
-    y = sample_fn(z, labels)
+    cond = cond_spec.sample(kl, n)
+    y = sample_fn(z, cond)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:  # A file object: np.savez must not append '.npz' to the name.
-      np.savez(f, z=np.asarray(z), y=np.asarray(y, np.float32), labels=np.asarray(labels))
+      np.savez(f, z=np.asarray(z), y=np.asarray(y, np.float32), **cond_spec.to_arrays(cond))
     os.replace(tmp, path)  # Atomic: only complete shards ever carry the final name.
     new += 1
     logging.info("kd pair cache: wrote %s (%d pairs)", path, n)
@@ -128,13 +139,13 @@ def build_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: i
 
 
 def load_pairs(paths: list[str]) -> dict[str, np.ndarray]:
-  """Concatenated z, y, labels of the given shards (all must exist)."""
+  """Concatenated arrays (z, y and the conditions' arrays) of the given shards (all must exist)."""
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
     raise FileNotFoundError(f"pair cache incomplete: {len(missing)} shards missing, first "
                             f"{missing[0]}")
   parts = [np.load(p) for p in paths]
-  return {k: np.concatenate([p[k] for p in parts]) for k in ("z", "y", "labels")}
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0].files}
 
 
 def cache_for(cfg, exp, workdir: str) -> dict[str, np.ndarray]:
@@ -146,13 +157,14 @@ def cache_for(cfg, exp, workdir: str) -> dict[str, np.ndarray]:
   paths = build_pair_cache(fn, cache_dir, num_pairs=m.pairs_num, shard_size=m.pairs_shard_size,
                            num_steps=m.pairs_steps, seed=m.pairs_seed, sigma_min=d.sigma_min,
                            sigma_max=d.sigma_max, data_shape=nets.data_shape,
-                           label_dim=nets.label_dim)
+                           cond_spec=nets.cond)
   return load_pairs(paths)
 
 
 def prepare(cfg, exp, workdir: str):
-  """Engine hook: the experiment with batches extended by z_pair, y_pair, labels_pair [B, ...]."""
+  """Engine hook: the experiment with batches extended by z_pair, y_pair, cond_pair [B, ...]."""
   pairs = cache_for(cfg, exp, workdir)
+  spec = exp.nets.cond
   n, b = pairs["z"].shape[0], cfg.train.batch_size
   base = exp.batch
   # Experiments whose batch() is this process's share (image pipelines) get a local share of
@@ -164,14 +176,16 @@ def prepare(cfg, exp, workdir: str):
     rng = np.random.default_rng([cfg.seed, 11, int(step), *stream])
     idx = rng.integers(0, n, size=local)
     out = dict(base(step))
-    out.update(z_pair=pairs["z"][idx], y_pair=pairs["y"][idx], labels_pair=pairs["labels"][idx])
+    out.update(z_pair=pairs["z"][idx], y_pair=pairs["y"][idx],
+               cond_pair=spec.from_arrays({k: v[idx] for k, v in pairs.items()}))
     return out
 
   def batch_spec():
-    spec = dict(exp.batch_spec())
-    for name, key in (("z_pair", "z"), ("y_pair", "y"), ("labels_pair", "labels")):
-      spec[name] = jax.ShapeDtypeStruct((b,) + pairs[key].shape[1:], pairs[key].dtype)
-    return spec
+    out = dict(exp.batch_spec())
+    shaped = lambda a: jax.ShapeDtypeStruct((b,) + a.shape[1:], a.dtype)
+    out.update(z_pair=shaped(pairs["z"]), y_pair=shaped(pairs["y"]),
+               cond_pair=jax.tree.map(shaped, spec.from_arrays(pairs)))
+    return out
 
   # Deterministic in the step (and process): resuming replays the same pairs.
   return dataclasses.replace(exp, batch=batch, batch_spec=batch_spec)
@@ -194,7 +208,7 @@ def regression_distance(pred: jax.Array, target: jax.Array, distance: str,
 
 def regression_loss(gen_params, batch, nets: Nets, cfg) -> jax.Array:
   """mean_b d(G_θ(z_pair), y_pair): scalar float32."""
-  x = nets.generate(gen_params, batch["z_pair"], batch["labels_pair"])
+  x = nets.generate(gen_params, batch["z_pair"], batch["cond_pair"])
   return jnp.mean(regression_distance(x, batch["y_pair"], cfg.method.reg_distance,
                                       cfg.method.reg_huber_c))
 

@@ -20,9 +20,8 @@ Training step of a round with N student steps (student initialised from its teac
        already a v-type parameterisation); this equals the x-loss weighted by λ_EDM(σ).
 The round's teacher is the experiment's teacher (round 0) or the previous round's student,
 loaded in `prepare` from config.method.teacher_params into frozen['pd_teacher'].
-`run_rounds(cfg, workdir)` trains rounds K → K/2 → … → pd_final_steps, one `loop.train` per
-round in workdir/round{r}_{N}steps, each saving its student as student.msgpack (a finished round
-is skipped on rerun).
+The round driver (K → K/2 → … → pd_final_steps, one training run per round) is
+fdistill_jax/pd_rounds.py; this module holds only the loss, grids, sampler and hooks.
 `prepare` replaces the experiment's `sample` by the N-step sampler, so the engine's evaluation
 (eval metrics, final_metrics.json 'student', samples PNG) is that of the N-step student; the
 'init_generator' reference stays one-step.
@@ -31,11 +30,7 @@ prediction, weighting.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
-import os
-import shutil
 
 import flax.serialization
 import jax
@@ -44,8 +39,9 @@ import ml_collections
 import numpy as np
 
 from fdistill_jax.diffusion import edm
-from fdistill_jax.engine.nets import Nets
+from fdistill_jax.nets import Nets
 from fdistill_jax.methods import common
+from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ()
@@ -66,6 +62,21 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
            teacher_params="", prediction="x", weighting="truncated_snr")
   m.update(overrides)
   return ml_collections.ConfigDict(m)
+
+
+def check_config(cfg) -> None:
+  """Validates progressive distillation's keys of cfg.method; raises ConfigError."""
+  m = cfg.method
+  b = m.pd_base_steps
+  need(b >= 2 and not b & (b - 1), "method.pd_base_steps", b, "a power of 2 >= 2")
+  need(m.student_steps >= 1 and b % m.student_steps == 0, "method.student_steps",
+       m.student_steps, f"must divide pd_base_steps={b}")
+  need(m.pd_final_steps >= 1 and b % m.pd_final_steps == 0, "method.pd_final_steps",
+       m.pd_final_steps, f"must divide pd_base_steps={b}")
+  need(m.prediction in PREDICTIONS, "method.prediction", m.prediction, f"allowed: {PREDICTIONS}")
+  need(m.weighting in WEIGHTINGS, "method.weighting", m.weighting, f"allowed: {WEIGHTINGS}")
+  need(cfg.diffusion.sigma_init == cfg.diffusion.sigma_max, "diffusion.sigma_init",
+       cfg.diffusion.sigma_init, "progressive students start at sigma_max: set it equal")
 
 
 # ----------------------------------------------------------------------------- grids & sampler
@@ -113,19 +124,18 @@ def load_params(path: str, template):
 def multistep_sampler(cfg, nets: Nets):
   """jit fn(gen_params, key) -> cfg.eval.num_samples N-step student samples (N = student_steps).
 
-  Labels are uniform one-hot classes when the nets are class-conditional.
+  Conditions are drawn by the problem's spec (uniform classes or prompts).
   """
   m, d = cfg.method, cfg.diffusion
   grid = nested_grid(m.pd_base_steps, m.student_steps, d.sigma_min, d.sigma_max)
-  n, ld = cfg.eval.num_samples, nets.label_dim
+  n = cfg.eval.num_samples
 
   @jax.jit
   def run(gen_params, key):
     kz, kl = jax.random.split(key)
     z = jax.random.normal(kz, (n,) + tuple(nets.data_shape), jnp.float32)
-    labels = (jax.nn.one_hot(jax.random.randint(kl, (n,), 0, ld), ld) if ld
-              else jnp.zeros((n, 0), jnp.float32))
-    return sample(lambda x, s: nets.student(gen_params, x, s, labels), z, grid)
+    cond = nets.cond.sample(kl, n)
+    return sample(lambda x, s: nets.student(gen_params, x, s, cond), z, grid)
 
   return run
 
@@ -149,10 +159,10 @@ def prepare(cfg, exp, workdir: str):
                              init_params=init_params)
 
 
-def teacher_denoiser(frozen, nets: Nets, labels):
+def teacher_denoiser(frozen, nets: Nets, cond):
   if "pd_teacher" in frozen:
-    return lambda x, s: nets.student(frozen["pd_teacher"], x, s, labels)
-  return lambda x, s: nets.teacher(frozen, x, s, labels)
+    return lambda x, s: nets.student(frozen["pd_teacher"], x, s, cond)
+  return lambda x, s: nets.teacher(frozen, x, s, cond)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -167,7 +177,7 @@ def pd_target(teacher, z_t, s_t, s_mid, s_next):
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(PD loss, (metrics, extras)); w.r.t. params['generator']."""
   m, d = cfg.method, cfg.diffusion
-  x0, labels = batch["x"].astype(jnp.float32), batch["labels"]
+  x0, cond = batch["x"].astype(jnp.float32), batch["cond"]
   n = m.student_steps
   g_s = jnp.asarray(nested_grid(m.pd_base_steps, n, d.sigma_min, d.sigma_max), jnp.float32)
   g_t = jnp.asarray(nested_grid(m.pd_base_steps, 2 * n, d.sigma_min, d.sigma_max), jnp.float32)
@@ -176,8 +186,8 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   s_t, s_next, s_mid = g_s[i], g_s[i + 1], g_t[2 * i + 1]
   eps = jax.random.normal(ke, x0.shape, jnp.float32)
   z_t = x0 + common.bcast(s_t, x0) * eps
-  target = sg(pd_target(teacher_denoiser(frozen, nets, labels), z_t, s_t, s_mid, s_next))
-  pred = nets.student(params["generator"], z_t, s_t, labels).astype(jnp.float32)
+  target = sg(pd_target(teacher_denoiser(frozen, nets, cond), z_t, s_t, s_mid, s_next))
+  pred = nets.student(params["generator"], z_t, s_t, cond).astype(jnp.float32)
   sd = d.sigma_data
   if m.prediction == "x":
     if m.weighting == "truncated_snr":
@@ -205,17 +215,6 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
 
 
 # ----------------------------------------------------------------------------- rounds
-def _copy_cache(src_dir: str, dst_dir: str, name: str = "pretrained_denoiser.msgpack") -> None:
-  """Shares a problem's pretrained-init cache between rounds so every round starts alike."""
-  src, dst = os.path.join(src_dir, name), os.path.join(dst_dir, name)
-  if os.path.exists(src) and not os.path.exists(dst):
-    shutil.copyfile(src, dst)
-
-
-class RoundInterrupted(RuntimeError):
-  """A round's training was preempted (SIGTERM) before its last step."""
-
-
 def round_steps(m) -> list[int]:
   """Student steps of each round: pd_base_steps/2, /4, … down to pd_final_steps (config.method)."""
   if m.pd_final_steps < 1 or m.pd_base_steps % m.pd_final_steps:
@@ -226,65 +225,3 @@ def round_steps(m) -> list[int]:
     n //= 2
     out.append(n)
   return out
-
-
-def run_rounds(cfg, workdir: str) -> list[dict]:
-  """Trains PD rounds pd_base_steps → … → pd_final_steps; returns [{steps, workdir, params,
-  metrics (the round's final_metrics.json)}].
-
-  Each round calls `loop.train` in its own workdir (checkpointed and resumable there) and saves
-  the student as student.msgpack, which becomes the next round's frozen teacher.
-  """
-  from fdistill_jax.engine import loop  # The loop imports the registry, which imports us.
-  m = cfg.method
-  schedule = round_steps(m)
-  os.makedirs(workdir, exist_ok=True)
-  teacher_path, prev_dir, rounds = m.teacher_params, workdir, []
-  for r, n in enumerate(schedule):
-    rdir = os.path.join(workdir, f"round{r}_{n}steps")
-    os.makedirs(rdir, exist_ok=True)
-    _copy_cache(prev_dir, rdir)
-    rcfg = copy.deepcopy(cfg)
-    rcfg.method.student_steps = n
-    rcfg.method.teacher_params = teacher_path
-    out = os.path.join(rdir, "student.msgpack")
-    if not os.path.exists(out):
-      res = loop.train(rcfg, rdir)  # Writes final_metrics.json (evaluated with the N-step sampler).
-      if "preempted_at" in res:  # A partial round must not become the next round's teacher.
-        raise RoundInterrupted(f"round {r} ({n} steps) stopped at step {res['preempted_at']}; "
-                               f"rerun the same command to resume it from {rdir}")
-      _, state = loop.load_trained(rcfg, rdir)
-      params = jax.device_get(loop.generator_params(state, rcfg.eval.params))
-      with open(out + ".tmp", "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
-      os.replace(out + ".tmp", out)
-    _copy_cache(rdir, workdir)  # The root keeps the shared init too (round 0 may have made it).
-    metrics = None  # Written by process 0; None on other hosts when workdirs are not shared.
-    if os.path.exists(os.path.join(rdir, "final_metrics.json")):
-      with open(os.path.join(rdir, "final_metrics.json")) as f:
-        metrics = json.load(f)
-    rounds.append({"round": r, "steps": n, "workdir": rdir, "params": out,
-                   "teacher_params": teacher_path, "metrics": metrics})
-    teacher_path, prev_dir = out, rdir
-  with open(os.path.join(workdir, "rounds.json"), "w") as f:
-    json.dump(rounds, f, indent=1)
-  return rounds
-
-
-def _main(argv) -> None:
-  """CLI: python -m fdistill_jax.methods.progressive --config=configs/toy2d_pd.py --workdir=DIR."""
-  del argv
-  from absl import flags
-  from fdistill_jax import config_checks
-  cfg = flags.FLAGS.config
-  config_checks.check(cfg)
-  print(json.dumps(run_rounds(cfg, flags.FLAGS.workdir), indent=1))
-
-
-if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "PD config file.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Root directory; one sub-directory per round.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(_main)

@@ -10,13 +10,13 @@ Fake-score step (generator frozen), the plain EDM loss:
   λ(σ) = (σ² + σ_d²)/(σ σ_d)², non-finite samples dropped.
 The schedule is 1 fake step per generator step (critic_steps = 1).
 
-SiD-LSG (long and short guidance) for class-conditional teachers (labels one-hot; the
-unconditional branch is the zero label vector):
+SiD-LSG (long and short guidance) for conditional teachers (any condition pytree; the
+unconditional branch is the spec's null condition, conditioning.guided):
   κ1 (kappa_train_fake): the fake score's output while training it is uncond + κ1 (cond − uncond);
   κ2 = κ3 (kappa_fake): the same guidance on f_ψ inside the generator loss;
   κ4 (kappa_real): the same guidance on the teacher's f_φ inside the generator loss.
-When any κ ≠ 1, each sample's label is dropped (zeroed) with probability cond_drop while training
-the fake score, so that its unconditional branch is learnt. All κ = 1 is plain SiD.
+When any κ ≠ 1, each sample's condition is dropped (set to ∅) with probability cond_drop while
+training the fake score, so that its unconditional branch is learnt. All κ = 1 is plain SiD.
 
 Config keys (config.method): alpha, t_max, fake_p_mean, fake_p_std, loss_scale, kappa_train_fake,
 kappa_fake, kappa_real, cond_drop, critic_steps (= 1). σ_init is config.diffusion.sigma_init.
@@ -27,9 +27,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fdistill_jax import conditioning
+from fdistill_jax.validation import need
 from fdistill_jax.diffusion import edm
-from fdistill_jax.engine.nets import Nets
 from fdistill_jax.methods import common
+from fdistill_jax.nets import Nets
 
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ("fake_score",)
@@ -50,19 +52,21 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(m)
 
 
+def check_config(cfg) -> None:
+  """Validates SiD's keys of cfg.method (SIM calls it for the shared ones); raises ConfigError."""
+  m = cfg.method
+  if "alpha" in m:
+    need(m.alpha >= 0, "method.alpha", m.alpha, "must be >= 0 (SiD uses 1.2, or 1.0)")
+  need(0 < m.t_max <= 1000, "method.t_max", m.t_max, "must be in (0, 1000]")
+  need(m.fake_p_std > 0, "method.fake_p_std", m.fake_p_std, "must be > 0")
+  for k in ("kappa_train_fake", "kappa_fake", "kappa_real"):
+    if k in m:
+      need(m[k] >= 0, f"method.{k}", m[k], "a guidance scale >= 0 (1 = no guidance)")
+  if "cond_drop" in m:
+    need(0 <= m.cond_drop < 1, "method.cond_drop", m.cond_drop, "must be in [0, 1)")
+
+
 # ----------------------------------------------------------------------------- shared pieces
-def guided(fn, x_t, sigma, labels, kappa: float):
-  """CFG in x0 space: D(∅) + κ (D(c) − D(∅)); the unconditional branch has zero labels.
-
-  fn(x_t, sigma, labels) -> x0 [B, ...]. κ = 1 (or no label columns) is one plain call.
-  """
-  if kappa == 1.0 or labels.shape[-1] == 0:
-    return fn(x_t, sigma, labels)
-  cond = fn(x_t, sigma, labels)
-  uncond = fn(x_t, sigma, jnp.zeros_like(labels))
-  return uncond + kappa * (cond - uncond)
-
-
 def any_guidance(m) -> bool:
   return any(float(m.get(k, 1.0)) != 1.0 for k in ("kappa_train_fake", "kappa_fake", "kappa_real"))
 
@@ -108,9 +112,9 @@ def generator_draws(batch, key, cfg):
           jax.random.normal(kn, shape, jnp.float32))
 
 
-def generator_sample(gen_params, z, sigma, n, labels, nets: Nets):
+def generator_sample(gen_params, z, sigma, n, cond, nets: Nets):
   """(x_g, x_t, keep): x_g = G_θ(σ_init z) carries ∂/∂θ, x_t = x_g + σ n; keep [B] finite rows."""
-  x_g = nets.generate(gen_params, z, labels)
+  x_g = nets.generate(gen_params, z, cond)
   # A non-finite generator sample must not reach the denoisers (NaN·0 in the backward pass).
   ok = finite_rows(sg(x_g))
   x_g = jnp.where(common.bcast(ok, x_g), x_g, 0.0)
@@ -126,13 +130,13 @@ def denoisers(params, frozen, nets: Nets):
 
 
 # ----------------------------------------------------------------------------- losses
-def generator_loss_at(params, frozen, labels, z, sigma, n, nets: Nets, cfg):
+def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
   """SiD(-LSG) generator loss at given draws; returns (loss, metrics)."""
   m = cfg.method
-  x_g, x_t, ok = generator_sample(params["generator"], z, sigma, n, labels, nets)
+  x_g, x_t, ok = generator_sample(params["generator"], z, sigma, n, cond, nets)
   teacher, fake = denoisers(params, frozen, nets)
-  f_real = guided(teacher, x_t, sigma, labels, m.kappa_real)
-  f_fake = guided(fake, x_t, sigma, labels, m.kappa_fake)
+  f_real = conditioning.guided(teacher, x_t, sigma, cond, m.kappa_real, nets.cond)
+  f_fake = conditioning.guided(fake, x_t, sigma, cond, m.kappa_fake, nets.cond)
   keep = ok & finite_rows(sg(f_real), sg(f_fake))
   # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.
   f_real, f_fake = zero_rows(f_real, keep), zero_rows(f_fake, keep)
@@ -146,38 +150,37 @@ def generator_loss_at(params, frozen, labels, z, sigma, n, nets: Nets, cfg):
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_G, (metrics, extras)); differentiable w.r.t. params['generator'] through x_g and x_t."""
   z, sigma, n = generator_draws(batch, key, cfg)
-  loss, metrics = generator_loss_at(params, frozen, batch["labels"], z, sigma, n, nets, cfg)
+  loss, metrics = generator_loss_at(params, frozen, batch["cond"], z, sigma, n, nets, cfg)
   return loss, (metrics, extras)
 
 
-def fake_score_draws(batch, key, cfg):
-  """(z, σ, n, drop) of a fake-score step: σ [B] log-normal; drop [B] bool label dropout.
+def fake_score_draws(batch, key, cfg, spec: conditioning.ConditionSpec):
+  """(z, σ, n, drop) of a fake-score step: σ [B] log-normal; drop [B] bool condition dropout.
 
-  drop is all False unless the labels are non-empty and some κ ≠ 1 (SiD-LSG).
+  drop is all False unless the problem is conditional and some κ ≠ 1 (SiD-LSG).
   """
   m = cfg.method
   kz, ks, kn, kdrop = jax.random.split(key, 4)
-  shape, labels = batch["x"].shape, batch["labels"]
-  p = m.get("cond_drop", 0.0) if labels.shape[-1] and any_guidance(m) else 0.0
-  drop = jax.random.bernoulli(kdrop, p, (shape[0],)) if p > 0 else jnp.zeros((shape[0],), bool)
+  shape = batch["x"].shape
+  drop = spec.drop_mask(kdrop, m.get("cond_drop", 0.0) if any_guidance(m) else 0.0, shape[0])
   sigma = edm.sample_lognormal_sigma(ks, (shape[0],), m.fake_p_mean, m.fake_p_std)
   return (jax.random.normal(kz, shape, jnp.float32), sigma,
           jax.random.normal(kn, shape, jnp.float32), drop)
 
 
-def fake_score_loss_at(params, labels, z, sigma, n, drop, nets: Nets, cfg, key=None):
-  """EDM loss of the fake score on sg(x_g) with κ1 guidance; labels of `drop` rows zeroed.
+def fake_score_loss_at(params, cond, z, sigma, n, drop, nets: Nets, cfg, key=None):
+  """EDM loss of the fake score on sg(x_g) with κ1 guidance; conditions of `drop` rows set to ∅.
 
   Returns (loss, metrics); differentiable w.r.t. params['fake_score'] only.
   """
   m = cfg.method
-  x_g = sg(nets.generate(sg(params["generator"]), z, labels))
+  x_g = sg(nets.generate(sg(params["generator"]), z, cond))
   ok = finite_rows(x_g)
   x_g = jnp.where(common.bcast(ok, x_g), x_g, 0.0)
-  labels = jnp.where(drop[:, None], 0.0, labels)
+  cond = nets.cond.replace(cond, drop)
   x_t = x_g + common.bcast(sigma, x_g) * n
-  fake = lambda x, s, l: nets.student(params["fake_score"], x, s, l, key=key)
-  f_fake = guided(fake, x_t, sigma, labels, m.get("kappa_train_fake", 1.0))
+  fake = lambda x, s, c: nets.student(params["fake_score"], x, s, c, key=key)
+  f_fake = conditioning.guided(fake, x_t, sigma, cond, m.get("kappa_train_fake", 1.0), nets.cond)
   keep = ok & finite_rows(sg(f_fake))
   f_fake = zero_rows(f_fake, keep)
   w = edm.edm_loss_weight(sigma, cfg.diffusion.sigma_data)
@@ -191,6 +194,6 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_ψ, (metrics, extras)); w.r.t. params['fake_score']."""
   del frozen
   kd, kf = jax.random.split(key)
-  z, sigma, n, drop = fake_score_draws(batch, kd, cfg)
-  loss, metrics = fake_score_loss_at(params, batch["labels"], z, sigma, n, drop, nets, cfg, key=kf)
+  z, sigma, n, drop = fake_score_draws(batch, kd, cfg, nets.cond)
+  loss, metrics = fake_score_loss_at(params, batch["cond"], z, sigma, n, drop, nets, cfg, key=kf)
   return loss, (metrics, extras)

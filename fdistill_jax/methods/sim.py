@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fdistill_jax.engine.nets import Nets
+from fdistill_jax.nets import Nets
 from fdistill_jax.methods import common, sid
+from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ("fake_score",)
@@ -48,6 +49,17 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
            t_max=800.0, fake_p_mean=-1.2, fake_p_std=1.2, loss_scale=1.0, critic_steps=1)
   m.update(overrides)
   return ml_collections.ConfigDict(m)
+
+
+def check_config(cfg) -> None:
+  """Validates SIM's keys of cfg.method (and the fake-score keys it shares with SiD)."""
+  m = cfg.method
+  sid.check_config(cfg)
+  need(m.distance in DISTANCES, "method.distance", m.distance, f"allowed: {DISTANCES}")
+  need(m.huber_c > 0 or m.distance == "l2", "method.huber_c", m.huber_c,
+       "must be > 0 (score units) for pseudo_huber")
+  need(m.weighting in WEIGHTINGS, "method.weighting", m.weighting, f"allowed: {WEIGHTINGS}")
+  need(m.form in FORMS, "method.form", m.form, f"allowed: {FORMS}")
 
 
 def _flat(x):
@@ -85,13 +97,13 @@ def sim_per_sample(x_g, teacher_x0, fake_x0, sigma, *, distance: str, c: float,
   raise ValueError(f"config.method.weighting={weighting!r}; allowed: {WEIGHTINGS}")
 
 
-def generator_loss_at(params, frozen, labels, z, sigma, n, nets: Nets, cfg):
+def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
   """SIM generator loss at given draws (z, σ, n as sid.generator_draws); (loss, metrics)."""
   m = cfg.method
-  x_g, x_t, ok = sid.generator_sample(params["generator"], z, sigma, n, labels, nets)
+  x_g, x_t, ok = sid.generator_sample(params["generator"], z, sigma, n, cond, nets)
   teacher, fake = sid.denoisers(params, frozen, nets)
-  f_real = teacher(x_t, sigma, labels)
-  f_fake = fake(x_t, sigma, labels)
+  f_real = teacher(x_t, sigma, cond)
+  f_fake = fake(x_t, sigma, cond)
   keep = ok & sid.finite_rows(sg(f_real), sg(f_fake))
   # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.
   f_real, f_fake = sid.zero_rows(f_real, keep), sid.zero_rows(f_fake, keep)
@@ -104,7 +116,7 @@ def generator_loss_at(params, frozen, labels, z, sigma, n, nets: Nets, cfg):
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_G, (metrics, extras)); differentiable w.r.t. params['generator']."""
   z, sigma, n = sid.generator_draws(batch, key, cfg)
-  loss, metrics = generator_loss_at(params, frozen, batch["labels"], z, sigma, n, nets, cfg)
+  loss, metrics = generator_loss_at(params, frozen, batch["cond"], z, sigma, n, nets, cfg)
   return loss, (metrics, extras)
 
 

@@ -5,6 +5,9 @@
   [Conv 4×4/s2/p1 → GroupNorm(32) → SiLU] down to 8×8, then Conv 4×4/s2/p1 (8→4) → GN → SiLU,
   Conv 4×4/s4/p0 (4→1) → GN → SiLU, Conv 1×1 → one logit; channels constant. One head per
   selected feature map; logits are stacked to [B, heads] (the ratio averages them).
+* TokenHead: for transformer token features [B, N, D] (a DiT block's output): per token
+  LayerNorm → Dense → SiLU → Dense → SiLU, mean over tokens, Dense → one logit. MultiConvHead
+  routes a [B, N, D] feature to a TokenHead and a [B, R, R, C] map to a ConvHead.
 """
 from __future__ import annotations
 
@@ -60,8 +63,23 @@ class ConvHead(nn.Module):
     return nn.Conv(1, (1, 1), name="logit")(x).reshape(x.shape[0])
 
 
+class TokenHead(nn.Module):
+  """One head over transformer tokens: [B, N, D] -> logit [B] (mean-pooled over the N tokens)."""
+  channels: int
+
+  @nn.compact
+  def __call__(self, x):
+    if x.ndim != 3:
+      raise ValueError(f"TokenHead needs token features [B, N, D], got {x.shape}")
+    h = nn.LayerNorm(name="norm")(x.astype(jnp.float32))
+    h = nn.silu(nn.Dense(self.channels, name="dense0")(h))
+    h = nn.silu(nn.Dense(self.channels, name="dense1")(h))
+    return nn.Dense(1, name="logit")(jnp.mean(h, axis=1)).reshape(x.shape[0])
+
+
 class MultiConvHead(nn.Module):
-  """Heads over several feature maps keyed by name: dict name->[B,R,R,C] -> logits [B, heads]."""
+  """Heads over several named features: dict name -> map [B, R, R, C] (a ConvHead) or tokens
+  [B, N, D] (a TokenHead) -> logits [B, heads]."""
   keys: Sequence[str]
   channels: int
 
@@ -72,5 +90,5 @@ class MultiConvHead(nn.Module):
     if missing:
       raise KeyError(f"discriminator head: feature maps {missing} not provided; "
                      f"available: {sorted(feats)}")
-    return jnp.stack([ConvHead(self.channels, name=f"head_{k}")(feats[k]) for k in self.keys],
-                     axis=1)
+    head = lambda k: (TokenHead if feats[k].ndim == 3 else ConvHead)(self.channels, name=f"head_{k}")
+    return jnp.stack([head(k)(feats[k]) for k in self.keys], axis=1)

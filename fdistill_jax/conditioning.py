@@ -1,0 +1,199 @@
+"""Conditions as pytrees, the spec an experiment provides for them, and classifier-free guidance.
+
+A condition `cond` is a pytree whose leaves all have a leading batch axis [B, ...]:
+  ClassLabels(C):  one-hot float32 [B, C]; the null condition is the zero vector (EDM's
+                   unconditional branch, as the label-dropout teachers learn it);
+  Text(L, D):      {"embeddings": float32 [B, L, D], "mask": float32 [B, L]} (1 = real token);
+                   the null condition is a fixed (embeddings [L, D], mask [L]), e.g. the
+                   encoded empty prompt, zeros unless given; conditions are drawn from a
+                   prompt set of pre-encoded prompts;
+  Unconditional(): an empty float32 [B, 0] array that the networks ignore.
+Methods never build conditions: they take them from the batch, ask the spec (`nets.cond`) for
+the null condition or for dropped rows, and guide through `guided`. Evaluation asks the spec
+for the condition of sample index i (`from_index`: class i mod C, prompt i mod P).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Cond = Any  # A pytree of [B, ...] arrays.
+
+
+def _rows(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  """a where mask [B] else b, broadcast over a's trailing axes."""
+  return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+
+class ConditionSpec:
+  """What a condition of one problem looks like; subclasses define `null(n)` and `from_index`."""
+  conditional: bool = True
+
+  def null(self, n: int) -> Cond:
+    """The null condition for n samples (classifier-free guidance's ∅)."""
+    raise NotImplementedError
+
+  def null_like(self, cond: Cond) -> Cond:
+    return self.null(batch_size(cond))
+
+  def from_index(self, idx: jax.Array) -> Cond:
+    """Deterministic condition of sample index idx [n] int (EDM's FID protocol: seed mod C)."""
+    raise NotImplementedError
+
+  def sample(self, key: jax.Array, n: int) -> Cond:
+    """n conditions drawn uniformly from the spec's classes / prompt set."""
+    raise NotImplementedError
+
+  def drop_mask(self, key: jax.Array, rate: float, n: int) -> jax.Array:
+    """bool [n]: rows to replace by ∅, each with probability `rate` (all False at rate 0)."""
+    if rate > 0 and self.conditional:
+      return jax.random.bernoulli(key, rate, (n,))
+    return jnp.zeros((n,), bool)
+
+  def replace(self, cond: Cond, mask: jax.Array) -> Cond:
+    """cond with the rows where mask [B] is True replaced by the null condition."""
+    return jax.tree.map(lambda c, z: _rows(mask, z.astype(c.dtype), c), cond,
+                        self.null_like(cond))
+
+  def drop(self, key: jax.Array, cond: Cond, rate: float) -> tuple[Cond, jax.Array]:
+    """(cond with rows dropped to ∅ at `rate`, the bool [B] mask): teaches an ∅ branch."""
+    mask = self.drop_mask(key, rate, batch_size(cond))
+    return self.replace(cond, mask), mask
+
+  def shapes(self, n: int) -> Cond:
+    """ShapeDtypeStruct pytree of n conditions (for batch specs; draws nothing)."""
+    return jax.eval_shape(lambda: self.null(n))
+
+  def to_arrays(self, cond: Cond) -> dict[str, np.ndarray]:
+    """Named numpy arrays for an npz file (see from_arrays)."""
+    leaves = jax.tree.leaves(cond)
+    return {f"cond_{i}": np.asarray(x) for i, x in enumerate(leaves)}
+
+  def from_arrays(self, arrays) -> Cond:
+    struct = jax.tree.structure(self.null(1))
+    return jax.tree.unflatten(struct, [arrays[f"cond_{i}"] for i in range(struct.num_leaves)])
+
+  def describe(self) -> dict:
+    """JSON-able identity of the spec (pins caches built with it)."""
+    raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Unconditional(ConditionSpec):
+  """No condition: an empty [B, 0] array."""
+  conditional = False
+
+  def null(self, n: int) -> jax.Array:
+    return jnp.zeros((n, 0), jnp.float32)
+
+  def from_index(self, idx):
+    return self.null(idx.shape[0])
+
+  def sample(self, key, n):
+    del key
+    return self.null(n)
+
+  def to_arrays(self, cond):
+    return {"labels": np.asarray(cond)}
+
+  def from_arrays(self, arrays):
+    return arrays["labels"]
+
+  def describe(self) -> dict:
+    return {"label_dim": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassLabels(ConditionSpec):
+  """One-hot class labels [B, num_classes]; ∅ = zeros."""
+  num_classes: int
+
+  def null(self, n: int) -> jax.Array:
+    return jnp.zeros((n, self.num_classes), jnp.float32)
+
+  def from_index(self, idx):
+    return jax.nn.one_hot(idx % self.num_classes, self.num_classes)
+
+  def sample(self, key, n):
+    return jax.nn.one_hot(jax.random.randint(key, (n,), 0, self.num_classes), self.num_classes)
+
+  def to_arrays(self, cond):
+    return {"labels": np.asarray(cond)}
+
+  def from_arrays(self, arrays):
+    return arrays["labels"]
+
+  def describe(self) -> dict:
+    return {"label_dim": int(self.num_classes)}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Text(ConditionSpec):
+  """Pre-encoded text: {"embeddings": [B, L, D], "mask": [B, L]}.
+
+  prompts: optional prompt set {"embeddings": [P, L, D], "mask": [P, L]} that `sample` and
+  `from_index` draw from; null: optional ∅ {"embeddings": [L, D], "mask": [L]} (zeros if None).
+  """
+  length: int
+  dim: int
+  prompts: dict | None = None
+  null_cond: dict | None = None
+
+  def null(self, n: int) -> dict:
+    if self.null_cond is None:
+      return {"embeddings": jnp.zeros((n, self.length, self.dim), jnp.float32),
+              "mask": jnp.zeros((n, self.length), jnp.float32)}
+    return {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (n,) + np.shape(v))
+            for k, v in self.null_cond.items()}
+
+  def _prompts(self, idx):
+    if self.prompts is None:
+      raise ValueError("conditioning.Text: drawing conditions needs a prompt set (prompts=...)")
+    return {k: jnp.asarray(v, jnp.float32)[idx] for k, v in self.prompts.items()}
+
+  def from_index(self, idx):
+    return self._prompts(idx % len(self.prompts["mask"]) if self.prompts else idx)
+
+  def sample(self, key, n):
+    num = 0 if self.prompts is None else len(self.prompts["mask"])
+    return self._prompts(jax.random.randint(key, (n,), 0, max(num, 1)))
+
+  def describe(self) -> dict:
+    num = 0 if self.prompts is None else int(len(self.prompts["mask"]))
+    return {"condition": "text", "length": self.length, "dim": self.dim, "prompts": num}
+
+
+def batch_size(cond: Cond) -> int:
+  leaves = jax.tree.leaves(cond)
+  if not leaves:
+    raise ValueError("a condition needs at least one [B, ...] leaf (Unconditional is [B, 0])")
+  return leaves[0].shape[0]
+
+
+# ----------------------------------------------------------------------------- guidance
+def needs_guidance(scale: float, spec: ConditionSpec) -> bool:
+  """Whether guidance at `scale` costs a second (∅) evaluation: not at w = 1 or without a condition."""
+  return spec.conditional and float(scale) != 1.0
+
+
+def combine(cond_out: jax.Array, uncond_out: jax.Array, scale: float) -> jax.Array:
+  """Classifier-free guidance D(∅) + w·(D(c) − D(∅))."""
+  return uncond_out + scale * (cond_out - uncond_out)
+
+
+def guide(cond_out: jax.Array, uncond_fn: Callable[[], jax.Array], scale: float,
+          spec: ConditionSpec) -> jax.Array:
+  """Guides an already computed D(c); uncond_fn() is only called when guidance is active."""
+  if not needs_guidance(scale, spec):
+    return cond_out
+  return combine(cond_out, uncond_fn(), scale)
+
+
+def guided(fn: Callable, x: jax.Array, sigma: jax.Array, cond: Cond, scale: float,
+           spec: ConditionSpec) -> jax.Array:
+  """D(∅) + w·(D(c) − D(∅)) for fn(x, σ, cond) -> x0; one evaluation of fn when unguided."""
+  return guide(fn(x, sigma, cond), lambda: fn(x, sigma, spec.null_like(cond)), scale, spec)

@@ -1,0 +1,116 @@
+"""Evaluation of image experiments: samplers, metrics, grids and streamed FID.
+
+Samples are generated in the teacher's space and decoded by the experiment's codec (identity in
+pixel space) before anything scores or draws them. Conditions come from the spec: sample i gets
+`nets.cond.from_index(i)` (class i mod C), EDM's protocol.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from fdistill_jax import codecs
+from fdistill_jax.diffusion import samplers
+from fdistill_jax.evaluation import grids
+from fdistill_jax.nets import Nets
+
+SAMPLERS = ("one_step", "heun")
+
+
+def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str) -> dict:
+  """The Experiment's evaluation hooks: sample, score, write_samples, reference, sample_teacher,
+  extra_metrics (FID when eval.metric = 'fid')."""
+  ev = cfg.eval
+  shape = tuple(nets.data_shape)
+  decode = codec.jit_decode()
+  metric = None
+  if ev.get("metric", "auto") in ("auto", "digits") and cfg.dataset.name == "digits":
+    from fdistill_jax.evaluation.digits_metric import DigitsMetric
+    res = codec.image_shape(shape)[0]
+    metric = DigitsMetric.create(resolution=res, cache_dir=ev.get("cache_dir") or workdir)
+  n_eval = ev.num_samples
+  eval_cond = nets.cond.from_index(jnp.arange(n_eval))
+
+  def _denoiser(params):
+    def den(x, s):
+      cond = jax.tree.map(lambda c: c[:x.shape[0]], eval_cond)
+      return nets.student(params, x, jnp.broadcast_to(s, (x.shape[0],)), cond)
+    return den
+
+  @functools.partial(jax.jit, static_argnames=("nfe",))
+  def sample_multistep(params, key, nfe: int):
+    z = jax.random.normal(key, (n_eval,) + shape)
+    if nfe >= 3 and nfe % 2:
+      return samplers.edm_sampler(_denoiser(params), z, samplers.steps_for_nfe(nfe),
+                                  cfg.diffusion.sigma_min, cfg.diffusion.sigma_max)
+    return samplers.edm_sampler(_denoiser(params), z, nfe, cfg.diffusion.sigma_min,
+                                cfg.diffusion.sigma_max, second_order=False)
+
+  @jax.jit
+  def sample_one_step(params, key):
+    z = jax.random.normal(key, (n_eval,) + shape)
+    return nets.generate(params, z, eval_cond)
+
+  def sample(params, key):
+    if ev.sampler == "one_step":
+      return decode(sample_one_step(params, key))
+    return decode(sample_multistep(params, key, nfe=ev.nfe))
+
+  def score(x, key=None) -> dict:
+    del key
+    out = {"pixel_mean": float(jnp.mean(x)), "pixel_std": float(jnp.std(x))}
+    if metric is not None:
+      out.update(metric.evaluate(np.asarray(x)))
+    return out
+
+  def write_samples(x, path, title=""):
+    del title
+    grids.save_grid(np.asarray(x)[:64], path, ncol=8, upscale=max(1, 64 // x.shape[1]))
+
+  def reference(key):
+    out = {}
+    for nfe in ev.get("teacher_nfes", ()):
+      x = decode(sample_multistep(teacher_params, key, nfe=int(nfe)))
+      out[f"teacher_nfe{nfe}"] = score(x)
+    return out
+
+  extra = fid_metric(cfg, nets, decode=decode) if ev.get("metric") == "fid" else None
+  return dict(sample=sample, score=score, write_samples=write_samples, reference=reference,
+              sample_teacher=lambda key: decode(sample_multistep(teacher_params, key, nfe=ev.nfe)),
+              extra_metrics=extra)
+
+
+def fid_metric(cfg, nets: Nets, decode=lambda x: x):
+  """gen_params -> {'fid': ...} over eval.num_samples one-step samples, seeds 0..N-1 (EDM's
+  protocol; condition = the spec's from_index(seed)). Needs eval.fid_weights (pytorch-fid's
+  Inception .pth or its .npz) and eval.fid_reference (EDM-format mu/sigma .npz); both are
+  checked up front."""
+  from fdistill_jax.evaluation import fid
+  ev = cfg.eval
+  if not ev.get("fid_weights") or not ev.get("fid_reference"):
+    logging.warning("config.eval.metric='fid' but eval.fid_weights / eval.fid_reference are not "
+                    "set: FID is skipped (see README 'Evaluation' for the two files)")
+    return None
+  for field in ("fid_weights", "fid_reference"):
+    if not os.path.exists(ev[field]):
+      raise FileNotFoundError(f"config.eval.{field}={ev[field]!r} does not exist (see README "
+                              "'Evaluation')")
+  batch = int(ev.get("fid_batch", 250))
+  extractor = fid.FeatureExtractor.from_weight_file(ev.fid_weights, batch)
+  shape = tuple(nets.data_shape)
+
+  @jax.jit
+  def from_seeds(params, seeds):
+    z = jax.vmap(lambda s: jax.random.normal(jax.random.PRNGKey(s), shape))(seeds)
+    return nets.generate(params, z, nets.cond.from_index(seeds))
+
+  def metric(params):
+    fn = lambda seeds: np.asarray(decode(from_seeds(params, jnp.asarray(seeds, jnp.int32))))
+    return {"fid": fid.fid_from_generator(fn, extractor, ev.fid_reference, ev.num_samples)}
+
+  return metric

@@ -1,0 +1,94 @@
+"""Progressive distillation's round driver: rounds K → K/2 → … → pd_final_steps.
+
+  python -m fdistill_jax.pd_rounds --config=configs/toy2d_pd.py --workdir=runs/toy2d_pd
+
+`run_rounds(cfg, workdir)` trains one round per student step count (progressive.round_steps), each
+with `compose.train` in workdir/round{r}_{N}steps, and saves its student as student.msgpack, which
+becomes the next round's frozen teacher (config.method.teacher_params); a finished round is
+skipped on rerun. It composes the engine and the method, so it lives above both.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+
+import flax.serialization
+import jax
+import numpy as np
+
+from fdistill_jax import compose
+from fdistill_jax.methods.progressive import round_steps
+
+
+def _copy_cache(src_dir: str, dst_dir: str, name: str = "pretrained_denoiser.msgpack") -> None:
+  """Shares a problem's pretrained-init cache between rounds so every round starts alike."""
+  src, dst = os.path.join(src_dir, name), os.path.join(dst_dir, name)
+  if os.path.exists(src) and not os.path.exists(dst):
+    shutil.copyfile(src, dst)
+
+
+class RoundInterrupted(RuntimeError):
+  """A round's training was preempted (SIGTERM) before its last step."""
+
+
+def run_rounds(cfg, workdir: str) -> list[dict]:
+  """Trains PD rounds pd_base_steps → … → pd_final_steps; returns [{steps, workdir, params,
+  metrics (the round's final_metrics.json)}].
+
+  Each round calls `compose.train` in its own workdir (checkpointed and resumable there) and saves
+  the student as student.msgpack, which becomes the next round's frozen teacher.
+  """
+  m = cfg.method
+  schedule = round_steps(m)
+  os.makedirs(workdir, exist_ok=True)
+  teacher_path, prev_dir, rounds = m.teacher_params, workdir, []
+  for r, n in enumerate(schedule):
+    rdir = os.path.join(workdir, f"round{r}_{n}steps")
+    os.makedirs(rdir, exist_ok=True)
+    _copy_cache(prev_dir, rdir)
+    rcfg = copy.deepcopy(cfg)
+    rcfg.method.student_steps = n
+    rcfg.method.teacher_params = teacher_path
+    out = os.path.join(rdir, "student.msgpack")
+    if not os.path.exists(out):
+      res = compose.train(rcfg, rdir)  # Writes final_metrics.json (evaluated with the N-step sampler).
+      if "preempted_at" in res:  # A partial round must not become the next round's teacher.
+        raise RoundInterrupted(f"round {r} ({n} steps) stopped at step {res['preempted_at']}; "
+                               f"rerun the same command to resume it from {rdir}")
+      _, state = compose.load_trained(rcfg, rdir)
+      params = jax.device_get(compose.generator_params(state, rcfg.eval.params))
+      with open(out + ".tmp", "wb") as f:
+        f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
+      os.replace(out + ".tmp", out)
+    _copy_cache(rdir, workdir)  # The root keeps the shared init too (round 0 may have made it).
+    metrics = None  # Written by process 0; None on other hosts when workdirs are not shared.
+    if os.path.exists(os.path.join(rdir, "final_metrics.json")):
+      with open(os.path.join(rdir, "final_metrics.json")) as f:
+        metrics = json.load(f)
+    rounds.append({"round": r, "steps": n, "workdir": rdir, "params": out,
+                   "teacher_params": teacher_path, "metrics": metrics})
+    teacher_path, prev_dir = out, rdir
+  with open(os.path.join(workdir, "rounds.json"), "w") as f:
+    json.dump(rounds, f, indent=1)
+  return rounds
+
+
+def _main(argv) -> None:
+  """CLI: python -m fdistill_jax.pd_rounds --config=configs/toy2d_pd.py --workdir=DIR."""
+  del argv
+  from absl import flags
+  from fdistill_jax import config_checks
+  cfg = flags.FLAGS.config
+  config_checks.check(cfg)
+  print(json.dumps(run_rounds(cfg, flags.FLAGS.workdir), indent=1))
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "PD config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Root directory; one sub-directory per round.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(_main)
