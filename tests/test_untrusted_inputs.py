@@ -322,17 +322,20 @@ def test_npz_errors_name_the_path(tmp_path, arrays, match):
     pipeline.make_source({"name": "arrays", "path": path})
 
 
+def _shipped_config(path: str):
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location("cfg_under_test", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
 def test_every_data_source_is_selectable_on_every_shipped_config():
   import glob  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel,unused-import
-  import importlib.util  # pylint: disable=import-outside-toplevel
   needed = {"path": "x.zip", "tfds_name": "cifar10", "data_dir": "/d", "image_key": "image",
             "label_key": "label", "reader": "auto", "split": "train", "use_labels": False}
   for f in sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)):
-    spec = importlib.util.spec_from_file_location("cfgmod", f)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    cfg = mod.get_config()
+    cfg = _shipped_config(f)
     if "dataset" not in cfg:
       continue
     cfg.lock()
@@ -340,3 +343,27 @@ def test_every_data_source_is_selectable_on_every_shipped_config():
       cfg.dataset.name = name
     for k, v in needed.items():
       cfg.dataset[k] = v  # Fails on a locked config lacking the key (the CLI's error).
+
+
+# ------------------------------------------------------------------ config values that can't work
+@pytest.mark.parametrize("field,value,match", [
+    ("train.keep_checkpoints", 0, "0 would delete every checkpoint"),
+    ("train.keep_checkpoints", -2, "an int >= 1"),
+    ("train.max_nonfinite_streak", 0, "an int >= 1"),
+    ("diffusion.sigma_max", float("inf"), "a finite number"),
+    ("diffusion.sigma_init", float("inf"), "a finite number"),
+    ("eval.params", "abc", "'raw' or one of train.ema_decays (0.99,)"),
+    ("train.ckpt_every", -1, "an int >= 0"),
+])
+def test_impossible_config_values_are_named_before_compiling(field, value, match):
+  from fdistill_jax import config_checks  # pylint: disable=import-outside-toplevel
+  cfg = _shipped_config(os.path.join(ROOT, "configs", "digits_js.py"))
+  cfg.lock()
+  *path, last = field.split(".")
+  node = cfg
+  for p in path:
+    node = node[p]
+  node[last] = value
+  with pytest.raises(config_checks.ConfigError, match=field.replace(".", r"\.")) as e:
+    config_checks.check(cfg, num_devices=1)
+  assert match in str(e.value)
