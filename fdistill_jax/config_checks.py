@@ -7,6 +7,8 @@ own fields in its own module (`check_config(cfg)`), and `check` calls them.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 
 from fdistill_jax import experiments, validation
@@ -48,12 +50,44 @@ def check(cfg, num_devices: int | None = None) -> None:
         (d.sigma_min, d.sigma_max), "need 0 < sigma_min < sigma_max")
   _need(d.sigma_init > 0, "diffusion.sigma_init", d.sigma_init, "must be > 0")
   _need(d.sigma_data > 0, "diffusion.sigma_data", d.sigma_data, "must be > 0")
-  ev = cfg.eval.params
-  _need(ev == "raw" or float(ev) in [float(x) for x in t.ema_decays], "eval.params", ev,
-        f"'raw' or one of train.ema_decays {tuple(t.ema_decays)}")
+  _check_engine_limits(cfg)
   method = registry.get(m.name)
   if hasattr(method, "check_config"):
     method.check_config(cfg)
   _need(cfg.teacher.kind in experiments.KINDS, "teacher.kind", cfg.teacher.kind,
         f"allowed: {experiments.KINDS}")
   experiments.check_config(cfg)
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_engine_limits(cfg) -> None:
+  """Values that type-check but cannot work: retention that would delete every checkpoint, a
+  non-finite halt that can never trigger, infinite noise levels, an unknown evaluation track."""
+  t = cfg.train
+  _need(_is_int(t.keep_checkpoints) and t.keep_checkpoints >= 1, "train.keep_checkpoints",
+        t.keep_checkpoints, "an int >= 1 (orbax keeps this many newest steps and deletes the rest; "
+        "0 would delete every checkpoint, including earlier runs' in the workdir)")
+  _need(_is_int(t.ckpt_every) and t.ckpt_every >= 0, "train.ckpt_every", t.ckpt_every,
+        "an int >= 0 (0: only the final step)")
+  _need(_is_int(t.max_nonfinite_streak) and t.max_nonfinite_streak >= 1,
+        "train.max_nonfinite_streak", t.max_nonfinite_streak,
+        "an int >= 1 (non-finite steps in a row before the run halts)")
+  for k in ("sigma_min", "sigma_max", "sigma_data", "sigma_init"):
+    if k in cfg.diffusion:
+      v = cfg.diffusion[k]
+      _need(_finite_number(v), f"diffusion.{k}", v, "a finite number")
+  ev, decays = cfg.eval.params, tuple(t.ema_decays)
+  try:
+    ok = ev == "raw" or float(ev) in [float(x) for x in decays]
+  except (TypeError, ValueError):
+    ok = False
+  _need(ok, "eval.params", ev, f"'raw' or one of train.ema_decays {decays} (e.g. '{decays[0]}')"
+        if decays else "'raw' (train.ema_decays is empty)")
+

@@ -36,6 +36,18 @@ def toy() -> ml_collections.ConfigDict:
   return cfg
 
 
+def dataset_config(**overrides) -> ml_collections.ConfigDict:
+  """The dataset block, carrying the keys of every source (data.make_source), so any source can
+  be chosen from the command line on any config, e.g. `--config.dataset.name=edm_zip
+  --config.dataset.path=cifar10-32x32.zip`; "" means unset."""
+  cfg = ml_collections.ConfigDict(dict(
+      name="digits", resolution=16, split="train", use_labels=True, xflip=False,
+      path="",                                  # edm_zip / folder / arrays (.npz)
+      tfds_name="", data_dir="", image_key="image", label_key="label", reader="auto"))  # tfds
+  cfg.update(overrides)
+  return cfg
+
+
 def image() -> ml_collections.ConfigDict:
   """Image problems with an EDM teacher (digits by default); experiment files override."""
   cfg = toy()
@@ -47,8 +59,7 @@ def image() -> ml_collections.ConfigDict:
           dropout=0.0, embedding_type="positional", encoder_type="standard",
           decoder_type="standard", channel_mult_noise=1, resample_filter=(1, 1),
           sigma_data=0.5)))
-  cfg.dataset = ml_collections.ConfigDict(dict(name="digits", resolution=16, split="train",
-                                               use_labels=True, xflip=False))
+  cfg.dataset = dataset_config(name="digits", resolution=16)
   cfg.diffusion = ml_collections.ConfigDict(dict(
       sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, sigma_init=80.0))
   del cfg.student, cfg.pretrain
@@ -99,9 +110,9 @@ def fastgen_edm(dataset: str) -> ml_collections.ConfigDict:
       dict(EDM_CIFAR10_COND if cifar else EDM_IMAGENET64_ADM))
   cfg.teacher.dtype = "bfloat16"  # bf16 compute, fp32 master weights (DMD2: fp16 diverged).
   cfg.teacher.remat = True
-  cfg.dataset = ml_collections.ConfigDict(dict(
-      name="tfds", tfds_name="cifar10" if cifar else "imagenet_resized/64x64", split="train",
-      data_dir="", use_labels=True, xflip=False, resolution=32 if cifar else 64))
+  cfg.dataset = dataset_config(
+      name="tfds", tfds_name="cifar10" if cifar else "imagenet_resized/64x64",
+      resolution=32 if cifar else 64)
   cfg.disc = ml_collections.ConfigDict(dict(
       enabled=True, feature_keys=("enc32", "enc16", "enc8") if cifar else ("bottleneck",),
       channels=256 if cifar else 768))

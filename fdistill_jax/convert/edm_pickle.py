@@ -175,29 +175,57 @@ def _load_from_bytes(b: bytes) -> np.ndarray:
   return arrays[ref.key]
 
 
+class _Budget:
+  """Bytes of tensors a load may still materialise: the file's size. A stride-0 or overlapping
+  view (or one storage referenced many times) could otherwise turn a few bytes into gigabytes."""
+
+  def __init__(self, nbytes: int):
+    self.left = int(nbytes)
+
+  def take(self, nbytes: int, what: str) -> None:
+    if nbytes > self.left:
+      raise pickle.UnpicklingError(f"{what} would materialise {nbytes} bytes, more than the file "
+                                   f"holds ({self.left} bytes of budget left)")
+    self.left -= nbytes
+
+
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None) -> np.ndarray:
+                       backward_hooks=None, metadata=None, *, budget: _Budget | None = None
+                       ) -> np.ndarray:
   del requires_grad, backward_hooks, metadata
   if not isinstance(storage, np.ndarray) or storage.ndim != 1:
     raise pickle.UnpicklingError("tensor storage did not decode to an array")
-  size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-  offset = int(storage_offset)
+  if not all(isinstance(v, (tuple, list)) for v in (size, stride)) or len(size) > 32:
+    raise pickle.UnpicklingError("tensor size/stride must be tuples of at most 32 ints")
+  if not all(isinstance(v, int) and not isinstance(v, bool)
+             for v in (storage_offset, *size, *stride)):
+    raise pickle.UnpicklingError("tensor offset/size/stride must be ints")
+  size, stride, offset = tuple(size), tuple(stride), storage_offset
   if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
     raise pickle.UnpicklingError(f"bad tensor geometry size={size} stride={stride} "
                                  f"offset={offset}")
-  if 0 in size:
+  numel = int(np.prod(size, dtype=object))
+  # A view never holds more elements than its storage: stride-0 / overlapping views are refused.
+  if numel > storage.size:
+    raise pickle.UnpicklingError(f"tensor of size {size} has {numel} elements but its storage "
+                                 f"only {storage.size} (stride-0 or overlapping view)")
+  if budget is not None:
+    budget.take(numel * storage.itemsize, f"tensor of size {size}")
+  if numel == 0:
     return np.zeros(size, storage.dtype)
   last = offset + sum((n - 1) * s for n, s in zip(size, stride))
   if last >= storage.size:
-    raise pickle.UnpicklingError(f"tensor of size {size} exceeds its storage ({storage.size})")
+    raise pickle.UnpicklingError(f"tensor of size {size} (offset {offset}, stride {stride}) "
+                                 f"exceeds its storage ({storage.size} elements)")
   view = np.lib.stride_tricks.as_strided(
       storage[offset:], shape=size, strides=tuple(s * storage.itemsize for s in stride),
       writeable=False)
   return np.array(view)
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride) -> np.ndarray:
-  return _rebuild_tensor_v2(storage, storage_offset, size, stride)
+def _rebuild_tensor(storage, storage_offset, size, stride, *, budget: _Budget | None = None
+                    ) -> np.ndarray:
+  return _rebuild_tensor_v2(storage, storage_offset, size, stride, budget=budget)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None) -> np.ndarray:
@@ -254,7 +282,12 @@ _ALLOWED = {
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-  """pickle.Unpickler whose globals come only from the EDM snapshot allowlist."""
+  """pickle.Unpickler whose globals come only from the EDM snapshot allowlist; tensors may
+  materialise at most `max_tensor_bytes` in total (default: unbounded)."""
+
+  def __init__(self, f: BinaryIO, max_tensor_bytes: int | None = None):
+    super().__init__(f)
+    self._budget = None if max_tensor_bytes is None else _Budget(max_tensor_bytes)
 
   def find_class(self, module, name):
     fn = _ALLOWED.get((module, name))
@@ -267,18 +300,21 @@ class RestrictedUnpickler(pickle.Unpickler):
       return fn
     if isinstance(fn, type):
       return type(fn.__name__, (fn,), {})
+    if fn in (_rebuild_tensor_v2, _rebuild_tensor):
+      return functools.partial(fn, budget=self._budget)
     return functools.partial(fn)
 
 
-def restricted_load(f: BinaryIO, source: str = "<stream>") -> Any:
+def restricted_load(f: BinaryIO, source: str = "<stream>", max_tensor_bytes: int | None = None
+                    ) -> Any:
   """Unpickle with the allowlist. Truncated/corrupt data -> ValueError naming `source`;
   disallowed globals -> UnsafePickleError naming the global and `source`."""
   try:
-    return RestrictedUnpickler(f).load()
+    return RestrictedUnpickler(f, max_tensor_bytes).load()
   except UnsafePickleError as e:
     raise UnsafePickleError(f"{source}: {e}") from None
   except (EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError,
-          AttributeError, MemoryError, OverflowError, UnicodeDecodeError) as e:
+          AttributeError, MemoryError, OverflowError, UnicodeDecodeError, RecursionError) as e:
     raise ValueError(f"{source}: truncated or corrupt pickle ({type(e).__name__}: {e})") from e
 
 
@@ -291,33 +327,57 @@ def _state(obj) -> dict:
   raise ValueError(f"expected a torch module record, found {type(obj).__name__}")
 
 
-def module_state_dict(obj, prefix: str = "") -> dict[str, np.ndarray]:
+MAX_MODULE_DEPTH = 64  # EDM's deepest path (model.enc.<res>_block<i>.<layer>) is 4 deep.
+
+
+def _mapping(state: dict, key: str, where: str) -> dict:
+  v = state.get(key) or {}
+  if not isinstance(v, dict):
+    raise ValueError(f"{where or '<root>'}: {key} is a {type(v).__name__}, not a dict")
+  return v
+
+
+def module_state_dict(obj, prefix: str = "", _seen: tuple = ()) -> dict[str, np.ndarray]:
   """Flat state_dict of a record tree, with torch's names and order (params, buffers, children;
-  None entries and non-persistent buffers skipped)."""
+  None entries and non-persistent buffers skipped). Cycles and nesting deeper than
+  MAX_MODULE_DEPTH raise ValueError."""
+  if any(obj is o for o in _seen):
+    raise ValueError(f"{prefix or '<root>'}: the module tree contains a cycle")
+  if len(_seen) >= MAX_MODULE_DEPTH:
+    raise ValueError(f"{prefix}: modules nested deeper than {MAX_MODULE_DEPTH}")
   state = _state(obj)
   out: dict[str, np.ndarray] = {}
-  skip = set(state.get("_non_persistent_buffers_set") or ())
+  skip = state.get("_non_persistent_buffers_set") or ()
+  if not isinstance(skip, (set, frozenset, list, tuple)):
+    raise ValueError(f"{prefix or '<root>'}: _non_persistent_buffers_set is a "
+                     f"{type(skip).__name__}")
+  skip = {s for s in skip if isinstance(s, str)}
   for group in ("_parameters", "_buffers"):
-    for name, t in (state.get(group) or {}).items():
+    for name, t in _mapping(state, group, prefix).items():
       if t is None or (group == "_buffers" and name in skip):
         continue
-      if not isinstance(t, np.ndarray):
-        raise ValueError(f"{prefix}{name} is a {type(t).__name__}, not a tensor")
+      if not isinstance(name, str) or not isinstance(t, np.ndarray):
+        raise ValueError(f"{prefix}{name!s:.80} is a {type(t).__name__}, not a tensor")
       out[prefix + name] = t
-  for name, child in (state.get("_modules") or {}).items():
+  for name, child in _mapping(state, "_modules", prefix).items():
+    if not isinstance(name, str):
+      raise ValueError(f"{prefix}: child module name is a {type(name).__name__}")
     if child is not None:
-      out.update(module_state_dict(child, f"{prefix}{name}."))
+      out.update(module_state_dict(child, f"{prefix}{name}.", _seen + (obj,)))
   return out
 
 
-def _plain(v):
-  """numpy scalars -> Python numbers, EasyDict -> dict, recursively."""
+def _plain(v, depth: int = 0):
+  """numpy scalars -> Python numbers, EasyDict -> dict, recursively (constructor kwargs nest at
+  most 2 deep; deeper, or cyclic, values raise ValueError)."""
+  if depth > 8:
+    raise ValueError("constructor kwargs nested deeper than 8 (or cyclic)")
   if isinstance(v, np.generic):
     return v.item()
   if isinstance(v, dict):
-    return {k: _plain(x) for k, x in v.items()}
+    return {k: _plain(x, depth + 1) for k, x in v.items()}
   if isinstance(v, (list, tuple)):
-    return type(v)(_plain(x) for x in v)
+    return type(v)(_plain(x, depth + 1) for x in v)
   return v
 
 
@@ -355,10 +415,18 @@ def load_edm_pickle(path: str | os.PathLike, key: str = "ema"
   """
   path = os.fspath(path)
   with open(path, "rb") as f:
-    obj = restricted_load(f, source=path)
-  if isinstance(obj, dict):
-    if key not in obj:
-      raise ValueError(f"{path}: no {key!r} entry (found keys {sorted(map(str, obj))})")
-    obj = obj[key]
-  kwargs = precond_kwargs_of(obj, source=path)
-  return module_state_dict(obj), kwargs
+    # Tensors are copies of storage bytes in the file, so together they fit in its size.
+    obj = restricted_load(f, source=path, max_tensor_bytes=os.fstat(f.fileno()).st_size)
+  try:
+    if isinstance(obj, dict):
+      if key not in obj:
+        raise ValueError(f"no {key!r} entry (found keys {sorted(map(str, obj))[:20]})")
+      obj = obj[key]
+    kwargs = precond_kwargs_of(obj, source=path)
+    return module_state_dict(obj), kwargs
+  except ValueError as e:
+    msg = str(e)
+    raise ValueError(msg if msg.startswith(path) else f"{path}: {msg}") from None
+  except (RecursionError, TypeError, AttributeError, KeyError) as e:
+    raise ValueError(f"{path}: malformed EDM snapshot records ({type(e).__name__}: "
+                     f"{str(e)[:200]})") from None

@@ -135,6 +135,7 @@ def state_dict_to_variables(state_dict: Mapping[str, Any], module: EDMPrecond, *
     if key not in state_dict:
       continue
     a = np.asarray(state_dict[key])
+    check_weight(a, key, source)
     if tuple(a.shape) != shape:
       misshaped.append(f"{key}: expected {list(shape)}, found {list(a.shape)}")
       continue
@@ -156,6 +157,17 @@ def state_dict_to_variables(state_dict: Mapping[str, Any], module: EDMPrecond, *
     lines += _listing("resample_filter buffers differing from the config", wrong_values)
     raise StateDictMismatchError("\n".join(lines))
   return {col: traverse_util.unflatten_dict(flat) for col, flat in variables.items()}
+
+
+def check_weight(a: np.ndarray, key: str, source: str) -> None:
+  """Refuses a weight that is not real floating point (int, bool, complex) or not finite."""
+  if not (a.dtype.kind == "f" or a.dtype.name == "bfloat16"):
+    raise ValueError(f"{source}: tensor {key!r} has dtype {a.dtype}; EDM weights are floating "
+                     "point (float16/bfloat16/float32/float64)")
+  bad = int(a.size - np.count_nonzero(np.isfinite(a.astype(np.float32))))
+  if bad:
+    raise ValueError(f"{source}: tensor {key!r} has {bad} non-finite value(s) (NaN/inf) of "
+                     f"{a.size}; the file is corrupt or from a diverged run")
 
 
 def variables_to_state_dict(variables: Mapping[str, Any], module: EDMPrecond) -> StateDict:
@@ -201,6 +213,15 @@ def _import_torch(path: str):
 def _torch_to_numpy(torch, t, key: str, path: str) -> np.ndarray:
   if not isinstance(t, torch.Tensor):
     raise ValueError(f"{path}: entry {key!r} is a {type(t).__name__}, not a tensor")
+  if t.layout != torch.strided or t.is_meta or t.is_quantized:
+    raise ValueError(f"{path}: tensor {key!r} is {'meta' if t.is_meta else t.layout}; expected "
+                     "a dense (strided) tensor with data")
+  storage_bytes = t.untyped_storage().nbytes()
+  if t.numel() * t.element_size() > storage_bytes or t.storage_offset() < 0 or any(
+      s < 0 for s in t.stride()):
+    raise ValueError(f"{path}: tensor {key!r} of size {list(t.shape)} (stride {list(t.stride())}) "
+                     f"views more elements than its {storage_bytes}-byte storage holds "
+                     "(stride-0 or overlapping view)")
   t = t.detach().cpu()
   if t.dtype == torch.bfloat16:
     import ml_dtypes  # pylint: disable=import-outside-toplevel
@@ -217,7 +238,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
   ext = os.path.splitext(path)[1].lower()
   if ext == ".safetensors":
     from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-    try:
+    try:  # safetensors itself refuses offsets outside the file and overlapping tensors.
       with safe_open(path, framework="np") as f:
         return {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types.
@@ -232,7 +253,12 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
                        f"({type(e).__name__}: {e}); truncated or not a state_dict file?") from e
     if not isinstance(obj, Mapping):
       raise ValueError(f"{path}: expected a state_dict (name -> tensor), got {type(obj).__name__}")
-    return {k: _torch_to_numpy(torch, v, k, path) for k, v in obj.items()}
+    out = {str(k): _torch_to_numpy(torch, v, k, path) for k, v in obj.items()}
+    total, size = sum(a.nbytes for a in out.values()), os.path.getsize(path)
+    if total > size:  # Views sharing one storage could otherwise multiply it.
+      raise ValueError(f"{path}: its tensors hold {total} bytes, more than the {size}-byte file "
+                       "(tensors sharing storage); expected one storage per tensor")
+    return out
   raise ValueError(f"{path}: unsupported extension {ext!r} (expected .safetensors, .pt, .pth, "
                    ".bin; EDM snapshots .pkl go through fdistill_jax.convert.edm_pickle)")
 
@@ -267,9 +293,29 @@ def _jsonable(kw: Mapping[str, Any]) -> dict:
   return out
 
 
+MAX_CONFIG_JSON_BYTES = 1 << 20  # A config.json of constructor kwargs is a few hundred bytes.
+
+
+def _parse_kwargs_json(text: str | bytes, where: str) -> dict:
+  expected = ('expected a JSON object {"precond_kwargs": {"img_resolution": ..., ...}} or the '
+              'kwargs object itself')
+  try:
+    cfg = json.loads(text)
+  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError.
+    raise ValueError(f"{where}: invalid JSON ({type(e).__name__}: {e}); {expected}") from None
+  except RecursionError:
+    raise ValueError(f"{where}: JSON nested too deeply; {expected}") from None
+  kw = cfg.get("precond_kwargs", cfg) if isinstance(cfg, dict) else cfg
+  if not isinstance(kw, dict) or "img_resolution" not in kw:
+    raise ValueError(f"{where}: found a JSON {type(kw).__name__} without img_resolution; "
+                     f"{expected}")
+  return kw
+
+
 def read_precond_kwargs(path: str | os.PathLike) -> dict | None:
   """precond_kwargs from a JSON config (`{"precond_kwargs": {...}}` or the kwargs themselves)
-  or from a `.safetensors` written by `write_state_dict`. None if the safetensors has none."""
+  or from a `.safetensors` written by `write_state_dict`. None if the safetensors has none.
+  Invalid JSON, binary files, non-objects and files over 1 MiB raise ValueError naming `path`."""
   path = os.fspath(path)
   if path.lower().endswith(".safetensors"):
     from safetensors import safe_open  # pylint: disable=import-outside-toplevel
@@ -278,15 +324,11 @@ def read_precond_kwargs(path: str | os.PathLike) -> dict | None:
         meta = f.metadata() or {}
     except Exception as e:
       raise ValueError(f"{path}: not a valid .safetensors file ({e})") from e
-    return json.loads(meta["precond_kwargs"]) if "precond_kwargs" in meta else None
-  try:
-    with open(path, encoding="utf-8") as f:
-      cfg = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: invalid JSON ({e})") from e
-  if not isinstance(cfg, dict):
-    raise ValueError(f"{path}: expected a JSON object with precond_kwargs")
-  kw = cfg.get("precond_kwargs", cfg)
-  if not isinstance(kw, dict) or "img_resolution" not in kw:
-    raise ValueError(f"{path}: no precond_kwargs (with img_resolution) found")
-  return kw
+    if "precond_kwargs" not in meta:
+      return None
+    return _parse_kwargs_json(meta["precond_kwargs"], f"{path} (metadata 'precond_kwargs')")
+  with open(path, "rb") as f:
+    raw = f.read(MAX_CONFIG_JSON_BYTES + 1)
+  if len(raw) > MAX_CONFIG_JSON_BYTES:
+    raise ValueError(f"{path}: larger than {MAX_CONFIG_JSON_BYTES} bytes; not a config.json")
+  return _parse_kwargs_json(raw, path)

@@ -242,7 +242,8 @@ def make_source(config: Any) -> sources.ImageSource:
     if not tfds_name:
       raise ValueError("dataset.tfds_name is required for dataset.name='tfds' "
                        "(e.g. 'cifar10' or 'imagenet_resized/64x64')")
-    return sources.tfds_source(tfds_name, _get(cfg, "split", "train"), _get(cfg, "data_dir"),
+    return sources.tfds_source(tfds_name, _get(cfg, "split", "train"),
+                               _get(cfg, "data_dir") or None,
                                _get(cfg, "image_key", "image"), _get(cfg, "label_key", "label"),
                                use_labels=use_labels, reader=_get(cfg, "reader", "auto"))
   path = _get(cfg, "path")
@@ -256,13 +257,7 @@ def make_source(config: Any) -> sources.ImageSource:
     return sources.ImageFolderSource(path, use_labels=use_labels)
   images, labels = _get(cfg, "images"), _get(cfg, "labels")
   if path:
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"dataset.path {path!r} does not exist (expected an .npz with "
-                              f"'images' uint8 [N, H, W, C] and optional 'labels' int [N])")
-    with np.load(path) as npz:
-      if "images" not in npz:
-        raise ValueError(f"{path}: no 'images' array (found {sorted(npz.keys())})")
-      images, labels = npz["images"], npz["labels"] if "labels" in npz else None
+    images, labels = sources.load_npz_arrays(path)
   if images is None:
     raise ValueError("dataset.name='arrays' needs dataset.path (.npz) or dataset.images")
   return sources.ArraySource(images, labels if use_labels else None, name=f"arrays-{len(images)}")

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -32,6 +33,9 @@ DIGITS_SPLITS = ("train", "test", "all")
 # Digits split: a fixed permutation (seed 0) of the 1,797 images; the last 297 are held out.
 DIGITS_NUM_TRAIN = 1500
 DIGITS_SPLIT_SEED = 0
+# dataset.json is read whole and parsed; ImageNet's (1.28M labels) is ~40 MB. Anything larger is
+# refused before it is inflated or parsed (a small zip can inflate to gigabytes).
+MAX_LABELS_JSON_BYTES = 256 << 20
 
 
 class ImageSource(Protocol):
@@ -105,6 +109,38 @@ class ArraySource:
   def __repr__(self) -> str:
     return f"ArraySource({self.name}, n={len(self)}, shape={self.image_shape}, " \
            f"label_dim={self.label_dim})"
+
+
+def load_npz_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+  """(images uint8 [N, H, W, C], labels int [N] or None) from an .npz; every error names `path`.
+
+  No pickled objects are loaded (allow_pickle=False); shapes and dtypes are checked from the
+  arrays' headers (np.load reads .npz members lazily).
+  """
+  path = os.fspath(path)
+  expected = "expected an .npz with 'images' uint8 [N, H, W, C] (C = 1 or 3) and optional " \
+             "'labels' int [N]"
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"dataset.path {path!r} does not exist ({expected})")
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError("a single .npy array, not an .npz archive")
+      if "images" not in npz:
+        raise ValueError(f"no 'images' array (found {sorted(npz.keys())})")
+      images = npz["images"]
+      labels = npz["labels"] if "labels" in npz else None
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+    raise ValueError(f"{path}: cannot read ({type(e).__name__}: {e}); {expected}") from e
+  if images.dtype != np.uint8 or images.ndim not in (3, 4) or (
+      images.ndim == 4 and images.shape[-1] not in (1, 3)):
+    raise ValueError(f"{path}: 'images' has dtype {images.dtype}, shape {images.shape}; "
+                     f"{expected}")
+  if labels is not None and (labels.shape != images.shape[:1]
+                             or not np.issubdtype(labels.dtype, np.integer)):
+    raise ValueError(f"{path}: 'labels' has dtype {labels.dtype}, shape {labels.shape}; "
+                     f"{expected}")
+  return images, labels
 
 
 def resize_digits(images: np.ndarray, resolution: int) -> np.ndarray:
@@ -216,11 +252,25 @@ class ImageFolderSource:
       self._zip = zipfile.ZipFile(self.path)
     return self._zip
 
-  def _read_bytes(self, name: str) -> bytes:
-    if self.kind == "zip":
-      return self._open_zip().read(name)
-    with open(os.path.join(self.path, name), "rb") as f:
-      return f.read()
+  def _read_bytes(self, name: str, limit: int | None = None) -> bytes:
+    """Bytes of member/file `name`; more than `limit` bytes raises ValueError (bounded read)."""
+    try:
+      if self.kind == "zip":
+        zf = self._open_zip()
+        if limit is not None and zf.getinfo(name).file_size > limit:
+          raise ValueError(f"{name} declares {zf.getinfo(name).file_size} bytes, above the "
+                           f"{limit}-byte limit")
+        with zf.open(name) as f:
+          data = f.read(-1 if limit is None else limit + 1)
+      else:
+        with open(os.path.join(self.path, name), "rb") as f:
+          data = f.read(-1 if limit is None else limit + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
+      raise ValueError(f"{self.path}: cannot read {name!r} ({type(e).__name__}: {e}); the "
+                       f"{'archive' if self.kind == 'zip' else 'folder'} is corrupt") from e
+    if limit is not None and len(data) > limit:
+      raise ValueError(f"{name} is larger than the {limit}-byte limit")
+    return data
 
   def _read_labels(self, names: Sequence[str]) -> np.ndarray | None:
     if "dataset.json" not in names:
@@ -228,16 +278,22 @@ class ImageFolderSource:
     where = f"{self.path}/dataset.json"
     expected = 'expected {"labels": [["path/in/dataset.png", int], ...]} or {"labels": null}'
     try:
-      meta = json.loads(self._read_bytes("dataset.json"))
+      raw = self._read_bytes("dataset.json", MAX_LABELS_JSON_BYTES)
+    except ValueError as e:
+      raise ValueError(f"{where}: {e}; {expected}") from e
+    try:
+      meta = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
       raise ValueError(f"{where}: not valid JSON ({e}); {expected}") from e
+    except RecursionError:
+      raise ValueError(f"{where}: JSON nested too deeply to parse; {expected}") from None
     if not isinstance(meta, Mapping) or "labels" not in meta:
       raise ValueError(f"{where}: no 'labels' field; {expected}")
     if meta["labels"] is None:
       return None
     try:
       table = {str(fname).replace("\\", "/"): label for fname, label in meta["labels"]}
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
       raise ValueError(f"{where}: 'labels' is not a list of [fname, label] pairs; "
                        f"{expected}") from e
     missing = [f for f in self.files if f not in table]

@@ -9,6 +9,7 @@ Fourier frequencies of NCSN++ networks); pass it whole to `module.apply`.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Mapping
 
@@ -34,6 +35,49 @@ def _find_precond_kwargs(path: str) -> dict:
                    f"'precond_kwargs' beside it")
 
 
+# Ranges of EDMPrecond constructor kwargs read from a file, checked before any module is built
+# (a hostile file could ask for negative channels or a 10^9-pixel network). EDM's released nets
+# are far inside them (largest: 512x512, 256 base channels, channel_mult up to 4).
+_INT_RANGES = {"img_resolution": (1, 4096), "img_channels": (1, 64), "label_dim": (0, 100_000),
+               "augment_dim": (0, 64), "model_channels": (1, 4096), "channel_mult_emb": (1, 64),
+               "num_blocks": (1, 64), "channel_mult_noise": (1, 64)}
+_INT_LIST_RANGES = {"channel_mult": (1, 64), "attn_resolutions": (1, 4096),
+                    "resample_filter": (0, 1024)}
+
+
+def check_precond_kwargs(kw: Mapping[str, Any], source: str) -> None:
+  """Raises ValueError naming `source` and the key if a constructor kwarg is out of range."""
+  def bad(key, why):
+    return ValueError(f"{source}: precond_kwargs[{key!r}]={kw[key]!r} is invalid: {why}")
+
+  def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+  if not isinstance(kw, Mapping):
+    raise ValueError(f"{source}: precond_kwargs is a {type(kw).__name__}, not a dict")
+  for key, (lo, hi) in _INT_RANGES.items():
+    if key in kw and not (is_int(kw[key]) and lo <= kw[key] <= hi):
+      raise bad(key, f"expected an int in [{lo}, {hi}]")
+  for key, (lo, hi) in _INT_LIST_RANGES.items():
+    if key in kw:
+      v = kw[key]
+      if not (isinstance(v, (list, tuple)) and len(v) <= 16
+              and all(is_int(x) and lo <= x <= hi for x in v)):
+        raise bad(key, f"expected a list of at most 16 ints in [{lo}, {hi}]")
+  if "channel_mult" in kw and not kw["channel_mult"]:
+    raise bad("channel_mult", "expected at least one level")
+  for key in ("dropout", "label_dropout"):
+    if key in kw and not (isinstance(kw[key], (int, float)) and 0 <= kw[key] < 1):
+      raise bad(key, "expected a probability in [0, 1)")
+  for key in ("sigma_min", "sigma_data"):
+    if key in kw and not (isinstance(kw[key], (int, float)) and math.isfinite(kw[key])
+                          and kw[key] >= (0 if key == "sigma_min" else 1e-12)):
+      raise bad(key, "expected a finite number" + (" >= 0" if key == "sigma_min" else " > 0"))
+  for key in ("model_type", "embedding_type", "encoder_type", "decoder_type"):
+    if key in kw and not isinstance(kw[key], str):
+      raise bad(key, "expected a string")
+
+
 def load_edm(path: str | os.PathLike, precond_kwargs: Mapping[str, Any] | None = None, *,
              dtype=jnp.float32, precision=None, remat: bool = False
              ) -> tuple[EDMPrecond, dict]:
@@ -53,6 +97,7 @@ def load_edm(path: str | os.PathLike, precond_kwargs: Mapping[str, Any] | None =
   else:
     state_dict = esd.read_state_dict(path)
     kwargs = dict(precond_kwargs) if precond_kwargs is not None else _find_precond_kwargs(path)
+  check_precond_kwargs(kwargs, path)
   module = build_edm_precond(kwargs, dtype=dtype, precision=precision, remat=remat)
   variables = esd.state_dict_to_variables(state_dict, module, source=path)
   return module, jax.tree_util.tree_map(jnp.asarray, variables)
