@@ -24,14 +24,14 @@ import time
 
 from absl import app, flags
 
+from fdistill_jax.benchmarks import engine_speed, versus_torch
 from fdistill_jax.benchmarks.common import parse_entry
 
-_CONFIG = flags.DEFINE_string("config", "configs/imagenet64_js.py", "Config, 'path@k=v;k=v'.")
+# --config, --tiny (versus_torch) and --batch, --out (engine_speed) are shared flags.
+_CONFIG, _TINY = versus_torch._CONFIG, versus_torch._TINY  # pylint: disable=protected-access
+_BATCH, _OUT = engine_speed._BATCH, engine_speed._OUT  # pylint: disable=protected-access
 _DEVICES = flags.DEFINE_list("devices", ["8", "16", "32", "64"], "Device counts.")
-_BATCH = flags.DEFINE_integer("batch", 512, "Global batch.")
 _FSDP = flags.DEFINE_integer("fsdp", 8, "Size of the fsdp mesh axis (capped at N).")
-_TINY = flags.DEFINE_bool("tiny", False, "Small architecture of the config's family (tests).")
-_OUT = flags.DEFINE_string("out", "benchmark_results/memory_plan", "Output folder.")
 _CHILD = flags.DEFINE_integer("child", 0, "Internal: measure in this process with N devices.")
 
 HBM_GIB = {"TPU v5e": 16, "TPU v4": 32, "TPU v6e": 32, "TPU v5p": 95, "A100 40GB": 40,
@@ -58,10 +58,13 @@ def measure(cfg, n: int, fsdp: int) -> dict:
         jax.numpy.zeros((1, module.label_dim)) if module.label_dim else None))
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
-  image._random_variables = zeros_variables  # pylint: disable=protected-access
   cfg.mesh.fsdp, cfg.mesh.data = fsdp, -1
-  with tempfile.TemporaryDirectory() as wd:
-    exp, method, txs, init, init_key = loop._build(cfg, wd)  # pylint: disable=protected-access
+  saved, image._random_variables = image._random_variables, zeros_variables  # pylint: disable=protected-access
+  try:
+    with tempfile.TemporaryDirectory() as wd:
+      exp, method, txs, init, init_key = loop._build(cfg, wd)  # pylint: disable=protected-access
+  finally:
+    image._random_variables = saved  # pylint: disable=protected-access
   mesh = shard_lib.make_mesh(cfg)
   abstract, state_sh = loop._state_layout(cfg, init, init_key, mesh)  # pylint: disable=protected-access
   frozen = jax.eval_shape(lambda: exp.frozen)
@@ -90,7 +93,6 @@ def measure(cfg, n: int, fsdp: int) -> dict:
 
 
 def _config():
-  from fdistill_jax.benchmarks import engine_speed, versus_torch
   name, path, over = parse_entry(_CONFIG.value)
   cfg = engine_speed.synthetic_config(path, over, _BATCH.value)
   if _TINY.value:
@@ -145,4 +147,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.FLAGS.set_default("config", "configs/imagenet64_js.py")
+  flags.FLAGS.set_default("batch", 512)
+  flags.FLAGS.set_default("out", "benchmark_results/memory_plan")
   app.run(main)
