@@ -3,7 +3,7 @@
 * versus_torch.compare: both sides train (ours, theirs, theirs, ours) and sample, and the record
   holds positive rates for every phase and a finite ratio;
 * memory_plan.measure: compile-only memory analysis on the 8 fake devices of conftest, fsdp 4;
-  the state (arguments) per device must shrink when sharded over more fsdp devices;
+  the per-device arguments are under half the unsharded state with fsdp 4;
 * the compilation cache: a second process loads what the first one compiled.
 """
 import os
@@ -46,13 +46,13 @@ def test_memory_plan_shards_the_state():
   if jax.device_count() < 8:
     pytest.skip("needs the 8 fake CPU devices of conftest")
   cfg = _tiny(16)
-  r1 = memory_plan.measure(cfg.copy_and_resolve_references(), 8, 1)
-  r4 = memory_plan.measure(cfg.copy_and_resolve_references(), 8, 4)
+  cfg.mesh.fsdp_min_size = 0  # The tiny net's leaves are all under the default 16k threshold.
+  r4 = memory_plan.measure(cfg, 8, 4, phases=("generator",))  # One compile: the costly part.
   assert r4["mesh"] == {"data": 2, "fsdp": 4}
-  for phase in ("generator", "critic"):
-    a1, a4 = r1["phases"][phase]["argument"], r4["phases"][phase]["argument"]
-    assert 0 < a4 < 0.5 * a1, (phase, a1, a4)
-    assert r4["phases"][phase]["peak"] > 0
+  p = r4["phases"]["generator"]
+  # The state (params, Adam moments, EMA) is the bulk of the arguments; fsdp=4 splits it.
+  assert 0 < p["argument"] < 0.5 * r4["state_bytes"], (p, r4["state_bytes"])
+  assert p["temp"] > 0 and p["peak"] >= p["argument"]
   assert "| 8 | 2×4 | generator |" in memory_plan.table("tiny", [r4])
 
 

@@ -38,8 +38,9 @@ HBM_GIB = {"TPU v5e": 16, "TPU v4": 32, "TPU v6e": 32, "TPU v5p": 95, "A100 40GB
            "A100 80GB": 80, "H100": 80, "H200": 141}
 
 
-def measure(cfg, n: int, fsdp: int) -> dict:
-  """Lowers and compiles both steps on n (fake) devices; memory_analysis per device."""
+def measure(cfg, n: int, fsdp: int, phases=("generator", "critic")) -> dict:
+  """Lowers and compiles the steps on n (fake) devices; memory_analysis per device, and the
+  unsharded state size ('state_bytes') for comparison."""
   import jax
   import numpy as np
   from fdistill_jax.engine import checkpoint as ckpt_lib
@@ -73,8 +74,9 @@ def measure(cfg, n: int, fsdp: int) -> dict:
   batch_sh = shard_lib.batch_sharding(mesh, spec)
   args = [ckpt_lib.abstract_with_shardings(t, s) for t, s in
           ((abstract, state_sh), (frozen, frozen_sh), (spec, batch_sh))]
-  out = {"devices": n, "mesh": dict(mesh.shape), "batch": cfg.train.batch_size, "phases": {}}
-  phases = ("generator", "critic") if method.CRITIC_NETS else ("generator",)
+  out = {"devices": n, "mesh": dict(mesh.shape), "batch": cfg.train.batch_size, "phases": {},
+         "state_bytes": int(sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract)))}
+  phases = [p for p in phases if p == "generator" or method.CRITIC_NETS]
   for phase in phases:
     fn = jax.jit(steps_lib.make_step(method, exp.nets, txs, cfg, phase),
                  in_shardings=(state_sh, frozen_sh, batch_sh), out_shardings=(state_sh, None),
