@@ -27,6 +27,7 @@ def _tiny(batch):
   return cfg
 
 
+@pytest.mark.slow
 def test_versus_torch_runs_both_sides():
   torch = pytest.importorskip("torch")
   rec = versus_torch.compare(_tiny(8), steps=1, sample_batch=4, nfes=[3], device="cpu",
@@ -41,6 +42,7 @@ def test_versus_torch_runs_both_sides():
   assert "| iteration at 1:4, images/s |" in versus_torch.table(rec)
 
 
+@pytest.mark.slow
 def test_memory_plan_shards_the_state():
   import jax
   if jax.device_count() < 8:

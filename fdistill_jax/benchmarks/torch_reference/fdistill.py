@@ -201,7 +201,7 @@ class TorchFDistill:
                amp=None, channels_last=False, compile=False, fused_adam=False,
                checkpointing=False):
     self.s, self.device, self.amp = Spec.from_config(cfg), torch.device(device), amp
-    t = lambda sd: {k: torch.as_tensor(np.asarray(v)) for k, v in sd.items()}
+    t = lambda sd: {k: torch.tensor(np.asarray(v)) for k, v in sd.items()}
     self.teacher = build_edm_precond(precond_kwargs)
     self.teacher.load_state_dict(t(teacher_sd), strict=True)
     self.teacher.requires_grad_(False).eval()
