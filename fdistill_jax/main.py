@@ -24,6 +24,9 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "ref"],
                           "ref (FID reference statistics of config.dataset).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host runs).")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", "workdir", "Persistent XLA compilation cache: 'workdir' (<workdir>/"
+    "jax_cache), a directory, or '' (off). See fdistill_jax/engine/compile_cache.py.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -40,6 +43,9 @@ def main(argv):
     else:  # Cloud TPU, Slurm, Open MPI: auto-detected.
       jax.distributed.initialize()
   from fdistill_jax import compose, config_checks
+  from fdistill_jax.engine import compile_cache
+  if (cache := compile_cache.cache_dir(_CACHE.value, _WORKDIR.value)):
+    compile_cache.enable(cache)
   cfg = _CONFIG.value
   config_checks.check(cfg)
   logging.info("process %d/%d, %d devices; workdir %s", jax.process_index(),

@@ -159,6 +159,22 @@ def numerics(cfg, batch: int = 16) -> dict:
   return out
 
 
+def synthetic_config(path: str, overrides: dict, batch: int = 0):
+  """The config file's experiment on random teacher weights and synthetic data, global batch
+  `batch` (0 keeps the config's), no checkpoints to keep or metrics to compute; then overrides."""
+  cfg = load_config(path)
+  cfg.teacher.checkpoint = ""
+  cfg.dataset.name = "synthetic"
+  cfg.train.tensorboard = False
+  cfg.train.async_checkpoints = False
+  cfg.eval.metric = "none"
+  if batch:
+    cfg.train.batch_size = batch
+  for k, v in overrides.items():
+    set_key(cfg, k, v)
+  return cfg
+
+
 def main(argv):
   del argv
   import jax
@@ -172,16 +188,7 @@ def main(argv):
              "measured_bf16_matmul_tflops": ceiling, "runs": {}}
   for entry in split_entries(_CONFIGS.value):
     name, path, over = parse_entry(entry)
-    cfg = load_config(path)
-    cfg.teacher.checkpoint = ""
-    cfg.dataset.name = "synthetic"
-    cfg.train.tensorboard = False
-    cfg.train.async_checkpoints = False
-    cfg.eval.metric = "none"
-    if _BATCH.value:
-      cfg.train.batch_size = _BATCH.value
-    for k, v in over.items():
-      set_key(cfg, k, v)
+    cfg = synthetic_config(path, over, _BATCH.value)
     with tempfile.TemporaryDirectory() as wd:
       rec = speed(cfg, wd, _STEPS.value)
     rec["method"], rec["dtype"] = cfg.method.name, cfg.teacher.dtype
