@@ -23,7 +23,8 @@ from fdistill_jax.benchmarks.common import load_config  # noqa: E402
 from fdistill_jax.benchmarks.torch_reference import fdistill as tfd  # noqa: E402
 from fdistill_jax.benchmarks.torch_reference import networks as tnet  # noqa: E402
 from fdistill_jax.convert import edm_state_dict as esd  # noqa: E402
-from fdistill_jax.engine.nets import Nets  # noqa: E402
+from fdistill_jax import conditioning  # noqa: E402
+from fdistill_jax.nets import Nets  # noqa: E402
 from fdistill_jax.experiments.image import flat_features  # noqa: E402
 from fdistill_jax.methods import fdistill  # noqa: E402
 from fdistill_jax.models.edm import build_edm_precond  # noqa: E402
@@ -107,11 +108,12 @@ def setup():
   disc = _random(jax.eval_shape(head.init, jax.random.PRNGKey(1), feats)["params"], 3)
   nets = Nets(student=apply, teacher=lambda fr, x, s, l, features=False: apply(
       fr["teacher"], x, s, l, None, features), disc=lambda p, f, s: head.apply({"params": p}, f),
-              sigma_init=cfg.diffusion.sigma_init, data_shape=(res, res, ch), label_dim=ld)
+              sigma_init=cfg.diffusion.sigma_init, data_shape=(res, res, ch),
+              cond=conditioning.ClassLabels(ld))
   rng = np.random.default_rng(7)
   b = 4
   batch = {"x": rng.uniform(-1, 1, (b, res, res, ch)).astype(np.float32),
-           "labels": np.eye(ld, dtype=np.float32)[rng.integers(0, ld, b)]}
+           "cond": np.eye(ld, dtype=np.float32)[rng.integers(0, ld, b)]}
   extras = {"bins": jnp.asarray(rng.uniform(0.5, 2.0, cfg.method.ratio_bins), jnp.float32)}
   params = {"generator": weights["generator"], "fake_score": weights["fake_score"],
             "discriminator": disc}
@@ -159,7 +161,7 @@ def test_generator_loss_equals_ours(setup):
   ref.disc.requires_grad_(False)
   ref.gen.zero_grad()
   t_loss, t_m, t_bins = tfd.generator_loss(ref.gen, ref.fake, ref.teacher, ref.disc,
-                                           _t(batch["labels"]), _nchw(z), _t(np.asarray(sigma)),
+                                           _t(batch["cond"]), _nchw(z), _t(np.asarray(sigma)),
                                            _nchw(eps), _t(np.asarray(extras["bins"])), ref.s)
   t_loss.backward()
   assert float(metrics["dm"]) > 1e-3 and float(metrics["gan_gen"]) > 1e-3  # Not trivial.
@@ -187,7 +189,7 @@ def test_critic_loss_equals_ours(setup):
   ref.disc.requires_grad_(True)
   ref.fake.zero_grad(), ref.disc.zero_grad()
   t_loss, t_m = tfd.critic_loss(ref.gen, ref.fake, ref.teacher, ref.disc, _nchw(batch["x"]),
-                                _t(batch["labels"]), _nchw(z), *draws, ref.s)
+                                _t(batch["cond"]), _nchw(z), *draws, ref.s)
   t_loss.backward()
   assert float(metrics["gan_disc"]) > 0.1
   np.testing.assert_allclose(float(t_loss.detach()), float(loss), rtol=2e-5)
