@@ -75,8 +75,9 @@ def run_one(cfg, workdir: str, cache: str) -> dict:
   from fdistill_jax.engine import loop
   shutil.rmtree(workdir, ignore_errors=True)
   os.makedirs(workdir)
-  if os.path.exists(cache):
-    shutil.copy(cache, os.path.join(workdir, "pretrained_denoiser.msgpack"))
+  for ext in (".msgpack", ".json"):  # The params and their key: other settings pretrain again.
+    if os.path.exists(cache + ext):
+      shutil.copy(cache + ext, os.path.join(workdir, "pretrained_denoiser" + ext))
   config_checks.check(cfg)
   t0 = time.time()
   if cfg.method.name == "progressive":  # All rounds; the row is the final (1-step) student.
@@ -86,8 +87,9 @@ def run_one(cfg, workdir: str, cache: str) -> dict:
   else:
     out, total_steps = loop.train(cfg, workdir), cfg.train.steps
   wall = time.time() - t0
-  if not os.path.exists(cache):
-    shutil.copy(os.path.join(workdir, "pretrained_denoiser.msgpack"), cache)
+  if not os.path.exists(cache + ".msgpack"):
+    for ext in (".msgpack", ".json"):
+      shutil.copy(os.path.join(workdir, "pretrained_denoiser" + ext), cache + ext)
   out["wall_s"] = wall
   out["steps_per_s"] = total_steps / wall
   return out
@@ -110,7 +112,7 @@ def main(argv):
   entries += [(os.path.splitext(os.path.basename(p))[0], p, {}) for p in _CONFIGS.value]
   results = []
   for prob in FLAGS.value:
-    cache = os.path.join(_OUT.value, f"pretrained_{prob}.msgpack")
+    cache = os.path.join(_OUT.value, f"pretrained_{prob}")
     for name, path, over in entries:
       for seed in _SEEDS.value:
         cfg = load_config(path) if path else defaults.toy()
