@@ -89,7 +89,8 @@ def run_one(cfg, workdir: str, cache: str) -> dict:
   wall = time.time() - t0
   if not os.path.exists(cache + ".msgpack"):
     for ext in (".msgpack", ".json"):
-      shutil.copy(os.path.join(workdir, "pretrained_denoiser" + ext), cache + ext)
+      if os.path.exists(os.path.join(workdir, "pretrained_denoiser" + ext)):
+        shutil.copy(os.path.join(workdir, "pretrained_denoiser" + ext), cache + ext)
   out["wall_s"] = wall
   out["steps_per_s"] = total_steps / wall
   return out
