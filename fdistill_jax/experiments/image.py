@@ -181,16 +181,38 @@ def build(cfg, workdir: str, method) -> Experiment:
       out.update(metric.evaluate(np.asarray(x)))
     return out
 
+  cols, up = 8, max(1, 64 // res)
+  labelled = label_dim and n_eval >= label_dim * cols  # Rows = classes (labels are i mod L).
+  row_labels = [f"class {c}" for c in range(label_dim)] if labelled else []
+
   def write_samples(x, path, title=""):
-    del title
-    grids.save_grid(np.asarray(x)[:64], path, ncol=8, upscale=max(1, 64 // res))
+    if not labelled:
+      grids.save_grid(np.asarray(x)[:64], path, ncol=8, upscale=up)
+    else:
+      grids.save_labelled_grid([(title, grids.by_label(x, label_dim, cols))], row_labels, path, up)
+
+  teacher_x = {}  # The last reference's samples at eval.nfe, for write_comparison.
 
   def reference(key):
     out = {}
     for nfe in ev.get("teacher_nfes", ()):
       x = sample_multistep(teacher_params, key, nfe=int(nfe))
       out[f"teacher_nfe{nfe}"] = score(x)
+      if int(nfe) == ev.nfe:
+        teacher_x["x"] = x
     return out
+
+  def write_comparison(x, key, path):
+    """Student samples beside the teacher's eval.nfe-step samples from the same noise and labels
+    (`key` is the one both were drawn with)."""
+    t = teacher_x.pop("x", None)
+    t = sample_multistep(teacher_params, key, nfe=ev.nfe) if t is None else t
+    blocks = [("student, 1 step", x), (f"teacher, {ev.nfe} NFE", t)]
+    if not labelled:
+      return grids.save_labelled_grid([(n, np.asarray(b)[:64].reshape((8, 8) + shape))
+                                       for n, b in blocks], [""] * 8, path, up)
+    return grids.save_labelled_grid([(n, grids.by_label(b, label_dim, cols)) for n, b in blocks],
+                                    row_labels, path, up)
 
   # ---------------------------------------------------------------- FID (streamed)
   extra_metrics = None
@@ -204,6 +226,7 @@ def build(cfg, workdir: str, method) -> Experiment:
                     data_state=pipe.get_state, restore_data=lambda s: s and pipe.set_state(s),
                     global_batch=False,
                     sample_teacher=lambda key: sample_multistep(teacher_params, key, nfe=ev.nfe),
+                    write_comparison=write_comparison if ev.sampler == "one_step" else None,
                     extra_metrics=extra_metrics)
 
 
