@@ -209,8 +209,10 @@ def build(cfg, workdir: str, method) -> Experiment:
     t = sample_multistep(teacher_params, key, nfe=ev.nfe) if t is None else t
     blocks = [("student, 1 step", x), (f"teacher, {ev.nfe} NFE", t)]
     if not labelled:
-      return grids.save_labelled_grid([(n, np.asarray(b)[:64].reshape((8, 8) + shape))
-                                       for n, b in blocks], [""] * 8, path, up)
+      c = min(cols, n_eval)
+      r = min(8, n_eval // c)
+      return grids.save_labelled_grid([(n, np.asarray(b)[:r * c].reshape((r, c) + shape))
+                                       for n, b in blocks], [""] * r, path, up)
     return grids.save_labelled_grid([(n, grids.by_label(b, label_dim, cols)) for n, b in blocks],
                                     row_labels, path, up)
 
