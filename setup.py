@@ -30,6 +30,7 @@ CORE = [
     "pillow>=10",
     "matplotlib>=3.7",  # scatter plots of toy runs.
     "absl-py>=2",
+    "tqdm>=4.60",  # the console progress bar (engine/progress.py).
 ]
 
 EXTRAS = {

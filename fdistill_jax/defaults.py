@@ -11,7 +11,8 @@ def toy() -> ml_collections.ConfigDict:
 
   cfg.teacher = ml_collections.ConfigDict(dict(
       kind="gmm", mixture="ring", num_modes=8, radius=2.0, scale=0.1, dim=2, spread=2.0,
-      mixture_seed=0, weights=(1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0)))
+      mixture_seed=0, weights=(1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0),
+      grid_size=5, spacing=1.0, means=(), scales=(), file=""))
   cfg.diffusion = ml_collections.ConfigDict(dict(
       sigma_min=0.002, sigma_max=80.0, sigma_data=1.5, sigma_init=80.0))
   cfg.student = ml_collections.ConfigDict(dict(hidden=128, depth=3))

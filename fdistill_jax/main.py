@@ -16,6 +16,10 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+# TensorFlow's C++ INFO lines (oneDNN notices) print when it is first imported, before flags are
+# parsed; level 1 keeps its warnings. Set TF_CPP_MIN_LOG_LEVEL=0 yourself to see them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
@@ -27,11 +31,16 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
 _CACHE = flags.DEFINE_string(
     "compilation_cache", "workdir", "Persistent XLA compilation cache: 'workdir' (<workdir>/"
     "jax_cache), a directory, or '' (off). See fdistill_jax/engine/compile_cache.py.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Keep the INFO logs of orbax, absl, grain and "
+                             "TensorFlow (off by default: a progress bar and a summary show).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
+  from fdistill_jax.engine import progress
+  if not _VERBOSE.value:
+    progress.quiet_libraries()
   import jax  # Imported here so XLA flags set by launchers apply before jax starts.
   if _DISTRIBUTED.value or os.environ.get("FDISTILL_DISTRIBUTED") == "1":
     env = os.environ
@@ -58,7 +67,9 @@ def main(argv):
     out = compose.sample_checkpoint(cfg, _WORKDIR.value)
   else:
     out = compose.reference_statistics(cfg, _WORKDIR.value)
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and _MODE.value in ("train", "eval") and "student" in out:
+    print("\n" + progress.summary(out, progress.output_paths(_WORKDIR.value)))
+  elif jax.process_index() == 0:
     print(json.dumps(out, indent=1, default=str))
 
 

@@ -54,6 +54,10 @@ def test_real_digits_score_well_and_degenerate_samples_badly(metric, held_out):
   # A mild corruption of the real digits lands in between.
   noisy = metric.evaluate(np.clip(images + 0.3 * rng.standard_normal(images.shape), -1, 1))
   assert real["fd"] < noisy["fd"] < noise["fd"]
+  # Diversity within classes and k-NN precision/recall against the train split.
+  assert 0.7 < real["class_diversity"] < 1.4 and single["class_diversity"] < 1e-6
+  assert real["precision"] > 0.6 and real["recall"] > 0.6
+  assert noise["precision"] < 0.1 and single["recall"] < 0.05
 
 
 def test_reference_set_scores_zero_fd(metric):

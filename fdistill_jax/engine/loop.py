@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 
 from fdistill_jax.engine import checkpoint as ckpt_lib
 from fdistill_jax.engine import metrics as metrics_lib
+from fdistill_jax.engine import progress as progress_lib
 from fdistill_jax.engine import sharding as shard_lib
 from fdistill_jax.engine import state as state_lib
 from fdistill_jax.engine import steps as steps_lib
@@ -141,9 +142,12 @@ def train(cfg, workdir: str, problem) -> dict:
   """Trains problem() = (experiment, method) per cfg in workdir (resuming); final metrics."""
   os.makedirs(workdir, exist_ok=True)
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
+  progress_lib.note("building the run and compiling its steps ...")
   run = Run(cfg, workdir, problem)
   exp, ckpt = run.exp, run.ckpt
   start = int(jax.device_get(run.state["step"]))
+  progress_lib.note("compiled in " + ", ".join(f"{t:.0f}s ({p})"
+                                               for p, t in run.compile_times.items()))
   writer.write_scalars(start, {f"compile_time_{p}_s": t for p, t in run.compile_times.items()})
 
   # ---------------------------------------------------------------- preemption
@@ -159,10 +163,12 @@ def train(cfg, workdir: str, problem) -> dict:
   pending, t_last, s_last = [], time.time(), start
   eval_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99)
   img_per_step = cfg.train.batch_size
+  progress = progress_lib.Progress(start, total, cfg.train.log_every)
   try:
     for step in range(start, total):
       pending.append(run.step(step))
       done = step + 1
+      progress.update(done)
       if done % cfg.train.log_every == 0 or done == total:
         host = jax.device_get(pending)
         pending = []
@@ -177,6 +183,7 @@ def train(cfg, workdir: str, problem) -> dict:
                        nonfinite_total=int(nf["total"]))
         t_last, s_last = time.time(), done
         writer.write_scalars(done, scalars)
+        progress.log(done, scalars)
         if int(nf["streak"]) >= cfg.train.max_nonfinite_streak:
           raise NonFiniteHalt(f"{int(nf['streak'])} non-finite steps in a row at step {done} "
                               f"(config.train.max_nonfinite_streak="
@@ -192,6 +199,7 @@ def train(cfg, workdir: str, problem) -> dict:
       save(total, force=True)
     final = _evaluate(exp, run.state, cfg, writer, total, eval_key, workdir, final=True)
   finally:
+    progress.close()
     signal.signal(signal.SIGTERM, prev)
     ckpt.close()
     writer.flush()
@@ -216,6 +224,7 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
     if jax.process_index() == 0:
       with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
         json.dump(out, f, indent=1)
+      progress_lib.final_pictures(exp, x, key, workdir, step)
     return out
   return res
 

@@ -10,7 +10,12 @@ activations (before the ReLU) play the role of Inception features:
 * class_coverage: fraction of the 10 classes that are covered, a class being covered when it
   receives at least `cover_frac` (0.25) of its uniform share, i.e. >= 2.5% of the predictions (the
   same rule as toy_metrics.mode_stats);
-* mean_confidence: mean max-softmax probability (low for unrecognisable images).
+* mean_confidence: mean max-softmax probability (low for unrecognisable images);
+* precision / recall: k-NN (k = 3) manifold precision and recall of the features against the
+  train split's (evaluation/precision_recall.py);
+* class_diversity: within-class feature variance (trace of the covariance within each predicted
+  class, averaged over classes) relative to the train split's, 1 = as diverse as the data; a
+  generator that draws one digit per class scores near 0.
 The classifier's held-out accuracy (297 test images) is `DigitsMetric.test_accuracy`.
 
 Trained weights are cached in `cache_dir` (if given) under a name that encodes the resolution and
@@ -126,6 +131,8 @@ class DigitsMetric:
   ref_sigma: np.ndarray
   recipe: Recipe = Recipe()
   batch_size: int = 500
+  ref_features: np.ndarray | None = None  # [N_train, feature_dim]
+  ref_class_var: float = 1.0  # The train split's within-class variance (class_diversity's unit).
 
   @classmethod
   def create(cls, resolution: int = 16, cache_dir: str | os.PathLike | None = None,
@@ -158,7 +165,10 @@ class DigitsMetric:
         os.replace(tmp, path)  # Atomic: a concurrent reader never sees half a file.
     metric = cls(resolution, params, accuracy, np.zeros(0), np.zeros((0, 0)), recipe)
     real, _ = load_digits_arrays(resolution, "train")
-    metric.ref_mu, metric.ref_sigma = compute_statistics(metric.features(_to_model_input(real)))
+    logits, feats = metric._apply(_to_model_input(real))
+    metric.ref_mu, metric.ref_sigma = compute_statistics(feats)
+    metric.ref_features = feats
+    metric.ref_class_var = _within_class_variance(feats, np.argmax(logits, -1))
     return metric
 
   def _check(self, images: Any) -> np.ndarray:
@@ -196,4 +206,20 @@ class DigitsMetric:
         "mean_confidence": float(np.mean(np.max(probs, -1))),
         "class_histogram_tv": float(0.5 * np.sum(np.abs(hist - 1.0 / NUM_CLASSES))),
         "num_samples": float(len(probs)),
+        **self._diversity(feats, np.argmax(probs, -1)),
     }
+
+  def _diversity(self, feats: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+    if self.ref_features is None or len(feats) < 2 * NUM_CLASSES:
+      return {}
+    from fdistill_jax.evaluation.precision_recall import precision_recall
+    precision, recall = precision_recall(self.ref_features, feats, k=3)
+    return {"precision": float(precision), "recall": float(recall),
+            "class_diversity": _within_class_variance(feats, classes) / self.ref_class_var}
+
+
+def _within_class_variance(feats: np.ndarray, classes: np.ndarray) -> float:
+  """Mean over classes with ≥ 2 members of the trace of their feature covariance."""
+  v = [np.var(feats[classes == c], axis=0).sum() for c in range(NUM_CLASSES)
+       if np.sum(classes == c) >= 2]
+  return float(np.mean(v)) if v else 0.0

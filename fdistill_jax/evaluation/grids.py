@@ -47,3 +47,42 @@ def save_numbered(images, folder: str, first_index: int = 0) -> list[str]:
     PIL.Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(p)
     out.append(p)
   return out
+
+
+def by_label(x: np.ndarray, num_labels: int, cols: int = 8) -> np.ndarray:
+  """Samples x [N, H, W, C] drawn with labels i mod num_labels -> [num_labels, cols, H, W, C]
+  (row c holds the first `cols` samples of label c; needs N ≥ num_labels · cols)."""
+  x = np.asarray(x)
+  if len(x) < num_labels * cols:
+    raise ValueError(f"by_label: {len(x)} samples < {num_labels} labels × {cols} columns")
+  return np.stack([x[c::num_labels][:cols] for c in range(num_labels)])
+
+
+def save_labelled_grid(blocks: list[tuple[str, np.ndarray]], row_labels: list[str], path: str,
+                       upscale: int = 4) -> str:
+  """Side-by-side grids, one row per label: blocks = [(title, images [rows, cols, H, W, C] in
+  [-1, 1])], each with len(row_labels) rows (e.g. the student and the teacher on the same noise
+  and labels). Row labels on the left, block titles on top."""
+  import PIL.ImageDraw
+  tiles = [make_grid(x.reshape((-1,) + x.shape[2:]), ncol=x.shape[1]) for _, x in blocks]
+  for (title, x) in blocks:
+    if x.shape[0] != len(row_labels):
+      raise ValueError(f"block {title!r} has {x.shape[0]} rows for {len(row_labels)} row labels")
+  tiles = [np.repeat(np.repeat(t, upscale, 0), upscale, 1) for t in tiles]
+  gap, left, top = 3 * upscale, 8 * max(len(s) for s in row_labels) + 6, 16
+  h = max(t.shape[0] for t in tiles)
+  w = left + sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
+  mode = "L" if tiles[0].shape[-1] == 1 else "RGB"
+  canvas = PIL.Image.new(mode, (w, h + top), 255 if mode == "L" else (255, 255, 255))
+  draw = PIL.ImageDraw.Draw(canvas)
+  x0 = left
+  for (title, _), t in zip(blocks, tiles):
+    canvas.paste(PIL.Image.fromarray(t[..., 0] if t.shape[-1] == 1 else t), (x0, top))
+    draw.text((x0 + 2, 2), title, fill="black")
+    x0 += t.shape[1] + gap
+  row_h = (h - upscale) / len(row_labels)
+  for i, label in enumerate(row_labels):
+    draw.text((3, top + int((i + 0.5) * row_h) - 5), label, fill="black")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  canvas.save(path)
+  return path

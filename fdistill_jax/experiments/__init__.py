@@ -39,6 +39,7 @@ class Experiment:
   global_batch: bool = True  # batch() returns the full global batch (same on every process)
   sample_teacher: Callable | None = None  # key -> samples of the teacher's eval.nfe sampler
   extra_metrics: Callable | None = None   # gen_params -> dict (e.g. streamed FID), at eval time
+  write_comparison: Callable | None = None  # (samples, key, path): student beside teacher
 
   def evaluate(self, gen_params, key) -> dict:
     return self.score(self.sample(gen_params, key), key)

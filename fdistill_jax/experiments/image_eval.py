@@ -24,7 +24,8 @@ SAMPLERS = ("one_step", "heun")
 
 def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str) -> dict:
   """The Experiment's evaluation hooks: sample, score, write_samples, reference, sample_teacher,
-  extra_metrics (FID when eval.metric = 'fid')."""
+  write_comparison (one-step student beside the teacher), extra_metrics (FID when
+  eval.metric = 'fid')."""
   ev = cfg.eval
   shape = tuple(nets.data_shape)
   decode = codec.jit_decode()
@@ -68,20 +69,47 @@ def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str
       out.update(metric.evaluate(np.asarray(x)))
     return out
 
+  image_shape = tuple(codec.image_shape(shape))
+  label_dim = getattr(nets.cond, "num_classes", 0)
+  cols, up = 8, max(1, 64 // image_shape[0])
+  labelled = label_dim and n_eval >= label_dim * cols  # Rows = classes (labels are i mod L).
+  row_labels = [f"class {c}" for c in range(label_dim)] if labelled else []
+
   def write_samples(x, path, title=""):
-    del title
-    grids.save_grid(np.asarray(x)[:64], path, ncol=8, upscale=max(1, 64 // x.shape[1]))
+    if not labelled:
+      grids.save_grid(np.asarray(x)[:64], path, ncol=8, upscale=up)
+    else:
+      grids.save_labelled_grid([(title, grids.by_label(x, label_dim, cols))], row_labels, path, up)
+
+  teacher_x = {}  # The last reference's samples at eval.nfe, for write_comparison.
 
   def reference(key):
     out = {}
     for nfe in ev.get("teacher_nfes", ()):
       x = decode(sample_multistep(teacher_params, key, nfe=int(nfe)))
       out[f"teacher_nfe{nfe}"] = score(x)
+      if int(nfe) == ev.nfe:
+        teacher_x["x"] = x
     return out
+
+  def write_comparison(x, key, path):
+    """Student samples beside the teacher's eval.nfe-step samples from the same noise and
+    conditions (`key` is the one both were drawn with)."""
+    t = teacher_x.pop("x", None)
+    t = decode(sample_multistep(teacher_params, key, nfe=ev.nfe)) if t is None else t
+    blocks = [("student, 1 step", x), (f"teacher, {ev.nfe} NFE", t)]
+    if not labelled:
+      c = min(cols, n_eval)
+      r = min(8, n_eval // c)
+      return grids.save_labelled_grid([(n, np.asarray(b)[:r * c].reshape((r, c) + image_shape))
+                                       for n, b in blocks], [""] * r, path, up)
+    return grids.save_labelled_grid([(n, grids.by_label(b, label_dim, cols)) for n, b in blocks],
+                                    row_labels, path, up)
 
   extra = fid_metric(cfg, nets, decode=decode) if ev.get("metric") == "fid" else None
   return dict(sample=sample, score=score, write_samples=write_samples, reference=reference,
               sample_teacher=lambda key: decode(sample_multistep(teacher_params, key, nfe=ev.nfe)),
+              write_comparison=write_comparison if ev.sampler == "one_step" else None,
               extra_metrics=extra)
 
 

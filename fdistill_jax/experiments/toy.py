@@ -9,6 +9,7 @@ FastGen's frozen-teacher encoder) or from the fake score ('fake_score', DMD2).
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import flax.serialization
@@ -42,13 +43,46 @@ def check_config(cfg) -> None:
 
 
 def make_mixture(t) -> analytic.GaussianMixture:
-  """The mixture named by config.teacher: 'ring' (2-D, modes on a circle) or 'random' (any dim)."""
-  weights = None if t.weights is None else np.asarray(t.weights, np.float64) / np.sum(t.weights)
+  """The mixture named by config.teacher.mixture:
+  'ring'   num_modes on a circle of `radius` in 2-D, isotropic `scale`;
+  'random' num_modes at N(0, spread²) positions in `dim` dimensions (mixture_seed), `scale`;
+  'grid'   grid_size × grid_size modes `spacing` apart in 2-D, `scale`;
+  'explicit' the tuples teacher.means ((K, d) nested), teacher.scales (K or K×d; empty = `scale`);
+  'file'   teacher.file, a .npz/.json with means, scales and optional weights.
+  weights: K values, or fewer that tile the K modes (K a multiple of their number); () = uniform.
+  """
   if t.mixture == "ring":
-    return analytic.ring_mixture(t.num_modes, t.radius, t.scale, weights)
-  if t.mixture == "random":
-    return analytic.random_mixture(t.mixture_seed, t.num_modes, t.dim, t.spread, t.scale, weights)
-  raise ValueError(f"config.teacher.mixture={t.mixture!r}; allowed: 'ring', 'random'")
+    means, scales = analytic.ring_mixture(t.num_modes, t.radius).means, t.scale
+  elif t.mixture == "random":
+    means = analytic.random_mixture(t.mixture_seed, t.num_modes, t.dim, t.spread).means
+    scales = t.scale
+  elif t.mixture == "grid":
+    means, scales = analytic.grid_mixture(t.grid_size, t.spacing).means, t.scale
+  elif t.mixture == "explicit":
+    if not t.means:
+      raise ValueError("config.teacher.mixture='explicit' needs config.teacher.means, a (K, d) "
+                       "tuple of tuples")
+    means, scales = np.asarray(t.means, np.float64), (np.asarray(t.scales) if t.scales else t.scale)
+  elif t.mixture == "file":
+    spec = analytic.load_mixture_file(t.file)
+    means, scales = spec["means"], spec["scales"]
+    if "weights" in spec:
+      return analytic.GaussianMixture.create(means, scales, spec["weights"] / spec["weights"].sum())
+  else:
+    raise ValueError(f"config.teacher.mixture={t.mixture!r}; allowed: 'ring', 'random', 'grid', "
+                     "'explicit', 'file'")
+  return analytic.GaussianMixture.create(means, scales, _weights(t.weights, len(means)))
+
+
+def _weights(w, k: int):
+  if w is None or len(w) == 0:
+    return None
+  w = np.asarray(w, np.float64)
+  if k % len(w):
+    raise ValueError(f"config.teacher.weights has {len(w)} values for {k} modes; give {k} values "
+                     "or a number of values that divides it (they are tiled)")
+  w = np.tile(w, k // len(w))
+  return w / w.sum()
 
 
 def pretrain_denoiser(module: MLPDenoiser, gmm, cfg, key) -> dict:
@@ -80,20 +114,38 @@ def pretrain_denoiser(module: MLPDenoiser, gmm, cfg, key) -> dict:
   return params
 
 
+def cache_key(cfg) -> dict:
+  """Everything the pretrained denoiser depends on: the teacher, σ_data, the network and the
+  pretraining settings."""
+  return {"teacher": cfg.teacher.to_dict(), "sigma_data": float(cfg.diffusion.sigma_data),
+          "student": cfg.student.to_dict(), "pretrain": cfg.pretrain.to_dict()}
+
+
 def load_or_pretrain(module, gmm, cfg, workdir: str) -> dict:
-  """Pretrained denoiser params, cached in workdir (keyed by the pretrain config)."""
+  """Pretrained denoiser params, cached in workdir/pretrained_denoiser.msgpack with its cache_key
+  beside it (pretrained_denoiser.json); a cache made for other settings is replaced, one copied
+  without its key is used as is."""
   path = os.path.join(workdir, "pretrained_denoiser.msgpack")
+  key_path = os.path.splitext(path)[0] + ".json"
+  want = json.loads(json.dumps(cache_key(cfg)))  # Tuples -> lists, as read back from disk.
   key = jax.random.PRNGKey(cfg.pretrain.seed)
   template = module.init(key, jnp.zeros((1, gmm.dim)), jnp.ones((1,)))["params"]
   if os.path.exists(path):
-    with open(path, "rb") as f:
-      return flax.serialization.from_bytes(template, f.read())
+    have = None
+    if os.path.exists(key_path):
+      with open(key_path) as f:
+        have = json.load(f)
+    if have is None or have == want:
+      with open(path, "rb") as f:
+        return flax.serialization.from_bytes(template, f.read())
+    logging.warning("%s was pretrained for other settings; pretraining again", path)
   params = pretrain_denoiser(module, gmm, cfg, key)
   os.makedirs(workdir, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(flax.serialization.to_bytes(params))
-  os.replace(tmp, path)  # Atomic: a killed run never leaves a half-written cache.
+  for p, data in ((key_path, json.dumps(want, indent=1).encode()),
+                  (path, flax.serialization.to_bytes(params))):
+    with open(p + ".tmp", "wb") as f:
+      f.write(data)
+    os.replace(p + ".tmp", p)  # Atomic: a killed run never leaves a half-written cache.
   return params
 
 

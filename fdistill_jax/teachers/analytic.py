@@ -110,6 +110,44 @@ def random_mixture(key_seed: int, num_modes: int, dim: int, spread: float = 2.0,
   return GaussianMixture.create(means, scale, weights)
 
 
+def grid_mixture(size: int = 5, spacing: float = 1.0, scale: float = 0.1,
+                 weights=None) -> GaussianMixture:
+  """size × size modes on a square grid in 2-D centred at 0, row-major (mode k at row k // size,
+  column k % size)."""
+  c = (np.arange(size) - (size - 1) / 2) * spacing
+  yy, xx = np.meshgrid(c, c, indexing="ij")
+  return GaussianMixture.create(np.stack([xx.ravel(), yy.ravel()], axis=1), scale, weights)
+
+
+def load_mixture_file(path: str) -> dict:
+  """{'means' [K, d], 'scales' [K] | [K, d] | scalar, 'weights' [K] (optional)} from a .npz or a
+  .json file with those keys."""
+  if path.endswith(".npz"):
+    with np.load(path) as f:
+      out = {k: np.asarray(f[k]) for k in f.files}
+  elif path.endswith(".json"):
+    import json
+    with open(path) as f:
+      out = {k: np.asarray(v, np.float64) for k, v in json.load(f).items()}
+  else:
+    raise ValueError(f"mixture file {path!r}: expected a .npz or .json file")
+  missing = {"means", "scales"} - set(out)
+  extra = set(out) - {"means", "scales", "weights"}
+  if missing or extra:
+    raise ValueError(f"mixture file {path!r}: needs keys means, scales (and optional weights); "
+                     f"missing {sorted(missing)}, unknown {sorted(extra)}")
+  return out
+
+
+def data_std(gmm: GaussianMixture) -> float:
+  """Exact standard deviation of the mixture's coordinates, RMS over dimensions: the EDM
+  σ_data of the problem (sqrt(mean_d Var[x_d]))."""
+  w = gmm.weights.astype(np.float64)[:, None]
+  mean = np.sum(w * gmm.means, axis=0)
+  second = np.sum(w * (gmm.means.astype(np.float64) ** 2 + gmm.scales.astype(np.float64) ** 2), 0)
+  return float(np.sqrt(np.mean(second - mean ** 2)))
+
+
 @dataclasses.dataclass(frozen=True)
 class EmpiricalTeacher:
   """Optimal denoiser of a finite dataset (points [N, d]): the 'memorising' teacher."""
