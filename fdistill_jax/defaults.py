@@ -190,13 +190,18 @@ def sid_edm(dataset: str) -> ml_collections.ConfigDict:
   'cifar10' (conditional): batch 256, lr 1e-5, fp32, 800 Mimg; 'imagenet64': batch 8192, lr
   4e-6, 1000 Mimg (SiD trains it in fp16; we use bf16 compute with fp32 master weights). Both:
   α = 1.2, σ_init = 2.5, t_max = 800, Adam β = (0, 0.999), EMA half-life 0.5 Mimg (as a
-  per-iteration decay; SiD's EMA ramp-up is not modelled), no real data.
+  per-iteration decay; SiD's EMA ramp-up is not modelled), no real data. Losses scaled as the
+  official code back-propagates them (sid.OFFICIAL_SCALING: 100/B·Σ for the generator, 1/B·Σ over
+  pixels for the fake score); Adam ε 1e-6 for ImageNet-64, as SiD sets it for its fp16 runs.
   """
   cfg = fastgen_edm(dataset)
   cifar = dataset == "cifar10"
-  from fdistill_jax.methods import sid
-  cfg.method = sid.method_config(alpha=1.2)
+  from fdistill_jax.methods import sid  # Not at module level: methods import defaults' users.
+  cfg.method = sid.method_config(alpha=1.2, **sid.OFFICIAL_SCALING)
   sid_style(cfg)
+  if not cifar:
+    for net in ("generator", "fake_score"):
+      cfg.optim[net].eps = 1e-6  # sid_train.py: eps = 1e-8 if not opts.fp16 else 1e-6.
   batch, lr, mimg = (256, 1e-5, 800) if cifar else (8192, 4e-6, 1000)
   cfg.teacher.dtype = "float32" if cifar else "bfloat16"
   for net in ("generator", "fake_score"):

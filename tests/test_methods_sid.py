@@ -155,6 +155,59 @@ def test_truncated_time_draw_range():
   assert float(sigma.max()) > 0.9 * hi and float(np.median(sigma)) < 2.0
 
 
+# ----------------------------------------------------------------------------- loss scaling
+def _torch_fake_reference(params, z, sigma, n, labels, sigma_data):
+  """mingyuanzhou/SiD SID_EDMLoss.__call__ then `loss.sum().mul(loss_scaling / B)` (--ls 1):
+  (loss, grads of the fake-score params), float64 torch."""
+  gp = {k: _t(v) for k, v in params["generator"].items()}
+  fp = {k: _t(v, True) for k, v in params["fake_score"].items()}
+  lab, s = _t(labels), _t(sigma)[:, None]
+  with torch.no_grad():
+    y = _torch_student(gp, SIGMA_INIT * _t(z), torch.full_like(s, SIGMA_INIT), lab)
+  weight = (s ** 2 + sigma_data ** 2) / (s * sigma_data) ** 2
+  loss = (weight * (_torch_student(fp, y + s * _t(n), s, lab) - y) ** 2).sum().mul(1.0 / B)
+  loss.backward()
+  return loss.item(), {k: v.grad.numpy() for k, v in fp.items()}
+
+
+def test_official_loss_scaling_of_generator_and_fake_score():
+  """sid.OFFICIAL_SCALING back-propagates exactly what the official code does: 100/B·Σ for the
+  generator (--lsg 100) and 1/B·Σ over samples and pixels for the fake score (--ls 1)."""
+  params, frozen, nets, z, sigma, n, labels = _setup(nan_row=1)
+  cfg = _cfg()
+  cfg.method.update(sid.OFFICIAL_SCALING)
+  loss, grads, _ = _ours(params, frozen, z, sigma, n, labels, nets, cfg)
+  ref_loss, ref_grads = _torch_reference(params, frozen, z, sigma, n, labels, 1.2)
+  np.testing.assert_allclose(loss, 100.0 * ref_loss, rtol=2e-5)
+  for k in ref_grads:
+    np.testing.assert_allclose(grads[k], 100.0 * ref_grads[k], rtol=2e-4, atol=1e-3, err_msg=k)
+
+  def fake_loss(fake, c):
+    return sid.fake_score_loss_at({**params, "fake_score": fake}, labels, z, sigma, n,
+                                  jnp.zeros((B,), bool), nets, c)[0]
+  value, fgrads = jax.value_and_grad(fake_loss)(params["fake_score"], cfg)
+  ref_value, ref_fgrads = _torch_fake_reference(params, z, sigma, n, labels,
+                                                cfg.diffusion.sigma_data)
+  np.testing.assert_allclose(float(value), ref_value, rtol=2e-5)
+  for k in ref_fgrads:
+    np.testing.assert_allclose(fgrads[k], ref_fgrads[k], rtol=2e-4, atol=1e-5, err_msg=k)
+  # The default (digits / toy configs): pixel mean and scale 1, i.e. 1/D of the official loss.
+  np.testing.assert_allclose(float(fake_loss(params["fake_score"], _cfg())), ref_value / D,
+                             rtol=2e-5)
+
+
+def test_released_sid_recipes_use_the_official_scaling():
+  from fdistill_jax import defaults
+  keys = ("generator_loss_scale", "fake_score_loss_scale", "fake_score_reduction")
+  for dataset, eps in (("cifar10", 1e-8), ("imagenet64", 1e-6)):
+    cfg = defaults.sid_edm(dataset)
+    assert tuple(cfg.method[k] for k in keys) == (100.0, 1.0, "sum")
+    assert cfg.optim.generator.eps == cfg.optim.fake_score.eps == eps
+  assert tuple(sid.method_config()[k] for k in keys) == (1.0, 1.0, "mean")
+  with pytest.raises(ValueError, match="fake_score_reduction"):
+    sid.pixel_reduce(jnp.ones((2, 3)), "median")
+
+
 # ----------------------------------------------------------------------------- SiD-LSG
 def test_lsg_guidance_scales_match_reference():
   """κ2 on the fake x0 and κ4 on the teacher x0 of the generator loss (unconditional = 0 labels)."""

@@ -4,10 +4,20 @@ Generator step (fake score frozen; gradients flow through the INPUTS of teacher 
   x_g = G_θ(σ_init z);  σ ~ truncated Karras draw (u ~ U[0, t_max/1000]);  x_t = x_g + σ n
   f_φ = D_teacher(x_t), f_ψ = D_ψ(x_t)   (outputs NOT stop-gradiented; only parameters frozen)
   ℓ = Σ_pixels (f_φ − f_ψ)·[(f_φ − x_g) − α (f_φ − f_ψ)] / sg(max(mean_pixels|x_g − f_φ|, 1e-5))
-  L_G = loss_scale · Σ_kept ℓ / B   (samples whose x_g, f_φ or f_ψ is non-finite are dropped)
+  L_G = generator_loss_scale · Σ_kept ℓ / B   (samples whose x_g, f_φ or f_ψ is non-finite are
+  dropped)
 Fake-score step (generator frozen), the plain EDM loss:
-  ln σ ~ N(fake_p_mean, fake_p_std²);  L_ψ = loss_scale · mean λ(σ)(D_ψ(x_g + σ n) − x_g)²,
-  λ(σ) = (σ² + σ_d²)/(σ σ_d)², non-finite samples dropped.
+  ln σ ~ N(fake_p_mean, fake_p_std²);  λ(σ) = (σ² + σ_d²)/(σ σ_d)², non-finite samples dropped;
+  L_ψ = fake_score_loss_scale · Σ_kept R_pixels[λ(σ)(D_ψ(x_g + σ n) − x_g)²] / B,
+  R = mean over pixels (fake_score_reduction='mean', the default) or sum ('sum').
+Loss scale. Under Adam a constant factor c on a loss acts as ε/c, so the scale is part of the
+recipe. The official SiD code (mingyuanzhou/SiD training/sid_training_loop.py: `loss.sum()
+.mul(loss_scaling_G / batch_gpu_total)` with --lsg 100, `loss.sum().mul(loss_scaling /
+batch_gpu_total)` with --ls 1) back-propagates 100/B·Σ for the generator and 1/B·Σ over samples
+AND pixels for the fake score: `OFFICIAL_SCALING`, used by the released recipes
+(defaults.sid_edm). The defaults (1, 1, 'mean') are those of the digits and toy configs.
+SiD-LSG's released code uses loss_scaling_G = loss_scaling = 1 with pixel sums (its fake loss is
+an ε-MSE on SD latents, not this EDM loss).
 The schedule is 1 fake step per generator step (critic_steps = 1).
 
 SiD-LSG (long and short guidance) for conditional teachers (any condition pytree; the
@@ -18,8 +28,9 @@ unconditional branch is the spec's null condition, conditioning.guided):
 When any κ ≠ 1, each sample's condition is dropped (set to ∅) with probability cond_drop while
 training the fake score, so that its unconditional branch is learnt. All κ = 1 is plain SiD.
 
-Config keys (config.method): alpha, t_max, fake_p_mean, fake_p_std, loss_scale, kappa_train_fake,
-kappa_fake, kappa_real, cond_drop, critic_steps (= 1). σ_init is config.diffusion.sigma_init.
+Config keys (config.method): alpha, t_max, fake_p_mean, fake_p_std, generator_loss_scale,
+fake_score_loss_scale, fake_score_reduction, kappa_train_fake, kappa_fake, kappa_real, cond_drop,
+critic_steps (= 1). σ_init is config.diffusion.sigma_init.
 """
 from __future__ import annotations
 
@@ -37,6 +48,10 @@ GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ("fake_score",)
 
 sg = common.sg
+REDUCTIONS = ("mean", "sum")
+# mingyuanzhou/SiD run_sid.sh (--lsg 100 --ls 1) and sid_training_loop.py (pixel sums / B).
+OFFICIAL_SCALING = dict(generator_loss_scale=100.0, fake_score_loss_scale=1.0,
+                        fake_score_reduction="sum")
 
 
 def init_extras(cfg: ml_collections.ConfigDict) -> dict:
@@ -46,7 +61,8 @@ def init_extras(cfg: ml_collections.ConfigDict) -> dict:
 
 def method_config(**overrides) -> ml_collections.ConfigDict:
   """config.method for SiD (SiD defaults; κ = 1 is plain SiD, κ ≠ 1 is SiD-LSG)."""
-  m = dict(name="sid", alpha=1.2, t_max=800.0, fake_p_mean=-1.2, fake_p_std=1.2, loss_scale=1.0,
+  m = dict(name="sid", alpha=1.2, t_max=800.0, fake_p_mean=-1.2, fake_p_std=1.2,
+           generator_loss_scale=1.0, fake_score_loss_scale=1.0, fake_score_reduction="mean",
            kappa_train_fake=1.0, kappa_fake=1.0, kappa_real=1.0, cond_drop=0.1, critic_steps=1)
   m.update(overrides)
   return ml_collections.ConfigDict(m)
@@ -87,6 +103,15 @@ def zero_rows(x: jax.Array, keep: jax.Array) -> jax.Array:
 def masked_batch_mean(per_sample: jax.Array, keep: jax.Array) -> jax.Array:
   """Σ_kept ℓ / B (SiD divides by the full batch after dropping); where-safe for NaN rows."""
   return jnp.sum(jnp.where(keep, per_sample, 0.0)) / per_sample.shape[0]
+
+
+def pixel_reduce(x: jax.Array, reduction: str) -> jax.Array:
+  """[B, ...] -> [B]: mean or sum over the non-batch axes."""
+  if reduction == "mean":
+    return common.per_sample_mean(x)
+  if reduction == "sum":
+    return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
+  raise ValueError(f"config.method.fake_score_reduction={reduction!r}; allowed: {REDUCTIONS}")
 
 
 def sid_per_sample(x_g, teacher_x0, fake_x0, alpha: float) -> jax.Array:
@@ -141,7 +166,7 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
   # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.
   f_real, f_fake = zero_rows(f_real, keep), zero_rows(f_fake, keep)
   per = sid_per_sample(x_g, f_real, f_fake, m.alpha)
-  loss = m.loss_scale * masked_batch_mean(per, keep)
+  loss = m.generator_loss_scale * masked_batch_mean(per, keep)
   metrics = {"sid": loss, "kept_frac": jnp.mean(keep.astype(jnp.float32)),
              "sigma_mean": jnp.mean(sigma)}
   return loss, metrics
@@ -184,8 +209,9 @@ def fake_score_loss_at(params, cond, z, sigma, n, drop, nets: Nets, cfg, key=Non
   keep = ok & finite_rows(sg(f_fake))
   f_fake = zero_rows(f_fake, keep)
   w = edm.edm_loss_weight(sigma, cfg.diffusion.sigma_data)
-  per = w * common.per_sample_mean(jnp.square(f_fake.astype(jnp.float32) - x_g))
-  loss = m.loss_scale * masked_batch_mean(per, keep)
+  per = w * pixel_reduce(jnp.square(f_fake.astype(jnp.float32) - x_g),
+                         m.get("fake_score_reduction", "mean"))
+  loss = m.get("fake_score_loss_scale", 1.0) * masked_batch_mean(per, keep)
   return loss, {"dsm": loss, "kept_frac": jnp.mean(keep.astype(jnp.float32)),
                 "label_drop_frac": jnp.mean(drop.astype(jnp.float32))}
 
