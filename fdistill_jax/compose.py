@@ -34,9 +34,9 @@ def train(cfg, workdir: str) -> dict:
   return loop.train(cfg, workdir, _problem(cfg, workdir))
 
 
-def load_trained(cfg, workdir: str):
+def load_trained(cfg, workdir: str, step: int | None = None):
   """(experiment, state) of the latest checkpoint in workdir (the public 'load a student' API)."""
-  return loop.load_trained(cfg, workdir, _problem(cfg, workdir))
+  return loop.load_trained(cfg, workdir, _problem(cfg, workdir), step)
 
 
 def evaluate_checkpoint(cfg, workdir: str) -> dict:

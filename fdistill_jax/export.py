@@ -1,62 +1,144 @@
-"""Export a trained generator (or a teacher trained here) to PyTorch's EDM format.
+"""Export a trained student (or a teacher trained here) for use outside this project.
 
   python -m fdistill_jax.export --config=configs/digits_js.py --workdir=runs/digits_js \
-      --out=student.safetensors [--params=0.999|raw]
+      --out=runs/digits_js/export [--params=raw|0.999] [--step=600]
 
-Writes EDMPrecond's state_dict (PyTorch names, OIHW layouts, resample_filter buffers included) as
-`.safetensors` with the constructor kwargs in its metadata, or `.pt`. It loads with
-`EDMPrecond(**precond_kwargs).load_state_dict(sd, strict=True)` in NVIDIA's EDM code, and back
-here with `fdistill_jax.teachers.edm.load_edm`. A one-step student is then sampled as
-`x = net(sigma_init * z, sigma_init, labels)` (sigma_init is written to the metadata too).
-The file is written to a temporary name and renamed, so a failed export never leaves a partial
+One entry point for every architecture the project trains. `--out` is a folder (local or
+`gs://`); it always receives
+  metadata.json       method, divergence, teacher, sigma_init, step, params (the EMA track or
+                      'raw'), architecture (kind + constructor kwargs), files, and the full config;
+  params.safetensors  the chosen generator parameters, flat: '/'-joined Flax paths -> arrays
+                      (Dense kernels [in, out], conv kernels HWIO), float32;
+plus the architecture's native format (NATIVE below):
+  edm (EDMPrecond)    edm_precond.safetensors: EDM's state_dict (PyTorch names, OIHW layouts,
+                      resample_filter buffers) with precond_kwargs in its metadata; it loads with
+                      `EDMPrecond(**precond_kwargs).load_state_dict(sd)` in NVIDIA's code and
+                      here with `fdistill_jax.teachers.edm.load_edm`.
+  gmm (toy MLP)       params.safetensors is the format; `fdistill_jax.convert.mlp_torch.load`
+                      builds the PyTorch MLPDenoiser from metadata.json and loads it.
+A one-step student samples as x = G(sigma_init * z, sigma_init, labels). `--step` picks any kept
+checkpoint (default: the latest), `--params` the EMA track (default: config.eval.params). Each
+file is written under a temporary name and renamed, so a failed export never leaves a partial
 file over a good one.
 """
 from __future__ import annotations
 
 import json
-import os
+from typing import Any, Callable
 
+import numpy as np
 from absl import app, flags
+from etils import epath
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir (latest checkpoint is used).")
-_OUT = flags.DEFINE_string("out", None, "Output .safetensors or .pt path.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
+_OUT = flags.DEFINE_string("out", None, "Output folder (local path or gs://).")
 _PARAMS = flags.DEFINE_string("params", None, "'raw' or an EMA decay; default config.eval.params.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export; default the latest.")
 flags.mark_flags_as_required(["config", "workdir", "out"])
 
+FORMAT = "fdistill_jax.export/1"
 
-def export_generator(cfg, workdir: str, out: str, which: str | None = None) -> dict:
-  """Writes the generator of the latest checkpoint in `workdir` to `out`; returns a summary."""
-  import jax
-  from safetensors.numpy import save_file
 
+def _write_bytes(path: epath.Path, data: bytes) -> None:
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_bytes(data)
+  tmp.rename(path)
+
+
+def flatten(params) -> dict[str, np.ndarray]:
+  """Nested Flax params -> {'a/b/kernel': contiguous numpy array}."""
+  from flax import traverse_util
+  return {k: np.ascontiguousarray(np.asarray(v))
+          for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+
+
+def _safetensors_bytes(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+  from safetensors.numpy import save
+  return save(arrays, metadata=metadata)
+
+
+# ------------------------------------------------------------------ native formats
+# Each writer: (cfg, params, out folder) -> (architecture dict for metadata.json, files written).
+def _write_edm(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
   from fdistill_jax.convert import edm_state_dict as esd
-  from fdistill_jax import compose
   from fdistill_jax.models.edm import build_edm_precond
-  if cfg.teacher.kind != "edm":
-    raise ValueError(f"export needs an EDM-architecture run; config.teacher.kind={cfg.teacher.kind!r}")
-  which = which or cfg.eval.params
-  _, state = compose.load_trained(cfg, workdir)
-  params = jax.device_get(compose.generator_params(state, which))
   kwargs = cfg.teacher.precond_kwargs.to_dict()
-  module = build_edm_precond(kwargs)
-  sd = esd.variables_to_state_dict({"params": params}, module)
-  tmp = out + ".tmp" + os.path.splitext(out)[1]
-  if out.endswith(".safetensors"):
-    meta = {"precond_kwargs": json.dumps(esd._jsonable(kwargs)),  # pylint: disable=protected-access
-            "sigma_init": str(cfg.diffusion.sigma_init), "step": str(int(state["step"])),
-            "params": which, "method": cfg.method.name}
-    save_file(sd, tmp, metadata=meta)
-  else:
-    esd.write_state_dict(tmp, sd, kwargs)
-  os.replace(tmp, out)
-  return {"out": out, "step": int(state["step"]), "params": which, "tensors": len(sd)}
+  sd = esd.variables_to_state_dict({"params": params}, build_edm_precond(kwargs))
+  kw = esd._jsonable(kwargs)  # pylint: disable=protected-access
+  meta = {"precond_kwargs": json.dumps(kw), "sigma_init": str(cfg.diffusion.sigma_init)}
+  _write_bytes(out / "edm_precond.safetensors",
+               _safetensors_bytes({k: np.ascontiguousarray(v) for k, v in sd.items()}, meta))
+  return {"kind": "EDMPrecond", "kwargs": kw}, ["edm_precond.safetensors"]
+
+
+def mlp_kwargs(params, sigma_data: float) -> dict:
+  """MLPDenoiser's constructor kwargs, read off its parameter shapes (no config layout needed)."""
+  depth = sum(1 for k in params if k.startswith("block") and k.endswith("_0"))
+  return {"dim": int(params["out"]["kernel"].shape[1]),
+          "hidden": int(params["inp"]["kernel"].shape[1]), "depth": depth,
+          "emb_dim": int(params["emb0"]["kernel"].shape[0]),
+          "label_dim": int(params["label"]["kernel"].shape[0]) if "label" in params else 0,
+          "sigma_data": float(sigma_data)}
+
+
+def _write_mlp(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
+  del out  # params.safetensors is the MLP's format.
+  return {"kind": "MLPDenoiser", "kwargs": mlp_kwargs(params, cfg.diffusion.sigma_data)}, []
+
+
+# config.teacher.kind -> writer of the architecture's native files.
+NATIVE: dict[str, Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]] = {
+    "edm": _write_edm,
+    "gmm": _write_mlp,
+    # PIXART HOOK (issue 16 / PixArt issue): one line once convert/pixart.py lands, e.g.
+    # "pixart": lambda cfg, p, out: pixart.to_diffusers_folder(cfg, p, out / "diffusers"),
+    # returning ({"kind": "PixArtTransformer2DModel", "kwargs": ...}, ["diffusers"]).
+}
+
+
+# ------------------------------------------------------------------ entry point
+def export_generator(cfg, workdir: str, out: str, which: str | None = None,
+                     step: int | None = None) -> dict:
+  """Writes the generator of checkpoint `step` (default latest) of `workdir` into folder `out`.
+
+  which: 'raw' or an EMA decay string (default config.eval.params). Returns a summary dict.
+  """
+  import jax
+
+  from fdistill_jax import compose
+  kind = cfg.teacher.kind
+  if kind not in NATIVE:
+    raise ValueError(f"export: config.teacher.kind={kind!r} has no exporter; have {sorted(NATIVE)}")
+  if epath.Path(out).suffix in (".safetensors", ".pt", ".pth"):
+    raise ValueError(f"--out={out} must be a folder (the EDM state_dict is written as "
+                     f"<out>/edm_precond.safetensors)")
+  which = which or cfg.eval.params
+  _, state = compose.load_trained(cfg, workdir, step=step)
+  params = jax.device_get(compose.generator_params(state, which))
+  dest = epath.Path(out)
+  dest.mkdir(parents=True, exist_ok=True)
+  arch, files = NATIVE[kind](cfg, params, dest)
+  got_step = int(state["step"])
+  flat = flatten(params)
+  _write_bytes(dest / "params.safetensors",
+               _safetensors_bytes(flat, {"format": FORMAT, "step": str(got_step),
+                                         "params": which}))
+  m = cfg.method
+  meta = {"format": FORMAT, "method": m.name, "divergence": m.get("divergence"),
+          "teacher": {"kind": kind, "checkpoint": cfg.teacher.get("checkpoint")},
+          "sigma_init": float(cfg.diffusion.sigma_init), "step": got_step, "params": which,
+          "architecture": arch, "files": ["params.safetensors", *files],
+          "config": json.loads(cfg.to_json_best_effort())}
+  _write_bytes(dest / "metadata.json", json.dumps(meta, indent=1).encode())
+  return {"out": str(dest), "step": got_step, "params": which, "tensors": len(flat),
+          "files": meta["files"] + ["metadata.json"]}
 
 
 def main(argv):
   del argv
-  print(export_generator(_CONFIG.value, _WORKDIR.value, _OUT.value, _PARAMS.value))
+  print(export_generator(_CONFIG.value, _WORKDIR.value, _OUT.value, _PARAMS.value, _STEP.value))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 A tiny class-conditional SongUNet on 8×8 digits keeps this fast on CPU; the random-weight
 teacher is fine here because only the mechanics are under test.
 """
+import json
 import os
 
 import jax
@@ -80,12 +81,18 @@ def test_train_resume_and_export(tmp_path):
   cfg.train.steps = 6
   exp, state = compose.load_trained(cfg, str(tmp_path))
   assert int(state["step"]) == 4 and exp.data_state()["grain"]
+  from safetensors.numpy import load_file
+
   from fdistill_jax import export
   from fdistill_jax.teachers.edm import load_edm
-  path = str(tmp_path / "student.safetensors")
-  export.export_generator(cfg, str(tmp_path), path, "raw")
-  module, variables = load_edm(path)
-  _leaves_close(variables["params"], state["params"]["generator"], 0)
+  export.export_generator(cfg, str(tmp_path), str(tmp_path / "ex"), "0.999")
+  module, variables = load_edm(tmp_path / "ex" / "edm_precond.safetensors")  # EDM's state_dict
+  _leaves_close(variables["params"], state["ema"]["0.999"], 0)
+  flat = load_file(str(tmp_path / "ex" / "params.safetensors"))
+  assert all(np.array_equal(flat[k], v) for k, v in export.flatten(state["ema"]["0.999"]).items())
+  meta = json.loads((tmp_path / "ex" / "metadata.json").read_text())
+  assert (meta["step"], meta["params"], meta["architecture"]["kind"]) == (4, "0.999", "EDMPrecond")
+  assert meta["architecture"]["kwargs"]["model_channels"] == 8 and meta["sigma_init"] == 80.0
   out = compose.sample_checkpoint(cfg, str(tmp_path))
   saved = np.load(out["npz"])
   assert saved["samples"].shape == (16, 8, 8, 1) and len(os.listdir(out["pngs"])) == 16

@@ -57,9 +57,9 @@ def _state_layout(cfg, init, init_key, mesh):
   return abstract, shard_lib.tree_shardings(abstract, mesh, cfg)
 
 
-def _restore_latest(ckpt, abstract, state_sh, exp):
-  """The state of ckpt's latest step placed on state_sh; restores exp's input position too."""
-  state, data_state = ckpt.restore(ckpt_lib.abstract_with_shardings(abstract, state_sh))
+def _restore_latest(ckpt, abstract, state_sh, exp, step=None):
+  """The state of ckpt's `step` (default latest) placed on state_sh; restores exp's input too."""
+  state, data_state = ckpt.restore(ckpt_lib.abstract_with_shardings(abstract, state_sh), step)
   exp.restore_data(data_state)
   return state
 
@@ -230,8 +230,8 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
 
 
 # ============================================================================== eval / sample
-def load_trained(cfg, workdir: str, problem):
-  """(experiment, state) of the latest checkpoint in workdir."""
+def load_trained(cfg, workdir: str, problem, step: int | None = None):
+  """(experiment, state) of checkpoint `step` (default the latest) in workdir."""
   exp, _, _, init, init_key = _build(cfg, problem)
   abstract, state_sh = _state_layout(cfg, init, init_key, shard_lib.make_mesh(cfg))
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
@@ -239,7 +239,10 @@ def load_trained(cfg, workdir: str, problem):
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f"no checkpoint under {ckpt.directory}; train first "
                               f"(--mode=train --workdir={workdir})")
-    return exp, _restore_latest(ckpt, abstract, state_sh, exp)
+    if step is not None and step not in ckpt.mngr.all_steps():
+      raise FileNotFoundError(f"no checkpoint of step {step} under {ckpt.directory}; kept steps: "
+                              f"{sorted(ckpt.mngr.all_steps())}")
+    return exp, _restore_latest(ckpt, abstract, state_sh, exp, step)
   finally:
     ckpt.close()
 
