@@ -367,3 +367,21 @@ def test_impossible_config_values_are_named_before_compiling(field, value, match
   with pytest.raises(config_checks.ConfigError, match=field.replace(".", r"\.")) as e:
     config_checks.check(cfg, num_devices=1)
   assert match in str(e.value)
+
+
+def test_npz_with_a_forged_header_is_refused_before_allocating(tmp_path):
+  # A 100-byte member whose .npy header declares 1 TiB: numpy would allocate the declared shape
+  # before reading, so the size check must come first and name the file and member.
+  buf = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      buf, {"descr": "|u1", "fortran_order": False, "shape": (2 ** 20, 1024, 1024, 1)})
+  path = str(tmp_path / "forged.npz")
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr("images.npy", buf.getvalue() + bytes(16))
+  with pytest.raises(ValueError, match=r"forged.npz.*'images.npy' declares .* holds 16 bytes"):
+    sources.load_npz_arrays(path)
+  ok = str(tmp_path / "ok.npz")
+  np.savez_compressed(ok, images=np.zeros((4, 8, 8, 1), np.uint8), labels=np.arange(4))
+  assert sources.load_npz_arrays(ok)[0].shape == (4, 8, 8, 1)
+  with pytest.raises(ValueError, match=r"ok.npz: its arrays declare 288 bytes, over the 100"):
+    sources.load_npz_arrays(ok, max_bytes=100)

@@ -111,17 +111,55 @@ class ArraySource:
            f"label_dim={self.label_dim})"
 
 
-def load_npz_arrays(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+NPZ_MAX_BYTES = 64 * 2 ** 30  # Largest array data an .npz may declare (all members together).
+
+
+def _check_npz_sizes(path: str, max_bytes: int) -> None:
+  """Refuses an .npz whose .npy headers declare more data than their members hold, or more than
+  max_bytes in all: numpy allocates the declared shape before it reads a member, so a small
+  file with a forged header would otherwise become a huge allocation."""
+  total = 0
+  try:
+    with zipfile.ZipFile(path) as zf:
+      for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+          continue
+        with zf.open(info) as f:
+          version = np.lib.format.read_magic(f)
+          read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                         else np.lib.format.read_array_header_2_0)
+          shape, _, dtype = read_header(f)
+          header_len = f.tell()
+        if dtype.hasobject:
+          continue  # np.load refuses it (allow_pickle=False) with its own message.
+        declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if declared != info.file_size - header_len:
+          raise ValueError(f"member {info.filename!r} declares {shape} {dtype} ({declared} bytes) "
+                           f"but holds {info.file_size - header_len} bytes of data")
+        total += declared
+  except zipfile.BadZipFile:
+    return  # Not a zip (a bare .npy, or garbage): np.load reports it below, naming the path.
+  except (ValueError, OSError, EOFError, zlib.error) as e:
+    raise ValueError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+  if total > max_bytes:
+    raise ValueError(f"{path}: its arrays declare {total} bytes, over the {max_bytes}-byte limit "
+                     "(sources.NPZ_MAX_BYTES)")
+
+
+def load_npz_arrays(path: str | os.PathLike, max_bytes: int = NPZ_MAX_BYTES
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
   """(images uint8 [N, H, W, C], labels int [N] or None) from an .npz; every error names `path`.
 
-  No pickled objects are loaded (allow_pickle=False); shapes and dtypes are checked from the
-  arrays' headers (np.load reads .npz members lazily).
+  No pickled objects are loaded (allow_pickle=False). Each member's .npy header must declare
+  exactly the bytes the member holds, and all of them at most max_bytes, before anything is
+  allocated; shapes and dtypes are then checked.
   """
   path = os.fspath(path)
   expected = "expected an .npz with 'images' uint8 [N, H, W, C] (C = 1 or 3) and optional " \
              "'labels' int [N]"
   if not os.path.isfile(path):
     raise FileNotFoundError(f"dataset.path {path!r} does not exist ({expected})")
+  _check_npz_sizes(path, max_bytes)
   try:
     with np.load(path, allow_pickle=False) as npz:
       if not isinstance(npz, np.lib.npyio.NpzFile):
