@@ -32,8 +32,8 @@ SCHED = dict(algorithm_type="dpmsolver++", beta_end=0.02, beta_schedule="linear"
 
 
 def _randomise(model, seed):
-  """Redraw every weight (N(0, 0.3²) matrices, N(0, 0.1²) vectors): diffusers' init leaves
-  some layers at zero and the rest small, which makes ε̂ nearly affine in its inputs; these
+  """Redraw every weight (N(0, 0.3²) matrices, N(0, 0.1²) vectors): diffusers' default
+  init is small, which makes ε̂ nearly affine in its inputs; these
   weights make the checks sensitive to every part of the network."""
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():

@@ -130,7 +130,8 @@ def make_pixart_teacher(module: pixart_lib.PixArtTransformer, params: Any, *,
     params = params["params"]
   if module.out_dim != 2 * module.in_channels:
     raise ValueError(f"PixArt teacher: expected a learned-σ transformer (out_channels = "
-                     f"2·in_channels = {2 * module.in_channels}), got out_channels={module.out_dim}")
+                     f"2·in_channels = {2 * module.in_channels}), "
+                     f"got out_channels={module.out_dim}")
   opts = {}
   if compute_dtype is not None:
     opts["dtype"] = compute_dtype
