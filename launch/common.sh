@@ -31,7 +31,10 @@ parse_flags() {
   while (($#)); do
     a=$1; shift
     case $a in
-      --) EXTRA=("$@"); return 0 ;;
+      --)
+        EXTRA=("$@")
+        [[ " ${EXTRA[*]} " != *" --dry-run "* ]] || die "--dry-run must come before --"
+        return 0 ;;
       --dry-run) DRY_RUN=1 ;;
       -h|--help) usage; exit 0 ;;
       --*=*)
