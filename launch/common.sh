@@ -93,7 +93,8 @@ tpu_create() {  # a TPU VM, or with QUEUED=1 a queued resource whose node is TPU
 }
 
 # Copy the code to every worker (this checkout as a tarball, or GIT_URL at GIT_REF) and install it
-# into ~/fdistill_venv with jax[tpu] at setup.py's pin. Idempotent: rerunning refreshes the code.
+# into ~/fdistill_venv with jax[tpu] at setup.py's pin, then run PREP_COMMAND if given (e.g. copy
+# the data and teacher to local disk). Idempotent: rerunning refreshes the code.
 tpu_setup() {
   local fetch jax
   jax=$(jax_pin) || return
@@ -110,7 +111,7 @@ tpu_setup() {
     fetch="mkdir -p ~/fdistill && tar -C ~/fdistill -xzf ~/fdistill_src.tgz"
   fi
   run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${SCOPE[@]}" --worker=all --command \
-    "set -e; $fetch; [ -d ~/fdistill_venv ] || python3 -m venv ~/fdistill_venv; . ~/fdistill_venv/bin/activate; pip install -q -e ~/fdistill $(printf %q "jax[tpu]==$jax")"
+    "set -e; $fetch; [ -d ~/fdistill_venv ] || python3 -m venv ~/fdistill_venv; . ~/fdistill_venv/bin/activate; pip install -q -e ~/fdistill $(printf %q "jax[tpu]==$jax")${PREP_COMMAND:+; $PREP_COMMAND}"
 }
 
 # Run fdistill_jax.main --distributed on every worker; each worker's output streams here and is

@@ -2,7 +2,8 @@
 # Usage: tpu_relaunch.sh --tpu-name=NAME --zone=ZONE --accelerator-type=T --runtime-version=V
 #          --config=configs/X.py --workdir=gs://BUCKET/runs/R [--project=P] [--spot]
 #          [--queued-resource=ID] [--max-restarts=N (default 5)] [--poll-seconds=S (default 60)]
-#          [--log-dir=...] [--git-url=URL --git-ref=REF] [--delete-when-done] [--dry-run]
+#          [--log-dir=...] [--git-url=URL --git-ref=REF] [--prep-command=CMD]
+#          [--delete-when-done] [--dry-run]
 #          [-- MAIN_ARGS...]
 # Restart on preemption: creates a queued resource, polls its state (gcloud ... describe) until
 # ACTIVE, then runs tpu_setup and tpu_run. When the queued resource is found SUSPENDED, FAILED or
@@ -16,7 +17,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 parse_flags "${TPU_FLAGS[@]}" accelerator-type=ACCEL runtime-version=RUNTIME spot!SPOT \
   queued-resource=QUEUED_RESOURCE config=CONFIG workdir=WORKDIR log-dir=LOG_DIR \
-  git-url=GIT_URL git-ref=GIT_REF max-restarts=MAX_RESTARTS poll-seconds=POLL_SECONDS \
+  git-url=GIT_URL git-ref=GIT_REF prep-command=PREP_COMMAND max-restarts=MAX_RESTARTS \
+  poll-seconds=POLL_SECONDS \
   delete-when-done!DELETE_WHEN_DONE -- "$@"
 # shellcheck disable=SC2034  # QUEUED is read by tpu_create / tpu_delete in common.sh
 QUEUED=1 QR=${QUEUED_RESOURCE:-${TPU_NAME:-}} MAX_RESTARTS=${MAX_RESTARTS:-5}

@@ -113,6 +113,9 @@ def test_tpu_setup_copies_checkout_or_clones_ref(env):
            "git -C ~/fdistill checkout --quiet --force FETCH_HEAD" + SETUP_TAIL)
   assert _dry("tpu_setup.sh", TPU + ["--git-url=https://h/r.git", "--git-ref=v1"], env) == [
       [*SSH, clone]]
+  prep = "gcloud storage cp gs://bkt/edm/t.pkl /tmp/fd/"
+  assert _dry("tpu_setup.sh", TPU + [f"--prep-command={prep}"], env)[-1] == [
+      *SSH, _tar_scp(env)[-1][-1] + "; " + prep]
 
 
 def test_tpu_run_all_workers_and_logs(env):
