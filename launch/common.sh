@@ -1,6 +1,6 @@
 # Sourced by the launch/ scripts (not run on its own): flag parsing, --dry-run, required names,
 # and the Cloud TPU steps shared by tpu_*.sh and tpu_relaunch.sh.
-# Every name comes from a flag (--zone=...) or its environment variable (ZONE); nothing is edited in.
+# Every name comes from a flag (--zone=...) or its environment variable (ZONE); none is edited in.
 DRY_RUN=${DRY_RUN:-0}
 EXTRA=()
 
@@ -110,8 +110,11 @@ tpu_setup() {
       --worker=all || return
     fetch="mkdir -p ~/fdistill && tar -C ~/fdistill -xzf ~/fdistill_src.tgz"
   fi
+  local install="[ -d ~/fdistill_venv ] || python3 -m venv ~/fdistill_venv; "
+  install+=". ~/fdistill_venv/bin/activate; "
+  install+="pip install -q -e ~/fdistill $(printf %q "jax[tpu]==$jax")"
   run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${SCOPE[@]}" --worker=all --command \
-    "set -e; $fetch; [ -d ~/fdistill_venv ] || python3 -m venv ~/fdistill_venv; . ~/fdistill_venv/bin/activate; pip install -q -e ~/fdistill $(printf %q "jax[tpu]==$jax")${PREP_COMMAND:+; $PREP_COMMAND}"
+    "set -e; $fetch; $install${PREP_COMMAND:+; $PREP_COMMAND}"
 }
 
 # Run fdistill_jax.main --distributed on every worker; each worker's output streams here and is
@@ -119,13 +122,16 @@ tpu_setup() {
 # directory) even when the run fails. Returns the run's exit status.
 tpu_run() {
   need CONFIG config; need WORKDIR workdir
-  [[ $WORKDIR == gs://* ]] || echo "$(basename "$0"): warning: --workdir=$WORKDIR is not gs://...; every worker must be able to write it" >&2
+  [[ $WORKDIR == gs://* ]] || echo "$(basename "$0"): warning: --workdir=$WORKDIR is not" \
+    "gs://...; every worker must be able to write it" >&2
   local logs=${LOG_DIR:-$WORKDIR/logs} main remote rc=0
   main=$(printf '%q ' python -m fdistill_jax.main --distributed --config="$CONFIG" \
     --workdir="$WORKDIR" "${EXTRA[@]}")
-  remote="cd ~/fdistill && . ~/fdistill_venv/bin/activate && mkdir -p ~/fdistill_logs && set -o pipefail; ${main}2>&1 | tee ~/fdistill_logs/\$(hostname).log; rc=\$?"
+  remote="cd ~/fdistill && . ~/fdistill_venv/bin/activate && mkdir -p ~/fdistill_logs && "
+  remote+="set -o pipefail; ${main}2>&1 | tee ~/fdistill_logs/\$(hostname).log; rc=\$?"
   if [[ $logs == gs://* ]]; then
-    remote+="; gcloud storage cp ~/fdistill_logs/\$(hostname).log $(printf %q "${logs%/}/"); exit \$rc"
+    remote+="; gcloud storage cp ~/fdistill_logs/\$(hostname).log $(printf %q "${logs%/}/")"
+    remote+="; exit \$rc"
   else
     remote+="; exit \$rc"
   fi

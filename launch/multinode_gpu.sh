@@ -3,8 +3,9 @@
 #          --config=configs/X.py --workdir=DIR [--dry-run] [-- MAIN_ARGS...]
 # Plain multi-node GPU run without Slurm: start it once on every node (process ids 0..N-1, the
 # coordinator is process 0's host and a free port). One process per node drives all of that
-# node's GPUs. main.py's --distributed calls jax.distributed.initialize with JAX_COORDINATOR_ADDRESS,
-# JAX_NUM_PROCESSES and JAX_PROCESS_ID. The workdir must be shared by all nodes; rerunning resumes.
+# node's GPUs. main.py's --distributed calls jax.distributed.initialize with
+# JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID. The workdir must be shared by
+# all nodes; rerunning resumes.
 # Environment variables: COORDINATOR NUM_PROCESSES PROCESS_ID CONFIG WORKDIR.
 # --dry-run prints the command instead of running it.
 set -euo pipefail

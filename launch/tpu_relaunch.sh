@@ -27,7 +27,8 @@ POLL_SECONDS=${POLL_SECONDS:-60}
 tpu_scope; need CONFIG config; need WORKDIR workdir; need ACCEL accelerator-type
 need RUNTIME runtime-version
 
-state() {  # ACCEPTED, WAITING_FOR_RESOURCES, PROVISIONING, ACTIVE, SUSPENDED, FAILED, ... or MISSING
+# ACCEPTED, WAITING_FOR_RESOURCES, PROVISIONING, ACTIVE, SUSPENDED, FAILED, ... or MISSING.
+state() {
   local s
   s=$(gcloud compute tpus queued-resources describe "$QR" "${SCOPE[@]}" \
     --format='value(state.state)' 2>/dev/null) || s=MISSING

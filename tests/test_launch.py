@@ -85,18 +85,19 @@ def _tar_scp(env):
 
 
 def _run_gs(extra=""):
-  return [*SSH, RUN_HEAD + MAIN + extra + TEE + "; gcloud storage cp ~/fdistill_logs/$(hostname).log"
-          " gs://bkt/runs/r/logs/; exit $rc"]
+  return [*SSH, RUN_HEAD + MAIN + extra + TEE
+          + "; gcloud storage cp ~/fdistill_logs/$(hostname).log gs://bkt/runs/r/logs/; exit $rc"]
 
 
 def test_tpu_create(env):
-  vm = ["gcloud", "compute", "tpus", "tpu-vm", "create", "tpu1", *SCOPE, "--accelerator-type=v5p-64",
-        "--version=v2-alpha-tpuv5"]
+  vm = ["gcloud", "compute", "tpus", "tpu-vm", "create", "tpu1", *SCOPE,
+        "--accelerator-type=v5p-64", "--version=v2-alpha-tpuv5"]
   assert _dry("tpu_create.sh", TPU + CREATE, env) == [vm]
   assert _dry("tpu_create.sh", TPU + CREATE + ["--spot"], env) == [vm + ["--spot"]]
   assert _dry("tpu_create.sh", TPU + CREATE + ["--preemptible"], env) == [vm + ["--preemptible"]]
   assert _dry("tpu_create.sh", TPU + CREATE + ["--queued", "--spot"], env) == [QR_CREATE]
-  r = _bash("tpu_create.sh", TPU + CREATE + ["--queued", "--preemptible", "--dry-run"], env, ok=False)
+  r = _bash("tpu_create.sh", TPU + CREATE + ["--queued", "--preemptible", "--dry-run"], env,
+            ok=False)
   assert "--spot" in r.stderr
 
 
@@ -119,7 +120,8 @@ def test_tpu_setup_copies_checkout_or_clones_ref(env):
 
 
 def test_tpu_run_all_workers_and_logs(env):
-  extra = ["--", "--config.teacher.checkpoint=gs://bkt/edm/t.pkl", "--config.dataset.data_dir=gs://bkt/tfds"]
+  extra = ["--", "--config.teacher.checkpoint=gs://bkt/edm/t.pkl",
+           "--config.dataset.data_dir=gs://bkt/tfds"]
   assert _dry("tpu_run.sh", TPU + RUN + extra, env) == [_run_gs(
       " --config.teacher.checkpoint=gs://bkt/edm/t.pkl --config.dataset.data_dir=gs://bkt/tfds")]
   logs = str(env["TMPDIR"]) + "/logs"
@@ -141,8 +143,8 @@ def _canned_states(env, states):
   d = pathlib.Path(env["HOME"])
   (d / "states").write_text("".join(s + "\n" for s in states))
   _fake(env, "gcloud", f"""
-if [[ $* != "compute tpus queued-resources describe tpu1 --zone=us-east5-a --project=proj --format=value(state.state)" ]]; then
-  echo "$*" >> {d}/unexpected; exit 1; fi
+want="compute tpus queued-resources describe tpu1 --zone=us-east5-a --project=proj"
+if [[ $* != "$want --format=value(state.state)" ]]; then echo "$*" >> {d}/unexpected; exit 1; fi
 n=$(( $(cat {d}/n 2>/dev/null || echo 0) + 1 )); echo $n > {d}/n
 s=$(sed -n "${{n}}p" {d}/states); [[ -n $s ]] || exit 1; echo "$s"
 """)
@@ -175,7 +177,8 @@ def test_multinode_gpu(env):
 
 
 def test_slurm_gpu_coordinator_from_slurm(env):
-  _fake(env, "scontrol", '[[ $* == "show hostnames gpu-a[01-02]" ]] && printf "gpu-a01\\ngpu-a02\\n"\n')
+  _fake(env, "scontrol",
+        '[[ $* == "show hostnames gpu-a[01-02]" ]] && printf "gpu-a01\\ngpu-a02\\n"\n')
   env = dict(env, SLURM_JOB_NODELIST="gpu-a[01-02]", SLURM_NTASKS="16", SLURM_SUBMIT_DIR=str(REPO))
   assert _dry("slurm_gpu.sbatch", RUN, env) == [
       ["export", "JAX_COORDINATOR_ADDRESS=gpu-a01:12355", "JAX_NUM_PROCESSES=16"],
