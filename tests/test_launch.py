@@ -131,6 +131,21 @@ def test_tpu_run_all_workers_and_logs(env):
        "--worker=all"]]
 
 
+def test_tpu_run_for_real_returns_status_and_collects_logs(env):
+  """Without --dry-run the same argv runs: a failing run still copies the logs, and its status
+  is the script's."""
+  calls = pathlib.Path(env["HOME"]) / "calls"
+  _fake(env, "gcloud", f'printf "%s\\n" "$*" >> {calls}; [[ $4 != ssh ]] || exit 3\n')
+  logs = str(env["TMPDIR"]) + "/logs"
+  r = _bash("tpu_run.sh", TPU + RUN + [f"--log-dir={logs}"], env, ok=False)
+  assert r.returncode == 3 and pathlib.Path(logs).is_dir()
+  got = calls.read_text().splitlines()
+  tpu_vm = ["compute", "tpus", "tpu-vm"]
+  assert [c.split()[:5] for c in got] == [[*tpu_vm, "ssh", "tpu1"],
+                                          [*tpu_vm, "scp", "tpu1:fdistill_logs/*"]]
+  assert "--worker=all" in got[0] and "--distributed" in got[0] and got[1].endswith("--worker=all")
+
+
 def test_tpu_teardown(env):
   assert _dry("tpu_teardown.sh", TPU, env) == [
       ["gcloud", "compute", "tpus", "tpu-vm", "delete", "tpu1", *SCOPE, "--quiet"]]
