@@ -5,7 +5,7 @@
 #          [--log-dir=...] [--git-url=URL --git-ref=REF] [--prep-command=CMD]
 #          [--delete-when-done] [--dry-run]
 #          [-- MAIN_ARGS...]
-# Restart on preemption: creates a queued resource, polls its state (gcloud ... describe) until
+# Restart on preemption: creates a queued resource (unless it exists), polls its state (gcloud ... describe) until
 # ACTIVE, then runs tpu_setup and tpu_run. When the queued resource is found SUSPENDED, FAILED or
 # gone (preempted), it is deleted and recreated and the same command is run again, which resumes
 # from the last checkpoint in the workdir; at most --max-restarts times. A run that fails while the
@@ -36,7 +36,8 @@ state() {
 }
 
 restarts=0
-tpu_create
+# A rerun of this script (e.g. after the machine driving it went down) keeps an existing resource.
+[[ $(state) != MISSING ]] || tpu_create
 while :; do
   s=$(state)
   echo "tpu_relaunch: queued resource $QR is $s" >&2

@@ -167,16 +167,21 @@ s=$(sed -n "${{n}}p" {d}/states); [[ -n $s ]] || exit 1; echo "$s"
 
 
 def test_tpu_relaunch_recreates_after_preemption(env):
-  d = _canned_states(env, ["WAITING_FOR_RESOURCES", "ACTIVE", "SUSPENDED", "ACTIVE", "ACTIVE"])
+  d = _canned_states(env, ["", "WAITING_FOR_RESOURCES", "ACTIVE", "SUSPENDED", "ACTIVE", "ACTIVE"])
   got = _dry("tpu_relaunch.sh", TPU + CREATE + RUN + ["--spot", "--poll-seconds=7",
                                                       "--delete-when-done"], env)
   attempt = [*_tar_scp(env), _run_gs()]
   assert got == [QR_CREATE, ["sleep", "7"], *attempt, QR_DELETE, QR_CREATE, *attempt, QR_DELETE]
-  assert (d / "n").read_text().strip() == "5" and not (d / "unexpected").exists()
+  assert (d / "n").read_text().strip() == "6" and not (d / "unexpected").exists()
+
+
+def test_tpu_relaunch_reuses_an_existing_resource(env):
+  _canned_states(env, ["ACTIVE", "ACTIVE", "ACTIVE"])  # a rerun of the script: nothing created
+  assert _dry("tpu_relaunch.sh", TPU + CREATE + RUN, env) == [*_tar_scp(env), _run_gs()]
 
 
 def test_tpu_relaunch_bounded_by_max_restarts(env):
-  d = _canned_states(env, ["", "FAILED"])  # not found (recreated without a delete), then failed
+  d = _canned_states(env, ["", "", "FAILED"])  # created; not found (recreated, no delete); failed
   r = _bash("tpu_relaunch.sh", TPU + CREATE + RUN + ["--spot", "--max-restarts=1", "--dry-run"],
             env, ok=False)
   assert [shlex.split(x) for x in r.stdout.splitlines()] == [QR_CREATE, QR_CREATE]
