@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Copy this checkout to every worker and install it into ~/fdistill_venv (idempotent).
+# Usage: tpu_setup.sh --tpu-name=NAME --zone=ZONE [--project=P] [--git-url=URL --git-ref=REF]
+#          [--prep-command=CMD] [--dry-run]
+# On every worker (--worker=all): puts the code in ~/fdistill (this checkout copied as a tarball,
+# or a git clone of URL at REF), makes ~/fdistill_venv if missing and installs the package with
+# jax[tpu] at the jax version setup.py pins. Idempotent: rerun it after a code change or a
+# recreated slice. --prep-command runs last on every worker (e.g. copying the data and teacher
+# from the bucket to local disk). Environment variables: TPU_NAME ZONE PROJECT GIT_URL GIT_REF
+# PREP_COMMAND.
+# --dry-run prints the commands instead of running them.
 set -euo pipefail
-: "${TPU_NAME:?}" "${ZONE:?}"
-root="$(cd "$(dirname "$0")/.." && pwd)"
-# jax[tpu] pinned to the jax version setup.py pins (one place for the version).
-jax_version=$(sed -n 's/.*"jax==\([0-9.]*\)".*/\1/p' "$root/setup.py")
-: "${jax_version:?could not read the jax==X pin from $root/setup.py}"
-tar -C "$root" --exclude=.venv --exclude=runs --exclude=.git -czf /tmp/fdistill_src.tgz .
-gcloud compute tpus tpu-vm scp /tmp/fdistill_src.tgz "$TPU_NAME":~/ --zone="$ZONE" --worker=all
-gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all --command '
-  set -e; mkdir -p ~/fdistill && tar -C ~/fdistill -xzf ~/fdistill_src.tgz
-  [ -d ~/fdistill_venv ] || python3 -m venv ~/fdistill_venv
-  . ~/fdistill_venv/bin/activate && pip install -q -e ~/fdistill && pip install -q "jax[tpu]=='"$jax_version"'"'
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+parse_flags "${TPU_FLAGS[@]}" git-url=GIT_URL git-ref=GIT_REF prep-command=PREP_COMMAND -- "$@"
+tpu_scope
+tpu_setup
