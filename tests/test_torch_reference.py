@@ -130,10 +130,13 @@ def setup():
 def _jax_loss(fn, names, params, frozen, batch, key, extras, nets, cfg):
   def f(train):
     return fn({**params, **train}, frozen, batch, key, extras, nets, cfg)
+  def loss_and_norms(train):  # Norms inside the jit: eagerly every leaf shape compiles apart.
+    (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(train)
+    return loss, aux, {n: _norm(grads[n]) for n in names}
+
   train = {n: params[n] for n in names}
-  grad_fn = jax.value_and_grad(f, has_aux=True)
-  (loss, (metrics, new_extras)), grads = jax.jit(grad_fn).lower(train).compile(_FAST)(train)
-  return loss, metrics, new_extras, {n: float(_norm(grads[n])) for n in names}
+  loss, (metrics, new_extras), norms = jax.jit(loss_and_norms).lower(train).compile(_FAST)(train)
+  return loss, metrics, new_extras, {n: float(v) for n, v in norms.items()}
 
 
 def _norm(tree):
@@ -153,11 +156,14 @@ def test_generator_loss_equals_ours(setup):
   key = jax.random.PRNGKey(11)
   loss, metrics, new_extras, gnorm = _jax_loss(fdistill.generator_loss, ("generator",), params,
                                                frozen, batch, key, extras, nets, cfg)
-  kz, kt, _ = jax.random.split(key, 3)
-  z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
-  ks, kn = jax.random.split(kt)
-  sigma = fdistill._sigma(ks, batch["x"].shape[0], cfg)  # pylint: disable=protected-access
-  eps = jax.random.normal(kn, batch["x"].shape)
+  @jax.jit  # The loss's draws, in one compile rather than one per op.
+  def draws(key):
+    kz, kt, _ = jax.random.split(key, 3)
+    z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
+    ks, kn = jax.random.split(kt)
+    sigma = fdistill._sigma(ks, batch["x"].shape[0], cfg)  # pylint: disable=protected-access
+    return z, sigma, jax.random.normal(kn, batch["x"].shape)
+  z, sigma, eps = draws(key)
   ref.disc.requires_grad_(False)
   ref.gen.zero_grad()
   t_loss, t_m, t_bins = tfd.generator_loss(ref.gen, ref.fake, ref.teacher, ref.disc,
@@ -178,14 +184,18 @@ def test_critic_loss_equals_ours(setup):
   key = jax.random.PRNGKey(12)
   loss, metrics, _, gnorm = _jax_loss(fdistill.critic_loss, ("fake_score", "discriminator"),
                                       params, frozen, batch, key, extras, nets, cfg)
-  kz, kt, kr, _, _ = jax.random.split(key, 5)
   b, shape = batch["x"].shape[0], batch["x"].shape
-  z = jax.random.normal(kz, shape, jnp.float32)
-  draws = []
-  for k in (kt, kr):
-    ks, kn = jax.random.split(k)
-    draws += [_t(np.asarray(fdistill._sigma(ks, b, cfg))),  # pylint: disable=protected-access
-              _nchw(jax.random.normal(kn, shape))]
+
+  @jax.jit  # The loss's draws, in one compile rather than one per op.
+  def jax_draws(key):
+    kz, kt, kr, _, _ = jax.random.split(key, 5)
+    out = [jax.random.normal(kz, shape, jnp.float32)]
+    for k in (kt, kr):
+      ks, kn = jax.random.split(k)
+      out += [fdistill._sigma(ks, b, cfg), jax.random.normal(kn, shape)]  # pylint: disable=protected-access
+    return out
+  z, *d = jax_draws(key)
+  draws = [_t(np.asarray(d[0])), _nchw(d[1]), _t(np.asarray(d[2])), _nchw(d[3])]
   ref.disc.requires_grad_(True)
   ref.fake.zero_grad(), ref.disc.zero_grad()
   t_loss, t_m = tfd.critic_loss(ref.gen, ref.fake, ref.teacher, ref.disc, _nchw(batch["x"]),
