@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fdistill_jax.validation import need
+
 AUGMENT_DIM = 9
 # sym6 low-pass (reconstruction) filter; Σ h = √2 and Σ_m h[m] h[m + 2l] = δ_l (orthogonal).
 SYM6 = np.array([
@@ -192,3 +194,24 @@ def augment(key: jax.Array, images: jax.Array, p: float, **mult):
   if p == 0:
     return images, jnp.zeros((images.shape[0], AUGMENT_DIM), jnp.float32)
   return apply(images, sample_draws(key, images.shape[0], p, **mult), **mult)
+
+
+def for_denoiser(key: jax.Array, images: jax.Array, p: float):
+  """(images, kwargs) for a denoiser trained on augmented data: p = 0 gives (images, {}) so
+  students without augment labels are called as before; else the augmented images and
+  {'augment_labels': [B, 9]} (config.method.augment_p in edm_training and SiD's fake score)."""
+  if not p:
+    return images, {}
+  out, lab = augment(key, images, p)
+  return out, {"augment_labels": lab}
+
+
+def check_p(cfg) -> None:
+  """config.method.augment_p must be in [0, 1], and > 0 only for a teacher with augment_dim 9."""
+  p = cfg.method.get("augment_p", 0.0)
+  need(0 <= p <= 1, "method.augment_p", p, "a probability in [0, 1] (EDM uses 0.12; 0 = off)")
+  if p:
+    kw = cfg.teacher.get("precond_kwargs", {}) if cfg.teacher.get("kind") == "edm" else {}
+    need(kw.get("augment_dim", 0) == AUGMENT_DIM, "teacher.precond_kwargs.augment_dim",
+         kw.get("augment_dim", 0), f"must be {AUGMENT_DIM} (an EDM network with map_augment) "
+         "when method.augment_p > 0")
