@@ -110,3 +110,92 @@ def test_draw_statistics():
   theta = np.arctan2(lab[on[:, 4], 4], lab[on[:, 4], 3] + 1)   # θ ~ U(−π, π) when applied
   assert abs(theta.mean()) < 0.2 and abs(theta.std() - np.pi / np.sqrt(3)) < 0.1
   assert abs(lab[on[:, 2], 2].std() - 1) < 0.1                 # scale w ~ N(0, 1)
+
+
+# ----------------------------------------------------------------------------- wiring
+def _toy_nets():
+  """A denoiser that uses its augment labels: D(x) = w·x + Σ labels (labels absent → + 0)."""
+  from fdistill_jax.nets import Nets
+
+  def student(params, x, sigma, cond, *, key=None, features=False, augment_labels=None):
+    extra = 0.0 if augment_labels is None else augment_labels.sum(1)[:, None, None, None]
+    return params["w"] * x + extra
+  return Nets(student=student, teacher=None, disc=None, sigma_init=2.5, data_shape=(8, 8, 1))
+
+
+def _edm_loss(d, y, sigma, sigma_data=0.5):
+  lam = (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+  return jnp.mean(lam * jnp.mean(jnp.square(d - y), axis=(1, 2, 3)))
+
+
+def test_sid_fake_score_loss_trains_on_augmented_samples():
+  from fdistill_jax import defaults
+  from fdistill_jax.methods import sid
+  nets, params = _toy_nets(), {"generator": {"w": 0.7}, "fake_score": {"w": 0.9}}
+  cfg = defaults.image()
+  cfg.method = sid.method_config(augment_p=0.5)
+  z, n = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 8, 8, 1))
+  sigma, ka = jnp.array([0.3, 2.0, 0.8, 5.0]), jax.random.PRNGKey(2)
+  got = sid.fake_score_loss_at(params, jnp.zeros((4, 0)), z, sigma, n, jnp.zeros(4, bool), nets,
+                               cfg, augment_key=ka)[0]
+  y, lab = A.augment(ka, 0.7 * 2.5 * z, 0.5)
+  assert np.abs(lab).sum() > 0
+  want = _edm_loss(0.9 * (y + sigma[:, None, None, None] * n) + lab.sum(1)[:, None, None, None],
+                   y, sigma)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  # augment_p = 0 (every existing config): no labels reach the student, the loss is the old one.
+  cfg.method.augment_p = 0.0
+  got0 = sid.fake_score_loss_at(params, jnp.zeros((4, 0)), z, sigma, n, jnp.zeros(4, bool), nets,
+                                cfg, augment_key=ka)[0]
+  x_g = 0.7 * 2.5 * z
+  np.testing.assert_allclose(got0, _edm_loss(0.9 * (x_g + sigma[:, None, None, None] * n), x_g,
+                                             sigma), rtol=1e-6)
+
+
+def test_edm_training_loss_uses_augmentation():
+  from fdistill_jax import defaults
+  from fdistill_jax.diffusion import edm
+  from fdistill_jax.methods import edm_training
+  cfg = defaults.digits_teacher()
+  cfg.method.augment_p = 1.0
+  x = jax.random.normal(jax.random.PRNGKey(4), (4, 8, 8, 1))
+  key = jax.random.PRNGKey(5)
+  batch = {"x": x, "cond": jnp.zeros((4, 0))}
+  got = edm_training.generator_loss({"generator": {"w": 0.9}}, {}, batch, key, {}, _toy_nets(),
+                                    cfg)[0]
+  ks, kn, _ = jax.random.split(key, 3)
+  y, lab = A.augment(jax.random.fold_in(key, 1), x, 1.0)
+  sigma = edm.sample_lognormal_sigma(ks, (4,), cfg.method.p_mean, cfg.method.p_std)
+  noisy = y + sigma[:, None, None, None] * jax.random.normal(kn, x.shape)
+  want = _edm_loss(0.9 * noisy + lab.sum(1)[:, None, None, None], y, sigma)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_config_checks_and_edm_student_takes_labels():
+  from fdistill_jax import defaults
+  from fdistill_jax.experiments import image
+  from fdistill_jax.validation import ConfigError
+  cfg = defaults.digits_teacher()   # augment_dim 0
+  cfg.method.augment_p = 0.12
+  with pytest.raises(ConfigError, match="augment_dim"):
+    A.check_p(cfg)
+  cfg.method.augment_p = 1.5
+  with pytest.raises(ConfigError, match="augment_p"):
+    A.check_p(cfg)
+  assert defaults.sid_edm("cifar10").method.augment_p == 0.12
+  assert defaults.sid_edm("imagenet64").method.augment_p == 0.0
+  # A tiny SongUNet with map_augment: zero labels = no labels; others change the output.
+  cfg.teacher.precond_kwargs.update(dict(img_resolution=8, augment_dim=9, model_channels=8,
+                                         channel_mult=(1,), attn_resolutions=()))
+  cfg.method.augment_p = 0.12
+  A.check_p(cfg)
+  module, variables = image.teacher_network(cfg, needs_teacher=False)
+  nets, init = image.networks(cfg, module, variables, image.condition_spec(module.label_dim))
+  # Perturb the weights: EDM initialises its output convolutions near zero.
+  rng = np.random.default_rng(0)
+  p = jax.tree.map(lambda a: a + 0.05 * rng.standard_normal(a.shape).astype(a.dtype),
+                   init(jax.random.PRNGKey(0))["generator"])
+  x, s, c = jnp.ones((2, 8, 8, 1)), jnp.array([0.5, 1.0]), jnp.eye(10)[:2]
+  base = nets.student(p, x, s, c)
+  np.testing.assert_array_equal(nets.student(p, x, s, c, augment_labels=jnp.zeros((2, 9))), base)
+  assert np.abs(nets.student(p, x, s, c, augment_labels=jnp.ones((2, 9))) - base).max() > 1e-3
