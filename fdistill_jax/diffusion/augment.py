@@ -3,10 +3,11 @@
 EDM trains its CIFAR-10 networks on augmented images and tells the network which augmentation it
 sees through a 9-d label fed to map_augment (so that sampling with zero labels gives clean
 images). EDM's CLI `--augment 0.12` enables, each with probability p = 0.12 per sample unless said:
-  xflip (probability min(1, 1e8·p) = 1 of being eligible, then a fair coin), yflip, isotropic
-  scale 2^(0.2 w), rotation by θ ~ U(−π, π), anisotropic scale 2^(0.2 w) along a frame rotated by
-  r (r ~ U(−π, π) with probability 1/2, else 0; drawn independently of p), translation by
-  (0.125 W w_x, 0.125 H w_y) pixels; w ~ N(0, 1). Not drawn are set to 0.
+  xflip (probability min(1, 1e8·p) = 1 of being eligible, then a fair coin), yflip (p, then a
+  coin), isotropic scale 2^(0.2 w), rotation by θ ~ U(−π, π), anisotropic scale 2^(0.2 w) along
+  a frame rotated by r (r ~ U(−π, π) with probability 1/2, else 0; drawn independently of p),
+  translation by (0.125 W w_x, 0.125 H w_y) pixels (one decision for both axes); w ~ N(0, 1).
+  A transform not applied has its parameters, hence its labels, at 0.
 Augment labels [B, 9] float32, in this order:
   0 xflip ∈ {0, 1}   1 yflip ∈ {0, 1}   2 scale w   3 cos θ − 1   4 sin θ
   5 w_aniso cos r    6 w_aniso sin r    7 translate w_x   8 translate w_y
@@ -21,6 +22,9 @@ G⁻¹ = I (or an integer translation within the padding) this is the identity u
 since sym6 is orthogonal. θ = π/2 turns the image like jnp.rot90(k=1) on the (H, W) axes.
 `resample(..., supersample=False)` reads the image directly with bilinear interpolation (exact for
 quarter turns and integer shifts); it is for tests and comparison, EDM uses the supersampled path.
+EDM pads by a per-batch margin (clamped at H − 1, W − 1); padding always by the maximum reads the
+same values, so outputs match EDM's (tests/test_augment.py: NVlabs/edm outputs within 3e-5).
+Every sample goes through the resampling, also those with G⁻¹ = I (as in EDM).
 
 Usage: images, labels = augment(key, images, p) with images NHWC float [B, H, W, C]; jit-able
 (p and the multipliers are static Python floats). p = 0 returns the input and zero labels.
