@@ -193,11 +193,14 @@ def sid_edm(dataset: str) -> ml_collections.ConfigDict:
   per-iteration decay; SiD's EMA ramp-up is not modelled), no real data. Losses scaled as the
   official code back-propagates them (sid.OFFICIAL_SCALING: 100/B·Σ for the generator, 1/B·Σ over
   pixels for the fake score); Adam ε 1e-6 for ImageNet-64, as SiD sets it for its fp16 runs.
+  The fake score trains on EDM-augmented generator samples with p = 0.12 for CIFAR-10 (SiD's
+  --augment default; its teacher has augment_dim 9) and none for ImageNet-64 (--augment 0).
   """
   cfg = fastgen_edm(dataset)
   cifar = dataset == "cifar10"
   from fdistill_jax.methods import sid  # Not at module level: methods import defaults' users.
-  cfg.method = sid.method_config(alpha=1.2, **sid.OFFICIAL_SCALING)
+  cfg.method = sid.method_config(alpha=1.2, augment_p=0.12 if cifar else 0.0,
+                                 **sid.OFFICIAL_SCALING)
   sid_style(cfg)
   if not cifar:
     for net in ("generator", "fake_score"):

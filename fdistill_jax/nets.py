@@ -5,6 +5,7 @@ Flax modules and take parameters explicitly, so losses stay pure functions of py
 
   student(params, x, sigma, cond, *, key=None, features=False) -> x0 | (x0, feats)
       the student architecture (generator and fake score share it: both start from the teacher);
+      EDM image students also take augment_labels [B, 9] (None = none; diffusion/augment.py);
   teacher(frozen, x, sigma, cond, *, features=False) -> x0 | (x0, feats)
       the frozen teacher denoiser in EDM's convention; features come from the frozen feature
       network (the teacher itself for EDM teachers, the pretrained denoiser for analytic ones);

@@ -112,14 +112,15 @@ def networks(cfg, module, variables, spec: conditioning.ConditionSpec):
   shape = (module.img_resolution, module.img_resolution, module.img_channels)
   conditional = bool(module.label_dim)
 
-  def apply(params, x, sigma, cond, key, features):
+  def apply(params, x, sigma, cond, key, features, augment_labels=None):
     out = module.apply({"params": params, **consts}, x, sigma, cond if conditional else None,
-                       deterministic=key is None, return_features=features,
+                       augment_labels=augment_labels, deterministic=key is None,
+                       return_features=features,
                        rngs=None if key is None else {"dropout": key})
     return (out[0], flat_features(out[1])) if features else out
 
-  def student(params, x, sigma, cond, *, key=None, features=False):
-    return apply(params, x, sigma, cond, key, features)
+  def student(params, x, sigma, cond, *, key=None, features=False, augment_labels=None):
+    return apply(params, x, sigma, cond, key, features, augment_labels)
 
   def teacher(frozen, x, sigma, cond, *, features=False):
     return apply(frozen["teacher"], x, sigma, cond, None, features)

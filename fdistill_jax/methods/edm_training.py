@@ -3,14 +3,17 @@
 The trained denoiser is the 'generator' net (so it gets the EMA tracks and checkpoints of the
 engine); there is no critic. Loss: ln σ ~ N(P_mean, P_std²), λ(σ) = (σ² + σ_d²)/(σ σ_d)²,
 L = mean λ(σ)·‖D_θ(x + σ n, σ, cond) − x‖², with dropout active. Config: method.p_mean,
-method.p_std. Evaluate it with eval.sampler = 'heun' (multi-step), not one-step generation.
+method.p_std, method.augment_p (default 0): with p > 0, x is first replaced by EDM's geometric
+augmentation of the batch and D_θ gets its 9-d augment labels (diffusion/augment.py; EDM's
+CIFAR-10 recipe uses 0.12 and needs augment_dim = 9). Evaluate it with eval.sampler = 'heun'
+(multi-step), not one-step generation.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from fdistill_jax.diffusion import edm
+from fdistill_jax.diffusion import augment, edm
 from fdistill_jax.methods import common
 
 GENERATOR_NETS = ("generator",)
@@ -23,13 +26,19 @@ def init_extras(cfg) -> dict:
   return {}
 
 
+def check_config(cfg) -> None:
+  augment.check_p(cfg)
+
+
 def generator_loss(params, frozen, batch, key, extras, nets, cfg):
   del frozen
-  x = batch["x"].astype(jnp.float32)
   ks, kn, kd = jax.random.split(key, 3)
+  # fold_in, not a 4th split: with augment_p = 0 the draws are those of before.
+  x, aug = augment.for_denoiser(jax.random.fold_in(key, 1), batch["x"].astype(jnp.float32),
+                                cfg.method.get("augment_p", 0.0))
   sigma = edm.sample_lognormal_sigma(ks, (x.shape[0],), cfg.method.p_mean, cfg.method.p_std)
   noisy = x + common.bcast(sigma, x) * jax.random.normal(kn, x.shape)
-  d = nets.student(params["generator"], noisy, sigma, batch["cond"], key=kd)
+  d = nets.student(params["generator"], noisy, sigma, batch["cond"], key=kd, **aug)
   loss = common.dsm_loss(d, x, edm.edm_loss_weight(sigma, cfg.diffusion.sigma_data))
   return loss, ({"edm_loss": loss}, extras)
 

@@ -10,6 +10,10 @@ Fake-score step (generator frozen), the plain EDM loss:
   ln σ ~ N(fake_p_mean, fake_p_std²);  λ(σ) = (σ² + σ_d²)/(σ σ_d)², non-finite samples dropped;
   L_ψ = fake_score_loss_scale · Σ_kept R_pixels[λ(σ)(D_ψ(x_g + σ n) − x_g)²] / B,
   R = mean over pixels (fake_score_reduction='mean', the default) or sum ('sum').
+  With method.augment_p = p > 0 (SiD's and EDM's CIFAR-10 default, --augment 0.12), x_g is first
+  replaced by EDM's geometric augmentation of it (target and noisy input alike) and D_ψ gets the
+  9-d augment labels (diffusion/augment.py), as mingyuanzhou/SiD sid_loss.py does in this loss
+  only; the generator loss calls both denoisers without labels (= SiD's zero labels).
 Loss scale. Under Adam a constant factor c on a loss acts as ε/c, so the scale is part of the
 recipe. The official SiD code (mingyuanzhou/SiD training/sid_training_loop.py: `loss.sum()
 .mul(loss_scaling_G / batch_gpu_total)` with --lsg 100, `loss.sum().mul(loss_scaling /
@@ -29,7 +33,7 @@ When any κ ≠ 1, each sample's condition is dropped (set to ∅) with probabil
 training the fake score, so that its unconditional branch is learnt. All κ = 1 is plain SiD.
 
 Config keys (config.method): alpha, t_max, fake_p_mean, fake_p_std, generator_loss_scale,
-fake_score_loss_scale, fake_score_reduction, kappa_train_fake, kappa_fake, kappa_real, cond_drop,
+fake_score_loss_scale, fake_score_reduction, augment_p (0 = off), kappa_train_fake, kappa_fake, kappa_real, cond_drop,
 critic_steps (= 1). σ_init is config.diffusion.sigma_init.
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ import ml_collections
 
 from fdistill_jax import conditioning
 from fdistill_jax.validation import need
-from fdistill_jax.diffusion import edm
+from fdistill_jax.diffusion import augment, edm
 from fdistill_jax.methods import common
 from fdistill_jax.nets import Nets
 
@@ -80,6 +84,7 @@ def check_config(cfg) -> None:
       need(m[k] >= 0, f"method.{k}", m[k], "a guidance scale >= 0 (1 = no guidance)")
   if "cond_drop" in m:
     need(0 <= m.cond_drop < 1, "method.cond_drop", m.cond_drop, "must be in [0, 1)")
+  augment.check_p(cfg)
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -193,18 +198,22 @@ def fake_score_draws(batch, key, cfg, spec: conditioning.ConditionSpec):
           jax.random.normal(kn, shape, jnp.float32), drop)
 
 
-def fake_score_loss_at(params, cond, z, sigma, n, drop, nets: Nets, cfg, key=None):
+def fake_score_loss_at(params, cond, z, sigma, n, drop, nets: Nets, cfg, key=None,
+                       augment_key=None):
   """EDM loss of the fake score on sg(x_g) with κ1 guidance; conditions of `drop` rows set to ∅.
 
-  Returns (loss, metrics); differentiable w.r.t. params['fake_score'] only.
+  x_g is augmented first when method.augment_p > 0 and augment_key is given (critic_loss gives
+  one). Returns (loss, metrics); differentiable w.r.t. params['fake_score'] only.
   """
   m = cfg.method
   x_g = sg(nets.generate(sg(params["generator"]), z, cond))
   ok = finite_rows(x_g)
   x_g = jnp.where(common.bcast(ok, x_g), x_g, 0.0)
   cond = nets.cond.replace(cond, drop)
+  p = m.get("augment_p", 0.0) if augment_key is not None else 0.0
+  x_g, aug = augment.for_denoiser(augment_key, x_g, p)
   x_t = x_g + common.bcast(sigma, x_g) * n
-  fake = lambda x, s, c: nets.student(params["fake_score"], x, s, c, key=key)
+  fake = lambda x, s, c: nets.student(params["fake_score"], x, s, c, key=key, **aug)
   f_fake = conditioning.guided(fake, x_t, sigma, cond, m.get("kappa_train_fake", 1.0), nets.cond)
   keep = ok & finite_rows(sg(f_fake))
   f_fake = zero_rows(f_fake, keep)
@@ -221,5 +230,7 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   del frozen
   kd, kf = jax.random.split(key)
   z, sigma, n, drop = fake_score_draws(batch, kd, cfg, nets.cond)
-  loss, metrics = fake_score_loss_at(params, batch["cond"], z, sigma, n, drop, nets, cfg, key=kf)
+  # fold_in, not a 3rd split: with augment_p = 0 the draws are those of before.
+  loss, metrics = fake_score_loss_at(params, batch["cond"], z, sigma, n, drop, nets, cfg, key=kf,
+                                     augment_key=jax.random.fold_in(key, 1))
   return loss, (metrics, extras)
