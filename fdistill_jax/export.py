@@ -31,12 +31,19 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
-_OUT = flags.DEFINE_string("out", None, "Output folder (local path or gs://).")
-_PARAMS = flags.DEFINE_string("params", None, "'raw' or an EMA decay; default config.eval.params.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export; default the latest.")
-flags.mark_flags_as_required(["config", "workdir", "out"])
+
+def _define_flags() -> None:
+  """Defines the command-line flags; only when this module is the program, so that importing
+  it (tests, other tools) defines none and cannot clash with another module's flags."""
+  global _CONFIG, _WORKDIR, _OUT, _PARAMS, _STEP
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config.", lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
+  _OUT = flags.DEFINE_string("out", None, "Output folder (local path or gs://).")
+  _PARAMS = flags.DEFINE_string("params", None,
+                                "'raw' or an EMA decay; default config.eval.params.")
+  _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export; default the latest.")
+  flags.mark_flags_as_required(["config", "workdir", "out"])
+
 
 FORMAT = "fdistill_jax.export/1"
 
@@ -142,4 +149,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -22,15 +22,21 @@ from absl import app, flags, logging
 
 from fdistill_jax.benchmarks.common import load_config, parse_entry, set_key, split_entries
 
-_DIVS = flags.DEFINE_list("divergences", ["js", "kl", "rkl"], "f-distill divergences to run.")
-_CONFIGS = flags.DEFINE_string("configs", "", "Extra config files, comma-separated, each "
-                               "optionally 'path@k=v;k=v' (values are Python literals).")
-_STEPS = flags.DEFINE_integer("steps", None, "Override train.steps of every run.")
-_SEED = flags.DEFINE_integer("seed", 0, "config.seed of every run.")
-_OUT = flags.DEFINE_string("out", "benchmark_results/digits", "Output folder.")
-_TB = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events (needs TensorFlow).")
-_CACHE = flags.DEFINE_string("cache_dir", None, "Digits-classifier cache shared by all runs "
-                             "(default <out>/cache: the classifier is trained once).")
+
+def _define_flags() -> None:
+  """Defines the command-line flags; only when this module is the program, so that importing
+  it (tests, other tools) defines none and cannot clash with another module's flags."""
+  global _DIVS, _CONFIGS, _STEPS, _SEED, _OUT, _TB, _CACHE
+  _DIVS = flags.DEFINE_list("divergences", ["js", "kl", "rkl"], "f-distill divergences to run.")
+  _CONFIGS = flags.DEFINE_string("configs", "", "Extra config files, comma-separated, each "
+                                 "optionally 'path@k=v;k=v' (values are Python literals).")
+  _STEPS = flags.DEFINE_integer("steps", None, "Override train.steps of every run.")
+  _SEED = flags.DEFINE_integer("seed", 0, "config.seed of every run.")
+  _OUT = flags.DEFINE_string("out", "benchmark_results/digits", "Output folder.")
+  _TB = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events (needs TensorFlow).")
+  _CACHE = flags.DEFINE_string("cache_dir", None, "Digits-classifier cache shared by all runs "
+                               "(default <out>/cache: the classifier is trained once).")
+
 
 _REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 
@@ -106,4 +112,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -28,13 +28,18 @@ from absl import app, flags, logging
 from fdistill_jax import config_checks, defaults, divergences
 from fdistill_jax.benchmarks.common import load_config, set_key
 
-FLAGS = flags.DEFINE_list("problems", ["ring8", "mix8d", "grid25", "mix16d"], "Problems to run.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
-_DIVS = flags.DEFINE_list("divergences", list(divergences.NAMES), "f-distill divergences.")
-_CONFIGS = flags.DEFINE_list("configs", [], "Extra method config files (get_config()).")
-_STEPS = flags.DEFINE_integer("steps", None, "Override train.steps.")
-_OUT = flags.DEFINE_string("out", "benchmark_results/toy", "Output folder.")
-_TB = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events (needs TensorFlow).")
+
+def _define_flags() -> None:
+  """Defines the command-line flags; only when this module is the program, so that importing
+  it (tests, other tools) defines none and cannot clash with another module's flags."""
+  global FLAGS, _SEEDS, _DIVS, _CONFIGS, _STEPS, _OUT, _TB
+  FLAGS = flags.DEFINE_list("problems", ["ring8", "mix8d", "grid25", "mix16d"], "Problems to run.")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+  _DIVS = flags.DEFINE_list("divergences", list(divergences.NAMES), "f-distill divergences.")
+  _CONFIGS = flags.DEFINE_list("configs", [], "Extra method config files (get_config()).")
+  _STEPS = flags.DEFINE_integer("steps", None, "Override train.steps.")
+  _OUT = flags.DEFINE_string("out", "benchmark_results/toy", "Output folder.")
+  _TB = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events (needs TensorFlow).")
 
 
 # Each problem is a set of config overrides (pass them as --config.<key>=<value> to main to run
@@ -158,4 +163,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
