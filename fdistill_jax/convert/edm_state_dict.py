@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -109,6 +109,40 @@ def _listing(title: str, lines: list[str]) -> list[str]:
   shown = lines[:_MAX_LISTED]
   more = [f"    ... and {len(lines) - len(shown)} more"] if len(lines) > len(shown) else []
   return [f"  {title} ({len(lines)}):"] + [f"    {s}" for s in shown] + more
+
+
+def match_state_dict(state_dict: Mapping[str, Any],
+                     expected: Mapping[str, tuple[tuple[str, ...], tuple[int, ...]]], *,
+                     header: str, to_flax: Callable[[tuple[str, ...], np.ndarray], np.ndarray],
+                     param_dtype=np.float32,
+                     adapt: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] | None = None
+                     ) -> dict[tuple[str, ...], np.ndarray]:
+  """{Flax path: array} from a torch-named state_dict, for the diffusers-style converters.
+
+  expected: torch key -> (Flax path, torch shape). `adapt(a, shape)` may reshape a legacy array
+  before the shape check; `to_flax(path, a)` moves a torch layout to Flax's. Raises
+  StateDictMismatchError (headed by `header`) listing every missing, unexpected and mis-shaped
+  key with the expected shape.
+  """
+  missing = [f"{k}: expected {list(s)}" for k, (_, s) in expected.items() if k not in state_dict]
+  unexpected = [f"{k}: shape {list(np.shape(v))}" for k, v in state_dict.items()
+                if k not in expected]
+  misshaped, flat = [], {}
+  for key, (path, shape) in expected.items():
+    if key not in state_dict:
+      continue
+    a = np.asarray(state_dict[key])
+    a = adapt(a, shape) if adapt is not None else a
+    if tuple(a.shape) != shape:
+      misshaped.append(f"{key}: expected {list(shape)}, found {list(a.shape)}")
+      continue
+    if param_dtype is not None:
+      a = a.astype(param_dtype)
+    flat[path] = np.ascontiguousarray(to_flax(path, a))
+  if missing or unexpected or misshaped:
+    lines = [header] + _listing("missing keys", missing) + _listing("unexpected keys", unexpected)
+    raise StateDictMismatchError("\n".join(lines + _listing("mis-shaped keys", misshaped)))
+  return flat
 
 
 def _resample_taps(module: EDMPrecond) -> tuple[float, ...]:

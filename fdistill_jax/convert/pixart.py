@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from fdistill_jax.convert.edm_state_dict import StateDictMismatchError, _listing, read_state_dict
+from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, match_state_dict,
+                                                 read_state_dict)
 from fdistill_jax.models import pixart as pixart_lib
 
 StateDict = dict[str, np.ndarray]
@@ -105,28 +106,10 @@ def state_dict_to_params(state_dict: Mapping[str, Any], module, *, source: str =
   Raises StateDictMismatchError listing every missing, unexpected and mis-shaped key with the
   expected shape. The non-persistent `pos_embed.pos_embed` is tolerated and ignored.
   """
-  expected = _expected(module)
   sd = {k: v for k, v in state_dict.items() if k != "pos_embed.pos_embed"}
-  missing = [f"{k}: expected {list(s)}" for k, (_, s) in expected.items() if k not in sd]
-  unexpected = [f"{k}: shape {list(np.shape(v))}" for k, v in sd.items() if k not in expected]
-  misshaped, flat = [], {}
-  for key, (path, shape) in expected.items():
-    if key not in sd:
-      continue
-    a = np.asarray(sd[key])
-    if tuple(a.shape) != shape:
-      misshaped.append(f"{key}: expected {list(shape)}, found {list(a.shape)}")
-      continue
-    if param_dtype is not None:
-      a = a.astype(param_dtype)
-    flat[path] = np.ascontiguousarray(_from_torch(path, a))
-  if missing or unexpected or misshaped:
-    lines = [f"{source}: state_dict does not match PixArtTransformer2DModel("
-             f"{_describe(module)}):"]
-    lines += _listing("missing keys", missing)
-    lines += _listing("unexpected keys", unexpected)
-    lines += _listing("mis-shaped keys", misshaped)
-    raise StateDictMismatchError("\n".join(lines))
+  flat = match_state_dict(
+      sd, _expected(module), to_flax=_from_torch, param_dtype=param_dtype,
+      header=f"{source}: state_dict does not match PixArtTransformer2DModel({_describe(module)}):")
   return traverse_util.unflatten_dict(flat)
 
 

@@ -24,13 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from fdistill_jax.convert.edm_state_dict import StateDictMismatchError, read_state_dict
+from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, match_state_dict,
+                                                 read_state_dict)
 from fdistill_jax.models.vae import AutoencoderKL
 
 StateDict = dict[str, np.ndarray]
 WEIGHTS_NAME = "diffusion_pytorch_model"
 _DEPRECATED_ATTN = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
-_MAX_LISTED = 40
 
 
 # ------------------------------------------------------------------------------------ config
@@ -130,11 +130,15 @@ def _rename_deprecated(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
-def _listing(title: str, lines: list[str]) -> list[str]:
-  if not lines:
-    return []
-  more = [f"    ... and {len(lines) - _MAX_LISTED} more"] if len(lines) > _MAX_LISTED else []
-  return [f"  {title} ({len(lines)}):"] + [f"    {s}" for s in lines[:_MAX_LISTED]] + more
+def _squeeze_1x1(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+  """1x1-conv attention projections of original LDM checkpoints -> the Linear weights expected."""
+  return a[:, :, 0, 0] if a.ndim == 4 and len(shape) == 2 and a.shape[2:] == (1, 1) else a
+
+
+def _to_flax_layout(path: tuple[str, ...], a: np.ndarray) -> np.ndarray:
+  if path[-1] == "kernel":
+    return np.transpose(a, (2, 3, 1, 0) if a.ndim == 4 else (1, 0))
+  return a
 
 
 def state_dict_to_params(state_dict: Mapping[str, Any], module: AutoencoderKL, *,
@@ -145,33 +149,12 @@ def state_dict_to_params(state_dict: Mapping[str, Any], module: AutoencoderKL, *
   naming every missing, unexpected and mis-shaped key with the expected shape; `source` names
   the file in the message.
   """
-  sd = _rename_deprecated(state_dict)
-  expected = _expected(module)
-  missing = [f"{k}: expected {list(s)}" for k, (_, s) in expected.items() if k not in sd]
-  unexpected = [f"{k}: shape {list(np.shape(v))}" for k, v in sd.items() if k not in expected]
-  misshaped, flat = [], {}
-  for key, (path, shape) in expected.items():
-    if key not in sd:
-      continue
-    a = np.asarray(sd[key])
-    if a.ndim == 4 and len(shape) == 2 and a.shape[2:] == (1, 1):
-      a = a[:, :, 0, 0]  # 1x1-conv attention projections of original LDM checkpoints.
-    if tuple(a.shape) != shape:
-      misshaped.append(f"{key}: expected {list(shape)}, found {list(a.shape)}")
-      continue
-    if param_dtype is not None:
-      a = a.astype(param_dtype)
-    if path[-1] == "kernel":
-      a = np.transpose(a, (2, 3, 1, 0) if a.ndim == 4 else (1, 0))
-    flat[path] = np.ascontiguousarray(a)
-  if missing or unexpected or misshaped:
-    lines = [f"{source}: state_dict does not match AutoencoderKL(block_out_channels="
-             f"{list(module.block_out_channels)}, layers_per_block={module.layers_per_block}, "
-             f"latent_channels={module.latent_channels}) built from the config:"]
-    lines += _listing("missing keys", missing)
-    lines += _listing("unexpected keys", unexpected)
-    lines += _listing("mis-shaped keys", misshaped)
-    raise StateDictMismatchError("\n".join(lines))
+  flat = match_state_dict(
+      _rename_deprecated(state_dict), _expected(module), to_flax=_to_flax_layout,
+      adapt=_squeeze_1x1, param_dtype=param_dtype,
+      header=(f"{source}: state_dict does not match AutoencoderKL(block_out_channels="
+              f"{list(module.block_out_channels)}, layers_per_block={module.layers_per_block}, "
+              f"latent_channels={module.latent_channels}) built from the config:"))
   return {"params": traverse_util.unflatten_dict(flat)}
 
 
