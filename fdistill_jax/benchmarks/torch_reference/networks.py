@@ -168,6 +168,40 @@ def _run(blocks: nn.ModuleDict, x, emb, skips=None, feats=None, num_blocks=0, un
   return x, None
 
 
+def _unet_levels(in_channels, img_resolution, model_channels, first_out, channel_mult,
+                 num_blocks, attn_resolutions, dec_attention, kw):
+  """(encoder, decoder, channels out) of EDM's UNet layout, in its ModuleDict order.
+
+  The two UNets differ only in the first conv's width (first_out) and in which decoder blocks
+  attend (dec_attention(idx, res)); the encoder attends at every block of attn_resolutions.
+  """
+  enc, dec, cout = nn.ModuleDict(), nn.ModuleDict(), in_channels
+  for level, mult in enumerate(channel_mult):
+    res = img_resolution >> level
+    if level == 0:
+      cin, cout = cout, first_out
+      enc[f"{res}x{res}_conv"] = Conv2d(cin, cout, 3)
+    else:
+      enc[f"{res}x{res}_down"] = UNetBlock(cout, cout, down=True, **kw)
+    for idx in range(num_blocks):
+      cin, cout = cout, model_channels * mult
+      enc[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=res in attn_resolutions,
+                                                 **kw)
+  skips = [getattr(b, "out_channels", getattr(b, "cout", None)) for b in enc.values()]
+  for level, mult in reversed(list(enumerate(channel_mult))):
+    res = img_resolution >> level
+    if level == len(channel_mult) - 1:
+      dec[f"{res}x{res}_in0"] = UNetBlock(cout, cout, attention=True, **kw)
+      dec[f"{res}x{res}_in1"] = UNetBlock(cout, cout, **kw)
+    else:
+      dec[f"{res}x{res}_up"] = UNetBlock(cout, cout, up=True, **kw)
+    for idx in range(num_blocks + 1):
+      cin, cout = cout + skips.pop(), model_channels * mult
+      dec[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=dec_attention(idx, res),
+                                                 **kw)
+  return enc, dec, cout
+
+
 class SongUNet(nn.Module):
   """DDPM++ (positional embedding, standard encoder and decoder) with EDM's arguments."""
 
@@ -191,35 +225,12 @@ class SongUNet(nn.Module):
     self.map_augment = Linear(augment_dim, noise_ch, bias=False) if augment_dim else None
     self.map_layer0 = Linear(noise_ch, emb_ch)
     self.map_layer1 = Linear(emb_ch, emb_ch)
-    self.enc = nn.ModuleDict()
-    cout = in_channels
-    for level, mult in enumerate(channel_mult):
-      res = img_resolution >> level
-      if level == 0:
-        cin, cout = cout, model_channels
-        self.enc[f"{res}x{res}_conv"] = Conv2d(cin, cout, 3)
-      else:
-        self.enc[f"{res}x{res}_down"] = UNetBlock(cout, cout, down=True, **kw)
-      for idx in range(num_blocks):
-        cin, cout = cout, model_channels * mult
-        self.enc[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=res in attn_resolutions,
-                                                         **kw)
-    skips = [getattr(b, "out_channels", getattr(b, "cout", None)) for b in self.enc.values()]
-    self.dec = nn.ModuleDict()
-    for level, mult in reversed(list(enumerate(channel_mult))):
-      res = img_resolution >> level
-      if level == len(channel_mult) - 1:
-        self.dec[f"{res}x{res}_in0"] = UNetBlock(cout, cout, attention=True, **kw)
-        self.dec[f"{res}x{res}_in1"] = UNetBlock(cout, cout, **kw)
-      else:
-        self.dec[f"{res}x{res}_up"] = UNetBlock(cout, cout, up=True, **kw)
-      for idx in range(num_blocks + 1):
-        cin, cout = cout + skips.pop(), model_channels * mult
-        attn = idx == num_blocks and res in attn_resolutions
-        self.dec[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=attn, **kw)
-      if level == 0:
-        self.dec[f"{res}x{res}_aux_norm"] = GroupNorm(cout, eps=1e-6)
-        self.dec[f"{res}x{res}_aux_conv"] = Conv2d(cout, out_channels, 3)
+    self.enc, self.dec, cout = _unet_levels(
+        in_channels, img_resolution, model_channels, model_channels, channel_mult, num_blocks,
+        attn_resolutions, lambda idx, res: idx == num_blocks and res in attn_resolutions, kw)
+    res = img_resolution  # The output head follows the last full-resolution decoder block.
+    self.dec[f"{res}x{res}_aux_norm"] = GroupNorm(cout, eps=1e-6)
+    self.dec[f"{res}x{res}_aux_conv"] = Conv2d(cout, out_channels, 3)
 
   def forward(self, x, noise_labels, class_labels=None, augment_labels=None,
               return_features=False):
@@ -254,32 +265,9 @@ class DhariwalUNet(nn.Module):
     self.map_layer0 = Linear(model_channels, emb_ch)
     self.map_layer1 = Linear(emb_ch, emb_ch)
     self.map_label = Linear(label_dim, emb_ch, bias=False) if label_dim else None
-    self.enc = nn.ModuleDict()
-    cout = in_channels
-    for level, mult in enumerate(channel_mult):
-      res = img_resolution >> level
-      if level == 0:
-        cin, cout = cout, model_channels * mult
-        self.enc[f"{res}x{res}_conv"] = Conv2d(cin, cout, 3)
-      else:
-        self.enc[f"{res}x{res}_down"] = UNetBlock(cout, cout, down=True, **kw)
-      for idx in range(num_blocks):
-        cin, cout = cout, model_channels * mult
-        self.enc[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=res in attn_resolutions,
-                                                         **kw)
-    skips = [getattr(b, "out_channels", getattr(b, "cout", None)) for b in self.enc.values()]
-    self.dec = nn.ModuleDict()
-    for level, mult in reversed(list(enumerate(channel_mult))):
-      res = img_resolution >> level
-      if level == len(channel_mult) - 1:
-        self.dec[f"{res}x{res}_in0"] = UNetBlock(cout, cout, attention=True, **kw)
-        self.dec[f"{res}x{res}_in1"] = UNetBlock(cout, cout, **kw)
-      else:
-        self.dec[f"{res}x{res}_up"] = UNetBlock(cout, cout, up=True, **kw)
-      for idx in range(num_blocks + 1):
-        cin, cout = cout + skips.pop(), model_channels * mult
-        self.dec[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=res in attn_resolutions,
-                                                         **kw)
+    self.enc, self.dec, cout = _unet_levels(
+        in_channels, img_resolution, model_channels, model_channels * channel_mult[0],
+        channel_mult, num_blocks, attn_resolutions, lambda idx, res: res in attn_resolutions, kw)
     self.out_norm = GroupNorm(cout, eps=1e-5)
     self.out_conv = Conv2d(cout, out_channels, 3)
 
