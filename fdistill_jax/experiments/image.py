@@ -204,4 +204,3 @@ def build(cfg, workdir: str, method=None, codec: codecs.Codec | None = None) -> 
                     **io, **ev)
 
 
-_fid_metric = image_eval.fid_metric  # The name older callers use.
