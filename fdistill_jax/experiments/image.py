@@ -202,5 +202,3 @@ def build(cfg, workdir: str, method=None, codec: codecs.Codec | None = None) -> 
   ev = image_eval.evaluator(cfg, nets, variables["params"], codec, workdir)
   return Experiment(nets=nets, frozen={"teacher": variables["params"]}, init_params=init_params,
                     **io, **ev)
-
-
