@@ -248,3 +248,14 @@ def test_bad_fields_fail_clearly(files):
   cfg.dataset.update(dict(name="digits", captions="class"))  # 10 classes, the cache labels 4.
   with pytest.raises(ValueError, match=r"no training prompt for classes \[4"):
     compose.build(cfg, "/tmp/unused", prepare=False)
+
+
+def test_memory_plan_compiles_pixart512_js_tiny_on_two_devices():
+  from fdistill_jax.benchmarks import engine_speed, memory_plan
+  cfg = engine_speed.synthetic_config(os.path.join(REPO, "configs", "pixart512_js.py"), {}, 4)
+  memory_plan.shrink_pixart(cfg)
+  cfg.mesh.fsdp_min_size = 0  # The tiny net's leaves are all under the default threshold.
+  rec = memory_plan.measure(cfg, 2, 2, phases=("generator",))  # Compile only, no execution.
+  assert rec["mesh"] == {"data": 1, "fsdp": 2}
+  p = rec["phases"]["generator"]
+  assert 0 < p["argument"] < 0.75 * rec["state_bytes"] and p["temp"] > 0, (p, rec)
