@@ -28,7 +28,7 @@ import pytest
 from fdistill_jax import compose, config_checks, defaults
 from fdistill_jax.convert import pixart as conv
 from fdistill_jax.data import prompt_cache as pc
-from fdistill_jax.engine import loop
+from fdistill_jax.engine import loop, sharding
 from fdistill_jax.engine import steps as steps_lib
 from fdistill_jax.experiments import t2i
 from fdistill_jax.models import pixart
@@ -115,6 +115,10 @@ def test_resumed_on_one_device_equals_the_sharded_run(trained, tmp_path):
     assert all(np.isfinite(v) for v in m.values()), m
   _, ref = compose.load_trained(cfg, workdir)
   assert int(ref["step"]) == 4
+  cfg.mesh.data, cfg.mesh.fsdp = 2, 4  # The trained run's layout really is FSDP-sharded.
+  specs = {str(s.spec) for s in jax.tree.leaves(sharding.tree_shardings(
+      jax.eval_shape(lambda: ref["params"]), sharding.make_mesh(cfg, jax.devices()[:8]), cfg))}
+  assert any("fsdp" in s for s in specs), specs
   _leaves_close(run.state["params"], ref["params"], 1e-5)
   _leaves_close(run.state["extras"], ref["extras"], 1e-5)
 
@@ -259,3 +263,19 @@ def test_memory_plan_compiles_pixart512_js_tiny_on_two_devices():
   assert rec["mesh"] == {"data": 1, "fsdp": 2}
   p = rec["phases"]["generator"]
   assert 0 < p["argument"] < 0.75 * rec["state_bytes"] and p["temp"] > 0, (p, rec)
+
+
+def test_prompt_accuracy_and_captioned_grid(tmp_path):
+  from PIL import Image
+
+  from fdistill_jax.evaluation import grids
+  from fdistill_jax.experiments import t2i_eval
+  pred, classes = np.array([1, 2, 3, 3, 0]), np.array([1, 2, 0, 3, -1])
+  held = np.array([False, False, True, True, False])
+  assert t2i_eval.prompt_accuracy(pred, classes, held) == {
+      "prompt_accuracy": 0.75, "prompt_accuracy_train": 1.0, "prompt_accuracy_heldout": 0.5}
+  x = np.linspace(-1, 1, 5 * 8 * 8).reshape(5, 8, 8, 1)
+  path = grids.save_captioned_grid(x, ["a very long prompt " * 5] + ["seven"] * 4,
+                                   str(tmp_path / "g.png"), ncol=3, upscale=4, title="t")
+  w, h = Image.open(path).size
+  assert (w, h) == (3 * 124 + 4, 16 + 2 * (32 + 37 + 4) + 4)
