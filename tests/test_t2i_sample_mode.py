@@ -20,7 +20,7 @@ from fdistill_jax.models import pixart as pixart_lib
 from fdistill_jax.evaluation import grids, t2i_sampling
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_t2i_engine import LABELS, D, L, P, tiny_cfg  # noqa: E402  pylint: disable=wrong-import-position
+from test_t2i_engine import LABELS, D, L, P, tiny_cfg  # noqa: E402  pylint: disable=C0413
 
 
 @pytest.fixture(scope="module")

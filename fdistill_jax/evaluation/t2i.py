@@ -19,6 +19,7 @@ Protocol (the papers' zero-shot MS-COCO-30k; see docs/t2i_evaluation.md for the 
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -32,6 +33,7 @@ from fdistill_jax.evaluation import fid
 
 PAPERS_NUM_SAMPLES = 30_000
 CLIP_RESOLUTION = 256  # DMD2's coco_evaluator resizes to 256 before CLIP's own preprocessing.
+LOAD_THREADS = 8
 
 
 def clean_caption(text: str) -> str:
@@ -137,29 +139,42 @@ def real_image_paths(folder: str | os.PathLike, image_ids: Sequence[int] | None 
   return paths
 
 
-def _chunks(paths: Sequence[str], size: int) -> Iterator[list[np.ndarray]]:
-  for start in range(0, len(paths), size):
-    yield [cs.read_image(p) for p in paths[start:start + size]]
+def _chunks(paths: Sequence[str], size: int, resolution: int | None
+            ) -> Iterator[list[np.ndarray]]:
+  """Lists of `size` decoded (and cropped/resized) images. PIL releases the GIL in decoding
+  and resizing, so a thread pool reads the next chunk (one ahead: bounded memory) while the
+  model runs on this one."""
+  def load(path):
+    im = cs.read_image(path)
+    return crop_and_resize(im, resolution) if resolution else im
+
+  with concurrent.futures.ThreadPoolExecutor(LOAD_THREADS) as pool:
+    pending = None
+    for start in range(0, len(paths), size):
+      submitted = [pool.submit(load, p) for p in paths[start:start + size]]
+      if pending is not None:
+        yield [f.result() for f in pending]
+      pending = submitted
+    if pending is not None:
+      yield [f.result() for f in pending]
 
 
 def folder_statistics(paths: Sequence[str], extractor: fid.FeatureExtractor, resolution: int
                       ) -> tuple[np.ndarray, np.ndarray]:
   """FID (mu, sigma) of image files, each cropped and resized to `resolution`, streamed."""
   acc = fid.StatsAccumulator()
-  for images in _chunks(paths, extractor.batch_size):
-    acc.update(extractor(np.stack([crop_and_resize(im, resolution) for im in images])))
+  for images in _chunks(paths, extractor.batch_size, resolution):
+    acc.update(extractor(np.stack(images)))
   return acc.finalize()
 
 
 def clip_cosines(paths: Sequence[str], prompts: Sequence[str], scorer: cs.CLIPScorer,
                  resolution: int | None = CLIP_RESOLUTION) -> np.ndarray:
   """Per-pair CLIP cosines [N] of image files and prompts, streamed in the scorer's batches."""
-  out = []
-  for start, images in zip(range(0, len(paths), scorer.batch_size),
-                           _chunks(paths, scorer.batch_size)):
-    if resolution:
-      images = [crop_and_resize(im, resolution) for im in images]
+  out, start = [], 0
+  for images in _chunks(paths, scorer.batch_size, resolution):
     out.append(scorer.cosine(images, prompts[start:start + len(images)]))
+    start += len(images)
   return np.concatenate(out)
 
 
