@@ -111,6 +111,8 @@ def test_score_equals_clip_model_forward_and_is_batch_invariant(tiny_clip):
     scorer.batch_size = bs
     np.testing.assert_allclose(scorer.cosine(images, PROMPTS), got, rtol=0, atol=1e-6)
   np.testing.assert_allclose(scorer.cosine(images[::-1], PROMPTS[::-1])[::-1], got, atol=1e-6)
+  np.testing.assert_allclose(scorer.cosine(np.stack(images[:4]), PROMPTS[:4]), got[:4],
+                             atol=1e-6)  # a uint8 NHWC array as well as a list
   # The prefix is part of the protocol: without it the scores change.
   scorer.prefix = ""
   assert np.abs(scorer.cosine(images, PROMPTS) - got).max() > 1e-4

@@ -84,9 +84,10 @@ def test_prompt_file_samples_pngs_grid_and_noise_per_index(files, tmp_path, monk
                                     batch_size=2, grid_size=2)
   np.testing.assert_array_equal(np.stack([_png(tmp_path / "q" / f"{i:06d}.png")
                                           for i in range(3)]), got[:3])
-  # The one-step path (generator params = the teacher's, as at initialisation).
+  # The one-step path (generator params = the teacher's, as at initialisation), its batch of 8
+  # split over the 8 devices.
   one = t2i_sampling.write_prompt_samples(exp, exp.frozen["teacher"], str(tmp_path / "q.txt"),
-                                          files[0], str(tmp_path / "g"), key, batch_size=2)
+                                          files[0], str(tmp_path / "g"), key, batch_size=8)
   g = np.stack([_png(os.path.join(one["pngs"], f"{i:06d}.png")) for i in range(3)])
   want = grids.to_uint8(exp.sample_cond(exp.frozen["teacher"], z, cond))[..., 0]
   np.testing.assert_array_equal(g[:2], want)

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fdistill_jax.data import prompt_cache as pc
 from fdistill_jax.evaluation import grids
@@ -93,9 +94,16 @@ def write_prompt_samples(exp, params, prompts_path: str, cache_dir: str, out_dir
                      f"model was built for {list(want)} (config.teacher.prompt_cache)")
   rows = lookup_rows(cache, prompts, prompts_path, cache_dir)
   shape = tuple(exp.nets.data_shape)
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "prompts.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(prompts) + "\n")
+  # The batch is split over the local devices when it divides evenly (the jitted sampler
+  # follows its inputs' sharding); every process samples all prompts, process 0 writes.
+  devices = jax.local_devices()
+  sharding = (NamedSharding(Mesh(np.asarray(devices), ("data",)), P("data"))
+              if batch_size % len(devices) == 0 else None)
+  writer = jax.process_index() == 0
+  if writer:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "prompts.txt"), "w", encoding="utf-8") as f:
+      f.write("\n".join(prompts) + "\n")
   first = []
   n = len(prompts)
   for start in range(0, n, batch_size):
@@ -103,15 +111,19 @@ def write_prompt_samples(exp, params, prompts_path: str, cache_dir: str, out_dir
     take = np.minimum(idx, n - 1)  # pad the last batch with its final prompt
     cond = {"embeddings": np.asarray(cache.embeddings[rows[take]], np.float32),
             "mask": np.asarray(cache.mask[rows[take]], np.float32)}
-    x = exp.sample_cond(params, _noise(key, idx, shape), cond, teacher=teacher)
-    x = x[:min(batch_size, n - start)]
-    grids.save_numbered(x, out_dir, first_index=start)
+    z = _noise(key, idx, shape)
+    if sharding is not None:
+      z, cond = jax.device_put((z, cond), sharding)
+    x = exp.sample_cond(params, z, cond, teacher=teacher)[:min(batch_size, n - start)]
+    if writer:
+      grids.save_numbered(x, out_dir, first_index=start)
     if sum(len(a) for a in first) < grid_size:
       first.append(x[:grid_size])
   sample = np.concatenate(first)[:grid_size]
   grid = out_dir.rstrip("/") + ".png"
-  grids.save_captioned_grid(sample, prompts[:len(sample)], grid, ncol=min(8, len(sample)),
-                            upscale=max(1, 64 // sample.shape[1]), title=title)
+  if writer:
+    grids.save_captioned_grid(sample, prompts[:len(sample)], grid, ncol=min(8, len(sample)),
+                              upscale=max(1, 64 // sample.shape[1]), title=title)
   return {"pngs": out_dir, "grid": grid, "num": n, "prompts": prompts_path,
           "prompt_cache": cache_dir}
 
