@@ -96,6 +96,8 @@ def save_captioned_grid(images, captions: list[str], path: str, ncol: int = 8, u
 
   import PIL.ImageDraw
   x = to_uint8(images)
+  if x.shape[-1] not in (1, 3):  # e.g. undecoded latents: show the first channel(s).
+    x = x[..., :3] if x.shape[-1] > 3 else x[..., :1]
   n, h, w, c = x.shape
   if len(captions) != n:
     raise ValueError(f"save_captioned_grid: {len(captions)} captions for {n} images")

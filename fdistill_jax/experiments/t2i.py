@@ -10,15 +10,18 @@
   codec            teacher.vae = '' is pixel space (identity), else a diffusers AutoencoderKL
                    folder: real images are encoded to scaling_factor·latents, samples decoded;
   condition_spec   conditioning.Text over teacher.prompt_cache (a cache written by
-                   tools/encode_prompts); its prompt set is the fixed evaluation prompts and its
-                   null the cached "" embedding (classifier-free guidance's ∅);
+                   tools/encode_prompts; '' = random embeddings, a loud warning); its prompt set
+                   is the fixed evaluation prompts and its null the cached "" embedding
+                   (classifier-free guidance's ∅);
   networks         student (generator) and fake score start as copies of the teacher; every net
                    is D(x; σ, cond) through the DDPM-ε adapter of teachers/pixart.py (learned-σ
                    channels dropped); the teacher is unguided (methods guide with
                    conditioning.guided); token discriminator heads on `disc.feature_keys`
                    ('block<i>' outputs of the frozen teacher or of the fake score);
   input_data       dataset.name = 'prompts': no images (data-free methods), conditions drawn from
-                   the cache's training prompts deterministically from (seed, step); any image
+                   the cache's training prompts deterministically from (seed, step);
+                   'synthetic': the same with N(0, 1) "data" in the teacher's space (speed
+                   runs and memory plans without data or a VAE); any image
                    source of fdistill_jax.data (or 'synthetic') with dataset.captions =
                    'row' (an image's label is the row of its caption in the cache) or 'class'
                    (a class label; the condition is a training prompt of that class, drawn from
@@ -72,8 +75,6 @@ def check_config(cfg) -> None:
   need(bool(t.get("checkpoint")) or bool(t.get("pixart_config")), "teacher.checkpoint",
        t.get("checkpoint"), "a diffusers PixArt folder or an original .pth, or "
        "teacher.pixart_config for random weights")
-  need(bool(t.get("prompt_cache")), "teacher.prompt_cache", t.get("prompt_cache"),
-       "a prompt cache directory (python -m fdistill_jax.tools.encode_prompts)")
   d = cfg.dataset
   need(d.name in DATASETS, "dataset.name", d.name, f"allowed: {DATASETS}")
   if d.name != "prompts":
@@ -97,6 +98,22 @@ def check_config(cfg) -> None:
   except ValueError as e:
     raise ConfigError(f"{e} (a PixArt teacher through the DDPM-ε adapter is defined on "
                       f"[{ad.sigma_min:.4f}, {ad.sigma_max:.1f}])") from e
+
+
+def module_config(cfg) -> dict:
+  """The diffusers config of the teacher's transformer (the student's architecture), read from
+  teacher.checkpoint's config.json when it is a folder, else teacher.pixart_config (default
+  PixArt-XL-2-512 for an original .pth)."""
+  from fdistill_jax.convert import pixart as conv
+  ckpt = cfg.teacher.get("checkpoint")
+  if ckpt and os.path.isdir(ckpt):
+    sub = os.path.join(ckpt, "transformer")
+    folder = sub if not os.path.isfile(os.path.join(ckpt, "config.json")) and \
+        os.path.isdir(sub) else ckpt
+    return conv._read_config(folder)  # pylint: disable=protected-access
+  if cfg.teacher.get("pixart_config"):
+    return cfg.teacher.pixart_config.to_dict()
+  return conv.pixart_alpha_config(512)
 
 
 def feature_blocks(cfg) -> tuple[int, ...] | None:
@@ -169,9 +186,28 @@ def vae_codec(path: str, latent_channels: int) -> codecs.Codec:
       image_shape=lambda s: (s[0] * f, s[1] * f, vm.out_channels), params=variables)
 
 
+def random_cache(num: int, length: int, dim: int, seed: int) -> pc.PromptCache:
+  """Random 'prompts' (embeddings N(0, 1), 16 real tokens): speed runs without a cache."""
+  rng = np.random.default_rng(seed)
+  mask = np.zeros((num, length), np.int32)
+  mask[:, :min(16, length)] = 1
+  null_mask = np.zeros((1, length), np.int32)
+  null_mask[0, 0] = 1
+  return pc.PromptCache(rng.standard_normal((num, length, dim), np.float32), mask,
+                        [f"random prompt {i}" for i in range(num)],
+                        np.zeros((1, length, dim), np.float32), null_mask, {})
+
+
 def load_cache(cfg, module) -> pc.PromptCache:
-  """The prompt cache of config.teacher.prompt_cache, checked against the transformer."""
-  path = cfg.teacher.prompt_cache
+  """The prompt cache of config.teacher.prompt_cache, checked against the transformer; '' gives
+  16 random prompts of teacher.max_length tokens (a loud warning)."""
+  path = cfg.teacher.get("prompt_cache", "")
+  if not path:
+    logging.warning("=" * 78 + "\nNO PROMPT CACHE (config.teacher.prompt_cache is empty): "
+                    "conditions are RANDOM embeddings.\nWrite one with python -m "
+                    "fdistill_jax.tools.encode_prompts.\n" + "=" * 78)
+    return random_cache(16, int(cfg.teacher.get("max_length", 120)),
+                        module.caption_channels or module.inner_dim, cfg.seed)
   cache = pc.load_prompt_cache(path)
   want = module.caption_channels or module.inner_dim
   if cache.embeddings.shape[-1] != want:
@@ -246,18 +282,11 @@ def networks(cfg, module, params, spec: conditioning.Text, ad: param_lib.Teacher
 
 
 # ============================================================================== data
-def image_source(cfg, shape, cache: pc.PromptCache, num_classes: int):
+def image_source(cfg, shape, cache: pc.PromptCache):
   """The image source of config.dataset (labels = caption rows or classes), checked."""
   d = cfg.dataset
   row = d.get("captions", "class") == "row"
-  if d.name == "synthetic":  # Random images: step-speed runs with no data at hand.
-    n = max(cfg.train.batch_size, 64)
-    rng = np.random.default_rng(cfg.seed)
-    k = len(cache) if row else num_classes
-    source = data_lib.ArraySource(rng.integers(0, 256, (n,) + tuple(shape), dtype=np.uint8),
-                                  rng.integers(0, k, (n,)), label_dim=k, name="synthetic")
-  else:
-    source = data_lib.make_source(d)
+  source = data_lib.make_source(d)
   if tuple(source.image_shape) != tuple(shape):
     raise ValueError(f"config.dataset gives images of shape {tuple(source.image_shape)} but the "
                      f"teacher (and codec) expect {tuple(shape)}")
@@ -297,20 +326,21 @@ def input_data(cfg, cache: pc.PromptCache, spec: conditioning.Text, codec: codec
     return {"x": jax.ShapeDtypeStruct((g,) + tuple(data_shape), jnp.float32),
             "cond": spec.shapes(g)}
 
-  if cfg.dataset.name == "prompts":  # Data-free: x is only a shape carrier.
+  if cfg.dataset.name in ("prompts", "synthetic"):
     rows = training_rows(cache)
+    synthetic = cfg.dataset.name == "synthetic"
 
     def prompt_batch(step):
-      pick = np.random.default_rng([cfg.seed, int(step)]).integers(0, len(rows), g)
-      return {"x": np.zeros((g,) + tuple(data_shape), np.float32),
-              "cond": condition(cache, rows[pick])}
+      rng = np.random.default_rng([cfg.seed, int(step)])
+      pick = rng.integers(0, len(rows), g)
+      shape = (g,) + tuple(data_shape)  # 'prompts': x only carries the shape (data-free).
+      x = rng.standard_normal(shape, np.float32) if synthetic else np.zeros(shape, np.float32)
+      return {"x": x, "cond": condition(cache, rows[pick])}
 
     return dict(batch=prompt_batch, batch_spec=batch_spec, global_batch=True)
 
   by_class = cfg.dataset.get("captions", "class") == "class"
-  labels = getattr(cache, "labels", None)
-  num_classes = int(np.max(labels)) + 1 if (by_class and labels is not None) else 0
-  source = image_source(cfg, codec.image_shape(tuple(data_shape)), cache, num_classes)
+  source = image_source(cfg, codec.image_shape(tuple(data_shape)), cache)
   if by_class:
     table, counts = prompts_by_class(cache, source.label_dim)
   pipe = data_lib.InputPipeline(source, data_lib.local_batch_size(g), seed=cfg.seed,
