@@ -1,11 +1,11 @@
 """Text sample mode (--mode=sample --prompts=FILE): one PNG per prompt and a captioned grid.
 
-Uses the tiny pixel-space PixArt teacher and prompt cache of tests/test_t2i_engine.py. Sampled
-through the teacher's eval.nfe sampler (no checkpoint in the workdir) and, with the same
-params as a generator, the one-step path.
+A tiny pixel-space PixArt teacher (random weights, written as a diffusers folder) and a prompt
+cache written here, as in tests/test_t2i_engine.py. Sampled through the teacher's eval.nfe
+sampler (no checkpoint in the workdir) and, with the same params as a generator, the one-step
+path.
 """
 import os
-import sys
 import types
 
 import jax
@@ -13,20 +13,32 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from fdistill_jax import compose
+from fdistill_jax import compose, defaults
 from fdistill_jax.convert import pixart as conv
 from fdistill_jax.data import prompt_cache as pc
-from fdistill_jax.models import pixart as pixart_lib
 from fdistill_jax.evaluation import grids, t2i_sampling
+from fdistill_jax.models import pixart as pixart_lib
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_t2i_engine import LABELS, D, L, P, tiny_cfg  # noqa: E402  pylint: disable=C0413
+P, L, D = 8, 6, 8  # prompts in the cache, tokens, embedding width
+LABELS = [0, 1, 2, 3] * 2
+
+
+def tiny_cfg(cache, teacher):
+  """defaults.t2i() with an 8×8 one-channel, one-block PixArt; 2-step guided teacher sampler."""
+  cfg = defaults.t2i()
+  cfg.teacher.update(dict(checkpoint=teacher, prompt_cache=cache))
+  cfg.teacher.pixart_config.update(dict(sample_size=8, caption_channels=D, num_layers=1))
+  cfg.dataset.update(dict(name="synthetic", resolution=8))
+  cfg.disc.update(dict(feature_keys=("block0",), channels=16))
+  cfg.eval.update(dict(num_samples=8, teacher_nfes=(), metric="none", guidance_scale=2.0, nfe=2,
+                       grid_size=4))
+  return cfg
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-  """A prompt cache and a tiny random teacher folder like test_t2i_engine.files, the weights
-  drawn by NumPy from the shapes (no Flax init or per-leaf jax.random compiles)."""
+  """A prompt cache and a tiny random teacher folder, the weights drawn by NumPy from the
+  shapes (no Flax init, no per-leaf jax.random compiles)."""
   root = tmp_path_factory.mktemp("t2i_sample")
   rng = np.random.default_rng(0)
   mask = np.ones((P, L), np.uint8)
