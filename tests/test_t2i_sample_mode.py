@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import PIL.Image
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as PS
 
 from fdistill_jax import compose, defaults
 from fdistill_jax.convert import pixart as conv
@@ -96,9 +97,13 @@ def test_prompt_file_samples_pngs_grid_and_noise_per_index(files, tmp_path, monk
                                     batch_size=2, grid_size=2)
   np.testing.assert_array_equal(np.stack([_png(tmp_path / "q" / f"{i:06d}.png")
                                           for i in range(3)]), got[:3])
-  # The one-step path (generator params = the teacher's, as at initialisation), its batch of 8
-  # split over the 8 devices.
-  one = t2i_sampling.write_prompt_samples(exp, exp.frozen["teacher"], str(tmp_path / "q.txt"),
+  # The one-step path (generator params = the teacher's, as at initialisation), the params on
+  # a 2×4 data×fsdp mesh as a restored checkpoint's: the batch of 8 is split over that mesh.
+  mesh = Mesh(np.asarray(jax.devices()).reshape(2, 4), ("data", "fsdp"))
+  on_mesh = jax.device_put(exp.frozen["teacher"], NamedSharding(mesh, PS()))
+  assert t2i_sampling.batch_sharding(on_mesh, 8).spec == PS(("data", "fsdp"))
+  assert t2i_sampling.batch_sharding(on_mesh, 6) is None
+  one = t2i_sampling.write_prompt_samples(exp, on_mesh, str(tmp_path / "q.txt"),
                                           files[0], str(tmp_path / "g"), key, batch_size=8)
   g = np.stack([_png(os.path.join(one["pngs"], f"{i:06d}.png")) for i in range(3)])
   want = grids.to_uint8(exp.sample_cond(exp.frozen["teacher"], z, cond))[..., 0]

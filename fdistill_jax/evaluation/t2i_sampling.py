@@ -13,7 +13,8 @@ lower-cased and stripped (encode_prompts' default preprocessing).
 
 Sample i uses the noise N(0, I) of fold_in(key, i), so a prompt's image does not depend on the
 batch size or on the other prompts; it is written to <out>/%06d.png (what tools/eval_t2i reads),
-with <out>/prompts.txt holding the prompts in order.
+with <out>/prompts.txt holding the prompts in order. Batches (eval.batch_size, default 64) are
+split over the devices; the mode runs in one process (one host).
 """
 from __future__ import annotations
 
@@ -71,6 +72,18 @@ def _noise(key: jax.Array, idx: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), shape))(idx)
 
 
+def batch_sharding(params, batch_size: int) -> NamedSharding | None:
+  """Sharding of a sample batch over every device of the params' mesh (a restored checkpoint's
+  data × fsdp mesh), or of the local devices for host params; None when the batch does not
+  divide evenly. The jitted sampler follows its inputs' shardings."""
+  meshes = [x.sharding.mesh for x in jax.tree.leaves(params)
+            if isinstance(getattr(x, "sharding", None), NamedSharding)]
+  mesh = meshes[0] if meshes else Mesh(np.asarray(jax.local_devices()), ("data",))
+  if batch_size % mesh.size:
+    return None
+  return NamedSharding(mesh, P(tuple(mesh.axis_names)))
+
+
 def write_prompt_samples(exp, params, prompts_path: str, cache_dir: str, out_dir: str,
                          key: jax.Array, *, teacher: bool = False, batch_size: int = 64,
                          grid_size: int = 16, title: str = "") -> dict:
@@ -84,6 +97,9 @@ def write_prompt_samples(exp, params, prompts_path: str, cache_dir: str, out_dir
   if exp.sample_cond is None:
     raise ValueError("--prompts (text sample mode) needs a text-to-image config "
                      "(config.teacher.kind='pixart')")
+  if jax.process_count() > 1:
+    raise ValueError("--prompts (text sample mode) runs in one process: start it on one host "
+                     "(the checkpoint is restored onto that host's devices)")
   prompts = read_prompts(prompts_path)
   cache = pc.load_prompt_cache(cache_dir)
   spec = exp.nets.cond
@@ -94,16 +110,10 @@ def write_prompt_samples(exp, params, prompts_path: str, cache_dir: str, out_dir
                      f"model was built for {list(want)} (config.teacher.prompt_cache)")
   rows = lookup_rows(cache, prompts, prompts_path, cache_dir)
   shape = tuple(exp.nets.data_shape)
-  # The batch is split over the local devices when it divides evenly (the jitted sampler
-  # follows its inputs' sharding); every process samples all prompts, process 0 writes.
-  devices = jax.local_devices()
-  sharding = (NamedSharding(Mesh(np.asarray(devices), ("data",)), P("data"))
-              if batch_size % len(devices) == 0 else None)
-  writer = jax.process_index() == 0
-  if writer:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "prompts.txt"), "w", encoding="utf-8") as f:
-      f.write("\n".join(prompts) + "\n")
+  sharding = batch_sharding(params, batch_size)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "prompts.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(prompts) + "\n")
   first = []
   n = len(prompts)
   for start in range(0, n, batch_size):
@@ -115,15 +125,13 @@ def write_prompt_samples(exp, params, prompts_path: str, cache_dir: str, out_dir
     if sharding is not None:
       z, cond = jax.device_put((z, cond), sharding)
     x = exp.sample_cond(params, z, cond, teacher=teacher)[:min(batch_size, n - start)]
-    if writer:
-      grids.save_numbered(x, out_dir, first_index=start)
+    grids.save_numbered(x, out_dir, first_index=start)
     if sum(len(a) for a in first) < grid_size:
       first.append(x[:grid_size])
   sample = np.concatenate(first)[:grid_size]
   grid = out_dir.rstrip("/") + ".png"
-  if writer:
-    grids.save_captioned_grid(sample, prompts[:len(sample)], grid, ncol=min(8, len(sample)),
-                              upscale=max(1, 64 // sample.shape[1]), title=title)
+  grids.save_captioned_grid(sample, prompts[:len(sample)], grid, ncol=min(8, len(sample)),
+                            upscale=max(1, 64 // sample.shape[1]), title=title)
   return {"pngs": out_dir, "grid": grid, "num": n, "prompts": prompts_path,
           "prompt_cache": cache_dir}
 
