@@ -189,6 +189,8 @@ def evaluate(prompts: Sequence[str], samples_dir: str, *, resolution: int = 512,
   FID needs `extractor` and either `reference` (npz path or (mu, sigma)) or `real_paths`.
   Returns a dict of the metrics and the protocol settings.
   """
+  if extractor is None and scorer is None:
+    raise ValueError("nothing to evaluate: give an Inception (FID) and/or a CLIP model")
   paths = sample_paths(samples_dir, len(prompts))
   out: dict = {"num_samples": len(prompts), "resolution": resolution}
   if extractor is not None:
@@ -213,6 +215,4 @@ def evaluate(prompts: Sequence[str], samples_dir: str, *, resolution: int = 512,
     out.pop("num_pairs")
     out.update(clip_model=scorer.model_dir, clip_prefix=scorer.prefix,
                clip_resolution=clip_resolution)
-  if "fid" not in out and "clip_score" not in out:
-    raise ValueError("nothing to evaluate: give an Inception (FID) and/or a CLIP model")
   return out
