@@ -40,6 +40,8 @@ class Experiment:
   sample_teacher: Callable | None = None  # key -> samples of the teacher's eval.nfe sampler
   extra_metrics: Callable | None = None   # gen_params -> dict (e.g. streamed FID), at eval time
   write_comparison: Callable | None = None  # (samples, key, path): student beside teacher
+  # (params, z, cond, teacher=False) -> decoded samples for given conditions (text sample mode)
+  sample_cond: Callable | None = None
 
   def evaluate(self, gen_params, key) -> dict:
     return self.score(self.sample(gen_params, key), key)

@@ -103,6 +103,18 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
       return _chunks(_one_step, params, key)
     return multistep(params, key, int(ev.nfe), w_eval, ev.sampler)
 
+  def sample_cond(params, z, cond, teacher: bool = False) -> np.ndarray:
+    """Decoded samples of noise z [n, *shape] for conditions cond [n] (any prompts, e.g. of a
+    prompt file): eval.sampler on generator params, or with teacher=True the teacher's eval.nfe
+    sampler (as sample_teacher)."""
+    if teacher:
+      x = _multistep(params, z, cond, nfe=int(ev.nfe), w=w_eval, how=solver)
+    elif ev.sampler == "one_step":
+      x = _one_step(params, z, cond)
+    else:
+      x = _multistep(params, z, cond, nfe=int(ev.nfe), w=w_eval, how=ev.sampler)
+    return np.asarray(decode(x))
+
   metric = None
   if _metric(cfg) == "digits":
     from fdistill_jax.evaluation.digits_metric import DigitsMetric
@@ -139,4 +151,5 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
     return out
 
   return dict(sample=sample, score=score, write_samples=write_samples, reference=reference,
-              sample_teacher=lambda key: multistep(teacher_params, key, int(ev.nfe), w_eval))
+              sample_teacher=lambda key: multistep(teacher_params, key, int(ev.nfe), w_eval),
+              sample_cond=sample_cond)
