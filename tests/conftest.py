@@ -1,12 +1,50 @@
-"""Test setup: 8 fake CPU devices (set before jax is imported) and the fixtures locator."""
+"""Test setup: 8 fake CPU devices and one JAX compilation cache for the session (both set before
+jax is imported), the most expensive files scheduled first, and the fixtures locator."""
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# One persistent compilation cache per session, in a fresh temporary directory: several tests
+# compile the same programs (the same tiny run's steps, a sampler rebuilt by a second experiment
+# object, a subprocess re-running what another compiled). xdist workers and the subprocesses the
+# tests start inherit the environment, so they share it; loading an executable instead of
+# compiling it changes no numerics. Set FDISTILL_TEST_JAX_CACHE='' to turn it off.
+_CACHE_ENV = "FDISTILL_TEST_JAX_CACHE"
+_OWN_CACHE = _CACHE_ENV not in os.environ
+if _OWN_CACHE:
+  os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="fdistill_test_jax_cache_")
+if os.environ[_CACHE_ENV]:
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ[_CACHE_ENV])
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 import pytest  # noqa: E402
 
 from fdistill_jax import testing  # noqa: E402
+
+# Files in the order xdist should start them (pytest.ini: --dist=loadfile, no reorder): the longest
+# first, so that the two CI workers finish together instead of one waiting on a late long file.
+# Single-process seconds on a quiet 2-core machine, 2026-12-01; only the schedule depends on them.
+_SLOW_FILES = {
+    "test_image_engine.py": 150,
+    "test_resume_multiprocess.py": 150,
+    "test_perf_benchmarks.py": 120,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  order = {name: -cost for name, cost in _SLOW_FILES.items()}
+  items.sort(key=lambda item: order.get(item.path.name, 0))  # Stable: keeps the rest in order.
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del exitstatus
+  if _OWN_CACHE and not hasattr(session.config, "workerinput"):  # The controller cleans up.
+    shutil.rmtree(os.environ[_CACHE_ENV], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,8 @@ def test_data_fsdp_mesh_step_equals_single_device(single_run, tmp_path):
 
 def test_train_resume_and_export(tmp_path):
   cfg = tiny_image_cfg()
+  # The mesh of the test above: the run loads its compiled steps from the session's cache.
+  cfg.mesh.data, cfg.mesh.fsdp = 2, 4
   out = compose.train(cfg, str(tmp_path))
   assert "teacher_nfe1" in out and np.isfinite(out["student"]["pixel_std"])
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())

@@ -4,6 +4,11 @@
   as an uninterrupted run (CPU, fixed seeds).
 * Two processes (2 CPU devices each) joined by jax.distributed with gloo collectives give the same
   parameters as one process with 4 devices.
+
+Both compare against one uninterrupted 4-device run of 20 steps (a module fixture that keeps its
+step-10 checkpoint too: the learning rates are constant, so step 10 of a 20-step run is a 10-step
+run). The 4-device runs share one compilation cache, so the killed run and its resumption load the
+uninterrupted run's executables instead of compiling them again.
 """
 import os
 import signal
@@ -21,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/toy2d_js.py", "--config.pretrain.steps=50", "--config.student.hidden=32",
         "--config.disc.hidden=32", "--config.train.batch_size=64", "--config.eval.num_samples=256",
         "--config.train.async_checkpoints=False", "--config.train.log_every=5",
-        "--config.train.ckpt_every=5"]
+        "--config.train.ckpt_every=5", "--config.train.keep_checkpoints=4"]
 
 
 def _env(devices: int, **extra):
@@ -30,9 +35,19 @@ def _env(devices: int, **extra):
   return env
 
 
-def _cmd(workdir, steps):
+def _cmd(workdir, steps, cache="workdir"):
   return [sys.executable, "-m", "fdistill_jax.main", *TINY, f"--workdir={workdir}",
-          f"--config.train.steps={steps}"]
+          f"--config.train.steps={steps}", f"--compilation_cache={cache}"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  """(workdir of one 4-device 20-step run with checkpoints 5..20, its compilation cache)."""
+  root = tmp_path_factory.mktemp("uninterrupted")
+  cache = str(root / "jax_cache")
+  subprocess.run(_cmd(root / "run", 20, cache), cwd=REPO, env=_env(4), check=True,
+                 capture_output=True)
+  return root / "run", cache
 
 
 def _final_state(workdir, step):
@@ -53,11 +68,11 @@ def _assert_same(a, b, atol):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
   steps = 20
-  full, killed = tmp_path / "full", tmp_path / "killed"
-  subprocess.run(_cmd(full, steps), cwd=REPO, env=_env(4), check=True, capture_output=True)
-  proc = subprocess.Popen(_cmd(killed, steps), cwd=REPO, env=_env(4),
+  full, cache = uninterrupted
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(_cmd(killed, steps, cache), cwd=REPO, env=_env(4),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   marker = killed / "checkpoints" / "10"
   t0 = time.time()
@@ -68,7 +83,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
   assert marker.exists(), "the run never reached its step-10 checkpoint"
   ckpts = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
   assert ckpts[-1] < steps, f"the run finished before it was killed: {ckpts}"
-  subprocess.run(_cmd(killed, steps), cwd=REPO, env=_env(4), check=True, capture_output=True)
+  subprocess.run(_cmd(killed, steps, cache), cwd=REPO, env=_env(4), check=True,
+                 capture_output=True)
   _assert_same(_final_state(full, steps), _final_state(killed, steps), atol=0)
 
 
@@ -79,10 +95,10 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, uninterrupted):
   steps = 10
-  one, two = tmp_path / "one", tmp_path / "two"
-  subprocess.run(_cmd(one, steps), cwd=REPO, env=_env(4), check=True, capture_output=True)
+  one, _ = uninterrupted  # Its step-10 checkpoint: one process, 4 devices.
+  two = tmp_path / "two"
   port = _free_port()
   procs = [subprocess.Popen(
       _cmd(two, steps), cwd=REPO,
