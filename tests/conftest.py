@@ -32,6 +32,7 @@ _SLOW_FILES = {
     "test_image_engine.py": 150,
     "test_resume_multiprocess.py": 150,
     "test_perf_benchmarks.py": 120,
+    "test_t2i_engine.py": 110,
 }
 
 
