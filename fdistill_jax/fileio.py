@@ -92,16 +92,30 @@ def load_safetensors(p: PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
   return dict(load(data)), safetensors_metadata(data)
 
 
+MAX_SAFETENSORS_HEADER = 100 << 20  # safetensors' own limit on the JSON header.
+
+
 def safetensors_metadata(data: bytes) -> dict[str, str]:
-  """The `__metadata__` of a safetensors header (8-byte little-endian length, then JSON)."""
+  """The `__metadata__` of a safetensors file's bytes (or its first bytes: 8-byte little-endian
+  header length, then the JSON header)."""
   if len(data) < 8:
     raise ValueError(f"{len(data)} bytes is too short for a safetensors header")
   n = int.from_bytes(data[:8], "little")
-  if n > len(data) - 8:
-    raise ValueError(f"safetensors header of {n} bytes exceeds the {len(data)}-byte file")
+  if n > min(len(data) - 8, MAX_SAFETENSORS_HEADER):
+    raise ValueError(f"safetensors header of {n} bytes exceeds the {len(data)} bytes read")
   header = json.loads(data[8:8 + n])
+  if not isinstance(header, dict):
+    raise ValueError(f"safetensors header is a JSON {type(header).__name__}, not an object")
   meta = header.get("__metadata__") or {}
   return {str(k): str(v) for k, v in meta.items()}
+
+
+def read_safetensors_metadata(p: PathLike) -> dict[str, str]:
+  """The `__metadata__` of the .safetensors at p, reading only its header (not the tensors)."""
+  with path(p).open("rb") as f:
+    head = f.read(8)
+    n = int.from_bytes(head, "little") if len(head) == 8 else 0
+    return safetensors_metadata(head + f.read(min(n, MAX_SAFETENSORS_HEADER)))
 
 
 def save_image(img, p: PathLike, format: str = "PNG") -> None:  # pylint: disable=redefined-builtin
