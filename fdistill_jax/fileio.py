@@ -133,13 +133,18 @@ def move(src: PathLike, dst: PathLike) -> None:
   if is_local(src) and is_local(dst):
     src.rename(dst)
     return
+  _copy_tree(src, dst)
+  if src.is_dir():
+    src.rmtree()
+  else:
+    src.unlink()
+
+
+def _copy_tree(src: epath.Path, dst: epath.Path) -> None:
+  # iterdir, not walk: fsspec's walk yields roots without their gs:// prefix.
   if not src.is_dir():
     src.copy(dst)
-  else:
-    for root, _, files in src.walk():
-      for f in files:
-        s = path(root) / f
-        target = dst / str(s.relative_to(src))
-        makedirs(target.parent)
-        s.copy(target)
-  src.rmtree() if src.is_dir() else src.unlink()
+    return
+  makedirs(dst)
+  for child in src.iterdir():
+    _copy_tree(child, dst / child.name)

@@ -9,6 +9,7 @@ FastGen's frozen-teacher encoder) or from the fake score ('fake_score', DMD2).
 from __future__ import annotations
 
 import functools
+import io
 import json
 
 import flax.serialization
@@ -159,8 +160,10 @@ def scatter_png(gmm, x: np.ndarray, path: str, title: str = "") -> None:
   ax.set_ylim(-lim, lim)
   ax.set_title(title, fontsize=9)
   fig.tight_layout()
-  fig.savefig(path)
+  buf = io.BytesIO()  # Through fileio: path may be gs://.
+  fig.savefig(buf, format="png")
   plt.close(fig)
+  fileio.write_bytes(path, buf.getvalue())
 
 
 def build(cfg, workdir: str) -> Experiment:
