@@ -125,8 +125,9 @@ _TINY = dict(img_resolution=8, img_channels=3, label_dim=0, model_channels=8,
 def test_edm_teacher_reads_from_the_bucket(bucket, tmp_path, ext):
   uri, _ = bucket
   module = build_edm_precond(_TINY)
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
-  variables = module.init(jax.random.PRNGKey(1), x, jnp.ones((2,)), None)
+  rng = np.random.default_rng(0)  # Random values of the right shapes: no init, no forward.
+  variables = jax.tree.map(lambda a: rng.normal(size=a.shape).astype(a.dtype),
+                           esd.abstract_variables(module))
   sd = esd.variables_to_state_dict(variables, module)
   local, remote = str(tmp_path / f"edm{ext}"), f"{uri}/teachers/edm{ext}"
   for path in (local, remote):
@@ -134,10 +135,11 @@ def test_edm_teacher_reads_from_the_bucket(bucket, tmp_path, ext):
     if ext == ".pt":  # A .pt carries no kwargs: config.json beside it.
       fileio.write_json(epath.Path(path).parent / "config.json", {"precond_kwargs": _TINY})
   (m_l, v_l), (m_r, v_r) = load_edm(local), load_edm(remote)
-  sigma = jnp.full((2,), 1.5)
-  np.testing.assert_array_equal(m_l.apply(v_l, x, sigma, None), m_r.apply(v_r, x, sigma, None))
-  np.testing.assert_array_equal(m_r.apply(v_r, x, sigma, None), module.apply(variables, x, sigma,
-                                                                             None))
+  assert m_l == m_r
+  flat_l, flat_r = jax.tree_util.tree_leaves_with_path(v_l), jax.tree.leaves(v_r)
+  for (k, a), b, c in zip(flat_l, flat_r, jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(k))
+    np.testing.assert_array_equal(np.asarray(b), np.asarray(c), err_msg=jax.tree_util.keystr(k))
   with pytest.raises(FileNotFoundError, match=f"{uri}/teachers/missing.safetensors"):
     load_edm(f"{uri}/teachers/missing.safetensors")
 
