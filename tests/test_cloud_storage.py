@@ -194,3 +194,38 @@ def test_kd_pair_cache_in_the_bucket(bucket):
   pairs = kd.load_pairs(kd.build_pair_cache(fn, f"{uri}/kd", **args))  # Resumes the third.
   assert paths[2].startswith(uri) and pairs["z"].shape == (5, 2)
   np.testing.assert_array_equal(pairs["y"], 2.0 * pairs["z"])
+
+
+def test_edm_zip_folder_and_npz_datasets_read_from_the_bucket(bucket, tmp_path):
+  import io
+  import zipfile
+
+  import PIL.Image
+
+  from fdistill_jax.data import sources
+  uri, root = bucket
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
+  pngs = {}
+  for i, im in enumerate(images):
+    buf = io.BytesIO()
+    PIL.Image.fromarray(im).save(buf, format="PNG")
+    pngs[f"00000/img{i:08d}.png"] = buf.getvalue()
+  labels = json.dumps({"labels": [[n, i % 2] for i, n in enumerate(pngs)]}).encode()
+  zbuf = io.BytesIO()
+  with zipfile.ZipFile(zbuf, "w") as zf:
+    for n, data in {**pngs, "dataset.json": labels}.items():
+      zf.writestr(n, data)
+  fileio.write_bytes(f"{uri}/data/set.zip", zbuf.getvalue())
+  for n, data in {**pngs, "dataset.json": labels}.items():
+    fileio.write_bytes(f"{uri}/data/folder/{n}", data)
+  fileio.save_npz(f"{uri}/data/arrays.npz", images=images, labels=np.arange(3))
+  for path in (f"{uri}/data/set.zip", f"{uri}/data/folder"):
+    src = sources.ImageFolderSource(path)
+    assert len(src) == 3 and src.label_dim == 2
+    for i in range(3):
+      np.testing.assert_array_equal(src[i]["image"], images[i])
+      assert src[i]["label"] == i % 2
+  got, lab = sources.load_npz_arrays(f"{uri}/data/arrays.npz")
+  np.testing.assert_array_equal(got, images)
+  np.testing.assert_array_equal(lab, np.arange(3))
