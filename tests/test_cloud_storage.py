@@ -229,3 +229,14 @@ def test_edm_zip_folder_and_npz_datasets_read_from_the_bucket(bucket, tmp_path):
   got, lab = sources.load_npz_arrays(f"{uri}/data/arrays.npz")
   np.testing.assert_array_equal(got, images)
   np.testing.assert_array_equal(lab, np.arange(3))
+
+
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_metrics_jsonl_local_and_bucket_agree(bucket, tmp_path, where):
+  path = (str(tmp_path / "m.jsonl") if where == "local" else f"{bucket[0]}/m.jsonl")
+  w = metrics_lib.JsonlWriter(path)
+  w.write_scalars(1, {"loss": 0.5})
+  if where == "local":  # Visible per line locally; in a bucket after flush/close.
+    assert json.loads(epath.Path(path).read_text())["loss"] == 0.5
+  w.close()
+  assert [json.loads(l)["step"] for l in epath.Path(path).read_text().splitlines()] == [1]

@@ -20,7 +20,7 @@ from fdistill_jax import fileio
 class JsonlWriter(interface.MetricWriter):
   """Appends one JSON object per write to `path` ({"step": s, name: value, ...}).
 
-  Local paths: a line-buffered append. Object stores (gs://) cannot append to an object, so the
+  Local paths: an append, flushed per line. Object stores (gs://) cannot append to an object, so the
   whole file (what a resumed run finds there, plus the new lines) is re-uploaded at most every
   `upload_every_s` seconds and on flush/close; each upload replaces the object at once.
   """
@@ -29,7 +29,7 @@ class JsonlWriter(interface.MetricWriter):
     self._path, self._every = epath.Path(path), upload_every_s
     self._local = fileio.is_local(path)
     if self._local:
-      self._f = self._path.open("a", buffering=1)
+      self._f = self._path.open("a")
     else:
       self._lines = self._path.read_text() if self._path.exists() else ""
       self._uploaded, self._dirty = time.time(), False
@@ -42,6 +42,7 @@ class JsonlWriter(interface.MetricWriter):
     line = json.dumps(rec) + "\n"
     if self._local:
       self._f.write(line)
+      self._f.flush()  # One complete line at a time, as a line-buffered file.
       return
     self._lines, self._dirty = self._lines + line, True
     if time.time() - self._uploaded >= self._every:
