@@ -240,3 +240,34 @@ def test_metrics_jsonl_local_and_bucket_agree(bucket, tmp_path, where):
     assert json.loads(epath.Path(path).read_text())["loss"] == 0.5
   w.close()
   assert [json.loads(l)["step"] for l in epath.Path(path).read_text().splitlines()] == [1]
+
+
+def test_grids_numbered_pngs_and_plot_in_the_bucket(bucket):
+  from fdistill_jax.evaluation import grids, plots
+  uri, root = bucket
+  x = np.random.default_rng(0).uniform(-1, 1, size=(4, 4, 4, 3)).astype(np.float32)
+  grids.save_grid(x, f"{uri}/s/grid.png")
+  pngs = grids.save_numbered(x, f"{uri}/s/pngs")
+  grids.save_labelled_grid([("a", x.reshape(2, 2, 4, 4, 3))], ["0", "1"], f"{uri}/s/lab.png")
+  fileio.write_text(f"{uri}/s/metrics.jsonl", '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
+  assert plots.metrics_png(f"{uri}/s") == f"{uri}/s/metrics.png"
+  assert pngs[0] == f"{uri}/s/pngs/000000.png"
+  assert _files(root) == {"s/grid.png", "s/lab.png", "s/metrics.jsonl", "s/metrics.png",
+                          *(f"s/pngs/{i:06d}.png" for i in range(4))}
+  import PIL.Image
+  with PIL.Image.open(root / "s/pngs/000002.png") as im:
+    np.testing.assert_array_equal(np.asarray(im), grids.to_uint8(x)[2])
+
+
+def test_fake_gcs_is_undone_on_exit(tmp_path):
+  import fsspec
+  from etils.epath import gpath
+  from fdistill_jax import testing
+  before = gpath._is_tf_installed  # pylint: disable=protected-access
+  with testing.fake_gcs(tmp_path):
+    assert fsspec.get_filesystem_class("gs").__name__ == "FakeGCSFileSystem"
+  assert gpath._is_tf_installed is before  # pylint: disable=protected-access
+  try:
+    assert fsspec.get_filesystem_class("gs").__name__ != "FakeGCSFileSystem"
+  except ImportError:
+    pass  # gcsfs absent: gs:// is unregistered again, as before.
