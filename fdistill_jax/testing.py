@@ -1,8 +1,8 @@
 """Test helpers: locating the shared reference fixtures (EDM and FastGen outputs), and a fake
 GCS bucket (`fake_gcs`) for testing gs:// workdirs and inputs without a network.
 
-Fixtures: one place decides where ../shared/fixtures lives: the env var FDISTILL_FIXTURES wins, otherwise
-the `shared/fixtures` folder beside the repository checkout. A user's clone has none, and tests
+Fixtures: one place decides where ../shared/fixtures lives: the env var FDISTILL_FIXTURES wins,
+otherwise the `shared/fixtures` folder beside the repository checkout. A user's clone has none, and tests
 that need it skip with the reason.
 """
 from __future__ import annotations
@@ -44,14 +44,15 @@ def fake_gcs(root: str | os.PathLike) -> Iterator[pathlib.Path]:
 
   Object-store behaviour kept: folders are not created (mkdir is a no-op: a "folder" exists
   once a key under it does), a rename is copy + delete, orbax takes its GCS code path
-  (commit_success.txt markers instead of atomic renames). Yields `root`; restores everything on
-  exit. Not thread-isolated: one fake per process at a time.
+  (commit_success.txt markers instead of atomic renames). Not kept: a folder emptied by deletes
+  still lists (on GCS it vanishes), and no latency or eventual-consistency effects. Yields
+  `root`; restores everything on exit. Process-wide: one fake per process at a time.
   """
   import fsspec  # pylint: disable=import-outside-toplevel
   from etils.epath import backend as epath_backend  # pylint: disable=import-outside-toplevel
   from etils.epath import gpath  # pylint: disable=import-outside-toplevel
   from fsspec.implementations.dirfs import DirFileSystem  # pylint: disable=import-outside-toplevel
-  from fsspec.implementations.local import LocalFileSystem  # pylint: disable=import-outside-toplevel
+  from fsspec.implementations import local as fsspec_local  # pylint: disable=import-outside-toplevel
   from orbax.checkpoint._src.path import gcs_utils  # pylint: disable=import-outside-toplevel
   registry = importlib.import_module("fsspec.registry")  # fsspec.registry is shadowed by a dict.
   root = pathlib.Path(root)
@@ -62,7 +63,7 @@ def fake_gcs(root: str | os.PathLike) -> Iterator[pathlib.Path]:
 
     def __init__(self, *args, **kwargs):  # epath passes gcsfs options (finalize_on_close).
       del args, kwargs
-      super().__init__(path=str(root), fs=LocalFileSystem(auto_mkdir=True))
+      super().__init__(path=str(root), fs=fsspec_local.LocalFileSystem(auto_mkdir=True))
 
     @classmethod
     def _strip_protocol(cls, path):
@@ -86,7 +87,8 @@ def fake_gcs(root: str | os.PathLike) -> Iterator[pathlib.Path]:
     return {"driver": "file", "path": str(root / bucket / key)}
 
   saved_registry = dict(registry._registry)  # pylint: disable=protected-access
-  saved = (gpath._is_tf_installed, gcs_utils.get_kvstore_for_gcs,  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  saved = (gpath._is_tf_installed, gcs_utils.get_kvstore_for_gcs,
            gcs_utils.is_hierarchical_namespace_enabled)
   for proto in FakeGCSFileSystem.protocol:
     fsspec.register_implementation(proto, FakeGCSFileSystem, clobber=True)

@@ -249,7 +249,8 @@ def test_grids_numbered_pngs_and_plot_in_the_bucket(bucket):
   grids.save_grid(x, f"{uri}/s/grid.png")
   pngs = grids.save_numbered(x, f"{uri}/s/pngs")
   grids.save_labelled_grid([("a", x.reshape(2, 2, 4, 4, 3))], ["0", "1"], f"{uri}/s/lab.png")
-  fileio.write_text(f"{uri}/s/metrics.jsonl", '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
+  fileio.write_text(f"{uri}/s/metrics.jsonl",
+                    '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
   assert plots.metrics_png(f"{uri}/s") == f"{uri}/s/metrics.png"
   assert pngs[0] == f"{uri}/s/pngs/000000.png"
   assert _files(root) == {"s/grid.png", "s/lab.png", "s/metrics.jsonl", "s/metrics.png",

@@ -128,7 +128,8 @@ def load_mixture_file(path: str) -> dict:
   elif path.endswith(".json"):
     import json
     from etils import epath  # pylint: disable=import-outside-toplevel
-    out = {k: np.asarray(v, np.float64) for k, v in json.loads(epath.Path(path).read_text()).items()}
+    raw = json.loads(epath.Path(path).read_text())
+    out = {k: np.asarray(v, np.float64) for k, v in raw.items()}
   else:
     raise ValueError(f"mixture file {path!r}: expected a .npz or .json file")
   missing = {"means", "scales"} - set(out)
