@@ -84,12 +84,27 @@ def save_safetensors(p: PathLike, arrays: dict[str, np.ndarray],
   write_bytes(p, save(arrays, metadata=metadata))
 
 
+def _safetensors_dtype(name: str) -> np.dtype:
+  import ml_dtypes  # pylint: disable=import-outside-toplevel
+  types = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+           "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2,
+           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U64": np.uint64,
+           "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
+           "C64": np.complex64}
+  if name not in types:
+    raise ValueError(f"unsupported safetensors dtype {name!r}")
+  return np.dtype(types[name]).newbyteorder("<")  # safetensors stores little-endian.
+
+
 def load_safetensors(p: PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-  """({name: array}, header metadata) of a .safetensors file at p (read as bytes: the whole
-  file is in memory once, as a memory map would page it in anyway)."""
-  from safetensors.numpy import load  # pylint: disable=import-outside-toplevel
+  """({name: array}, header metadata) of a .safetensors file at p (local or gs://), bfloat16
+  included (safetensors.numpy.load refuses it). The bytes are read once; safetensors itself
+  validates the header (offsets inside the file, no overlapping tensors)."""
+  from safetensors import deserialize  # pylint: disable=import-outside-toplevel
   data = path(p).read_bytes()
-  return dict(load(data)), safetensors_metadata(data)
+  arrays = {name: np.frombuffer(t["data"], _safetensors_dtype(t["dtype"])).reshape(t["shape"])
+            for name, t in deserialize(data)}
+  return arrays, safetensors_metadata(data)
 
 
 MAX_SAFETENSORS_HEADER = 100 << 20  # safetensors' own limit on the JSON header.

@@ -275,9 +275,8 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
     raise FileNotFoundError(f"no such file: {path}")
   ext = epath.Path(path).suffix.lower()
   if ext == ".safetensors":
-    from safetensors.numpy import load  # pylint: disable=import-outside-toplevel
     try:  # safetensors itself refuses offsets outside the file and overlapping tensors.
-      return dict(load(epath.Path(path).read_bytes()))
+      return fileio.load_safetensors(path)[0]
     except Exception as e:  # safetensors raises its own error types.
       raise ValueError(f"{path}: truncated or corrupt .safetensors file ({type(e).__name__}: "
                        f"{e})") from e
