@@ -1,7 +1,7 @@
 """Command-line entry point.
 
   python -m fdistill_jax.main --config=configs/toy2d_js.py --workdir=runs/toy [--config.key=value]
-      [--mode=train|eval|sample|ref]
+      [--mode=train|eval|sample|ref] [--prompts=prompts.txt [--prompt_cache=DIR]]
 
 The config is locked: an unknown key fails at parse time, and `config_checks.check` rejects
 impossible values before anything is built or compiled. Multi-host runs call
@@ -26,6 +26,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "ref"],
                           "train; eval (metrics of the latest checkpoint); sample (grid, npz, PNGs); "
                           "ref (FID reference statistics of config.dataset).")
+_PROMPTS = flags.DEFINE_string(
+    "prompts", None, "--mode=sample of a text-to-image config: a text file of prompts, one per "
+    "line; writes one PNG per prompt and a captioned grid (evaluation/t2i_sampling.py).")
+_PROMPT_CACHE = flags.DEFINE_string(
+    "prompt_cache", None, "With --prompts: the prompt cache holding their T5 embeddings "
+    "(default config.teacher.prompt_cache; write one with fdistill_jax.tools.encode_prompts).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host runs).")
 _CACHE = flags.DEFINE_string(
@@ -57,6 +63,8 @@ def main(argv):
     compile_cache.enable(cache)
   cfg = _CONFIG.value
   config_checks.check(cfg)
+  if _PROMPTS.value and _MODE.value != "sample":
+    raise app.UsageError("--prompts is for --mode=sample")
   logging.info("process %d/%d, %d devices; workdir %s", jax.process_index(),
                jax.process_count(), jax.device_count(), _WORKDIR.value)
   if _MODE.value == "train":
@@ -64,7 +72,7 @@ def main(argv):
   elif _MODE.value == "eval":
     out = compose.evaluate_checkpoint(cfg, _WORKDIR.value)
   elif _MODE.value == "sample":
-    out = compose.sample_checkpoint(cfg, _WORKDIR.value)
+    out = compose.sample_checkpoint(cfg, _WORKDIR.value, _PROMPTS.value, _PROMPT_CACHE.value)
   else:
     out = compose.reference_statistics(cfg, _WORKDIR.value)
   if jax.process_index() == 0 and _MODE.value in ("train", "eval") and "student" in out:

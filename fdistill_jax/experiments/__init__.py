@@ -40,6 +40,8 @@ class Experiment:
   sample_teacher: Callable | None = None  # key -> samples of the teacher's eval.nfe sampler
   extra_metrics: Callable | None = None   # gen_params -> dict (e.g. streamed FID), at eval time
   write_comparison: Callable | None = None  # (samples, key, path): student beside teacher
+  # (params, z, cond, teacher=False) -> decoded samples for given conditions (text sample mode)
+  sample_cond: Callable | None = None
 
   def evaluate(self, gen_params, key) -> dict:
     return self.score(self.sample(gen_params, key), key)
@@ -48,7 +50,7 @@ class Experiment:
     self.write_samples(self.sample(gen_params, key), path, title)
 
 
-KINDS = ("gmm", "edm")
+KINDS = ("gmm", "edm", "pixart")
 
 
 def _module(kind: str):
@@ -59,6 +61,9 @@ def _module(kind: str):
   if kind == "edm":
     from fdistill_jax.experiments import image
     return image
+  if kind == "pixart":
+    from fdistill_jax.experiments import t2i
+    return t2i
   raise ValueError(f"config.teacher.kind={kind!r} is not supported; allowed: {KINDS}")
 
 
@@ -68,7 +73,8 @@ def check_config(cfg) -> None:
 
 
 def build(cfg, workdir: str, method=None) -> Experiment:
-  """The Experiment for cfg.teacher.kind ('gmm': toy.build, 'edm': image.build)."""
+  """The Experiment for cfg.teacher.kind ('gmm': toy.build, 'edm': image.build, 'pixart':
+  t2i.build)."""
   if cfg.teacher.kind == "gmm":
     return _module("gmm").build(cfg, workdir)
   return _module(cfg.teacher.kind).build(cfg, workdir, method)
