@@ -168,7 +168,7 @@ def _optional_rows(index: dict, key: str, dtype, n: int, cache_dir: str) -> np.n
     return None
   a = np.asarray(index[key], dtype)
   if a.shape != (n,):
-    raise PromptCacheError(f"{os.path.join(cache_dir, INDEX)}: {key!r} has shape "
+    raise PromptCacheError(f"{epath.Path(cache_dir) / INDEX}: {key!r} has shape "
                            f"{list(a.shape)}, expected [{n}] (one per prompt)")
   return a
 
@@ -181,14 +181,14 @@ def write_cache(cache_dir: str | os.PathLike, embeddings: np.ndarray, mask: np.n
   null_embeddings [1, L, D], null_mask [1, L]); returns the index. For small prompt sets built
   in code (tests, the digits prompts); encode_prompts writes T5 caches resumably."""
   cache_dir = os.fspath(cache_dir)
-  os.makedirs(cache_dir, exist_ok=True)
+  fileio.makedirs(cache_dir)  # Local or gs://.
   n, length, dim = embeddings.shape
   k = max(1, -(-n // shard_size))
   for i in range(k):
     sl = slice(i * shard_size, (i + 1) * shard_size)
-    write_shard(os.path.join(cache_dir, shard_name(i, k)), embeddings[sl], mask[sl],
+    write_shard(str(epath.Path(cache_dir) / shard_name(i, k)), embeddings[sl], mask[sl],
                 list(prompts)[sl], i * shard_size)
-  write_shard(os.path.join(cache_dir, NULL), null_embeddings, null_mask, [""], 0)
+  write_shard(str(epath.Path(cache_dir) / NULL), null_embeddings, null_mask, [""], 0)
   index = {"format": FORMAT, "num_prompts": n, "max_length": length, "dim": dim,
            "dtype": str(embeddings.dtype), "shard_size": shard_size, "num_shards": k,
            "prompts_sha256": prompts_digest(prompts), "model": model, "preprocess": "none",
@@ -197,6 +197,5 @@ def write_cache(cache_dir: str | os.PathLike, embeddings: np.ndarray, mask: np.n
     index["labels"] = [int(v) for v in labels]
   if heldout is not None:
     index["heldout"] = [bool(v) for v in heldout]
-  with open(os.path.join(cache_dir, INDEX), "w", encoding="utf-8") as f:
-    json.dump(index, f, indent=1)
+  fileio.write_json(epath.Path(cache_dir) / INDEX, index)
   return index
