@@ -37,6 +37,8 @@ EXTRAS = {
     # PyTorch interop (reading EDM .pkl/.pt, export) and reference implementations in tests.
     "torch": ["torch==2.13.0", "diffusers==0.42.1", "transformers==5.23.0"],
     "dev": ["pytest>=8", "pytest-xdist>=3"],
+    # gs:// workdirs: orbax asks the GCS API about the bucket when it deletes old steps.
+    "gcs": ["google-cloud-storage>=2"],
 }
 EXTRAS["all"] = sorted({p for v in EXTRAS.values() for p in v})
 

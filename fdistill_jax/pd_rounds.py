@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 
 import flax.serialization
 import jax
 import numpy as np
+from etils import epath
 
-from fdistill_jax import compose
+from fdistill_jax import compose, fileio
 from fdistill_jax.methods.progressive import round_steps
 
 
 def _copy_cache(src_dir: str, dst_dir: str, name: str = "pretrained_denoiser.msgpack") -> None:
   """Shares a problem's pretrained-init cache between rounds so every round starts alike."""
-  src, dst = os.path.join(src_dir, name), os.path.join(dst_dir, name)
-  if os.path.exists(src) and not os.path.exists(dst):
-    shutil.copyfile(src, dst)
+  src, dst = epath.Path(src_dir) / name, epath.Path(dst_dir) / name
+  if src.exists() and not dst.exists():
+    fileio.write_bytes(dst, src.read_bytes())
 
 
 class RoundInterrupted(RuntimeError):
@@ -42,36 +41,32 @@ def run_rounds(cfg, workdir: str) -> list[dict]:
   """
   m = cfg.method
   schedule = round_steps(m)
-  os.makedirs(workdir, exist_ok=True)
+  fileio.makedirs(workdir)  # Local or gs://.
   teacher_path, prev_dir, rounds = m.teacher_params, workdir, []
   for r, n in enumerate(schedule):
-    rdir = os.path.join(workdir, f"round{r}_{n}steps")
-    os.makedirs(rdir, exist_ok=True)
+    rdir = str(fileio.makedirs(epath.Path(workdir) / f"round{r}_{n}steps"))
     _copy_cache(prev_dir, rdir)
     rcfg = copy.deepcopy(cfg)
     rcfg.method.student_steps = n
     rcfg.method.teacher_params = teacher_path
-    out = os.path.join(rdir, "student.msgpack")
-    if not os.path.exists(out):
+    out = str(epath.Path(rdir) / "student.msgpack")
+    if not epath.Path(out).exists():
       res = compose.train(rcfg, rdir)  # Writes final_metrics.json (evaluated with the N-step sampler).
       if "preempted_at" in res:  # A partial round must not become the next round's teacher.
         raise RoundInterrupted(f"round {r} ({n} steps) stopped at step {res['preempted_at']}; "
                                f"rerun the same command to resume it from {rdir}")
       _, state = compose.load_trained(rcfg, rdir)
       params = jax.device_get(compose.generator_params(state, rcfg.eval.params))
-      with open(out + ".tmp", "wb") as f:
-        f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
-      os.replace(out + ".tmp", out)
+      fileio.write_bytes(out, flax.serialization.msgpack_serialize(jax.tree.map(np.asarray,
+                                                                                  params)))
     _copy_cache(rdir, workdir)  # The root keeps the shared init too (round 0 may have made it).
     metrics = None  # Written by process 0; None on other hosts when workdirs are not shared.
-    if os.path.exists(os.path.join(rdir, "final_metrics.json")):
-      with open(os.path.join(rdir, "final_metrics.json")) as f:
-        metrics = json.load(f)
+    if (epath.Path(rdir) / "final_metrics.json").exists():
+      metrics = fileio.read_json(epath.Path(rdir) / "final_metrics.json")
     rounds.append({"round": r, "steps": n, "workdir": rdir, "params": out,
                    "teacher_params": teacher_path, "metrics": metrics})
     teacher_path, prev_dir = out, rdir
-  with open(os.path.join(workdir, "rounds.json"), "w") as f:
-    json.dump(rounds, f, indent=1)
+  fileio.write_json(epath.Path(workdir) / "rounds.json", rounds)
   return rounds
 
 

@@ -1,13 +1,17 @@
-"""Locating the shared reference fixtures (EDM and FastGen outputs) for tests and benchmarks.
+"""Test helpers: locating the shared reference fixtures (EDM and FastGen outputs), and a fake
+GCS bucket (`fake_gcs`) for testing gs:// workdirs and inputs without a network.
 
-One place decides where ../shared/fixtures lives: the env var FDISTILL_FIXTURES wins, otherwise
-the `shared/fixtures` folder beside the repository checkout. A user's clone has none, and tests
+Fixtures: one place decides where ../shared/fixtures lives: the env var FDISTILL_FIXTURES wins,
+otherwise the `shared/fixtures` folder beside the repository checkout. A user's clone has none, and tests
 that need it skip with the reason.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import pathlib
+from typing import Iterator
 
 ENV_VAR = "FDISTILL_FIXTURES"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,3 +31,77 @@ def fixtures_dir() -> pathlib.Path | None:
 def missing_reason() -> str:
   return (f"reference fixtures not found: set {ENV_VAR} or place the project's shared/fixtures "
           f"beside the checkout ({_REPO.parent / 'shared' / 'fixtures'})")
+
+
+# ------------------------------------------------------------------------- fake GCS bucket
+@contextlib.contextmanager
+def fake_gcs(root: str | os.PathLike) -> Iterator[pathlib.Path]:
+  """Serves `gs://<bucket>/<key>` from `<root>/<bucket>/<key>` for this process, through the
+  same layers a real bucket goes through: epath's fsspec backend (the one etils uses for gs://
+  without TensorFlow, and what gcsfs plugs into) for every epath call of the project and of
+  orbax, and a tensorstore `file` kvstore for orbax's array data (orbax hands gs:// paths to
+  tensorstore's own `gcs` driver, which epath never sees).
+
+  Object-store behaviour kept: folders are not created (mkdir is a no-op: a "folder" exists
+  once a key under it does), a rename is copy + delete, orbax takes its GCS code path
+  (commit_success.txt markers instead of atomic renames). Not kept: a folder emptied by deletes
+  still lists (on GCS it vanishes), and no latency or eventual-consistency effects. Yields
+  `root`; restores everything on exit. Process-wide: one fake per process at a time.
+  """
+  import fsspec  # pylint: disable=import-outside-toplevel
+  from etils.epath import backend as epath_backend  # pylint: disable=import-outside-toplevel
+  from etils.epath import gpath  # pylint: disable=import-outside-toplevel
+  from fsspec.implementations.dirfs import DirFileSystem  # pylint: disable=import-outside-toplevel
+  from fsspec.implementations import local as fsspec_local  # pylint: disable=import-outside-toplevel
+  from orbax.checkpoint._src.path import gcs_utils  # pylint: disable=import-outside-toplevel
+  registry = importlib.import_module("fsspec.registry")  # fsspec.registry is shadowed by a dict.
+  root = pathlib.Path(root)
+
+  class FakeGCSFileSystem(DirFileSystem):
+    protocol = ("gs", "gcs")
+    cachable = False
+
+    def __init__(self, *args, **kwargs):  # epath passes gcsfs options (finalize_on_close).
+      del args, kwargs
+      super().__init__(path=str(root), fs=fsspec_local.LocalFileSystem(auto_mkdir=True))
+
+    @classmethod
+    def _strip_protocol(cls, path):
+      path = os.fspath(path)
+      for prefix in ("gs://", "gcs://"):
+        path = path.removeprefix(prefix)
+      return path.rstrip("/")
+
+    def mkdir(self, path, create_parents=True, **kwargs):
+      pass  # GCS has no folders; writing a key creates its prefix.
+
+    def makedirs(self, path, exist_ok=False):
+      pass
+
+    def mv(self, path1, path2, recursive=False, maxdepth=None, **kwargs):
+      self.copy(path1, path2, recursive=recursive)  # GCS: copy each object, then delete.
+      self.rm(path1, recursive=recursive)
+
+  def kvstore_spec(path: str) -> dict:
+    bucket, key = gcs_utils.parse_gcs_path(path, add_trailing_slash=False)
+    return {"driver": "file", "path": str(root / bucket / key)}
+
+  saved_registry = dict(registry._registry)  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  saved = (gpath._is_tf_installed, gcs_utils.get_kvstore_for_gcs,
+           gcs_utils.is_hierarchical_namespace_enabled)
+  for proto in FakeGCSFileSystem.protocol:
+    fsspec.register_implementation(proto, FakeGCSFileSystem, clobber=True)
+  gpath._is_tf_installed = lambda: False  # gs:// -> fsspec backend, not TF's real GCS client.
+  gcs_utils.get_kvstore_for_gcs = kvstore_spec
+  # A flat-namespace bucket; the real check asks the GCS API (google-cloud-storage).
+  gcs_utils.is_hierarchical_namespace_enabled = lambda path: False
+  epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
+  try:
+    yield root
+  finally:
+    registry._registry.clear()  # pylint: disable=protected-access
+    registry._registry.update(saved_registry)  # pylint: disable=protected-access
+    (gpath._is_tf_installed, gcs_utils.get_kvstore_for_gcs,  # pylint: disable=protected-access
+     gcs_utils.is_hierarchical_namespace_enabled) = saved
+    epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access

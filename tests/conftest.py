@@ -55,3 +55,11 @@ def fixtures_path():
   if path is None:
     pytest.skip(testing.missing_reason())
   return path
+
+
+@pytest.fixture
+def gcs_bucket(tmp_path):
+  """A fake `gs://test-bucket` (see testing.fake_gcs) for the test; yields the bucket's URI.
+  Its objects lie under tmp_path/fake_gcs/test-bucket, for asserting what was written."""
+  with testing.fake_gcs(tmp_path / "fake_gcs"):
+    yield "gs://test-bucket"

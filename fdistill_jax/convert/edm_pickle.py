@@ -29,6 +29,7 @@ import pickle
 from typing import Any, BinaryIO
 
 import numpy as np
+from etils import epath
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -414,9 +415,9 @@ def load_edm_pickle(path: str | os.PathLike, key: str = "ema"
   kwargs (e.g. {'img_resolution': 64, ..., 'model_type': 'DhariwalUNet', ...}).
   """
   path = os.fspath(path)
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:  # Local or gs://.
     # Tensors are copies of storage bytes in the file, so together they fit in its size.
-    obj = restricted_load(f, source=path, max_tensor_bytes=os.fstat(f.fileno()).st_size)
+    obj = restricted_load(f, source=path, max_tensor_bytes=epath.Path(path).stat().length)
   try:
     if isinstance(obj, dict):
       if key not in obj:

@@ -13,6 +13,7 @@ every mismatch is reported by name with expected and found shapes.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Any, Callable, Mapping
@@ -20,8 +21,10 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
+from fdistill_jax import fileio
 from fdistill_jax.models.edm.layers import resample_filter_2d
 from fdistill_jax.models.edm.precond import EDMPrecond
 
@@ -265,30 +268,30 @@ def _torch_to_numpy(torch, t, key: str, path: str) -> np.ndarray:
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
   """Read a flat state_dict from `.safetensors` or `.pt`/`.pth`/`.bin` (torch.load with
-  weights_only=True; torch is imported only here). Returns numpy arrays by PyTorch name."""
+  weights_only=True; torch is imported only here), local or gs://. Returns numpy arrays by
+  PyTorch name."""
   path = os.fspath(path)
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"no such file: {path}")
-  ext = os.path.splitext(path)[1].lower()
+  ext = epath.Path(path).suffix.lower()
   if ext == ".safetensors":
-    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
     try:  # safetensors itself refuses offsets outside the file and overlapping tensors.
-      with safe_open(path, framework="np") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+      return fileio.load_safetensors(path)[0]
     except Exception as e:  # safetensors raises its own error types.
       raise ValueError(f"{path}: truncated or corrupt .safetensors file ({type(e).__name__}: "
                        f"{e})") from e
   if ext in (".pt", ".pth", ".bin"):
     torch = _import_torch(path)
+    data = epath.Path(path).read_bytes()
     try:
-      obj = torch.load(path, map_location="cpu", weights_only=True)
+      obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
       raise ValueError(f"{path}: cannot be read by torch.load(weights_only=True) "
                        f"({type(e).__name__}: {e}); truncated or not a state_dict file?") from e
     if not isinstance(obj, Mapping):
       raise ValueError(f"{path}: expected a state_dict (name -> tensor), got {type(obj).__name__}")
     out = {str(k): _torch_to_numpy(torch, v, k, path) for k, v in obj.items()}
-    total, size = sum(a.nbytes for a in out.values()), os.path.getsize(path)
+    total, size = sum(a.nbytes for a in out.values()), len(data)
     if total > size:  # Views sharing one storage could otherwise multiply it.
       raise ValueError(f"{path}: its tensors hold {total} bytes, more than the {size}-byte file "
                        "(tensors sharing storage); expected one storage per tensor")
@@ -299,17 +302,19 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
 
 def write_state_dict(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray],
                      precond_kwargs: Mapping[str, Any] | None = None) -> None:
-  """Write a state_dict as `.safetensors` (precond_kwargs stored as JSON metadata) or `.pt`."""
+  """Write a state_dict as `.safetensors` (precond_kwargs stored as JSON metadata) or `.pt`,
+  to a local or gs:// path."""
   path = os.fspath(path)
-  ext = os.path.splitext(path)[1].lower()
+  ext = epath.Path(path).suffix.lower()
   arrays = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
   if ext == ".safetensors":
-    from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
     meta = {"precond_kwargs": json.dumps(_jsonable(precond_kwargs))} if precond_kwargs else None
-    save_file(arrays, path, metadata=meta)
+    fileio.save_safetensors(path, arrays, metadata=meta)
   elif ext in (".pt", ".pth"):
     torch = _import_torch(path)
-    torch.save({k: torch.from_numpy(v.copy()) for k, v in arrays.items()}, path)
+    buf = io.BytesIO()
+    torch.save({k: torch.from_numpy(v.copy()) for k, v in arrays.items()}, buf)
+    fileio.write_bytes(path, buf.getvalue())
   else:
     raise ValueError(f"{path}: unsupported extension {ext!r} (expected .safetensors or .pt)")
 
@@ -352,16 +357,14 @@ def read_precond_kwargs(path: str | os.PathLike) -> dict | None:
   Invalid JSON, binary files, non-objects and files over 1 MiB raise ValueError naming `path`."""
   path = os.fspath(path)
   if path.lower().endswith(".safetensors"):
-    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
     try:
-      with safe_open(path, framework="np") as f:
-        meta = f.metadata() or {}
-    except Exception as e:
+      meta = fileio.read_safetensors_metadata(path)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
       raise ValueError(f"{path}: not a valid .safetensors file ({e})") from e
     if "precond_kwargs" not in meta:
       return None
     return _parse_kwargs_json(meta["precond_kwargs"], f"{path} (metadata 'precond_kwargs')")
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     raw = f.read(MAX_CONFIG_JSON_BYTES + 1)
   if len(raw) > MAX_CONFIG_JSON_BYTES:
     raise ValueError(f"{path}: larger than {MAX_CONFIG_JSON_BYTES} bytes; not a config.json")

@@ -17,15 +17,17 @@ unknown keys are an error (a different Inception, e.g. torchvision's ImageNet on
 from __future__ import annotations
 
 import functools
+import io
 import os
-import pathlib
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
+from fdistill_jax import fileio
 from fdistill_jax.models.inception import FIDInceptionV3
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -35,8 +37,9 @@ _IGNORED_SUFFIXES = ("num_batches_tracked",)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads a `.pth`/`.pt` (torch), `.npz` or `.safetensors` file into {torch key: float32 array}."""
-  path = pathlib.Path(path)
+  """Reads a `.pth`/`.pt` (torch), `.npz` or `.safetensors` file (local or gs://) into
+  {torch key: float32 array}."""
+  path = epath.Path(path)
   if not path.is_file():
     raise FileNotFoundError(
         f"Inception weight file not found: {path}. Download pytorch-fid's {WEIGHTS_FILENAME} "
@@ -48,17 +51,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except ImportError as e:
       raise ImportError(f"reading {path} needs torch; convert it once to .npz with save_npz() "
                         "on a machine with torch, or install the `torch` extra") from e
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    sd = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     if not isinstance(sd, Mapping):
       raise ValueError(f"{path}: expected a torch state_dict (a mapping of tensors), "
                        f"got {type(sd).__name__}")
     return {k: v.detach().cpu().numpy() for k, v in sd.items()}
   if suffix == ".npz":
-    with np.load(path, allow_pickle=False) as z:
-      return {k: z[k] for k in z.files}
+    return fileio.load_npz(path)
   if suffix == ".safetensors":
-    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-    return dict(load_file(str(path)))
+    return fileio.load_safetensors(path)[0]
   raise ValueError(f"{path}: unsupported weight file type {suffix!r}; "
                    "expected .pth/.pt, .npz or .safetensors")
 
@@ -66,7 +67,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def save_npz(state_dict_path: str | os.PathLike, out_path: str | os.PathLike) -> None:
   """Writes the arrays of a weight file (e.g. the .pth) to an .npz with the same keys."""
   sd = read_state_dict(state_dict_path)
-  np.savez(out_path, **{k: v for k, v in sd.items() if not k.endswith(_IGNORED_SUFFIXES)})
+  fileio.save_npz(out_path, **{k: v for k, v in sd.items() if not k.endswith(_IGNORED_SUFFIXES)})
 
 
 @functools.lru_cache(maxsize=1)

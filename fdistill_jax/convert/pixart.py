@@ -26,8 +26,10 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
+from fdistill_jax import fileio
 from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, match_state_dict,
                                                  read_state_dict)
 from fdistill_jax.models import pixart as pixart_lib
@@ -145,10 +147,9 @@ def _describe(module) -> str:
 
 
 def _read_config(folder: str) -> dict:
-  path = os.path.join(folder, "config.json")
+  path = epath.Path(folder) / "config.json"
   try:
-    with open(path, encoding="utf-8") as f:
-      cfg = json.load(f)
+    cfg = json.loads(path.read_text(encoding="utf-8"))
   except FileNotFoundError:
     raise FileNotFoundError(f"{folder}: no config.json (expected a diffusers "
                             f"{CLASS_NAME} folder)") from None
@@ -162,23 +163,24 @@ def _read_config(folder: str) -> dict:
 
 def read_diffusers_weights(folder: str | os.PathLike) -> StateDict:
   """The state_dict of a diffusers model folder: `diffusion_pytorch_model.safetensors`, or the
-  shards listed by `diffusion_pytorch_model.safetensors.index.json` (every shard checked)."""
+  shards listed by `diffusion_pytorch_model.safetensors.index.json` (every shard checked);
+  local or gs://."""
   folder = os.fspath(folder)
-  single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, INDEX_NAME)
-  if os.path.isfile(single):
+  single, index = epath.Path(folder) / WEIGHTS_NAME, epath.Path(folder) / INDEX_NAME
+  if single.is_file():
     return read_state_dict(single)
-  if not os.path.isfile(index):
-    found = sorted(os.listdir(folder)) if os.path.isdir(folder) else "no such folder"
+  if not index.is_file():
+    found = (sorted(p.name for p in epath.Path(folder).iterdir())
+             if epath.Path(folder).is_dir() else "no such folder")
     raise FileNotFoundError(f"{folder}: neither {WEIGHTS_NAME} nor {INDEX_NAME} (found: {found}); "
                             "only safetensors weights are read")
   try:
-    with open(index, encoding="utf-8") as f:
-      weight_map = json.load(f)["weight_map"]
+    weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
   except (json.JSONDecodeError, KeyError) as e:
     raise ValueError(f"{index}: not a safetensors index (needs 'weight_map'): {e}") from e
   out: StateDict = {}
   for shard in sorted(set(weight_map.values())):
-    part = read_state_dict(os.path.join(folder, shard))
+    part = read_state_dict(epath.Path(folder) / shard)
     listed = {k for k, s in weight_map.items() if s == shard}
     if set(part) != listed:
       raise ValueError(f"{index}: shard {shard} holds {sorted(set(part) ^ listed)[:10]} "
@@ -191,9 +193,9 @@ def load_diffusers_folder(folder: str | os.PathLike, **options):
   """(module, params) from a diffusers PixArtTransformer2DModel folder (or a pipeline folder
   with a `transformer/` subfolder). `options` go to the module (dtype, remat, feature_blocks)."""
   folder = os.fspath(folder)
-  if not os.path.isfile(os.path.join(folder, "config.json")) and \
-      os.path.isfile(os.path.join(folder, "transformer", "config.json")):
-    folder = os.path.join(folder, "transformer")
+  if not (epath.Path(folder) / "config.json").is_file() and \
+      (epath.Path(folder) / "transformer" / "config.json").is_file():
+    folder = str(epath.Path(folder) / "transformer")
   module = pixart_lib.from_diffusers_config(_read_config(folder), **options)
   params = state_dict_to_params(read_diffusers_weights(folder), module, source=folder)
   return module, params
@@ -241,18 +243,14 @@ def to_diffusers_folder(params: Mapping[str, Any], config: Mapping[str, Any] | A
   contains the guidance it was distilled with. Channels 4..7 (learned sigma) are written as
   they are; the pipeline drops them.
   """
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-
   module = config if isinstance(config, pixart_lib.PixArtTransformer) else \
       pixart_lib.from_diffusers_config(config)
   sd = params_to_state_dict(params, module)
   out_dir = os.fspath(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
   cfg = {"_class_name": CLASS_NAME, "_diffusers_version": _diffusers_version(),
          **module.diffusers_config()}
-  with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(cfg, f, indent=2, sort_keys=True)
-  save_file(sd, os.path.join(out_dir, WEIGHTS_NAME), metadata={"format": "pt"})
+  fileio.write_text(epath.Path(out_dir) / "config.json", json.dumps(cfg, indent=2, sort_keys=True))
+  fileio.save_safetensors(epath.Path(out_dir) / WEIGHTS_NAME, sd, metadata={"format": "pt"})
   return out_dir
 
 

@@ -15,11 +15,13 @@ runs); `.safetensors` with original names need no torch.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from typing import Any, Mapping
 
 import numpy as np
+from etils import epath
 
 from fdistill_jax.convert.edm_state_dict import StateDictMismatchError, read_state_dict
 from fdistill_jax.convert.pixart import StateDict, state_dict_to_params
@@ -141,7 +143,7 @@ def read_original_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> S
   path = os.fspath(path)
   if path.lower().endswith(".safetensors"):
     return read_state_dict(path)
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():  # Local or gs://.
     raise FileNotFoundError(f"no such file: {path}")
   try:
     import torch  # pylint: disable=import-outside-toplevel
@@ -149,7 +151,8 @@ def read_original_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> S
     raise ImportError(f"reading {path} needs PyTorch (pip install torch); convert it to "
                       ".safetensors elsewhere to avoid it") from None
   try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch.load(io.BytesIO(epath.Path(path).read_bytes()), map_location="cpu",
+                     weights_only=True)
   except Exception as e:
     raise ValueError(f"{path}: cannot be read by torch.load(weights_only=True) "
                      f"({type(e).__name__}: {e})") from e

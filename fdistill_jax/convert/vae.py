@@ -22,8 +22,10 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
+from fdistill_jax import fileio
 from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, match_state_dict,
                                                  read_state_dict)
 from fdistill_jax.models.vae import AutoencoderKL
@@ -173,10 +175,10 @@ def params_to_state_dict(variables: Mapping[str, Any]) -> StateDict:
 
 
 def _vae_dir(path: str) -> str:
-  if os.path.isfile(os.path.join(path, "config.json")):
+  if (epath.Path(path) / "config.json").is_file():
     return path
-  sub = os.path.join(path, "vae")
-  if os.path.isfile(os.path.join(sub, "config.json")):
+  sub = str(epath.Path(path) / "vae")
+  if (epath.Path(sub) / "config.json").is_file():
     return sub  # a pipeline folder (model_index.json, vae/, transformer/, ...).
   raise FileNotFoundError(f"{path}: no config.json (nor vae/config.json); expected a diffusers "
                           "AutoencoderKL folder or a pipeline folder with a vae/ subfolder")
@@ -186,37 +188,35 @@ def read_folder_state_dict(path: str, variant: str | None = None) -> tuple[State
   """Weights of a diffusers model folder: `diffusion_pytorch_model[.variant].safetensors`, its
   sharded form (`….safetensors.index.json` + shards) or `.bin`. Returns (state_dict, source)."""
   stem = WEIGHTS_NAME + (f".{variant}" if variant else "")
-  single = os.path.join(path, stem + ".safetensors")
+  single = str(epath.Path(path) / (stem + ".safetensors"))
   index = single + ".index.json"
-  if os.path.isfile(single):
+  if epath.Path(single).is_file():
     return read_state_dict(single), single
-  if os.path.isfile(index):
-    with open(index, encoding="utf-8") as f:
-      try:
-        weight_map = json.load(f)["weight_map"]
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{index}: not a safetensors index (needs a 'weight_map')") from e
+  if epath.Path(index).is_file():
+    try:
+      weight_map = json.loads(epath.Path(index).read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      raise ValueError(f"{index}: not a safetensors index (needs a 'weight_map')") from e
     sd: StateDict = {}
     for shard in sorted(set(weight_map.values())):
-      sd.update(read_state_dict(os.path.join(path, shard)))
+      sd.update(read_state_dict(epath.Path(path) / shard))
     return sd, index
-  binary = os.path.join(path, stem + ".bin")
-  if os.path.isfile(binary):
+  binary = str(epath.Path(path) / (stem + ".bin"))
+  if epath.Path(binary).is_file():
     return read_state_dict(binary), binary
-  raise FileNotFoundError(f"{path}: none of {os.path.basename(single)}, "
-                          f"{os.path.basename(index)}, {os.path.basename(binary)} found")
+  raise FileNotFoundError(f"{path}: none of {epath.Path(single).name}, "
+                          f"{epath.Path(index).name}, {epath.Path(binary).name} found")
 
 
 def load_vae(path: str | os.PathLike, *, variant: str | None = None, dtype=jnp.float32,
              param_dtype=jnp.float32) -> tuple[AutoencoderKL, dict]:
   """(module, variables) from a diffusers AutoencoderKL folder (or a pipeline folder's vae/)."""
   d = _vae_dir(os.fspath(path))
-  cfg_path = os.path.join(d, "config.json")
-  with open(cfg_path, encoding="utf-8") as f:
-    try:
-      config = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{cfg_path}: invalid JSON ({e})") from e
+  cfg_path = str(epath.Path(d) / "config.json")
+  try:
+    config = json.loads(epath.Path(cfg_path).read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{cfg_path}: invalid JSON ({e})") from e
   module = vae_from_config(config, source=cfg_path, dtype=dtype, param_dtype=param_dtype)
   sd, source = read_folder_state_dict(d, variant)
   return module, state_dict_to_params(sd, module, source=source, param_dtype=param_dtype)
@@ -224,9 +224,7 @@ def load_vae(path: str | os.PathLike, *, variant: str | None = None, dtype=jnp.f
 
 def save_vae(path: str | os.PathLike, module: AutoencoderKL, variables: Mapping[str, Any]) -> None:
   """Write a diffusers folder (config.json + diffusion_pytorch_model.safetensors)."""
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   path = os.fspath(path)
-  os.makedirs(path, exist_ok=True)
-  with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(module_config(module), f, indent=2)
-  save_file(params_to_state_dict(variables), os.path.join(path, WEIGHTS_NAME + ".safetensors"))
+  fileio.write_text(epath.Path(path) / "config.json", json.dumps(module_config(module), indent=2))
+  fileio.save_safetensors(epath.Path(path) / (WEIGHTS_NAME + ".safetensors"),
+                          params_to_state_dict(variables))

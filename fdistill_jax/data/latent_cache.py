@@ -21,6 +21,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
+
+from fdistill_jax import fileio
 
 FORMAT = "fdistill_latent_cache/1"
 INDEX = "index.json"
@@ -52,11 +55,10 @@ def vae_encode_fn(module, variables, batch_size: int) -> EncodeFn:
 
 
 def _read_shard(path: str, rows: int, latent_shape) -> dict[str, np.ndarray]:
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise LatentCacheError(f"{path}: missing cache file")
   try:
-    arrays = load_file(path)
+    arrays = fileio.load_safetensors(path)[0]
   except Exception as e:  # safetensors raises its own error types.
     raise LatentCacheError(f"{path}: truncated or corrupt .safetensors file ({e})") from e
   want = {"mean": (rows, *latent_shape), "logvar": (rows, *latent_shape), "label": (rows,)}
@@ -72,9 +74,10 @@ def write_latent_cache(source: Any, out: str | os.PathLike, encode: EncodeFn, *,
                        shard_size: int = 4096, batch_size: int = 32,
                        dtype: str = "float32") -> dict:
   """Encode every record of `source` (`source[i]["image"]` uint8 [H, W, C], optional "label")
-  with `encode` into `out`, skipping the shards a previous run finished. Returns the index."""
+  with `encode` into `out` (local or gs://), skipping the shards a previous run finished.
+  Returns the index."""
   out = os.fspath(out)
-  os.makedirs(out, exist_ok=True)
+  fileio.makedirs(out)
   n = len(source)
   first_mean, _ = encode(np.asarray(source[0]["image"])[None])
   index = {"format": FORMAT, "num_records": n, "shard_size": shard_size,
@@ -83,22 +86,20 @@ def write_latent_cache(source: Any, out: str | os.PathLike, encode: EncodeFn, *,
            "latent_shape": list(first_mean.shape[1:]), "scaling_factor": scaling_factor,
            "shift_factor": shift_factor, "dtype": dtype, "source": repr(source),
            "complete": False}
-  index_path = os.path.join(out, INDEX)
-  if os.path.isfile(index_path):
+  index_path = epath.Path(out) / INDEX
+  if index_path.is_file():
     old = read_index(out)
     for k in ("num_records", "shard_size", "image_shape", "latent_shape", "dtype", "source"):
       if old.get(k) != index[k]:
         raise ValueError(f"{index_path}: field {k!r} = {old.get(k)!r} but this run has "
                          f"{index[k]!r}; use a new output directory")
-  with open(index_path, "w", encoding="utf-8") as f:
-    json.dump(index, f, indent=1)
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  fileio.write_json(index_path, index)
   store = np.float32 if dtype == "float32" else np.dtype(dtype)
   k = index["num_shards"]
   for i in range(k):
-    path = os.path.join(out, shard_name(i, k))
+    path = str(epath.Path(out) / shard_name(i, k))
     lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
-    if os.path.isfile(path):
+    if epath.Path(path).is_file():
       try:
         _read_shard(path, hi - lo, index["latent_shape"])
         continue  # finished by an earlier run.
@@ -111,21 +112,19 @@ def write_latent_cache(source: Any, out: str | os.PathLike, encode: EncodeFn, *,
       means.append(mean)
       logvars.append(logvar)
       labels += [int(r.get("label", -1)) for r in recs]
-    save_file({"mean": np.concatenate(means).astype(store),
-               "logvar": np.concatenate(logvars).astype(store),
-               "label": np.asarray(labels, np.int32)}, path + ".tmp", metadata={"start": str(lo)})
-    os.replace(path + ".tmp", path)
+    fileio.save_safetensors(path, {"mean": np.concatenate(means).astype(store),  # All-or-nothing.
+                                   "logvar": np.concatenate(logvars).astype(store),
+                                   "label": np.asarray(labels, np.int32)},
+                            metadata={"start": str(lo)})
   index["complete"] = True
-  with open(index_path, "w", encoding="utf-8") as f:
-    json.dump(index, f, indent=1)
+  fileio.write_json(index_path, index)
   return index
 
 
 def read_index(cache_dir: str) -> dict:
-  path = os.path.join(cache_dir, INDEX)
+  path = epath.Path(cache_dir) / INDEX
   try:
-    with open(path, encoding="utf-8") as f:
-      index = json.load(f)
+    index = json.loads(path.read_text(encoding="utf-8"))
   except FileNotFoundError:
     raise LatentCacheError(f"{path}: missing; {cache_dir} is not a latent cache") from None
   except json.JSONDecodeError as e:
@@ -140,10 +139,10 @@ def load_latent_cache(cache_dir: str | os.PathLike) -> tuple[dict[str, np.ndarra
   cache_dir = os.fspath(cache_dir)
   index = read_index(cache_dir)
   if not index.get("complete"):
-    raise LatentCacheError(f"{os.path.join(cache_dir, INDEX)}: the cache is incomplete (the "
+    raise LatentCacheError(f"{epath.Path(cache_dir) / INDEX}: the cache is incomplete (the "
                            "writing run was interrupted); rerun write_latent_cache to resume")
   n, size, k = index["num_records"], index["shard_size"], index["num_shards"]
-  parts = [_read_shard(os.path.join(cache_dir, shard_name(i, k)), min(size, n - i * size),
+  parts = [_read_shard(str(epath.Path(cache_dir) / shard_name(i, k)), min(size, n - i * size),
                        index["latent_shape"]) for i in range(k)]
   return {key: np.concatenate([p[key] for p in parts]) for key in ("mean", "logvar", "label")}, \
       index

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 from typing import Any, Iterator, Mapping
 
 import grain
 import jax
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fdistill_jax.data import sources
@@ -262,9 +262,9 @@ def make_source(config: Any) -> sources.ImageSource:
   if name in ("edm_zip", "folder"):
     if not path:
       raise ValueError(f"dataset.path is required for dataset.name={name!r}")
-    if name == "edm_zip" and os.path.isdir(path):
+    if name == "edm_zip" and epath.Path(path).is_dir():
       raise ValueError(f"dataset.path {path!r} is a directory; use dataset.name='folder' for it")
-    if name == "folder" and os.path.isfile(path):
+    if name == "folder" and epath.Path(path).is_file():
       raise ValueError(f"dataset.path {path!r} is a file; use dataset.name='edm_zip' for zips")
     return sources.ImageFolderSource(path, use_labels=use_labels)
   images, labels = _get(cfg, "images"), _get(cfg, "labels")

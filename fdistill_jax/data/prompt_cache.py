@@ -25,6 +25,9 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
+from etils import epath
+
+from fdistill_jax import fileio
 
 FORMAT = "fdistill_prompt_cache/1"
 INDEX = "index.json"
@@ -45,29 +48,25 @@ def prompts_digest(prompts: Sequence[str]) -> str:
 
 def write_shard(path: str, embeddings: np.ndarray, mask: np.ndarray, prompts: Sequence[str],
                 start: int) -> None:
-  """Write one shard atomically (temporary file, then rename)."""
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
-  tmp = path + ".tmp"
-  save_file({"embeddings": np.ascontiguousarray(embeddings),
-             "mask": np.ascontiguousarray(mask, dtype=np.uint8)}, tmp,
-            metadata={"prompts": json.dumps(list(prompts)), "start": str(start)})
-  os.replace(tmp, path)
+  """Write one shard all-or-nothing (fileio.write_bytes), to a local or gs:// path."""
+  fileio.save_safetensors(path, {"embeddings": np.ascontiguousarray(embeddings),
+                                 "mask": np.ascontiguousarray(mask, dtype=np.uint8)},
+                          metadata={"prompts": json.dumps(list(prompts)), "start": str(start)})
 
 
 def read_shard(path: str, *, rows: int | None = None, max_length: int | None = None,
                dim: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str], int]:
   """(embeddings [n,L,D], mask [n,L] uint8, prompts, start) of one shard, checked against the
   expected row count / L / D when given. Raises PromptCacheError naming the file."""
-  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise PromptCacheError(f"{path}: missing cache file")
   try:
-    with safe_open(path, framework="np") as f:
-      keys, meta = set(f.keys()), f.metadata() or {}
-      if not {"embeddings", "mask"} <= keys:
-        raise PromptCacheError(f"{path}: expected tensors 'embeddings' and 'mask', found "
-                               f"{sorted(keys)}")
-      emb, mask = f.get_tensor("embeddings"), f.get_tensor("mask")
+    tensors, meta = fileio.load_safetensors(path)
+    keys = set(tensors)
+    if not {"embeddings", "mask"} <= keys:
+      raise PromptCacheError(f"{path}: expected tensors 'embeddings' and 'mask', found "
+                             f"{sorted(keys)}")
+    emb, mask = tensors["embeddings"], tensors["mask"]
   except PromptCacheError:
     raise
   except Exception as e:  # safetensors raises its own error types.
@@ -92,13 +91,12 @@ def read_shard(path: str, *, rows: int | None = None, max_length: int | None = N
 
 
 def read_index(cache_dir: str) -> dict:
-  path = os.path.join(cache_dir, INDEX)
-  if not os.path.isfile(path):
+  path = epath.Path(cache_dir) / INDEX
+  if not path.is_file():
     raise PromptCacheError(f"{path}: missing; {cache_dir} is not a prompt cache (write one with "
                            "python -m fdistill_jax.tools.encode_prompts)")
   try:
-    with open(path, encoding="utf-8") as f:
-      index = json.load(f)
+    index = json.loads(path.read_text(encoding="utf-8"))
   except json.JSONDecodeError as e:
     raise PromptCacheError(f"{path}: invalid JSON ({e})") from e
   found = index.get("format") if isinstance(index, dict) else None
@@ -139,13 +137,13 @@ def load_prompt_cache(cache_dir: str | os.PathLike, *, dtype: Any = None) -> Pro
   cache_dir = os.fspath(cache_dir)
   index = read_index(cache_dir)
   if not index.get("complete"):
-    raise PromptCacheError(f"{os.path.join(cache_dir, INDEX)}: the cache is incomplete (an "
+    raise PromptCacheError(f"{epath.Path(cache_dir) / INDEX}: the cache is incomplete (an "
                            "encode_prompts run was interrupted); rerun it to resume")
   n, size, k = index["num_prompts"], index["shard_size"], index["num_shards"]
   length, dim = index["max_length"], index["dim"]
   embs, masks, prompts = [], [], []
   for i in range(k):
-    path = os.path.join(cache_dir, shard_name(i, k))
+    path = str(epath.Path(cache_dir) / shard_name(i, k))
     emb, mask, p, start = read_shard(path, rows=min(size, n - i * size), max_length=length,
                                      dim=dim)
     if start != i * size:
@@ -153,7 +151,7 @@ def load_prompt_cache(cache_dir: str | os.PathLike, *, dtype: Any = None) -> Pro
     embs.append(emb if dtype is None else emb.astype(dtype))
     masks.append(mask.astype(np.int32))
     prompts += p
-  null_emb, null_mask, _, _ = read_shard(os.path.join(cache_dir, NULL), rows=1,
+  null_emb, null_mask, _, _ = read_shard(str(epath.Path(cache_dir) / NULL), rows=1,
                                          max_length=length, dim=dim)
   return PromptCache(
       embeddings=np.concatenate(embs) if embs else np.zeros((0, length, dim), np.float32),
@@ -170,7 +168,7 @@ def _optional_rows(index: dict, key: str, dtype, n: int, cache_dir: str) -> np.n
     return None
   a = np.asarray(index[key], dtype)
   if a.shape != (n,):
-    raise PromptCacheError(f"{os.path.join(cache_dir, INDEX)}: {key!r} has shape "
+    raise PromptCacheError(f"{epath.Path(cache_dir) / INDEX}: {key!r} has shape "
                            f"{list(a.shape)}, expected [{n}] (one per prompt)")
   return a
 
@@ -183,14 +181,14 @@ def write_cache(cache_dir: str | os.PathLike, embeddings: np.ndarray, mask: np.n
   null_embeddings [1, L, D], null_mask [1, L]); returns the index. For small prompt sets built
   in code (tests, the digits prompts); encode_prompts writes T5 caches resumably."""
   cache_dir = os.fspath(cache_dir)
-  os.makedirs(cache_dir, exist_ok=True)
+  fileio.makedirs(cache_dir)  # Local or gs://.
   n, length, dim = embeddings.shape
   k = max(1, -(-n // shard_size))
   for i in range(k):
     sl = slice(i * shard_size, (i + 1) * shard_size)
-    write_shard(os.path.join(cache_dir, shard_name(i, k)), embeddings[sl], mask[sl],
+    write_shard(str(epath.Path(cache_dir) / shard_name(i, k)), embeddings[sl], mask[sl],
                 list(prompts)[sl], i * shard_size)
-  write_shard(os.path.join(cache_dir, NULL), null_embeddings, null_mask, [""], 0)
+  write_shard(str(epath.Path(cache_dir) / NULL), null_embeddings, null_mask, [""], 0)
   index = {"format": FORMAT, "num_prompts": n, "max_length": length, "dim": dim,
            "dtype": str(embeddings.dtype), "shard_size": shard_size, "num_shards": k,
            "prompts_sha256": prompts_digest(prompts), "model": model, "preprocess": "none",
@@ -199,6 +197,5 @@ def write_cache(cache_dir: str | os.PathLike, embeddings: np.ndarray, mask: np.n
     index["labels"] = [int(v) for v in labels]
   if heldout is not None:
     index["heldout"] = [bool(v) for v in heldout]
-  with open(os.path.join(cache_dir, INDEX), "w", encoding="utf-8") as f:
-    json.dump(index, f, indent=1)
+  fileio.write_json(epath.Path(cache_dir) / INDEX, index)
   return index

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import PIL.Image
+from etils import epath
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 DIGITS_SPLITS = ("train", "test", "all")
@@ -111,6 +112,19 @@ class ArraySource:
            f"label_dim={self.label_dim})"
 
 
+def _list_folder(path: str) -> list[str]:
+  """Every file under folder `path`, as '/'-separated names relative to it."""
+  if "://" not in path:
+    return [os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
+            for root, _, files in os.walk(path) for f in files]
+  # Object stores: epath's walk; its roots may come back without the gs:// prefix (fsspec).
+  base, names = path.split("://", 1)[-1].rstrip("/"), []
+  for root, _, files in epath.Path(path).walk():
+    rel = str(root).split("://", 1)[-1].rstrip("/")[len(base):].strip("/")
+    names += [f"{rel}/{f}" if rel else f for f in files]
+  return names
+
+
 NPZ_MAX_BYTES = 64 * 2 ** 30  # Largest array data an .npz may declare (all members together).
 
 
@@ -120,7 +134,7 @@ def _check_npz_sizes(path: str, max_bytes: int) -> None:
   file with a forged header would otherwise become a huge allocation."""
   total = 0
   try:
-    with zipfile.ZipFile(path) as zf:
+    with epath.Path(path).open("rb") as raw, zipfile.ZipFile(raw) as zf:  # Local or gs://.
       for info in zf.infolist():
         if not info.filename.endswith(".npy"):
           continue
@@ -157,11 +171,11 @@ def load_npz_arrays(path: str | os.PathLike, max_bytes: int = NPZ_MAX_BYTES
   path = os.fspath(path)
   expected = "expected an .npz with 'images' uint8 [N, H, W, C] (C = 1 or 3) and optional " \
              "'labels' int [N]"
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"dataset.path {path!r} does not exist ({expected})")
   _check_npz_sizes(path, max_bytes)
   try:
-    with np.load(path, allow_pickle=False) as npz:
+    with epath.Path(path).open("rb") as raw, np.load(raw, allow_pickle=False) as npz:
       if not isinstance(npz, np.lib.npyio.NpzFile):
         raise ValueError("a single .npy array, not an .npz archive")
       if "images" not in npz:
@@ -261,12 +275,13 @@ class ImageFolderSource:
     prepare = ("prepare one with EDM's dataset_tool.py, e.g. `python dataset_tool.py "
                "--source=downloads/cifar10/cifar-10-python.tar.gz "
                "--dest=datasets/cifar10-32x32.zip`, or point to a folder of PNG files")
-    if os.path.isdir(self.path):
+    if epath.Path(self.path).is_dir():  # Local or gs:// (the same for a zip below).
       self.kind = "folder"
-      names = [os.path.relpath(os.path.join(root, f), self.path).replace(os.sep, "/")
-               for root, _, files in os.walk(self.path) for f in files]
-    elif os.path.isfile(self.path):
-      if not zipfile.is_zipfile(self.path):
+      names = _list_folder(self.path)
+    elif epath.Path(self.path).is_file():
+      with epath.Path(self.path).open("rb") as raw:
+        is_zip = zipfile.is_zipfile(raw)
+      if not is_zip:
         raise ValueError(f"{self.path}: not a zip file (expected an EDM dataset zip of PNG files "
                          f"+ optional dataset.json, or a directory); {prepare}")
       self.kind = "zip"
@@ -287,7 +302,8 @@ class ImageFolderSource:
 
   def _open_zip(self) -> zipfile.ZipFile:
     if self._zip is None:
-      self._zip = zipfile.ZipFile(self.path)
+      local = "://" not in self.path
+      self._zip = zipfile.ZipFile(self.path if local else epath.Path(self.path).open("rb"))
     return self._zip
 
   def _read_bytes(self, name: str, limit: int | None = None) -> bytes:
@@ -301,7 +317,7 @@ class ImageFolderSource:
         with zf.open(name) as f:
           data = f.read(-1 if limit is None else limit + 1)
       else:
-        with open(os.path.join(self.path, name), "rb") as f:
+        with (epath.Path(self.path) / name).open("rb") as f:
           data = f.read(-1 if limit is None else limit + 1)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
       raise ValueError(f"{self.path}: cannot read {name!r} ({type(e).__name__}: {e}); the "

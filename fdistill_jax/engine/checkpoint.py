@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
 
 import jax
@@ -28,7 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
+
+from fdistill_jax import fileio
 
 INTEGRITY_FORMAT = 1
 CORRUPT_DIR = "corrupt"
@@ -135,11 +136,12 @@ class _QuietClosedLoop:
 class Checkpointer:
   """Thin wrapper around ocp.CheckpointManager for {state, data, integrity} items."""
 
-  def __init__(self, directory: str, max_to_keep: int = 3, async_save: bool = True):
+  def __init__(self, directory: epath.PathLike, max_to_keep: int = 3, async_save: bool = True):
     if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1:
       raise ValueError(f"max_to_keep={max_to_keep!r} (config.train.keep_checkpoints) must be an "
                        "int >= 1: orbax keeps that many newest steps and deletes the rest")
-    self.directory = os.path.abspath(directory)
+    directory = epath.Path(directory)  # Local or gs://; orbax wants local paths absolute.
+    self.directory = directory.resolve() if fileio.is_local(directory) else directory
     self._quiet = _QuietClosedLoop()
     sys.unraisablehook = self._quiet
     self.mngr = ocp.CheckpointManager(
@@ -189,8 +191,8 @@ class Checkpointer:
     raise FileNotFoundError(f"no checkpoint in {self.directory}")
 
   def _restore_verified(self, abstract_state, step: int):
-    where = os.path.join(self.directory, str(step))
-    items = set(os.listdir(where)) if os.path.isdir(where) else set()
+    where = self.directory / str(step)
+    items = {p.name for p in where.iterdir()} if where.is_dir() else set()
     if "integrity" not in items or "state" not in items:
       missing = sorted({"state", "integrity"} - items)
       raise CorruptCheckpointError(f"checkpoint step {step} ({where}) is incomplete: no "
@@ -237,14 +239,12 @@ class Checkpointer:
     """Moves step's directory to <dir>/corrupt/ (primary process), so rotation never counts it
     and later saves never delete a good step because of it."""
     if jax.process_index() == 0:
-      src = os.path.join(self.directory, str(step))
-      dst_root = os.path.join(self.directory, CORRUPT_DIR)
-      os.makedirs(dst_root, exist_ok=True)
-      dst, n = os.path.join(dst_root, str(step)), 1
-      while os.path.exists(dst):
-        dst, n = os.path.join(dst_root, f"{step}.{n}"), n + 1
-      if os.path.exists(src):
-        shutil.move(src, dst)
+      src, dst_root = self.directory / str(step), self.directory / CORRUPT_DIR
+      dst, n = dst_root / str(step), 1
+      while dst.exists():
+        dst, n = dst_root / f"{step}.{n}", n + 1
+      if src.exists():
+        fileio.move(src, dst)  # Local: one rename; GCS: copy then delete (not atomic).
         logging.error("moved checkpoint step %d to %s", step, dst)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"ckpt_move_aside_{step}")

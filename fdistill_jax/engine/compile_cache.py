@@ -8,14 +8,15 @@ so that CPU compiles (seconds) are cached too.
 """
 from __future__ import annotations
 
-import os
+from etils import epath
 
 
 def cache_dir(flag_value: str | None, workdir: str) -> str | None:
   """The directory the flag asks for: None/'' -> off, 'workdir' -> <workdir>/jax_cache."""
   if not flag_value:
     return None
-  return os.path.join(workdir, "jax_cache") if flag_value == "workdir" else flag_value
+  # JAX's cache itself reads and writes through etils epath, so gs:// works as is.
+  return str(epath.Path(workdir) / "jax_cache") if flag_value == "workdir" else flag_value
 
 
 def enable(directory: str) -> None:

@@ -12,8 +12,6 @@ Flow of one run (`train(cfg, workdir, problem)`):
 """
 from __future__ import annotations
 
-import json
-import os
 import signal
 import time
 
@@ -21,8 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 
+from fdistill_jax import fileio
 from fdistill_jax.engine import checkpoint as ckpt_lib
 from fdistill_jax.engine import metrics as metrics_lib
 from fdistill_jax.engine import progress as progress_lib
@@ -93,7 +93,7 @@ class Run:
     self.frozen_sh = shard_lib.tree_shardings(jax.eval_shape(lambda: self.exp.frozen), self.mesh,
                                               cfg)
     self.frozen = jax.device_put(self.exp.frozen, self.frozen_sh)
-    self.ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+    self.ckpt = ckpt_lib.Checkpointer(epath.Path(workdir) / "checkpoints",
                                       cfg.train.keep_checkpoints, cfg.train.async_checkpoints)
     if restore and self.ckpt.latest_step() is not None:
       self.state = _restore_latest(self.ckpt, self.abstract, self.state_sh, self.exp)
@@ -139,8 +139,9 @@ class Run:
 
 # ============================================================================== train
 def train(cfg, workdir: str, problem) -> dict:
-  """Trains problem() = (experiment, method) per cfg in workdir (resuming); final metrics."""
-  os.makedirs(workdir, exist_ok=True)
+  """Trains problem() = (experiment, method) per cfg in workdir (local or gs://, resuming);
+  final metrics."""
+  fileio.makedirs(workdir)
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   progress_lib.note("building the run and compiling its steps ...")
   run = Run(cfg, workdir, problem)
@@ -217,13 +218,13 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
   writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()
                               if np.ndim(v) == 0})
   if jax.process_index() == 0:
-    exp.write_samples(x, os.path.join(workdir, f"samples_{step:07d}.png"),
+    exp.write_samples(x, str(epath.Path(workdir) / f"samples_{step:07d}.png"),
                       f"{cfg.method.name}/{cfg.method.get('divergence', '')} step {step}")
   if final:
+    writer.flush()  # metrics.jsonl complete (on gs:// it is uploaded in batches) for the plot.
     out = {"step": step, "student": res, **exp.reference(key)}
     if jax.process_index() == 0:
-      with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-        json.dump(out, f, indent=1)
+      fileio.write_json(epath.Path(workdir) / "final_metrics.json", out)
       progress_lib.final_pictures(exp, x, key, workdir, step)
     return out
   return res
@@ -234,7 +235,7 @@ def load_trained(cfg, workdir: str, problem, step: int | None = None):
   """(experiment, state) of checkpoint `step` (default the latest) in workdir."""
   exp, _, _, init, init_key = _build(cfg, problem)
   abstract, state_sh = _state_layout(cfg, init, init_key, shard_lib.make_mesh(cfg))
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  ckpt = ckpt_lib.Checkpointer(epath.Path(workdir) / "checkpoints", async_save=False)
   try:
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f"no checkpoint under {ckpt.directory}; train first "
@@ -262,8 +263,8 @@ def sample_checkpoint(cfg, workdir: str, problem, teacher_problem) -> dict:
   images, numbered PNGs for external FID tools. teacher_problem: problem() without the method's
   prepare hook (sampling the teacher needs no pair cache)."""
   key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 123)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  has_ckpt = os.path.isdir(ckpt_dir) and any(p.isdigit() for p in os.listdir(ckpt_dir))
+  ckpt_dir = epath.Path(workdir) / "checkpoints"
+  has_ckpt = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
   if has_ckpt:
     exp, state = load_trained(cfg, workdir, problem)
     tag = f"{int(state['step']):07d}_{cfg.eval.params}"
@@ -275,18 +276,18 @@ def sample_checkpoint(cfg, workdir: str, problem, teacher_problem) -> dict:
     exp, _ = teacher_problem()
     tag = f"teacher_nfe{cfg.eval.nfe}"
     x = exp.sample_teacher(key)
-  os.makedirs(workdir, exist_ok=True)
-  grid = os.path.join(workdir, f"samples_{tag}.png")
+  wd = fileio.makedirs(workdir)
+  grid = str(wd / f"samples_{tag}.png")
   exp.write_samples(x, grid, tag)
   x = np.asarray(x)
-  out = {"grid": grid, "npz": os.path.join(workdir, f"samples_{tag}.npz"), "num": len(x)}
+  out = {"grid": grid, "npz": str(wd / f"samples_{tag}.npz"), "num": len(x)}
   arrays = {"samples": x}
   if x.ndim == 4:
     from fdistill_jax.evaluation import grids
     classes = getattr(exp.nets.cond, "num_classes", 0)  # The class index of each sample.
     arrays["labels"] = np.asarray(classes and np.arange(len(x)) % max(classes, 1))
-    out["pngs"] = os.path.dirname(grids.save_numbered(x, os.path.join(workdir, f"samples_{tag}"))[0])
-  np.savez(out["npz"], **arrays)
+    out["pngs"] = str(epath.Path(grids.save_numbered(x, wd / f"samples_{tag}")[0]).parent)
+  fileio.save_npz(out["npz"], **arrays)
   return out
 
 
@@ -312,7 +313,6 @@ def reference_statistics(cfg, workdir: str, extractor=None) -> dict:
       yield np.stack([source[j]["image"] for j in range(i, min(i + bs, len(source)))])
 
   mu, sigma = fid.image_statistics(batches(), extractor)
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "fid_reference.npz")
+  path = str(fileio.makedirs(workdir) / "fid_reference.npz")
   fid.save_reference_stats(path, mu, sigma)
   return {"reference": path, "num_images": len(source)}

@@ -6,27 +6,47 @@ Only process 0 writes; other processes get a writer that drops everything (clu's
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import jax
 import numpy as np
 from clu import metric_writers
 from clu.metric_writers import interface
+from etils import epath
+
+from fdistill_jax import fileio
 
 
 class JsonlWriter(interface.MetricWriter):
-  """Appends one JSON object per write to `path` ({"step": s, name: value, ...})."""
+  """Appends one JSON object per write to `path` ({"step": s, name: value, ...}).
 
-  def __init__(self, path: str):
-    self._f = open(path, "a", buffering=1)
+  Local paths: an append, flushed per line. Object stores (gs://) cannot append to an object, so the
+  whole file (what a resumed run finds there, plus the new lines) is re-uploaded at most every
+  `upload_every_s` seconds and on flush/close; each upload replaces the object at once.
+  """
+
+  def __init__(self, path: epath.PathLike, upload_every_s: float = 30.0):
+    self._path, self._every = epath.Path(path), upload_every_s
+    self._local = fileio.is_local(path)
+    if self._local:
+      self._f = self._path.open("a")
+    else:
+      self._lines = self._path.read_text() if self._path.exists() else ""
+      self._uploaded, self._dirty = time.time(), False
 
   def _write(self, step, values: dict, kind: str):
     rec = {"step": int(step), "time": time.time(), "kind": kind}
     for k, v in values.items():
       v = np.asarray(v)
       rec[k] = v.item() if v.ndim == 0 else v.tolist()
-    self._f.write(json.dumps(rec) + "\n")
+    line = json.dumps(rec) + "\n"
+    if self._local:
+      self._f.write(line)
+      self._f.flush()  # One complete line at a time, as a line-buffered file.
+      return
+    self._lines, self._dirty = self._lines + line, True
+    if time.time() - self._uploaded >= self._every:
+      self.flush()
 
   def write_scalars(self, step, scalars):
     self._write(step, scalars, "scalars")
@@ -54,18 +74,24 @@ class JsonlWriter(interface.MetricWriter):
     pass
 
   def flush(self):
-    self._f.flush()
+    if self._local:
+      self._f.flush()
+    elif self._dirty:
+      fileio.write_text(self._path, self._lines)
+      self._uploaded, self._dirty = time.time(), False
 
   def close(self):
-    self._f.close()
+    self.flush()
+    if self._local:
+      self._f.close()
 
 
-def create_writer(workdir: str, tensorboard: bool = True) -> interface.MetricWriter:
+def create_writer(workdir: epath.PathLike, tensorboard: bool = True) -> interface.MetricWriter:
   """Log lines, TensorBoard events (unless tensorboard=False: config.train.tensorboard, for
   hosts without TensorFlow's summary ops) and metrics.jsonl in workdir; no-op off process 0."""
   if jax.process_index() != 0:
     return metric_writers.MultiWriter([])
-  os.makedirs(workdir, exist_ok=True)
-  main = (metric_writers.create_default_writer(workdir, asynchronous=False) if tensorboard
-          else metric_writers.LoggingWriter())
-  return metric_writers.MultiWriter([main, JsonlWriter(os.path.join(workdir, "metrics.jsonl"))])
+  wd = fileio.makedirs(workdir)
+  main = (metric_writers.create_default_writer(str(wd), asynchronous=False) if tensorboard
+          else metric_writers.LoggingWriter())  # TensorBoard's writer takes gs:// itself (gfile).
+  return metric_writers.MultiWriter([main, JsonlWriter(wd / "metrics.jsonl")])

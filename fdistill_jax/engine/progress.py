@@ -15,6 +15,7 @@ import time
 from typing import IO
 
 import jax
+from etils import epath
 
 # The losses worth a glance, by method family; the rest stay in metrics.jsonl / TensorBoard.
 SHOWN = ("generator/loss", "generator/dm", "generator/gan_gen", "critic/dsm", "critic/gan_disc",
@@ -104,22 +105,22 @@ def final_pictures(exp, x, key, workdir: str, step: int) -> None:
   experiment can draw that) and the metrics plot."""
   from fdistill_jax.evaluation import plots
   if exp.write_comparison is not None:
-    exp.write_comparison(x, key, os.path.join(workdir, f"samples_{step:07d}_vs_teacher.png"))
+    exp.write_comparison(x, key, str(epath.Path(workdir) / f"samples_{step:07d}_vs_teacher.png"))
   plots.metrics_png(workdir)
 
 
 def output_paths(workdir: str) -> dict:
   """{what: path} of a finished run's outputs that exist in workdir."""
-  import glob
-  grids = sorted(glob.glob(os.path.join(workdir, "samples_*.png")))
+  wd = epath.Path(workdir)
+  grids = sorted(str(p) for p in wd.glob("samples_*.png"))
   paths = {"grid": next((g for g in reversed(grids) if g.endswith("_vs_teacher.png")),
                         grids[-1] if grids else None),
-           "metrics": os.path.join(workdir, "final_metrics.json"),
-           "plot": os.path.join(workdir, "metrics.png"),
-           "checkpoint": os.path.join(workdir, "checkpoints"),
+           "metrics": str(wd / "final_metrics.json"),
+           "plot": str(wd / "metrics.png"),
+           "checkpoint": str(wd / "checkpoints"),
            "tensorboard": f"tensorboard --logdir={workdir}"}
   return {k: v for k, v in paths.items()
-          if v and (k == "tensorboard" or os.path.exists(v))}
+          if v and (k == "tensorboard" or epath.Path(v).exists())}
 
 # (column title, metric key, format) for whichever of these the experiment reports.
 _COLUMNS = (("FD", "fd", "{:.2f}"), ("FID", "fid", "{:.2f}"), ("classes", "class_coverage",

@@ -34,7 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 
+from fdistill_jax import fileio
 from fdistill_jax.data.sources import load_digits_arrays
 from fdistill_jax.evaluation.fid import compute_statistics, frechet_distance
 
@@ -143,26 +145,22 @@ class DigitsMetric:
     template = DigitsClassifier(recipe.feature_dim, recipe.channels).init(
         jax.random.PRNGKey(0), jnp.zeros((1, resolution, resolution, 1)))
     if cache_dir is not None:
-      path = os.path.join(os.fspath(cache_dir), f"digits_classifier_r{resolution}_{recipe.tag()}"
-                          f".msgpack")
-      if os.path.isfile(path):
-        with open(path, "rb") as f:
-          try:
-            blob = flax.serialization.msgpack_restore(f.read())
-            params = flax.serialization.from_state_dict(template, blob["params"])
-            accuracy = float(blob["test_accuracy"])
-          except Exception as e:  # Corrupt or foreign file: say which and how to fix.
-            raise ValueError(f"{path}: not a valid cached digits classifier ({e}); delete it to "
-                             f"retrain") from e
+      path = str(epath.Path(cache_dir) / f"digits_classifier_r{resolution}_{recipe.tag()}"
+                 f".msgpack")  # Local or gs://.
+      if epath.Path(path).is_file():
+        try:
+          blob = flax.serialization.msgpack_restore(epath.Path(path).read_bytes())
+          params = flax.serialization.from_state_dict(template, blob["params"])
+          accuracy = float(blob["test_accuracy"])
+        except Exception as e:  # Corrupt or foreign file: say which and how to fix.
+          raise ValueError(f"{path}: not a valid cached digits classifier ({e}); delete it to "
+                           f"retrain") from e
     if params is None:
       params, accuracy = train_classifier(resolution, recipe)
       if path is not None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         blob = {"params": flax.serialization.to_state_dict(params), "test_accuracy": accuracy}
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-          f.write(flax.serialization.msgpack_serialize(blob))
-        os.replace(tmp, path)  # Atomic: a concurrent reader never sees half a file.
+        # All-or-nothing (fileio.write_bytes): a concurrent reader never sees half a file.
+        fileio.write_bytes(path, flax.serialization.msgpack_serialize(blob))
     metric = cls(resolution, params, accuracy, np.zeros(0), np.zeros((0, 0)), recipe)
     real, _ = load_digits_arrays(resolution, "train")
     logits, feats = metric._apply(_to_model_input(real))

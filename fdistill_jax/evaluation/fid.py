@@ -12,15 +12,18 @@ Protocol for numbers comparable with EDM-style papers (EDM, DMD2, SiD, f-distill
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
-import pathlib
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from fdistill_jax import fileio
 
 from fdistill_jax.convert.inception_weights import load_inception_variables
 from fdistill_jax.models.inception import FEATURE_DIM, INPUT_SIZE, FIDInceptionV3
@@ -99,22 +102,23 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def save_reference_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray) -> None:
-  """Writes mu/sigma to an EDM-format npz (float64)."""
+  """Writes mu/sigma to an EDM-format npz (float64) at path (local or gs://)."""
   mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
   if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
     raise ValueError(f"mu must be [d] and sigma [d, d]; got {mu.shape} and {sigma.shape}")
-  np.savez(path, mu=mu, sigma=sigma)
+  fileio.save_npz(path, mu=mu, sigma=sigma)
 
 
 def load_reference_stats(path: str | os.PathLike, dim: int | None = FEATURE_DIM
                          ) -> tuple[np.ndarray, np.ndarray]:
-  """Reads (mu, sigma) float64 from an EDM-format npz, checking keys, shapes and finiteness."""
-  path = pathlib.Path(path)
+  """Reads (mu, sigma) float64 from an EDM-format npz (local or gs://), checking keys, shapes and
+  finiteness."""
+  path = epath.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"FID reference statistics not found: {path} (EDM's are at "
                             f"{EDM_REFS_URL}, e.g. cifar10-32x32.npz)")
   try:
-    z = np.load(path, allow_pickle=False)
+    z = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
   except Exception as e:  # np.load raises several types for a corrupt or non-npz file.
     raise ValueError(f"{path}: not a readable .npz file ({e})") from e
   with z:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import PIL.Image
+from etils import epath
+
+from fdistill_jax import fileio
 
 
 def to_uint8(images) -> np.ndarray:
@@ -27,25 +29,25 @@ def make_grid(images, ncol: int | None = None, pad: int = 1) -> np.ndarray:
   return grid
 
 
-def save_grid(images, path: str, ncol: int | None = None, upscale: int = 1) -> str:
-  """Writes a PNG grid of `images`; `upscale` enlarges tiny images (nearest) for viewing."""
+def save_grid(images, path: epath.PathLike, ncol: int | None = None, upscale: int = 1) -> str:
+  """Writes a PNG grid of `images` to path (local or gs://); `upscale` enlarges tiny images
+  (nearest) for viewing."""
   g = make_grid(images, ncol)
   img = PIL.Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
   if upscale > 1:
     img = img.resize((img.width * upscale, img.height * upscale), PIL.Image.NEAREST)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  img.save(path)
-  return path
+  fileio.save_image(img, path)
+  return str(path)
 
 
-def save_numbered(images, folder: str, first_index: int = 0) -> list[str]:
+def save_numbered(images, folder: epath.PathLike, first_index: int = 0) -> list[str]:
   """One PNG per image, named %06d.png from first_index (the layout external FID tools read)."""
-  os.makedirs(folder, exist_ok=True)
+  folder = fileio.makedirs(folder)
   out = []
   for i, im in enumerate(to_uint8(images)):
-    p = os.path.join(folder, f"{first_index + i:06d}.png")
-    PIL.Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).save(p)
-    out.append(p)
+    p = folder / f"{first_index + i:06d}.png"
+    fileio.save_image(PIL.Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im), p)
+    out.append(str(p))
   return out
 
 
@@ -58,7 +60,8 @@ def by_label(x: np.ndarray, num_labels: int, cols: int = 8) -> np.ndarray:
   return np.stack([x[c::num_labels][:cols] for c in range(num_labels)])
 
 
-def save_labelled_grid(blocks: list[tuple[str, np.ndarray]], row_labels: list[str], path: str,
+def save_labelled_grid(blocks: list[tuple[str, np.ndarray]], row_labels: list[str],
+                       path: epath.PathLike,
                        upscale: int = 4) -> str:
   """Side-by-side grids, one row per label: blocks = [(title, images [rows, cols, H, W, C] in
   [-1, 1])], each with len(row_labels) rows (e.g. the student and the teacher on the same noise
@@ -83,13 +86,12 @@ def save_labelled_grid(blocks: list[tuple[str, np.ndarray]], row_labels: list[st
   row_h = (h - upscale) / len(row_labels)
   for i, label in enumerate(row_labels):
     draw.text((3, top + int((i + 0.5) * row_h) - 5), label, fill="black")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  canvas.save(path)
-  return path
+  fileio.save_image(canvas, path)
+  return str(path)
 
 
-def save_captioned_grid(images, captions: list[str], path: str, ncol: int = 8, upscale: int = 1,
-                        title: str = "", lines: int = 3) -> str:
+def save_captioned_grid(images, captions: list[str], path: epath.PathLike, ncol: int = 8,
+                        upscale: int = 1, title: str = "", lines: int = 3) -> str:
   """A PNG grid of images [N, H, W, C] in [-1, 1] with captions[i] written under image i
   (wrapped to the tile width, at most `lines` lines, the last cut with '…')."""
   import textwrap
@@ -127,6 +129,5 @@ def save_captioned_grid(images, captions: list[str], path: str, ncol: int = 8, u
       wrapped[-1] = wrapped[-1][:chars - 1] + "…"
     for k, line in enumerate(wrapped):
       draw.text((x0, y0 + ih + 2 + k * line_h), line, fill="black")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  canvas.save(path)
-  return path
+  fileio.save_image(canvas, path)
+  return str(path)

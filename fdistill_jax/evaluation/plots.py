@@ -6,8 +6,12 @@ with nothing to show is left out.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
+
+from etils import epath
+
+from fdistill_jax import fileio
 
 LOSSES = ("generator/loss", "generator/dm", "generator/gan_gen", "critic/loss", "critic/dsm",
           "critic/gan_disc", "loss")
@@ -16,11 +20,11 @@ WEIGHTS = ("generator/h_mean", "generator/h_min", "generator/h_max", "generator/
 EVALS = ("eval/fd", "eval/fid", "eval/sw", "eval/in_mode_fraction", "eval/mode_tv")
 
 
-def read_jsonl(path: str) -> dict[str, tuple[list[int], list[float]]]:
+def read_jsonl(path: epath.PathLike) -> dict[str, tuple[list[int], list[float]]]:
   """{metric: (steps, values)} of the scalar records in a metrics.jsonl."""
   series: dict[str, tuple[list[int], list[float]]] = {}
-  with open(path) as f:
-    for line in f:
+  for line in epath.Path(path).read_text().splitlines():
+    if line.strip():
       rec = json.loads(line)
       for k, v in rec.items():
         if k in ("step", "time", "kind") or not isinstance(v, (int, float)):
@@ -31,11 +35,11 @@ def read_jsonl(path: str) -> dict[str, tuple[list[int], list[float]]]:
   return series
 
 
-def metrics_png(workdir: str, path: str | None = None) -> str | None:
+def metrics_png(workdir: epath.PathLike, path: epath.PathLike | None = None) -> str | None:
   """Writes the plot of workdir/metrics.jsonl to `path` (default workdir/metrics.png); returns
   the path, or None when there is nothing to plot."""
-  src = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(src):
+  src = epath.Path(workdir) / "metrics.jsonl"
+  if not src.exists():
     return None
   series = read_jsonl(src)
   panels = [(title, [k for k in keys if k in series]) for title, keys in
@@ -59,7 +63,9 @@ def metrics_png(workdir: str, path: str | None = None) -> str | None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  path = path or os.path.join(workdir, "metrics.png")
-  fig.savefig(path)
+  path = path or epath.Path(workdir) / "metrics.png"
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
   plt.close(fig)
-  return path
+  fileio.write_bytes(path, buf.getvalue())
+  return str(path)

@@ -19,13 +19,14 @@ split over the devices; the mode runs in one process (one host).
 from __future__ import annotations
 
 import functools
-import os
 from typing import Sequence
 
 import jax
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fdistill_jax import fileio
 from fdistill_jax.data import prompt_cache as pc
 from fdistill_jax.evaluation import grids
 
@@ -36,10 +37,10 @@ def read_prompts(path: str) -> list[str]:
     raise ValueError(f"{path}: sample mode takes a text file of prompts, one per line; for COCO "
                      "write the selected captions first: python -m fdistill_jax.tools.eval_t2i "
                      f"--prompts={path} --write_prompts=prompts.txt")
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():  # Local or gs://.
     raise FileNotFoundError(f"prompt file not found: {path}")
-  with open(path, encoding="utf-8") as f:
-    prompts = [line.rstrip("\n") for line in f if line.strip()]
+  prompts = [line for line in epath.Path(path).read_text(encoding="utf-8").split("\n")
+             if line.strip()]
   if not prompts:
     raise ValueError(f"{path}: no prompts")
   return prompts
@@ -111,9 +112,7 @@ def write_prompt_samples(exp, params, prompts_path: str, cache_dir: str, out_dir
   rows = lookup_rows(cache, prompts, prompts_path, cache_dir)
   shape = tuple(exp.nets.data_shape)
   sharding = batch_sharding(params, batch_size)
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "prompts.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(prompts) + "\n")
+  fileio.write_text(epath.Path(out_dir) / "prompts.txt", "\n".join(prompts) + "\n")
   first = []
   n = len(prompts)
   for start in range(0, n, batch_size):

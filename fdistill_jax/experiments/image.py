@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 
 from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
@@ -69,7 +69,7 @@ def teacher_network(cfg, needs_teacher: bool = True):
   dtype = DTYPES[t.get("dtype", "float32")]
   kwargs = t.precond_kwargs.to_dict() if t.get("precond_kwargs") else None
   if t.checkpoint:
-    if not os.path.exists(t.checkpoint):
+    if not epath.Path(t.checkpoint).exists():  # Local or gs://.
       raise FileNotFoundError(f"config.teacher.checkpoint={t.checkpoint!r} does not exist "
                               "(see README: 'Teachers' for where to get NVIDIA's EDM files)")
     return load_edm(t.checkpoint, kwargs, dtype=dtype, remat=t.get("remat", False))

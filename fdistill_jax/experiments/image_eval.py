@@ -7,12 +7,12 @@ pixel space) before anything scores or draws them. Conditions come from the spec
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 
 from fdistill_jax import codecs
 from fdistill_jax.diffusion import samplers
@@ -125,7 +125,7 @@ def fid_metric(cfg, nets: Nets, decode=lambda x: x):
                     "set: FID is skipped (see README 'Evaluation' for the two files)")
     return None
   for field in ("fid_weights", "fid_reference"):
-    if not os.path.exists(ev[field]):
+    if not epath.Path(ev[field]).exists():  # Local or gs://.
       raise FileNotFoundError(f"config.eval.{field}={ev[field]!r} does not exist (see README "
                               "'Evaluation')")
   batch = int(ev.get("fid_batch", 250))

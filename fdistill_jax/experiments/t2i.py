@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 
 from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
@@ -106,10 +106,10 @@ def module_config(cfg) -> dict:
   PixArt-XL-2-512 for an original .pth)."""
   from fdistill_jax.convert import pixart as conv
   ckpt = cfg.teacher.get("checkpoint")
-  if ckpt and os.path.isdir(ckpt):
-    sub = os.path.join(ckpt, "transformer")
-    folder = sub if not os.path.isfile(os.path.join(ckpt, "config.json")) and \
-        os.path.isdir(sub) else ckpt
+  if ckpt and epath.Path(ckpt).is_dir():  # Local or gs://.
+    sub = str(epath.Path(ckpt) / "transformer")
+    folder = sub if not (epath.Path(ckpt) / "config.json").is_file() and \
+        epath.Path(sub).is_dir() else ckpt
     return conv._read_config(folder)  # pylint: disable=protected-access
   if cfg.teacher.get("pixart_config"):
     return cfg.teacher.pixart_config.to_dict()
@@ -134,10 +134,10 @@ def teacher_network(cfg, needs_teacher: bool = True):
   ckpt = t.get("checkpoint")
   if ckpt:
     from fdistill_jax.convert import pixart as conv
-    if not os.path.exists(ckpt):
+    if not epath.Path(ckpt).exists():
       raise FileNotFoundError(f"config.teacher.checkpoint={ckpt!r} does not exist (a diffusers "
                               "PixArtTransformer2DModel folder or an original PixArt .pth)")
-    if os.path.isdir(ckpt):
+    if epath.Path(ckpt).is_dir():
       module, params = conv.load_diffusers_folder(ckpt, **opts)
     else:
       from fdistill_jax.convert import pixart_original

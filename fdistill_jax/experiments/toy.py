@@ -9,8 +9,8 @@ FastGen's frozen-teacher encoder) or from the fake score ('fake_score', DMD2).
 from __future__ import annotations
 
 import functools
+import io
 import json
-import os
 
 import flax.serialization
 import jax
@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from etils import epath
 
-from fdistill_jax import conditioning
+from fdistill_jax import conditioning, fileio
 from fdistill_jax.diffusion import edm, samplers
 from fdistill_jax.nets import Nets
 from fdistill_jax.evaluation import toy_metrics
@@ -125,27 +126,20 @@ def load_or_pretrain(module, gmm, cfg, workdir: str) -> dict:
   """Pretrained denoiser params, cached in workdir/pretrained_denoiser.msgpack with its cache_key
   beside it (pretrained_denoiser.json); a cache made for other settings is replaced, one copied
   without its key is used as is."""
-  path = os.path.join(workdir, "pretrained_denoiser.msgpack")
-  key_path = os.path.splitext(path)[0] + ".json"
+  path = epath.Path(workdir) / "pretrained_denoiser.msgpack"  # Local or gs://.
+  key_path = path.with_suffix(".json")
   want = json.loads(json.dumps(cache_key(cfg)))  # Tuples -> lists, as read back from disk.
   key = jax.random.PRNGKey(cfg.pretrain.seed)
   template = module.init(key, jnp.zeros((1, gmm.dim)), jnp.ones((1,)))["params"]
-  if os.path.exists(path):
-    have = None
-    if os.path.exists(key_path):
-      with open(key_path) as f:
-        have = json.load(f)
+  if path.exists():
+    have = fileio.read_json(key_path) if key_path.exists() else None
     if have is None or have == want:
-      with open(path, "rb") as f:
-        return flax.serialization.from_bytes(template, f.read())
+      return flax.serialization.from_bytes(template, path.read_bytes())
     logging.warning("%s was pretrained for other settings; pretraining again", path)
   params = pretrain_denoiser(module, gmm, cfg, key)
-  os.makedirs(workdir, exist_ok=True)
   for p, data in ((key_path, json.dumps(want, indent=1).encode()),
                   (path, flax.serialization.to_bytes(params))):
-    with open(p + ".tmp", "wb") as f:
-      f.write(data)
-    os.replace(p + ".tmp", p)  # Atomic: a killed run never leaves a half-written cache.
+    fileio.write_bytes(p, data)  # All-or-nothing: a killed run never leaves a half-written cache.
   return params
 
 
@@ -166,8 +160,10 @@ def scatter_png(gmm, x: np.ndarray, path: str, title: str = "") -> None:
   ax.set_ylim(-lim, lim)
   ax.set_title(title, fontsize=9)
   fig.tight_layout()
-  fig.savefig(path)
+  buf = io.BytesIO()  # Through fileio: path may be gs://.
+  fig.savefig(buf, format="png")
   plt.close(fig)
+  fileio.write_bytes(path, buf.getvalue())
 
 
 def build(cfg, workdir: str) -> Experiment:

@@ -20,16 +20,15 @@ pairs_dir ('' = <workdir>/kd_pairs), reg_distance, reg_huber_c.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
-from fdistill_jax import conditioning
+from fdistill_jax import conditioning, fileio
 from fdistill_jax.diffusion import samplers
 from fdistill_jax.nets import Nets
 from fdistill_jax.validation import need
@@ -100,27 +99,24 @@ def build_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: i
   if num_pairs < 1 or shard_size < 1:
     raise ValueError(f"config.method.pairs_num={num_pairs} and pairs_shard_size={shard_size} "
                      "must be >= 1")
-  os.makedirs(cache_dir, exist_ok=True)
+  cache = fileio.makedirs(cache_dir)  # Local or gs://.
   want = _manifest(num_pairs, shard_size, num_steps, seed, sigma_min, sigma_max, data_shape,
                    cond_spec)
-  mpath = os.path.join(cache_dir, "manifest.json")
-  if os.path.exists(mpath):
-    with open(mpath) as f:
-      have = json.load(f)
+  mpath = cache / "manifest.json"
+  if mpath.exists():
+    have = fileio.read_json(mpath)
     for k, v in want.items():
       if have.get(k) != v:
         raise ValueError(f"pair cache {cache_dir} was built with {k}={have.get(k)!r} but the "
                          f"config asks for {v!r}; use another config.method.pairs_dir or delete it")
   else:
-    with open(mpath + ".tmp", "w") as f:
-      json.dump(want, f)
-    os.replace(mpath + ".tmp", mpath)
+    fileio.write_json(mpath, want, indent=None)
   num_shards = -(-num_pairs // shard_size)
   paths, new = [], 0
   for i in range(num_shards):
-    path = os.path.join(cache_dir, f"shard_{i:05d}.npz")
+    path = str(cache / f"shard_{i:05d}.npz")
     paths.append(path)
-    if os.path.exists(path):
+    if epath.Path(path).exists():
       continue
     if max_new_shards is not None and new >= max_new_shards:
       continue
@@ -129,10 +125,9 @@ def build_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: i
     z = jax.random.normal(kz, (n,) + tuple(data_shape), jnp.float32)
     cond = cond_spec.sample(kl, n)
     y = sample_fn(z, cond)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:  # A file object: np.savez must not append '.npz' to the name.
-      np.savez(f, z=np.asarray(z), y=np.asarray(y, np.float32), **cond_spec.to_arrays(cond))
-    os.replace(tmp, path)  # Atomic: only complete shards ever carry the final name.
+    # All-or-nothing (fileio.write_bytes): only complete shards ever carry the final name.
+    fileio.save_npz(path, z=np.asarray(z), y=np.asarray(y, np.float32),
+                    **cond_spec.to_arrays(cond))
     new += 1
     logging.info("kd pair cache: wrote %s (%d pairs)", path, n)
   return paths
@@ -140,19 +135,19 @@ def build_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: i
 
 def load_pairs(paths: list[str]) -> dict[str, np.ndarray]:
   """Concatenated arrays (z, y and the conditions' arrays) of the given shards (all must exist)."""
-  missing = [p for p in paths if not os.path.exists(p)]
+  missing = [p for p in paths if not epath.Path(p).exists()]
   if missing:
     raise FileNotFoundError(f"pair cache incomplete: {len(missing)} shards missing, first "
                             f"{missing[0]}")
-  parts = [np.load(p) for p in paths]
-  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0].files}
+  parts = [fileio.load_npz(p) for p in paths]
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def cache_for(cfg, exp, workdir: str) -> dict[str, np.ndarray]:
   """Builds (or completes) and loads the pair cache named by cfg.method for experiment exp."""
   m, d = cfg.method, cfg.diffusion
   nets = exp.nets
-  cache_dir = m.pairs_dir or os.path.join(workdir, "kd_pairs")
+  cache_dir = m.pairs_dir or str(epath.Path(workdir) / "kd_pairs")
   fn = teacher_sampler(nets, exp.frozen, m.pairs_steps, d.sigma_min, d.sigma_max)
   paths = build_pair_cache(fn, cache_dir, num_pairs=m.pairs_num, shard_size=m.pairs_shard_size,
                            num_steps=m.pairs_steps, seed=m.pairs_seed, sigma_min=d.sigma_min,

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
 from fdistill_jax.diffusion import edm
 from fdistill_jax.nets import Nets
@@ -109,8 +110,7 @@ def sample(denoise, z: jax.Array, grid) -> jax.Array:
 # ----------------------------------------------------------------------------- prepare
 def load_params(path: str, template):
   """Generator params saved by run_rounds, checked against the template's tree and shapes."""
-  with open(path, "rb") as f:
-    params = flax.serialization.msgpack_restore(f.read())
+  params = flax.serialization.msgpack_restore(epath.Path(path).read_bytes())  # Local or gs://.
   want = jax.tree_util.tree_structure(template)
   if jax.tree_util.tree_structure(params) != want:
     raise ValueError(f"config.method.teacher_params={path!r}: parameter tree does not match the "

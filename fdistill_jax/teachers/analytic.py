@@ -122,13 +122,14 @@ def grid_mixture(size: int = 5, spacing: float = 1.0, scale: float = 0.1,
 def load_mixture_file(path: str) -> dict:
   """{'means' [K, d], 'scales' [K] | [K, d] | scalar, 'weights' [K] (optional)} from a .npz or a
   .json file with those keys."""
-  if path.endswith(".npz"):
-    with np.load(path) as f:
-      out = {k: np.asarray(f[k]) for k in f.files}
+  if path.endswith(".npz"):  # Local or gs://.
+    from fdistill_jax import fileio  # pylint: disable=import-outside-toplevel
+    out = fileio.load_npz(path)
   elif path.endswith(".json"):
     import json
-    with open(path) as f:
-      out = {k: np.asarray(v, np.float64) for k, v in json.load(f).items()}
+    from etils import epath  # pylint: disable=import-outside-toplevel
+    raw = json.loads(epath.Path(path).read_text())
+    out = {k: np.asarray(v, np.float64) for k, v in raw.items()}
   else:
     raise ValueError(f"mixture file {path!r}: expected a .npz or .json file")
   missing = {"means", "scales"} - set(out)

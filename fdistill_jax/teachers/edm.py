@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+from etils import epath
 
 from fdistill_jax.convert import edm_pickle
 from fdistill_jax.convert import edm_state_dict as esd
@@ -27,8 +28,8 @@ def _find_precond_kwargs(path: str) -> dict:
     kw = esd.read_precond_kwargs(path)
     if kw is not None:
       return kw
-  cfg = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-  if os.path.isfile(cfg):
+  cfg = epath.Path(path).parent / "config.json"  # Local or gs://.
+  if cfg.is_file():
     return esd.read_precond_kwargs(cfg)
   raise ValueError(f"{path}: a state_dict file carries no architecture; pass precond_kwargs= "
                    f"(EDMPrecond's constructor kwargs) or put a config.json with "

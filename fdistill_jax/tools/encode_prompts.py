@@ -28,16 +28,17 @@ import sys
 from typing import Sequence
 
 import numpy as np
+from etils import epath
 
+from fdistill_jax import fileio
 from fdistill_jax.data import prompt_cache as pc
 
 
 def read_prompts(path: str) -> list[str]:
   """Prompts from a text file (one per line) or a COCO captions JSON."""
-  if not os.path.isfile(path):
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"--prompts: no such file: {path}")
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+  text = epath.Path(path).read_text(encoding="utf-8")
   if path.lower().endswith(".json"):
     try:
       anns = json.loads(text)["annotations"]
@@ -116,20 +117,19 @@ def _check_resume(path: str, old: dict, new: dict) -> None:
 
 def encode_to_cache(prompts: Sequence[str], out: str, encoder, args) -> dict:
   """Encode `prompts` into the cache directory `out`, skipping shards already there."""
-  os.makedirs(out, exist_ok=True)
+  fileio.makedirs(out)  # Local or gs://.
   prompts = preprocess(prompts, args.clean_caption)
   index = _index(prompts, args, encoder.dim)
-  index_path = os.path.join(out, pc.INDEX)
-  if os.path.isfile(index_path):
+  index_path = str(epath.Path(out) / pc.INDEX)
+  if epath.Path(index_path).is_file():
     _check_resume(index_path, pc.read_index(out), index)
-  with open(index_path, "w", encoding="utf-8") as f:
-    json.dump(index, f, indent=1)
+  fileio.write_json(index_path, index)
   store = np.float32 if args.dtype == "float32" else _bfloat16()
   k, size = index["num_shards"], args.shard_size
   for i in range(k):
-    path = os.path.join(out, pc.shard_name(i, k))
+    path = str(epath.Path(out) / pc.shard_name(i, k))
     chunk = prompts[i * size:(i + 1) * size]
-    if os.path.isfile(path):
+    if epath.Path(path).is_file():
       try:
         pc.read_shard(path, rows=len(chunk), max_length=args.max_length, dim=encoder.dim)
         continue  # finished by an earlier run.
@@ -144,10 +144,9 @@ def encode_to_cache(prompts: Sequence[str], out: str, encoder, args) -> dict:
                    i * size)
     print(f"{path}: {len(chunk)} prompts", file=sys.stderr)
   e, m = encoder([""])
-  pc.write_shard(os.path.join(out, pc.NULL), e.astype(store), m, [""], 0)
+  pc.write_shard(str(epath.Path(out) / pc.NULL), e.astype(store), m, [""], 0)
   index["complete"] = True
-  with open(index_path, "w", encoding="utf-8") as f:
-    json.dump(index, f, indent=1)
+  fileio.write_json(index_path, index)
   return index
 
 
