@@ -112,7 +112,7 @@ tpu_setup() {
   fi
   local install="[ -d ~/fdistill_venv ] || python3 -m venv ~/fdistill_venv; "
   install+=". ~/fdistill_venv/bin/activate; "
-  install+="pip install -q -e ~/fdistill $(printf %q "jax[tpu]==$jax")"
+  install+="pip install -q -e ~/fdistill\[gcs\] $(printf %q "jax[tpu]==$jax")"  # [gcs]: orbax step rotation on gs://
   run gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${SCOPE[@]}" --worker=all --command \
     "set -e; $fetch; $install${PREP_COMMAND:+; $PREP_COMMAND}"
 }

@@ -22,7 +22,7 @@ RUN = ["--config=configs/cifar10_js.py", "--workdir=gs://bkt/runs/r"]
 MAIN = ("python -m fdistill_jax.main --distributed --config=configs/cifar10_js.py "
         "--workdir=gs://bkt/runs/r")
 SETUP_TAIL = ("; [ -d ~/fdistill_venv ] || python3 -m venv ~/fdistill_venv; "
-              ". ~/fdistill_venv/bin/activate; pip install -q -e ~/fdistill jax\\[tpu\\]==" + JAX)
+              ". ~/fdistill_venv/bin/activate; pip install -q -e ~/fdistill\\[gcs\\] jax\\[tpu\\]==" + JAX)
 RUN_HEAD = ("cd ~/fdistill && . ~/fdistill_venv/bin/activate && mkdir -p ~/fdistill_logs && "
             "set -o pipefail; ")
 TEE = " 2>&1 | tee ~/fdistill_logs/$(hostname).log; rc=$?"
