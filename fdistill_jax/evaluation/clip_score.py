@@ -29,6 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 import PIL.Image
 
+from fdistill_jax import fileio
+
 GIGAGAN_PREFIX = "A photo depicts "
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -214,7 +216,7 @@ def summarise(cos: np.ndarray) -> dict[str, float]:
 def read_image(path: str | os.PathLike) -> np.ndarray:
   """uint8 [H, W, 3] RGB pixels of an image file."""
   try:
-    with PIL.Image.open(path) as im:
+    with fileio.path(path).open("rb") as f, PIL.Image.open(f) as im:
       return np.asarray(im.convert("RGB"))
   except (OSError, ValueError) as e:
     raise ValueError(f"{path}: not a readable image ({e})") from e
@@ -222,8 +224,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def list_images(folder: str | os.PathLike) -> list[str]:
   """Sorted paths of the image files in `folder` (not recursive)."""
-  folder = os.fspath(folder)
-  if not os.path.isdir(folder):
+  folder = fileio.path(folder)
+  if not folder.is_dir():
     raise FileNotFoundError(f"image folder not found: {folder}")
-  return sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                if n.lower().endswith(IMAGE_EXTS))
+  return sorted(str(p) for p in folder.iterdir() if p.name.lower().endswith(IMAGE_EXTS))

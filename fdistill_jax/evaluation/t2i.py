@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import PIL.Image
 
+from fdistill_jax import fileio
 from fdistill_jax.evaluation import clip_score as cs
 from fdistill_jax.evaluation import fid
 
@@ -44,12 +45,11 @@ def clean_caption(text: str) -> str:
 def read_coco_captions(path: str | os.PathLike) -> tuple[dict[int, list[tuple[int, str]]],
                                                          dict[int, str]]:
   """({image_id: [(annotation_id, caption), ...]}, {image_id: file_name}) of a COCO JSON."""
-  path = os.fspath(path)
-  if not os.path.isfile(path):
+  path = fileio.path(path)
+  if not path.is_file():
     raise FileNotFoundError(f"COCO captions file not found: {path}")
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
+    data = json.loads(path.read_text(encoding="utf-8"))
     anns = data["annotations"]
     captions: dict[int, list[tuple[int, str]]] = {}
     for a in anns:
@@ -81,11 +81,11 @@ def select_coco_prompts(path: str | os.PathLike, num: int = PAPERS_NUM_SAMPLES, 
 
 def read_prompt_file(path: str | os.PathLike) -> list[str]:
   """Prompts of a text file, one per non-blank line."""
-  path = os.fspath(path)
-  if not os.path.isfile(path):
+  path = fileio.path(path)
+  if not path.is_file():
     raise FileNotFoundError(f"prompt file not found: {path}")
-  with open(path, encoding="utf-8") as f:
-    prompts = [clean_caption(line) for line in f if line.strip()]
+  lines = path.read_text(encoding="utf-8").splitlines()
+  prompts = [clean_caption(line) for line in lines if line.strip()]
   if not prompts:
     raise ValueError(f"{path}: no prompts")
   return prompts
@@ -106,22 +106,22 @@ def crop_and_resize(image: np.ndarray, resolution: int) -> np.ndarray:
 
 def sample_paths(folder: str | os.PathLike, num: int) -> list[str]:
   """`folder/%06d.png` for 0 <= i < num, checking they exist."""
-  folder = os.fspath(folder)
-  if not os.path.isdir(folder):
+  folder = fileio.path(folder)
+  if not folder.is_dir():
     raise FileNotFoundError(f"samples folder not found: {folder}")
-  paths = [os.path.join(folder, f"{i:06d}.png") for i in range(num)]
-  missing = [p for p in paths if not os.path.isfile(p)]
+  paths = [folder / f"{i:06d}.png" for i in range(num)]
+  missing = [p for p in paths if not p.is_file()]
   if missing:
     raise FileNotFoundError(f"{folder}: {len(missing)} of {num} samples missing (first: "
-                            f"{os.path.basename(missing[0])}); expected one %06d.png per prompt")
-  return paths
+                            f"{missing[0].name}); expected one %06d.png per prompt")
+  return [str(p) for p in paths]
 
 
 def real_image_paths(folder: str | os.PathLike, image_ids: Sequence[int] | None = None,
                      files: dict[int, str] | None = None) -> list[str]:
   """The real images for FID: those of `image_ids` (names from the COCO JSON), or all."""
-  folder = os.fspath(folder)
-  if not os.path.isdir(folder):
+  folder = fileio.path(folder)
+  if not folder.is_dir():
     raise FileNotFoundError(f"real image folder not found: {folder}")
   if image_ids is None:
     paths = cs.list_images(folder)
@@ -131,12 +131,12 @@ def real_image_paths(folder: str | os.PathLike, image_ids: Sequence[int] | None 
   missing_name = [i for i in image_ids if i not in (files or {})]
   if missing_name:
     raise KeyError(f"image id {missing_name[0]} has no file_name in the COCO JSON's 'images'")
-  paths = [os.path.join(folder, files[i]) for i in image_ids]
-  missing = [p for p in paths if not os.path.isfile(p)]
+  paths = [folder / files[i] for i in image_ids]
+  missing = [p for p in paths if not p.is_file()]
   if missing:
     raise FileNotFoundError(f"{folder}: {len(missing)} of {len(paths)} real images missing "
-                            f"(first: {os.path.basename(missing[0])})")
-  return paths
+                            f"(first: {missing[0].name})")
+  return [str(p) for p in paths]
 
 
 def _chunks(paths: Sequence[str], size: int, resolution: int | None

@@ -19,11 +19,11 @@ Writes --out (JSON) and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Sequence
 
+from fdistill_jax import fileio
 from fdistill_jax.evaluation import t2i
 
 
@@ -91,8 +91,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
   args = parse_args(argv)
   prompts, image_ids, files = load_prompts(args)
   if args.write_prompts:
-    with open(args.write_prompts, "w", encoding="utf-8") as f:
-      f.write("\n".join(prompts) + "\n")
+    fileio.write_text(args.write_prompts, "\n".join(prompts) + "\n")
     print(f"{args.write_prompts}: {len(prompts)} prompts")
     return None
   extractor = real_paths = scorer = None
@@ -113,11 +112,11 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
                          reference=args.reference, real_paths=real_paths,
                          save_reference=args.save_reference, scorer=scorer,
                          clip_resolution=args.clip_resolution or None, log=log)
-  metrics.update(prompts=os.path.abspath(args.prompts), samples=os.path.abspath(args.samples),
+  absolute = lambda p: p if not fileio.is_local(p) else os.path.abspath(p)
+  metrics.update(prompts=absolute(args.prompts), samples=absolute(args.samples),
                  seed=args.seed if image_ids is not None else None)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w", encoding="utf-8") as f:
-    json.dump(metrics, f, indent=1)
+  fileio.makedirs(fileio.path(args.out).parent)
+  fileio.write_json(args.out, metrics)
   print(format_table(metrics))
   return metrics
 
