@@ -213,3 +213,73 @@ def sid_edm(dataset: str) -> ml_collections.ConfigDict:
   cfg.train.update(dict(batch_size=batch, steps=int(mimg * 1e6 // batch), ema_decays=(ema,)))
   cfg.eval.params = str(ema)
   return cfg
+
+
+TINY_PIXART = dict(  # A PixArt-architecture transformer for 16×16 one-channel pixels (tests, digits).
+    num_attention_heads=2, attention_head_dim=16, in_channels=1, out_channels=2, num_layers=2,
+    cross_attention_dim=32, caption_channels=32, attention_bias=True, sample_size=16,
+    patch_size=2, norm_eps=1e-6, interpolation_scale=None, use_additional_conditions=False)
+
+
+def t2i() -> ml_collections.ConfigDict:
+  """Text-to-image problems with a PixArt-α teacher (experiments/t2i.py); defaults: a tiny
+  pixel-space PixArt on 16×16 digits paired with prompts by class, f-distill JS with a token
+  head on the last block. Experiment files set teacher.checkpoint / prompt_cache / vae.
+
+  σ range: the DDPM-ε adapter covers [0.0100, 157.4] (linear β schedule, 1000 steps); EDM's
+  σ_min 0.002 lies outside, so σ_min = 0.02 and σ_max = σ_init = 80 here.
+  """
+  cfg = image()
+  cfg.teacher = ml_collections.ConfigDict(dict(
+      kind="pixart", checkpoint="", pixart_config=dict(TINY_PIXART), dtype="float32",
+      compute_dtype="float32", remat=False, init_seed=0, ema=False, prompt_cache="", vae=""))
+  cfg.dataset = dataset_config(name="digits", resolution=16)
+  cfg.dataset.captions = "class"
+  cfg.diffusion = ml_collections.ConfigDict(dict(
+      sigma_min=0.02, sigma_max=80.0, sigma_data=0.5, sigma_init=80.0))
+  cfg.disc = ml_collections.ConfigDict(dict(enabled=True, feature_keys=("block1",),
+                                            channels=32))
+  cfg.eval.update(dict(sampler="one_step", nfe=20, teacher_nfes=(1, 2, 4, 35), metric="auto",
+                       guidance_scale=1.0, teacher_solver="dpm_solver_pp_2m", num_prompts=16,
+                       grid_size=16, batch_size=0))
+  return cfg
+
+
+# σ of PixArt-α's DDPM steps (linear β 1e-4 → 0.02, 1000 steps): σ_t = √((1 − ᾱ_t)/ᾱ_t).
+PIXART_SIGMA_T1, PIXART_SIGMA_T20, PIXART_SIGMA_T625 = 0.014831, 0.079398, 7.232539
+PIXART_SIGMA_T979, PIXART_SIGMA_MAX = 128.8605, 157.4072  # t = 979, t = 999 (the adapter's max)
+
+
+def pixart512() -> ml_collections.ConfigDict:
+  """PixArt-XL-2-512x512 (600M, 28 blocks, 1152 wide, T5-XXL 4096-d captions of 120 tokens) in
+  the SD-VAE latent space (64×64×4), bf16 compute with fp32 weights and remat; f-distill JS.
+
+  Set teacher.checkpoint (the pipeline's transformer/ folder, or an original .pth),
+  teacher.prompt_cache (tools/encode_prompts) and teacher.vae (the pipeline's vae/ folder).
+  Without them the run builds, shards and steps on random weights and prompts with loud
+  warnings (dataset 'synthetic': N(0, 1) latents). Student input: pure noise at t = 999
+  (σ_init = σ_max = 157.4, as FastGen/DMD2 start SD students at max_t); σ ∈ [σ(t=1), σ(t=999)]
+  (FastGen: t ~ U[0.001, 0.999] of the diffusion time).
+  """
+  from fdistill_jax.convert import pixart as conv  # numpy/safetensors only
+  cfg = t2i()
+  cfg.teacher.update(dict(pixart_config=conv.pixart_alpha_config(512), compute_dtype="bfloat16",
+                          remat=True, max_length=120))
+  cfg.dataset = dataset_config(name="synthetic", resolution=512)
+  cfg.dataset.captions = "row"
+  cfg.diffusion = ml_collections.ConfigDict(dict(
+      sigma_min=PIXART_SIGMA_T1, sigma_max=PIXART_SIGMA_MAX, sigma_data=0.5,
+      sigma_init=PIXART_SIGMA_MAX))
+  cfg.mesh.update(dict(default_tactic="fsdp", rules=tuple(pixart_sharding_rules()),
+                       fsdp_min_size=2 ** 14))
+  cfg.eval.update(dict(num_samples=64, batch_size=16, sampler="one_step", nfe=20,
+                       teacher_nfes=(20,), metric="none", guidance_scale=4.5, num_prompts=64,
+                       grid_size=16, params="0.9999"))
+  cfg.train.update(dict(ema_decays=(0.9999,), log_every=100, ckpt_every=2000, eval_every=10_000,
+                        keep_checkpoints=3))
+  return cfg
+
+
+def pixart_sharding_rules():
+  from fdistill_jax.models import pixart
+  return pixart.sharding_rules()

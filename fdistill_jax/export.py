@@ -14,6 +14,9 @@ plus the architecture's native format (NATIVE below):
                       resample_filter buffers) with precond_kwargs in its metadata; it loads with
                       `EDMPrecond(**precond_kwargs).load_state_dict(sd)` in NVIDIA's code and
                       here with `fdistill_jax.teachers.edm.load_edm`.
+  pixart (PixArt-α)   diffusers/: a PixArtTransformer2DModel folder (config.json + safetensors)
+                      for `PixArtTransformer2DModel.from_pretrained` / PixArtAlphaPipeline;
+                      metadata's architecture gives the student's timestep t* and input scale.
   gmm (toy MLP)       params.safetensors is the format; `fdistill_jax.convert.mlp_torch.load`
                       builds the PyTorch MLPDenoiser from metadata.json and loads it.
 A one-step student samples as x = G(sigma_init * z, sigma_init, labels). `--step` picks any kept
@@ -95,13 +98,27 @@ def _write_mlp(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
   return {"kind": "MLPDenoiser", "kwargs": mlp_kwargs(params, cfg.diffusion.sigma_data)}, []
 
 
+def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
+  """A diffusers PixArtTransformer2DModel folder `diffusers/` (config.json + float32
+  safetensors) that `from_pretrained` loads strictly; the student is ε-prediction at the DDPM
+  timestep t* = t(σ_init) with input x_t = σ_init·z/√(1 + σ_init²) (see README 'Text to image')."""
+  from fdistill_jax.convert import pixart as conv
+  from fdistill_jax.experiments import t2i
+  from fdistill_jax.models import pixart as pixart_lib
+  module = pixart_lib.from_diffusers_config(t2i.module_config(cfg))
+  conv.to_diffusers_folder(params, module, str(out / "diffusers"))
+  sigma = float(cfg.diffusion.sigma_init)
+  t_star = float(t2i.adapter(cfg).time.sigma_to_t(sigma))
+  return ({"kind": "PixArtTransformer2DModel", "kwargs": module.diffusers_config(),
+           "prediction": "epsilon", "timestep": t_star,
+           "input_scale": sigma / (1.0 + sigma ** 2) ** 0.5}, ["diffusers"])
+
+
 # config.teacher.kind -> writer of the architecture's native files.
 NATIVE: dict[str, Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]] = {
     "edm": _write_edm,
     "gmm": _write_mlp,
-    # PIXART HOOK (issue 16 / PixArt issue): one line once convert/pixart.py lands, e.g.
-    # "pixart": lambda cfg, p, out: pixart.to_diffusers_folder(cfg, p, out / "diffusers"),
-    # returning ({"kind": "PixArtTransformer2DModel", "kwargs": ...}, ["diffusers"]).
+    "pixart": _write_pixart,
 }
 
 

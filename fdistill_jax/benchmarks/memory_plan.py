@@ -2,6 +2,8 @@
 
   python -m fdistill_jax.benchmarks.memory_plan --config=configs/imagenet64_js.py \
       --devices=8,16,32,64 --batch=512 [--fsdp=8] [--tiny] [--out=benchmark_results/memory_plan]
+  python -m fdistill_jax.benchmarks.memory_plan --config=configs/pixart512_js.py \
+      --devices=64 --batch=256 --fsdp=8     # PixArt-α 512 (random prompts, N(0, 1) latents)
 
 For every device count N a subprocess fakes N CPU devices (XLA_FLAGS=
 --xla_force_host_platform_device_count=N must be set before jax starts), builds the experiment
@@ -75,7 +77,7 @@ def measure(cfg, n: int, fsdp: int, phases=("generator", "critic"),
   from fdistill_jax.engine import loop
   from fdistill_jax.engine import sharding as shard_lib
   from fdistill_jax.engine import steps as steps_lib
-  from fdistill_jax.experiments import image
+  from fdistill_jax.experiments import image, t2i
   from fdistill_jax.models.edm import build_edm_precond
 
   def zeros_variables(kwargs_json, dtype, seed):  # No init compile/run: shapes are enough.
@@ -87,13 +89,21 @@ def measure(cfg, n: int, fsdp: int, phases=("generator", "critic"),
         jax.numpy.zeros((1, module.label_dim)) if module.label_dim else None))
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
+  def zeros_pixart(config_json, dtype, seed):  # PixArt: the same, from the abstract params.
+    del seed
+    from fdistill_jax.convert import pixart as conv
+    from fdistill_jax.models import pixart
+    module = pixart.from_diffusers_config(json.loads(config_json), param_dtype=t2i.DTYPES[dtype])
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), conv.abstract_params(module))
+
   cfg.mesh.fsdp, cfg.mesh.data = fsdp, -1
-  saved, image._random_variables = image._random_variables, zeros_variables  # pylint: disable=protected-access
+  saved = image._random_variables, t2i._random_params  # pylint: disable=protected-access
+  image._random_variables, t2i._random_params = zeros_variables, zeros_pixart  # pylint: disable=protected-access
   try:
     with tempfile.TemporaryDirectory() as wd:
       exp, method, txs, init, init_key = loop._build(cfg, compose._problem(cfg, wd))  # pylint: disable=protected-access
   finally:
-    image._random_variables = saved  # pylint: disable=protected-access
+    image._random_variables, t2i._random_params = saved  # pylint: disable=protected-access
   mesh = shard_lib.make_mesh(cfg, jax.devices()[:n])
   abstract, state_sh = loop._state_layout(cfg, init, init_key, mesh)  # pylint: disable=protected-access
   frozen = jax.eval_shape(lambda: exp.frozen)
@@ -124,11 +134,21 @@ def measure(cfg, n: int, fsdp: int, phases=("generator", "critic"),
   return out
 
 
+def shrink_pixart(cfg):
+  """In place: a 2-block, 64-wide PixArt on 16×16×4 latents with 32-d captions (--tiny)."""
+  from fdistill_jax import defaults
+  cfg.teacher.pixart_config = dict(defaults.TINY_PIXART, in_channels=4, out_channels=8,
+                                   num_attention_heads=4, cross_attention_dim=64)
+  cfg.teacher.max_length = 16
+  cfg.disc.feature_keys, cfg.disc.channels = ("block1",), 32
+  return cfg
+
+
 def _config():
   name, path, over = parse_entry(_CONFIG.value)
   cfg = engine_speed.synthetic_config(path, over, _BATCH.value)
   if _TINY.value:
-    versus_torch.shrink(cfg)
+    (shrink_pixart if cfg.teacher.kind == "pixart" else versus_torch.shrink)(cfg)
   cfg.eval.num_samples = 8
   return name, cfg
 

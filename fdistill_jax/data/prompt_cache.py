@@ -9,7 +9,9 @@ A cache is a directory:
   "mask" [n, L] uint8 (1 = token, 0 = padding), metadata "prompts" (JSON list of the n
   preprocessed prompts) and "start" (index of the first prompt);
 * `null.safetensors`: the same for the empty prompt "" (n = 1), PixArt's negative prompt for
-  classifier-free guidance.
+  classifier-free guidance;
+* optional index fields "labels" (int list [N]: the class of each prompt, −1 unknown) and
+  "heldout" (bool list [N]: prompts kept out of training), for class-labelled image data.
 
 Only numpy and safetensors are needed to read it. Shards are written to a temporary name and
 renamed, so a shard that exists is complete; an interrupted run resumes by skipping them.
@@ -115,6 +117,8 @@ class PromptCache:
   null_embeddings: np.ndarray
   null_mask: np.ndarray
   index: dict
+  labels: np.ndarray | None = None   # int32 [N] class of each prompt (−1 unknown), or None
+  heldout: np.ndarray | None = None  # bool [N] prompts kept out of training, or None
 
   def __len__(self) -> int:
     return len(self.prompts)
@@ -156,4 +160,45 @@ def load_prompt_cache(cache_dir: str | os.PathLike, *, dtype: Any = None) -> Pro
       mask=np.concatenate(masks) if masks else np.zeros((0, length), np.int32),
       prompts=prompts,
       null_embeddings=null_emb if dtype is None else null_emb.astype(dtype),
-      null_mask=null_mask.astype(np.int32), index=index)
+      null_mask=null_mask.astype(np.int32), index=index,
+      labels=_optional_rows(index, "labels", np.int32, n, cache_dir),
+      heldout=_optional_rows(index, "heldout", bool, n, cache_dir))
+
+
+def _optional_rows(index: dict, key: str, dtype, n: int, cache_dir: str) -> np.ndarray | None:
+  if index.get(key) is None:
+    return None
+  a = np.asarray(index[key], dtype)
+  if a.shape != (n,):
+    raise PromptCacheError(f"{os.path.join(cache_dir, INDEX)}: {key!r} has shape "
+                           f"{list(a.shape)}, expected [{n}] (one per prompt)")
+  return a
+
+
+def write_cache(cache_dir: str | os.PathLike, embeddings: np.ndarray, mask: np.ndarray,
+                prompts: Sequence[str], null_embeddings: np.ndarray, null_mask: np.ndarray, *,
+                labels: Sequence[int] | None = None, heldout: Sequence[bool] | None = None,
+                shard_size: int = 4096, model: str = "") -> dict:
+  """Write a complete cache from arrays already encoded (embeddings [N, L, D], mask [N, L],
+  null_embeddings [1, L, D], null_mask [1, L]); returns the index. For small prompt sets built
+  in code (tests, the digits prompts); encode_prompts writes T5 caches resumably."""
+  cache_dir = os.fspath(cache_dir)
+  os.makedirs(cache_dir, exist_ok=True)
+  n, length, dim = embeddings.shape
+  k = max(1, -(-n // shard_size))
+  for i in range(k):
+    sl = slice(i * shard_size, (i + 1) * shard_size)
+    write_shard(os.path.join(cache_dir, shard_name(i, k)), embeddings[sl], mask[sl],
+                list(prompts)[sl], i * shard_size)
+  write_shard(os.path.join(cache_dir, NULL), null_embeddings, null_mask, [""], 0)
+  index = {"format": FORMAT, "num_prompts": n, "max_length": length, "dim": dim,
+           "dtype": str(embeddings.dtype), "shard_size": shard_size, "num_shards": k,
+           "prompts_sha256": prompts_digest(prompts), "model": model, "preprocess": "none",
+           "complete": True}
+  if labels is not None:
+    index["labels"] = [int(v) for v in labels]
+  if heldout is not None:
+    index["heldout"] = [bool(v) for v in heldout]
+  with open(os.path.join(cache_dir, INDEX), "w", encoding="utf-8") as f:
+    json.dump(index, f, indent=1)
+  return index

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fdistill_jax import conditioning
 from fdistill_jax.nets import Nets
 from fdistill_jax.methods import common, sid
 from fdistill_jax.validation import need
@@ -102,7 +103,8 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
   m = cfg.method
   x_g, x_t, ok = sid.generator_sample(params["generator"], z, sigma, n, cond, nets)
   teacher, fake = sid.denoisers(params, frozen, nets)
-  f_real = teacher(x_t, sigma, cond)
+  # Teacher guidance (text-to-image, e.g. SIM-DiT from PixArt-α); w = 1 is one unguided call.
+  f_real = conditioning.guided(teacher, x_t, sigma, cond, m.get("guidance_scale", 1.0), nets.cond)
   f_fake = fake(x_t, sigma, cond)
   keep = ok & sid.finite_rows(sg(f_real), sg(f_fake))
   # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.
