@@ -9,12 +9,20 @@ For every device count N a subprocess fakes N CPU devices (XLA_FLAGS=
 --xla_force_host_platform_device_count=N must be set before jax starts), builds the experiment
 with zero teacher weights (no init is run), lays the state out on the data×fsdp mesh of
 engine/sharding.py (fsdp = --fsdp, data = N / fsdp) and lowers and compiles both train steps
-exactly as loop.Run does. It reports compiled.memory_analysis() per device: argument, output,
-temp and aliased (donated) bytes, peak ≈ argument + output + temp − alias, the compile time, and
-which accelerator slices (HBM per chip) hold that peak. The argument/output (state) bytes are
-exact for any backend; the temp bytes are the CPU backend's buffer assignment, which keeps far
-more activations live than the GPU backend (CIFAR-10, 256 images per device: 93 GiB here vs 9 GiB
-measured on an H100), so the temp and "fits" figures are an upper bound, not a GPU/TPU plan.
+exactly as loop.Run does. Two kinds of figure, labelled as such in the table:
+* exact (derived, no compile; --nocompile gives only these, in seconds): the bytes one device
+  holds of each state part — params and AdamW moments per net, EMA tracks, the frozen teacher,
+  counters — and of the batch, from the leaves' shapes and their NamedShardings. "state fits"
+  lists the slices (HBM per chip) that hold this state: a necessary condition for the step.
+* measured (CPU compile): compiled.memory_analysis() per device: argument (= state + the batch
+  inputs the step reads; jit drops unread ones), output, temp and aliased (donated) bytes, peak ≈
+  argument + output + temp − alias, and the compile time. The temp bytes are XLA:CPU's buffer
+  assignment, which keeps far more activations live than the GPU/TPU backends (CIFAR-10, 256
+  images per device: 93 GiB here vs a 9 GiB peak measured on an H100) and computes in f32, so
+  "CPU peak fits" is an overestimate of the need (a sufficient, not a necessary, condition).
+With one fsdp size over several device counts (fixed global batch) the state per device is the
+same and only the images per device change, so the table also gives the least-squares CPU temp
+slope per image per device (derived from the measured rows).
 """
 from __future__ import annotations
 
