@@ -9,16 +9,25 @@ For every device count N a subprocess fakes N CPU devices (XLA_FLAGS=
 --xla_force_host_platform_device_count=N must be set before jax starts), builds the experiment
 with zero teacher weights (no init is run), lays the state out on the data×fsdp mesh of
 engine/sharding.py (fsdp = --fsdp, data = N / fsdp) and lowers and compiles both train steps
-exactly as loop.Run does. It reports compiled.memory_analysis() per device: argument, output,
-temp and aliased (donated) bytes, peak ≈ argument + output + temp − alias, the compile time, and
-which accelerator slices (HBM per chip) hold that peak. The argument/output (state) bytes are
-exact for any backend; the temp bytes are the CPU backend's buffer assignment, which keeps far
-more activations live than the GPU backend (CIFAR-10, 256 images per device: 93 GiB here vs 9 GiB
-measured on an H100), so the temp and "fits" figures are an upper bound, not a GPU/TPU plan.
+exactly as loop.Run does. Two kinds of figure, labelled as such in the table:
+* exact (derived, no compile; --nocompile gives only these, in seconds): the bytes one device
+  holds of each state part — params and AdamW moments per net, EMA tracks, the frozen teacher,
+  counters — and of the batch, from the leaves' shapes and their NamedShardings. "state fits"
+  lists the slices (HBM per chip) that hold this state: a necessary condition for the step.
+* measured (CPU compile): compiled.memory_analysis() per device: argument (= state + the batch
+  inputs the step reads; jit drops unread ones), output, temp and aliased (donated) bytes, peak ≈
+  argument + output + temp − alias, and the compile time. The temp bytes are XLA:CPU's buffer
+  assignment, which keeps far more activations live than the GPU/TPU backends (CIFAR-10, 256
+  images per device: 93 GiB here vs a 9 GiB peak measured on an H100) and computes in f32, so
+  "CPU peak fits" is an overestimate of the need (a sufficient, not a necessary, condition).
+With one fsdp size over several device counts (fixed global batch) the state per device is the
+same and only the images per device change, so the table also gives the least-squares CPU temp
+slope per image per device (derived from the measured rows).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -35,15 +44,40 @@ _CONFIG, _TINY = versus_torch._CONFIG, versus_torch._TINY  # pylint: disable=pro
 _BATCH, _OUT = engine_speed._BATCH, engine_speed._OUT  # pylint: disable=protected-access
 _DEVICES = flags.DEFINE_list("devices", ["8", "16", "32", "64"], "Device counts.")
 _FSDP = flags.DEFINE_integer("fsdp", 8, "Size of the fsdp mesh axis (capped at N).")
+_COMPILE = flags.DEFINE_bool("compile", True, "Compile the steps (else only the exact state "
+                              "bytes per device, from the shardings: seconds, not minutes).")
 _CHILD = flags.DEFINE_integer("child", 0, "Internal: measure in this process with N devices.")
 
 HBM_GIB = {"TPU v5e": 16, "TPU v4": 32, "TPU v6e": 32, "TPU v5p": 95, "A100 40GB": 40,
            "A100 80GB": 80, "H100": 80, "H200": 141}
 
 
-def measure(cfg, n: int, fsdp: int, phases=("generator", "critic")) -> dict:
-  """Lowers and compiles the steps on n (fake) devices; memory_analysis per device, and the
-  unsharded state size ('state_bytes') for comparison."""
+def per_device_bytes(state, state_sh, frozen, frozen_sh, batch, batch_sh) -> dict:
+  """Exact bytes one device holds of each part, from the leaves' shapes and their shardings:
+  params / opt (per trainable net), ema, frozen (teacher etc.), other state (step, counters,
+  method extras), batch, and 'state' = all but the batch. Shards are even (sharding.py splits
+  only divisible dims), so every device holds the same."""
+  import jax
+
+  def nbytes(tree, shardings) -> int:
+    return int(sum(math.prod(sh.shard_shape(a.shape)) * a.dtype.itemsize for a, sh in
+                   zip(jax.tree.leaves(tree), jax.tree.leaves(shardings))))
+
+  out = {f"params/{k}": nbytes(v, state_sh["params"][k]) for k, v in state["params"].items()}
+  out.update({f"opt/{k}": nbytes(v, state_sh["opt"][k]) for k, v in state["opt"].items()})
+  out["ema"] = nbytes(state["ema"], state_sh["ema"])
+  out["other"] = nbytes(state, state_sh) - sum(out.values())
+  out["frozen"] = nbytes(frozen, frozen_sh)
+  out["state"] = sum(out.values())
+  out["batch"] = nbytes(batch, batch_sh)
+  return out
+
+
+def measure(cfg, n: int, fsdp: int, phases=("generator", "critic"),
+            compile_steps: bool = True) -> dict:
+  """Lowers and compiles the steps on the first n (fake) devices: memory_analysis per device
+  (measured), the exact per-device bytes of every state part ('per_device', derived from the
+  shardings, no compile needed) and the unsharded state size ('state_bytes')."""
   import jax
   import numpy as np
   from fdistill_jax import compose
@@ -87,7 +121,10 @@ def measure(cfg, n: int, fsdp: int, phases=("generator", "critic")) -> dict:
   args = [ckpt_lib.abstract_with_shardings(t, s) for t, s in
           ((abstract, state_sh), (frozen, frozen_sh), (spec, batch_sh))]
   out = {"devices": n, "mesh": dict(mesh.shape), "batch": cfg.train.batch_size, "phases": {},
-         "state_bytes": int(sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract)))}
+         "state_bytes": int(sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract))),
+         "per_device": per_device_bytes(abstract, state_sh, frozen, frozen_sh, spec, batch_sh)}
+  if not compile_steps:
+    return out
   phases = [p for p in phases if p == "generator" or method.CRITIC_NETS]
   for phase in phases:
     fn = jax.jit(steps_lib.make_step(method, exp.nets, txs, cfg, phase),
@@ -102,7 +139,6 @@ def measure(cfg, n: int, fsdp: int, phases=("generator", "critic")) -> dict:
     rec["compile_s"] = time.time() - t0
     out["phases"][phase] = rec
   out["peak_gib"] = max(p["peak"] for p in out["phases"].values()) / 2 ** 30
-  out["fits"] = [k for k, v in HBM_GIB.items() if out["peak_gib"] <= v]
   return out
 
 
@@ -125,17 +161,50 @@ def _config():
   return name, cfg
 
 
+def fits(gib: float) -> str:
+  return ", ".join(k for k, v in HBM_GIB.items() if gib <= v) or "none"
+
+
+def activation_slope(recs: list, phase: str):
+  """(intercept, bytes per sample) of the least-squares line temp = a + s·b over the records'
+  per-device batches b, when the state per device is the same in all of them (same fsdp) and
+  there are at least two distinct b; else None. Derived from CPU temp bytes."""
+  pts = [(r["batch"] / r["devices"], r["phases"][phase]["temp"]) for r in recs
+         if phase in r["phases"]]
+  states = {r["per_device"]["state"] for r in recs if phase in r["phases"]}
+  if len({b for b, _ in pts}) < 2 or len(states) != 1:
+    return None
+  mb = sum(b for b, _ in pts) / len(pts)
+  mt = sum(t for _, t in pts) / len(pts)
+  s = sum((b - mb) * (t - mt) for b, t in pts) / sum((b - mb) ** 2 for b, _ in pts)
+  return mt - s * mb, s
+
+
 def table(name: str, recs: list) -> str:
-  rows = [f"{name}, global batch {recs[0]['batch'] if recs else '?'}", "",
-          "| devices | mesh data×fsdp | phase | argument GiB | output GiB | temp GiB | alias GiB | "
-          "peak GiB | compile s | fits (HBM/chip) |", "|---|---|---|---|---|---|---|---|---|---|"]
+  """Markdown: per device count and phase, the exact state (derived from the shardings) and the
+  compiled memory analysis (measured on the CPU backend), and the slices each verdict allows."""
   g = lambda b: f"{b / 2 ** 30:.2f}"
+  rows = [f"{name}, global batch {recs[0]['batch'] if recs else '?'}", "",
+          "| devices | mesh data×fsdp | batch/device | phase | state GiB (exact) | argument GiB | "
+          "output GiB | alias GiB | temp GiB (CPU) | peak GiB (CPU) | compile s | state fits | "
+          "CPU peak fits |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in recs:
-    for phase, p in r["phases"].items():
-      rows.append(f"| {r['devices']} | {r['mesh']['data']}×{r['mesh']['fsdp']} | {phase} | "
-                  f"{g(p['argument'])} | {g(p['output'])} | {g(p['temp'])} | {g(p['alias'])} | "
-                  f"{g(p['peak'])} | {p['compile_s']:.0f} | "
-                  + (", ".join(r["fits"]) if phase == "generator" else "") + " |")
+    st = r["per_device"]["state"]
+    for phase, p in r["phases"].items() or {"(not compiled)": None}.items():
+      cells = ([g(p[k]) for k in ("argument", "output", "alias", "temp", "peak")]
+               + [f"{p['compile_s']:.0f}"] if p else ["–"] * 6)
+      rows.append(f"| {r['devices']} | {r['mesh']['data']}×{r['mesh']['fsdp']} | "
+                  f"{r['batch'] // r['devices']} | {phase} | {g(st)} | " + " | ".join(cells)
+                  + f" | {fits(st / 2 ** 30)} | {fits(p['peak'] / 2 ** 30) if p else '–'} |")
+  parts = recs[0]["per_device"] if recs else {}
+  rows += ["", "State per device (exact, GiB): " + ", ".join(
+      f"{k} {g(v)}" for k, v in parts.items() if k not in ("state", "batch")) + (
+          f"; batch {g(parts['batch'])}" if parts else "")]
+  for phase in ("generator", "critic"):
+    fit = activation_slope(recs, phase)
+    if fit:
+      rows.append(f"{phase}: CPU temp ≈ {g(fit[0])} GiB + {fit[1] / 2 ** 20:.1f} MiB × "
+                  "(images per device) (least squares over the rows; CPU buffer assignment)")
   return "\n".join(rows)
 
 
@@ -143,7 +212,8 @@ def main(argv):
   del argv
   if _CHILD.value:
     _, cfg = _config()
-    print("MEMORY_PLAN " + json.dumps(measure(cfg, _CHILD.value, min(_FSDP.value, _CHILD.value))),
+    print("MEMORY_PLAN " + json.dumps(measure(cfg, _CHILD.value, min(_FSDP.value, _CHILD.value),
+                                               compile_steps=_COMPILE.value)),
           flush=True)
     return
   name, _ = _config()
@@ -155,7 +225,7 @@ def main(argv):
                          f"--xla_force_host_platform_device_count={n}".strip())
     cmd = [sys.executable, "-m", "fdistill_jax.benchmarks.memory_plan", f"--child={n}",
            f"--config={_CONFIG.value}", f"--batch={_BATCH.value}", f"--fsdp={_FSDP.value}",
-           f"--tiny={_TINY.value}"]
+           f"--tiny={_TINY.value}", f"--compile={_COMPILE.value}"]
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     line = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY_PLAN ")]
@@ -164,7 +234,9 @@ def main(argv):
     rec = json.loads(line[0][len("MEMORY_PLAN "):])
     rec["wall_s"] = time.time() - t0
     recs.append(rec)
-    print(f"{n} devices: peak {rec['peak_gib']:.2f} GiB/device, {rec['wall_s']:.0f} s", flush=True)
+    print(f"{n} devices: state {rec['per_device']['state'] / 2 ** 30:.2f} GiB/device, peak "
+          f"{rec.get('peak_gib', float('nan')):.2f} GiB/device (CPU), {rec['wall_s']:.0f} s",
+          flush=True)
     with open(os.path.join(_OUT.value, f"memory_plan_{name}.json"), "w") as f:
       json.dump(recs, f, indent=1)
   print(table(name, recs))
