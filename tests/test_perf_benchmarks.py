@@ -59,7 +59,8 @@ def test_memory_plan_shards_the_state():
   p, mine = r["phases"]["generator"], r["per_device"]
   # The exact per-device parts are what the compiler was handed: state, teacher and the batch
   # less its real images (jit drops inputs the generator step does not read).
-  images = 4 * 16 * 16 * 3 * 4  # 4 images per device, float32.
+  res = cfg.teacher.precond_kwargs.img_resolution
+  images = 4 * res * res * 3 * 4  # 4 images per device, float32.
   assert p["argument"] == mine["state"] + mine["batch"] - images, (p, mine)
   # fsdp=2 halves the trainable state (params, Adam moments, EMA) bar a few odd-sized leaves.
   trainable = mine["state"] - mine["frozen"]
