@@ -213,3 +213,33 @@ def sid_edm(dataset: str) -> ml_collections.ConfigDict:
   cfg.train.update(dict(batch_size=batch, steps=int(mimg * 1e6 // batch), ema_decays=(ema,)))
   cfg.eval.params = str(ema)
   return cfg
+
+
+TINY_PIXART = dict(  # A PixArt-architecture transformer for 16×16 one-channel pixels (tests, digits).
+    num_attention_heads=2, attention_head_dim=16, in_channels=1, out_channels=2, num_layers=2,
+    cross_attention_dim=32, caption_channels=32, attention_bias=True, sample_size=16,
+    patch_size=2, norm_eps=1e-6, interpolation_scale=None, use_additional_conditions=False)
+
+
+def t2i() -> ml_collections.ConfigDict:
+  """Text-to-image problems with a PixArt-α teacher (experiments/t2i.py); defaults: a tiny
+  pixel-space PixArt on 16×16 digits paired with prompts by class, f-distill JS with a token
+  head on the last block. Experiment files set teacher.checkpoint / prompt_cache / vae.
+
+  σ range: the DDPM-ε adapter covers [0.0100, 157.4] (linear β schedule, 1000 steps); EDM's
+  σ_min 0.002 lies outside, so σ_min = 0.02 and σ_max = σ_init = 80 here.
+  """
+  cfg = image()
+  cfg.teacher = ml_collections.ConfigDict(dict(
+      kind="pixart", checkpoint="", pixart_config=dict(TINY_PIXART), dtype="float32",
+      compute_dtype="float32", remat=False, init_seed=0, ema=False, prompt_cache="", vae=""))
+  cfg.dataset = dataset_config(name="digits", resolution=16)
+  cfg.dataset.captions = "class"
+  cfg.diffusion = ml_collections.ConfigDict(dict(
+      sigma_min=0.02, sigma_max=80.0, sigma_data=0.5, sigma_init=80.0))
+  cfg.disc = ml_collections.ConfigDict(dict(enabled=True, feature_keys=("block1",),
+                                            channels=32))
+  cfg.eval.update(dict(sampler="one_step", nfe=20, teacher_nfes=(1, 2, 4, 35), metric="auto",
+                       guidance_scale=1.0, teacher_solver="dpm_solver_pp_2m", num_prompts=16,
+                       grid_size=16, batch_size=0))
+  return cfg

@@ -190,6 +190,10 @@ class DigitsMetric:
     return (np.concatenate([np.asarray(o[0]) for o in outs]),
             np.concatenate([np.asarray(o[1]) for o in outs]))
 
+  def logits(self, images: Any) -> np.ndarray:
+    """images float [N, R, R, 1] in [-1, 1] -> class logits float32 [N, 10]."""
+    return self._apply(images)[0]
+
   def features(self, images: Any) -> np.ndarray:
     """images float [N, R, R, 1] in [-1, 1] -> features float32 [N, feature_dim]."""
     return self._apply(images)[1]

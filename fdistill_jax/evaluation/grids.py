@@ -86,3 +86,45 @@ def save_labelled_grid(blocks: list[tuple[str, np.ndarray]], row_labels: list[st
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   canvas.save(path)
   return path
+
+
+def save_captioned_grid(images, captions: list[str], path: str, ncol: int = 8, upscale: int = 1,
+                        title: str = "", lines: int = 3) -> str:
+  """A PNG grid of images [N, H, W, C] in [-1, 1] with captions[i] written under image i
+  (wrapped to the tile width, at most `lines` lines, the last cut with '…')."""
+  import textwrap
+
+  import PIL.ImageDraw
+  x = to_uint8(images)
+  n, h, w, c = x.shape
+  if len(captions) != n:
+    raise ValueError(f"save_captioned_grid: {len(captions)} captions for {n} images")
+  ih, iw, pad, line_h = h * upscale, w * upscale, 4, 11
+  tw = max(iw, 120)
+  chars = max(8, tw // 6)  # PIL's default bitmap font is ~6 px per character.
+  th = ih + lines * line_h + 4
+  top = 16 if title else 0
+  ncol = max(1, min(ncol, n))
+  nrow = int(math.ceil(n / ncol))
+  mode = "L" if c == 1 else "RGB"
+  white = 255 if mode == "L" else (255, 255, 255)
+  canvas = PIL.Image.new(mode, (ncol * (tw + pad) + pad, top + nrow * (th + pad) + pad), white)
+  draw = PIL.ImageDraw.Draw(canvas)
+  if title:
+    draw.text((pad, 2), title, fill="black")
+  for i in range(n):
+    r, q = divmod(i, ncol)
+    x0, y0 = pad + q * (tw + pad), top + pad + r * (th + pad)
+    img = PIL.Image.fromarray(x[i, ..., 0] if c == 1 else x[i])
+    if upscale > 1:
+      img = img.resize((iw, ih), PIL.Image.NEAREST)
+    canvas.paste(img, (x0 + (tw - iw) // 2, y0))
+    wrapped = textwrap.wrap(captions[i], chars) or [""]
+    if len(wrapped) > lines:
+      wrapped = wrapped[:lines]
+      wrapped[-1] = wrapped[-1][:chars - 1] + "…"
+    for k, line in enumerate(wrapped):
+      draw.text((x0, y0 + ih + 2 + k * line_h), line, fill="black")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  canvas.save(path)
+  return path

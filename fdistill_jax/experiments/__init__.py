@@ -48,7 +48,7 @@ class Experiment:
     self.write_samples(self.sample(gen_params, key), path, title)
 
 
-KINDS = ("gmm", "edm")
+KINDS = ("gmm", "edm", "pixart")
 
 
 def _module(kind: str):
@@ -59,6 +59,9 @@ def _module(kind: str):
   if kind == "edm":
     from fdistill_jax.experiments import image
     return image
+  if kind == "pixart":
+    from fdistill_jax.experiments import t2i
+    return t2i
   raise ValueError(f"config.teacher.kind={kind!r} is not supported; allowed: {KINDS}")
 
 
@@ -68,7 +71,8 @@ def check_config(cfg) -> None:
 
 
 def build(cfg, workdir: str, method=None) -> Experiment:
-  """The Experiment for cfg.teacher.kind ('gmm': toy.build, 'edm': image.build)."""
+  """The Experiment for cfg.teacher.kind ('gmm': toy.build, 'edm': image.build, 'pixart':
+  t2i.build)."""
   if cfg.teacher.kind == "gmm":
     return _module("gmm").build(cfg, workdir)
   return _module(cfg.teacher.kind).build(cfg, workdir, method)

@@ -5,8 +5,10 @@ engine); there is no critic. Loss: ln σ ~ N(P_mean, P_std²), λ(σ) = (σ² + 
 L = mean λ(σ)·‖D_θ(x + σ n, σ, cond) − x‖², with dropout active. Config: method.p_mean,
 method.p_std, method.augment_p (default 0): with p > 0, x is first replaced by EDM's geometric
 augmentation of the batch and D_θ gets its 9-d augment labels (diffusion/augment.py; EDM's
-CIFAR-10 recipe uses 0.12 and needs augment_dim = 9). Evaluate it with eval.sampler = 'heun'
-(multi-step), not one-step generation.
+CIFAR-10 recipe uses 0.12 and needs augment_dim = 9); method.cond_drop (default 0): each row's
+condition is replaced by the spec's ∅ with this probability, teaching the unconditional branch
+classifier-free guidance needs (any condition pytree: text or class labels). Evaluate it with a
+multi-step eval.sampler ('heun'; 'dpm_solver_pp_2m' for PixArt), not one-step generation.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import jax.numpy as jnp
 
 from fdistill_jax.diffusion import augment, edm
 from fdistill_jax.methods import common
+from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ()
@@ -28,6 +31,8 @@ def init_extras(cfg) -> dict:
 
 def check_config(cfg) -> None:
   augment.check_p(cfg)
+  rate = cfg.method.get("cond_drop", 0.0)
+  need(0 <= rate < 1, "method.cond_drop", rate, "a probability in [0, 1)")
 
 
 def generator_loss(params, frozen, batch, key, extras, nets, cfg):
@@ -38,7 +43,10 @@ def generator_loss(params, frozen, batch, key, extras, nets, cfg):
                                 cfg.method.get("augment_p", 0.0))
   sigma = edm.sample_lognormal_sigma(ks, (x.shape[0],), cfg.method.p_mean, cfg.method.p_std)
   noisy = x + common.bcast(sigma, x) * jax.random.normal(kn, x.shape)
-  d = nets.student(params["generator"], noisy, sigma, batch["cond"], key=kd, **aug)
+  cond = batch["cond"]
+  if cfg.method.get("cond_drop", 0.0):  # fold_in: the other draws stay those of before.
+    cond, _ = nets.cond.drop(jax.random.fold_in(key, 2), cond, cfg.method.cond_drop)
+  d = nets.student(params["generator"], noisy, sigma, cond, key=kd, **aug)
   loss = common.dsm_loss(d, x, edm.edm_loss_weight(sigma, cfg.diffusion.sigma_data))
   return loss, ({"edm_loss": loss}, extras)
 

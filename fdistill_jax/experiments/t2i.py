@@ -1,0 +1,345 @@
+"""Text-to-image problems: PixArt-α teachers, cached prompts, image–caption data, latent codecs.
+
+`build` composes small builders with one job each (the pattern of experiments/image.py):
+  teacher_network  the frozen PixArtTransformer of config.teacher: a diffusers transformer folder
+                   (or pipeline folder), an original PixArt .pth (architecture from
+                   teacher.pixart_config, default PixArt-XL-2-512), or, with no checkpoint,
+                   teacher.pixart_config with random weights (a loud warning: tiny test teachers
+                   and speed runs of the full architecture only). Weights in teacher.dtype,
+                   matmuls in teacher.compute_dtype, per-block remat with teacher.remat;
+  codec            teacher.vae = '' is pixel space (identity), else a diffusers AutoencoderKL
+                   folder: real images are encoded to scaling_factor·latents, samples decoded;
+  condition_spec   conditioning.Text over teacher.prompt_cache (a cache written by
+                   tools/encode_prompts); its prompt set is the fixed evaluation prompts and its
+                   null the cached "" embedding (classifier-free guidance's ∅);
+  networks         student (generator) and fake score start as copies of the teacher; every net
+                   is D(x; σ, cond) through the DDPM-ε adapter of teachers/pixart.py (learned-σ
+                   channels dropped); the teacher is unguided (methods guide with
+                   conditioning.guided); token discriminator heads on `disc.feature_keys`
+                   ('block<i>' outputs of the frozen teacher or of the fake score);
+  input_data       dataset.name = 'prompts': no images (data-free methods), conditions drawn from
+                   the cache's training prompts deterministically from (seed, step); any image
+                   source of fdistill_jax.data (or 'synthetic') with dataset.captions =
+                   'row' (an image's label is the row of its caption in the cache) or 'class'
+                   (a class label; the condition is a training prompt of that class, drawn from
+                   (seed, step)), needing the cache's per-prompt `labels` (`heldout` excluded);
+  t2i_eval         one-step / DPM-Solver++ samples, captioned grids, the teacher's reference
+                   sampler with and without guidance, the digits prompt-accuracy metric.
+Shapes: x [B, S, S, C] with S = pixart_config.sample_size (latent size), C = in_channels;
+cond {"embeddings": float32 [B, L, D], "mask": float32 [B, L]}.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from fdistill_jax import codecs, conditioning
+from fdistill_jax import data as data_lib
+from fdistill_jax.data import prompt_cache as pc
+from fdistill_jax.diffusion import parameterisations as param_lib
+from fdistill_jax.experiments import Experiment, t2i_eval
+from fdistill_jax.models import pixart as pixart_lib
+from fdistill_jax.models.heads import MultiConvHead
+from fdistill_jax.nets import Nets
+from fdistill_jax.teachers import pixart as pixart_teacher
+from fdistill_jax.validation import ConfigError, need
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DATASETS = data_lib.DATASETS + ("synthetic", "prompts")
+CAPTIONS = ("row", "class")
+FEATURE_KEY = re.compile(r"block(\d+)$")
+
+
+def adapter(cfg) -> param_lib.TeacherAdapter:
+  """The teacher's DDPM-ε adapter (PixArt-α's linear β schedule unless teacher.schedule sets
+  beta_schedule / beta_start / beta_end / num_train_timesteps)."""
+  return param_lib.ddpm("epsilon", learned_variance=True,
+                        **dict(cfg.teacher.get("schedule", None) or {}))
+
+
+def check_config(cfg) -> None:
+  """Validates a 'pixart' teacher, its data, σ range and evaluation; raises ConfigError."""
+  t = cfg.teacher
+  for k in ("dtype", "compute_dtype"):
+    need(t.get(k, "float32") in DTYPES, f"teacher.{k}", t.get(k), f"allowed: {tuple(DTYPES)}")
+  need(bool(t.get("checkpoint")) or bool(t.get("pixart_config")), "teacher.checkpoint",
+       t.get("checkpoint"), "a diffusers PixArt folder or an original .pth, or "
+       "teacher.pixart_config for random weights")
+  need(bool(t.get("prompt_cache")), "teacher.prompt_cache", t.get("prompt_cache"),
+       "a prompt cache directory (python -m fdistill_jax.tools.encode_prompts)")
+  d = cfg.dataset
+  need(d.name in DATASETS, "dataset.name", d.name, f"allowed: {DATASETS}")
+  if d.name != "prompts":
+    need(d.get("captions", "class") in CAPTIONS, "dataset.captions", d.get("captions"),
+         f"allowed: {CAPTIONS} (row: the image label is its caption's row in the prompt cache; "
+         "class: a class label, paired with a training prompt of that class)")
+    need(d.get("use_labels", True), "dataset.use_labels", d.get("use_labels"),
+         "True: text-to-image data pairs every image with a caption through its label")
+  if cfg.disc.enabled:
+    keys = tuple(cfg.disc.feature_keys)
+    need(len(keys) > 0 and all(FEATURE_KEY.match(k) for k in keys), "disc.feature_keys", keys,
+         "names 'block<i>' (0-based transformer block outputs, e.g. 'block13')")
+  need(cfg.eval.sampler in t2i_eval.SAMPLERS, "eval.sampler", cfg.eval.sampler,
+       f"allowed: {t2i_eval.SAMPLERS}")
+  need(cfg.eval.get("metric", "none") in t2i_eval.METRICS, "eval.metric", cfg.eval.get("metric"),
+       f"allowed: {t2i_eval.METRICS}")
+  ad, diff = adapter(cfg), cfg.diffusion
+  try:
+    param_lib.check_sigma_range(ad, diff.sigma_min, diff.sigma_max)
+    param_lib.check_sigma_range(ad, diff.sigma_init, diff.sigma_init, "config.diffusion.sigma_init")
+  except ValueError as e:
+    raise ConfigError(f"{e} (a PixArt teacher through the DDPM-ε adapter is defined on "
+                      f"[{ad.sigma_min:.4f}, {ad.sigma_max:.1f}])") from e
+
+
+def feature_blocks(cfg) -> tuple[int, ...] | None:
+  """Block indices the discriminator reads ('block13' -> 13), None without a discriminator."""
+  if not cfg.disc.enabled:
+    return None
+  return tuple(int(FEATURE_KEY.match(k).group(1)) for k in cfg.disc.feature_keys)
+
+
+# ============================================================================== teacher
+def teacher_network(cfg, needs_teacher: bool = True):
+  """(PixArtTransformer, params) of config.teacher."""
+  t = cfg.teacher
+  opts = dict(dtype=DTYPES[t.get("compute_dtype", "float32")],
+              param_dtype=DTYPES[t.get("dtype", "float32")], remat=bool(t.get("remat", False)),
+              feature_blocks=feature_blocks(cfg))
+  config = t.pixart_config.to_dict() if t.get("pixart_config") else None
+  ckpt = t.get("checkpoint")
+  if ckpt:
+    from fdistill_jax.convert import pixart as conv
+    if not os.path.exists(ckpt):
+      raise FileNotFoundError(f"config.teacher.checkpoint={ckpt!r} does not exist (a diffusers "
+                              "PixArtTransformer2DModel folder or an original PixArt .pth)")
+    if os.path.isdir(ckpt):
+      module, params = conv.load_diffusers_folder(ckpt, **opts)
+    else:
+      from fdistill_jax.convert import pixart_original
+      module, params, _ = pixart_original.load_original_checkpoint(
+          ckpt, config or conv.pixart_alpha_config(512), ema=bool(t.get("ema", False)), **opts)
+  else:
+    if config is None:
+      raise ValueError("config.teacher needs a checkpoint or pixart_config")
+    module = pixart_lib.from_diffusers_config(config, **opts)
+    if needs_teacher:
+      logging.warning("=" * 78 + "\nNO TEACHER CHECKPOINT (config.teacher.checkpoint is empty): "
+                      "the PixArt teacher has RANDOM weights.\nThis run only exercises the "
+                      "architecture, sharding and step speed; its samples mean nothing.\n" + "=" * 78)
+    params = _random_params(json.dumps(config, sort_keys=True), t.get("dtype", "float32"),
+                            int(t.get("init_seed", 0)))
+  if module.out_dim != 2 * module.in_channels:
+    raise ValueError(f"config.teacher: the PixArt teacher must have learned σ (out_channels = "
+                     f"2·in_channels = {2 * module.in_channels}), got {module.out_dim}")
+  return module, params
+
+
+@functools.lru_cache(maxsize=2)
+def _random_params(config_json: str, dtype: str, seed: int):
+  """Flax-initialised params, memoised per (architecture, seed): eval, export and sample rebuild
+  the same experiment. The adaLN/proj_out zero inits of diffusers are kept."""
+  module = pixart_lib.from_diffusers_config(json.loads(config_json), param_dtype=DTYPES[dtype])
+  s, c = module.sample_size, module.in_channels
+  ctx = jnp.zeros((1, 1, module.caption_channels or module.inner_dim))
+  added = pixart_lib.micro_conditions(1, 8 * s, 8 * s) if module.micro_conditioned else None
+  variables = jax.jit(module.init)(jax.random.key(seed, impl="rbg"), jnp.zeros((1, s, s, c)),
+                                   jnp.ones((1,)), ctx, jnp.ones((1, 1)), added)
+  return jax.device_get(variables["params"])
+
+
+def vae_codec(path: str, latent_channels: int) -> codecs.Codec:
+  """A frozen SD-VAE codec from a diffusers AutoencoderKL folder (scaling factor from its config)."""
+  from fdistill_jax.convert.vae import load_vae
+  vm, variables = load_vae(path)
+  if vm.latent_channels != latent_channels:
+    raise ValueError(f"config.teacher.vae={path!r} has latent_channels={vm.latent_channels}, the "
+                     f"PixArt teacher in_channels={latent_channels}")
+  f = vm.downsample_factor
+  return codecs.Codec(
+      encode=lambda p, x: vm.apply(p, x, method=vm.encode_latents),
+      decode=lambda p, z: vm.apply(p, z, method=vm.decode_latents),
+      image_shape=lambda s: (s[0] * f, s[1] * f, vm.out_channels), params=variables)
+
+
+def load_cache(cfg, module) -> pc.PromptCache:
+  """The prompt cache of config.teacher.prompt_cache, checked against the transformer."""
+  path = cfg.teacher.prompt_cache
+  cache = pc.load_prompt_cache(path)
+  want = module.caption_channels or module.inner_dim
+  if cache.embeddings.shape[-1] != want:
+    raise ValueError(f"config.teacher.prompt_cache={path!r} holds embeddings of dim "
+                     f"{cache.embeddings.shape[-1]}; the PixArt teacher's caption_channels is "
+                     f"{want}")
+  if len(cache) == 0:
+    raise ValueError(f"config.teacher.prompt_cache={path!r} holds no prompts")
+  return cache
+
+
+def condition(cache: pc.PromptCache, rows) -> dict:
+  """Text condition of cache rows [n]: embeddings float32 [n, L, D], mask float32 [n, L]."""
+  rows = np.asarray(rows)
+  return {"embeddings": np.asarray(cache.embeddings[rows], np.float32),
+          "mask": np.asarray(cache.mask[rows], np.float32)}
+
+
+def training_rows(cache: pc.PromptCache) -> np.ndarray:
+  """Rows of the prompts used for training: all but the cache's `heldout` ones."""
+  held = getattr(cache, "heldout", None)
+  rows = np.arange(len(cache)) if held is None else np.flatnonzero(~np.asarray(held, bool))
+  if not len(rows):
+    raise ValueError("the prompt cache marks every prompt heldout: none left to train on")
+  return rows
+
+
+def condition_spec(cache: pc.PromptCache, eval_rows: np.ndarray) -> conditioning.Text:
+  """Text over the cache: prompt set = the evaluation prompts, ∅ = the cached "" prompt."""
+  null = {"embeddings": np.asarray(cache.null_embeddings[0], np.float32),
+          "mask": np.asarray(cache.null_mask[0], np.float32)}
+  return conditioning.Text(int(cache.embeddings.shape[1]), int(cache.embeddings.shape[2]),
+                           prompts=condition(cache, eval_rows), null_cond=null)
+
+
+# ============================================================================== networks
+def networks(cfg, module, params, spec: conditioning.Text, ad: param_lib.TeacherAdapter):
+  """(Nets, init_params): every net is D(x; σ, cond) of the PixArt module via the adapter."""
+  shape = (module.sample_size, module.sample_size, module.in_channels)
+
+  def apply(p, x, sigma, cond, features):
+    net = pixart_teacher.PixArtTeacher(module, p, ad)
+    return net(x, sigma, cond, guidance_scale=1.0, return_features=features)
+
+  def student(p, x, sigma, cond, *, key=None, features=False, augment_labels=None):
+    del key  # PixArt has no dropout.
+    if augment_labels is not None:
+      raise ValueError("PixArt students take no augment labels: set method.augment_p = 0")
+    return apply(p, x, sigma, cond, features)
+
+  def teacher(frozen, x, sigma, cond, *, features=False):
+    return apply(frozen["teacher"], x, sigma, cond, features)
+
+  d = cfg.disc
+  head = MultiConvHead(tuple(d.feature_keys), d.channels) if d.enabled else None
+  if head is not None and max(feature_blocks(cfg)) >= module.num_layers:
+    raise ValueError(f"config.disc.feature_keys={tuple(d.feature_keys)}: the PixArt teacher has "
+                     f"{module.num_layers} blocks (block0 … block{module.num_layers - 1})")
+  disc = None if head is None else (lambda p, f, s: head.apply({"params": p}, f, s))
+  nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
+              data_shape=shape, cond=spec)
+
+  def init_params(key):
+    out = {"generator": params, "fake_score": jax.tree.map(jnp.copy, params)}
+    if head is not None:
+      _, feats = student(params, jnp.zeros((1,) + shape), jnp.ones((1,)), spec.null(1),
+                         features=True)
+      out["discriminator"] = head.init(key, feats)["params"]
+    return out
+
+  return nets, init_params
+
+
+# ============================================================================== data
+def image_source(cfg, shape, cache: pc.PromptCache, num_classes: int):
+  """The image source of config.dataset (labels = caption rows or classes), checked."""
+  d = cfg.dataset
+  row = d.get("captions", "class") == "row"
+  if d.name == "synthetic":  # Random images: step-speed runs with no data at hand.
+    n = max(cfg.train.batch_size, 64)
+    rng = np.random.default_rng(cfg.seed)
+    k = len(cache) if row else num_classes
+    source = data_lib.ArraySource(rng.integers(0, 256, (n,) + tuple(shape), dtype=np.uint8),
+                                  rng.integers(0, k, (n,)), label_dim=k, name="synthetic")
+  else:
+    source = data_lib.make_source(d)
+  if tuple(source.image_shape) != tuple(shape):
+    raise ValueError(f"config.dataset gives images of shape {tuple(source.image_shape)} but the "
+                     f"teacher (and codec) expect {tuple(shape)}")
+  if not source.label_dim:
+    raise ValueError(f"config.dataset {source!r} has no labels: text-to-image data pairs each "
+                     "image with a caption through its label (dataset.captions)")
+  if row and source.label_dim > len(cache):
+    raise ValueError(f"config.dataset labels reach {source.label_dim - 1}, but the prompt cache "
+                     f"has {len(cache)} rows (dataset.captions='row')")
+  return source
+
+
+def prompts_by_class(cache: pc.PromptCache, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+  """(table int [C, K], counts int [C]): the training prompt rows of each class, padded."""
+  labels = getattr(cache, "labels", None)
+  if labels is None:
+    raise ValueError("dataset.captions='class' needs a prompt cache with per-prompt 'labels' "
+                     f"(config.teacher.prompt_cache={cache.index.get('model', '')!r} has none)")
+  train = np.zeros(len(cache), bool)
+  train[training_rows(cache)] = True
+  per = [np.flatnonzero((np.asarray(labels) == c) & train) for c in range(num_classes)]
+  empty = [c for c, r in enumerate(per) if not len(r)]
+  if empty:
+    raise ValueError(f"the prompt cache has no training prompt for classes {empty}")
+  table = np.zeros((num_classes, max(len(r) for r in per)), np.int64)
+  for c, r in enumerate(per):
+    table[c, :len(r)] = r
+  return table, np.array([len(r) for r in per])
+
+
+def input_data(cfg, cache: pc.PromptCache, spec: conditioning.Text, codec: codecs.Codec,
+               data_shape) -> dict:
+  """batch / batch_spec / state hooks: {'x': real data in the teacher's space, 'cond'}."""
+  g = cfg.train.batch_size
+
+  def batch_spec():
+    return {"x": jax.ShapeDtypeStruct((g,) + tuple(data_shape), jnp.float32),
+            "cond": spec.shapes(g)}
+
+  if cfg.dataset.name == "prompts":  # Data-free: x is only a shape carrier.
+    rows = training_rows(cache)
+
+    def prompt_batch(step):
+      pick = np.random.default_rng([cfg.seed, int(step)]).integers(0, len(rows), g)
+      return {"x": np.zeros((g,) + tuple(data_shape), np.float32),
+              "cond": condition(cache, rows[pick])}
+
+    return dict(batch=prompt_batch, batch_spec=batch_spec, global_batch=True)
+
+  by_class = cfg.dataset.get("captions", "class") == "class"
+  labels = getattr(cache, "labels", None)
+  num_classes = int(np.max(labels)) + 1 if (by_class and labels is not None) else 0
+  source = image_source(cfg, codec.image_shape(tuple(data_shape)), cache, num_classes)
+  if by_class:
+    table, counts = prompts_by_class(cache, source.label_dim)
+  pipe = data_lib.InputPipeline(source, data_lib.local_batch_size(g), seed=cfg.seed,
+                                xflip=cfg.dataset.get("xflip", False), label_format="index")
+  encode = codec.jit_encode()
+
+  def batch(step):
+    b = next(pipe)
+    lab = np.asarray(b["labels"], np.int64)
+    if by_class:  # A training prompt of each image's class, drawn from (seed, step, process).
+      u = np.random.default_rng([cfg.seed, int(step), jax.process_index()]).random(len(lab))
+      lab = table[lab, (u * counts[lab]).astype(np.int64)]
+    return {"x": encode(b["images"]), "cond": condition(cache, lab)}
+
+  return dict(batch=batch, batch_spec=batch_spec, data_state=pipe.get_state,
+              restore_data=lambda s: s and pipe.set_state(s), global_batch=False)
+
+
+# ============================================================================== compose
+def build(cfg, workdir: str, method=None) -> Experiment:
+  """The text-to-image experiment of cfg: teacher → codec → prompts → nets → data → evaluation."""
+  module, params = teacher_network(cfg, getattr(method, "NEEDS_TEACHER", True))
+  ad = adapter(cfg)
+  codec = (vae_codec(cfg.teacher.vae, module.in_channels) if cfg.teacher.get("vae")
+           else codecs.IDENTITY)
+  cache = load_cache(cfg, module)
+  rows = t2i_eval.eval_rows(cfg, cache)
+  spec = condition_spec(cache, rows)
+  nets, init_params = networks(cfg, module, params, spec, ad)
+  io = input_data(cfg, cache, spec, codec, nets.data_shape)
+  ev = t2i_eval.evaluator(cfg, nets, module, params, ad, codec, cache, rows, workdir)
+  return Experiment(nets=nets, frozen={"teacher": params}, init_params=init_params, **io, **ev)
