@@ -14,6 +14,8 @@ plus the architecture's native format (NATIVE below):
                       resample_filter buffers) with precond_kwargs in its metadata; it loads with
                       `EDMPrecond(**precond_kwargs).load_state_dict(sd)` in NVIDIA's code and
                       here with `fdistill_jax.teachers.edm.load_edm`.
+  pixart              diffusers/: a PixArtTransformer2DModel folder (config.json +
+                      diffusion_pytorch_model.safetensors) for diffusers and teacher.checkpoint.
   gmm (toy MLP)       params.safetensors is the format; `fdistill_jax.convert.mlp_torch.load`
                       builds the PyTorch MLPDenoiser from metadata.json and loads it.
 A one-step student samples as x = G(sigma_init * z, sigma_init, labels). `--step` picks any kept
@@ -95,13 +97,30 @@ def _write_mlp(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
   return {"kind": "MLPDenoiser", "kwargs": mlp_kwargs(params, cfg.diffusion.sigma_data)}, []
 
 
+def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
+  """A diffusers PixArtTransformer2DModel folder out/diffusers (loadable as teacher.checkpoint);
+  the architecture is the teacher's: its folder's config.json, else teacher.pixart_config."""
+  import os
+  from fdistill_jax.convert import pixart as conv
+  ckpt = cfg.teacher.get("checkpoint") or ""
+  if os.path.isdir(os.path.join(ckpt, "transformer")):
+    ckpt = os.path.join(ckpt, "transformer")
+  if os.path.isdir(ckpt):
+    config = conv._read_config(ckpt)  # pylint: disable=protected-access
+  elif cfg.teacher.get("pixart_config"):
+    config = cfg.teacher.pixart_config.to_dict()
+  else:
+    config = conv.pixart_alpha_config(512)
+  conv.to_diffusers_folder(params, config, os.fspath(out / "diffusers"))
+  kw = {k: v for k, v in config.items() if not k.startswith("_")}
+  return {"kind": "PixArtTransformer2DModel", "kwargs": kw}, ["diffusers"]
+
+
 # config.teacher.kind -> writer of the architecture's native files.
 NATIVE: dict[str, Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]] = {
     "edm": _write_edm,
     "gmm": _write_mlp,
-    # PIXART HOOK (issue 16 / PixArt issue): one line once convert/pixart.py lands, e.g.
-    # "pixart": lambda cfg, p, out: pixart.to_diffusers_folder(cfg, p, out / "diffusers"),
-    # returning ({"kind": "PixArtTransformer2DModel", "kwargs": ...}, ["diffusers"]).
+    "pixart": lambda cfg, p, out: _write_pixart(cfg, p, out),
 }
 
 

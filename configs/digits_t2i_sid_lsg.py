@@ -1,0 +1,21 @@
+"""SiD-LSG (κ1 = κ2 = κ3 = κ4 = 2) of the committed digits text-to-image teacher into one step,
+data-free (training prompts only, no images).
+
+Teacher and prompts as configs/digits_t2i_js.py; SiD's settings (σ_init 2.5, α 1.2, Adam β
+(0, 0.999), no discriminator), condition dropout 0.1 for the guided fake score.
+
+Command:
+  python -m fdistill_jax.main --config=configs/digits_t2i_sid_lsg.py --workdir=runs/digits_t2i_sid_lsg
+Expected: RESULT PENDING.
+"""
+from fdistill_jax import defaults
+from fdistill_jax.methods import sid
+
+
+def get_config():
+  cfg = defaults.digits_t2i_distill()
+  cfg.method = sid.method_config(kappa_train_fake=2.0, kappa_fake=2.0, kappa_real=2.0,
+                                 cond_drop=0.1)
+  defaults.sid_style(cfg)
+  cfg.dataset.name = "prompts"
+  return cfg
