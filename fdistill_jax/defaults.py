@@ -289,5 +289,6 @@ def digits_t2i_distill() -> ml_collections.ConfigDict:
   cfg.train.update(dict(steps=600, batch_size=32, ema_decays=(0.99,), log_every=50,
                         ckpt_every=200))
   cfg.eval.update(dict(num_samples=500, sampler="one_step", params="0.99", nfe=35,
-                       teacher_nfes=(1, 2, 4, 35), guidance_scale=2.0, grid_size=20))
+                       teacher_nfes=(1, 2, 4, 35), guidance_scale=2.0, grid_size=20,
+                       metric="digits"))  # also for data-free runs (dataset.name='prompts').
   return cfg

@@ -1,5 +1,5 @@
-"""The digits text-to-image quickstart configs: the teacher's and f-distill JS's build and take a
-step on a 1-block random PixArt of their layout (the other methods step in test_t2i_engine.py;
+"""The digits text-to-image quickstart: the f-distill JS config builds and takes a step on a
+1-block random PixArt of its layout (the other methods step in test_t2i_engine.py;
 every config is validated by test_configs.py); the committed teacher loads as the architecture
 the configs name."""
 import importlib.util
@@ -12,7 +12,7 @@ import pytest
 from fdistill_jax import compose, config_checks, defaults
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ["teachers/digits_t2i.py", "digits_t2i_js.py"]
+CONFIGS = ["digits_t2i_js.py"]  # the teacher's edm_training step: test_t2i_engine.py.
 
 
 def _config(name):
