@@ -6,7 +6,8 @@ generator step (DMD2's two-time-scale update), t ∈ [0.02, 0.98] as configs/dig
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_t2i_dmd2.py --workdir=runs/digits_t2i_dmd2
-Expected: RESULT PENDING.
+Expected: not measured yet (no time on the shared CPU before the deadline); run it under the
+protocol of BENCHMARKS.md "Digits text-to-image" and add its row.
 """
 from fdistill_jax import defaults
 

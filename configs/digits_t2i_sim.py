@@ -6,7 +6,8 @@ guidance, so the student matches the unguided teacher (compare with its unguided
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_t2i_sim.py --workdir=runs/digits_t2i_sim
-Expected: RESULT PENDING.
+Expected: not measured yet (no time on the shared CPU before the deadline); run it under the
+protocol of BENCHMARKS.md "Digits text-to-image" and add its row.
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import sim
