@@ -6,8 +6,10 @@ guidance, so the student matches the unguided teacher (compare with its unguided
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_t2i_sim.py --workdir=runs/digits_t2i_sim
-Expected: not measured yet (no time on the shared CPU before the deadline); run it under the
-protocol of BENCHMARKS.md "Digits text-to-image" and add its row.
+Expected (measured, 2 shared CPU cores, ~6.5 min, 500 samples over the 100 prompts): one-step
+student FD 21.4, class coverage 0.9, recall 0.79, prompt-class accuracy 0.59 (training phrasings
+0.65, held-out 0.46), close to the unguided teacher it matches (35 NFE: FD 13.4, accuracy 0.63,
+held-out 0.53); BENCHMARKS.md "Digits text-to-image".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import sim
