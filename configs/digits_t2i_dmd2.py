@@ -6,8 +6,11 @@ generator step (DMD2's two-time-scale update), t ∈ [0.02, 0.98] as configs/dig
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_t2i_dmd2.py --workdir=runs/digits_t2i_dmd2
-Expected: not measured yet (no time on the shared CPU before the deadline); run it under the
-protocol of BENCHMARKS.md "Digits text-to-image" and add its row.
+Expected (measured, 2 shared CPU cores, ~5 min, 500 samples over the 100 prompts, σ_init 80 as
+configured here): one-step student FD 362.3, class coverage 0.9, prompt-class accuracy 0.74
+(training phrasings 0.76, held-out 0.67): noisy digits, as f-distill JS at σ_init 80 (FD 305)
+before it moved to 2.5 (the ε-parameterised x0 = x − σ·ε̂ amplifies errors by σ); a σ_init = 2.5
+run is the next thing to measure. BENCHMARKS.md "Digits text-to-image".
 """
 from fdistill_jax import defaults
 
