@@ -141,3 +141,21 @@ def test_bfloat16_storage(t5_dir, written, tmp_path):
   np.testing.assert_allclose(cache.embeddings.astype(np.float32), full.embeddings, rtol=1e-2,
                              atol=1e-2)
   assert pc.load_prompt_cache(tmp_path / "bf", dtype=np.float32).embeddings.dtype == np.float32
+
+
+def test_labelled_prompt_json(t5_dir, written, tmp_path):
+  """A labelled prompt JSON writes per-prompt labels/heldout; plain caches have none."""
+  rows = [{"text": "A photo of a cat", "label": 3}, {"text": "red tree", "label": 1,
+                                                     "heldout": True}, {"text": "blue"}]
+  (tmp_path / "p.json").write_text(json.dumps({"prompts": rows}))
+  ep.main(_args(t5_dir, tmp_path / "p.json", tmp_path / "out"))
+  cache = pc.load_prompt_cache(tmp_path / "out")
+  assert cache.prompts == ["a photo of a cat", "red tree", "blue"]
+  assert cache.labels.dtype == np.int32 and cache.labels.tolist() == [3, 1, -1]
+  assert cache.heldout.dtype == bool and cache.heldout.tolist() == [False, True, False]
+  plain = pc.load_prompt_cache(written / "out")
+  assert plain.labels is None and plain.heldout is None
+  np.testing.assert_allclose(cache.embeddings[1], plain.embeddings[2], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="labelled prompt JSON"):
+    (tmp_path / "bad.json").write_text(json.dumps({"prompts": [{"label": 1}]}))
+    ep.read_prompts(str(tmp_path / "bad.json"))

@@ -5,9 +5,13 @@
       [--batch_size=32] [--device=cpu|cuda] [--model_dtype=float32|bfloat16] \\
       [--dtype=float32|bfloat16] [--clean_caption]
 
---prompts: a text file with one prompt per line (blank lines skipped) or a COCO captions JSON
-({"annotations": [{"caption": ...}, ...]}, in file order). --model: a T5 encoder folder with its
-tokenizer, or a PixArt pipeline folder (text_encoder/ and tokenizer/ are used).
+--prompts: a text file with one prompt per line (blank lines skipped), a COCO captions JSON
+({"annotations": [{"caption": ...}, ...]}, in file order) or a labelled prompt JSON
+({"prompts": [{"text": ..., "label": int, "heldout": bool}, ...]}, e.g.
+fdistill_jax/assets/digits_prompts.json), whose labels (−1 when absent) and heldout flags go to
+the cache index (PromptCache.labels / .heldout). --model: a local T5 encoder folder with its
+tokenizer, or a PixArt pipeline folder (text_encoder/ and tokenizer/ are used); folders are read
+offline (local_files_only), e.g. the committed tiny fdistill_jax/assets/digits_t5.
 
 Encoding follows PixArtAlphaPipeline.encode_prompt (diffusers 0.42.1): each prompt is
 preprocessed (lower-cased and stripped, or diffusers' caption cleaning with --clean_caption,
@@ -35,22 +39,36 @@ from fdistill_jax.data import prompt_cache as pc
 
 
 def read_prompts(path: str) -> list[str]:
-  """Prompts from a text file (one per line) or a COCO captions JSON."""
+  """Prompts from a text file (one per line), a COCO captions JSON or a labelled prompt JSON."""
+  return read_prompt_file(path)[0]
+
+
+def read_prompt_file(path: str) -> tuple[list[str], dict]:
+  """(prompts, extra index fields): {"labels": [N] int, "heldout": [N] bool} for a labelled
+  prompt JSON, {} otherwise."""
   if not epath.Path(path).is_file():
     raise FileNotFoundError(f"--prompts: no such file: {path}")
   text = epath.Path(path).read_text(encoding="utf-8")
+  extra = {}
   if path.lower().endswith(".json"):
     try:
-      anns = json.loads(text)["annotations"]
-      prompts = [str(a["caption"]) for a in anns]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      doc = json.loads(text)
+      if isinstance(doc, dict) and "prompts" in doc:
+        rows = doc["prompts"]
+        prompts = [str(r["text"]) for r in rows]
+        extra = {"labels": [int(r.get("label", -1)) for r in rows],
+                 "heldout": [bool(r.get("heldout", False)) for r in rows]}
+      else:
+        prompts = [str(a["caption"]) for a in doc["annotations"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
       raise ValueError(f"{path}: expected a COCO captions JSON "
-                       '{"annotations": [{"caption": ...}, ...]}') from e
+                       '{"annotations": [{"caption": ...}, ...]} or a labelled prompt JSON '
+                       '{"prompts": [{"text": str, "label": int, "heldout": bool}, ...]}') from e
   else:
     prompts = [line for line in text.splitlines() if line.strip()]
   if not prompts:
     raise ValueError(f"{path}: no prompts found")
-  return prompts
+  return prompts, extra
 
 
 def preprocess(prompts: Sequence[str], clean_caption: bool) -> list[str]:
@@ -80,10 +98,12 @@ class T5Encoder:
       enc_dir = os.path.join(model, "text_encoder")
       tok_dir = os.path.join(model, "tokenizer")
     self.torch, self.device, self.max_length = torch, device, max_length
-    self.tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    local = os.path.isdir(model)  # a folder never triggers a hub look-up.
+    self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=local)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
              "float16": torch.float16}[model_dtype]
-    self.model = T5EncoderModel.from_pretrained(enc_dir, dtype=dtype).to(device).eval()
+    self.model = T5EncoderModel.from_pretrained(enc_dir, dtype=dtype,
+                                                local_files_only=local).to(device).eval()
     self.dim = self.model.config.d_model
 
   def __call__(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +123,7 @@ def _index(prompts, args, dim: int) -> dict:
           "dtype": args.dtype, "shard_size": args.shard_size,
           "num_shards": math.ceil(n / args.shard_size),
           "prompts_sha256": pc.prompts_digest(prompts),
-          "model": os.path.abspath(args.model), "model_dtype": args.model_dtype,
+          "model": args.model, "model_dtype": args.model_dtype,
           "preprocess": "clean_caption" if args.clean_caption else "lower_strip", "complete": False}
 
 
@@ -115,11 +135,13 @@ def _check_resume(path: str, old: dict, new: dict) -> None:
                        "use a new --out or the arguments of the interrupted run")
 
 
-def encode_to_cache(prompts: Sequence[str], out: str, encoder, args) -> dict:
-  """Encode `prompts` into the cache directory `out`, skipping shards already there."""
+def encode_to_cache(prompts: Sequence[str], out: str, encoder, args,
+                    extra: dict | None = None) -> dict:
+  """Encode `prompts` into the cache directory `out`, skipping shards already there. extra:
+  per-prompt index fields ("labels", "heldout") from read_prompt_file."""
   fileio.makedirs(out)  # Local or gs://.
   prompts = preprocess(prompts, args.clean_caption)
-  index = _index(prompts, args, encoder.dim)
+  index = {**_index(prompts, args, encoder.dim), **(extra or {})}
   index_path = str(epath.Path(out) / pc.INDEX)
   if epath.Path(index_path).is_file():
     _check_resume(index_path, pc.read_index(out), index)
@@ -158,7 +180,8 @@ def _bfloat16():
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m fdistill_jax.tools.encode_prompts",
                               description=__doc__.split("\n")[0])
-  p.add_argument("--prompts", required=True, help="text file (one per line) or COCO captions JSON")
+  p.add_argument("--prompts", required=True, help="text file (one per line), COCO captions JSON "
+                 "or labelled prompt JSON")
   p.add_argument("--out", required=True, help="cache directory (created; resumed if present)")
   p.add_argument("--model", required=True, help="T5 folder or PixArt pipeline folder")
   p.add_argument("--max_length", type=int, default=120)
@@ -179,9 +202,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
-  prompts = read_prompts(args.prompts)
+  prompts, extra = read_prompt_file(args.prompts)
   encoder = T5Encoder(args.model, args.device, args.model_dtype, args.max_length)
-  index = encode_to_cache(prompts, args.out, encoder, args)
+  index = encode_to_cache(prompts, args.out, encoder, args, extra)
   print(f"{args.out}: {index['num_prompts']} prompts in {index['num_shards']} shards, "
         f"embeddings [{index['max_length']}, {index['dim']}] {index['dtype']}")
 

@@ -1,0 +1,59 @@
+"""The committed digits text-to-image assets: the labelled prompts, the tiny T5 folder and the
+prompt cache it wrote (re-encoded here through tools/encode_prompts, offline)."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+from fdistill_jax import defaults
+from fdistill_jax.data import prompt_cache as pc
+
+PROMPTS = defaults.asset("digits_prompts.json")
+T5 = defaults.asset("digits_t5")
+CACHE = defaults.asset("digits_t2i_prompts")
+
+
+@pytest.fixture(scope="module")
+def cache():
+  return pc.load_prompt_cache(CACHE)  # numpy + safetensors only: no torch needed.
+
+
+def test_prompt_set_and_cache_fields(cache):
+  rows = json.load(open(PROMPTS, encoding="utf-8"))["prompts"]
+  assert cache.prompts == [r["text"].lower().strip() for r in rows]
+  assert cache.labels.tolist() == [r["label"] for r in rows]
+  assert cache.heldout.tolist() == [r["heldout"] for r in rows]
+  words = lambda p: set(re.findall(r"\w+", p))
+  for c in range(10):
+    train = [p for p, l, h in zip(cache.prompts, cache.labels, cache.heldout) if l == c and not h]
+    held = [p for p, l, h in zip(cache.prompts, cache.labels, cache.heldout) if l == c and h]
+    assert len(train) >= 6 and len(held) >= 2 and not set(train) & set(held)
+    seen = set().union(*map(words, train))
+    for p in held:  # every held-out phrasing shares its class word or numeral with training ones.
+      assert words(p) & seen & {str(c), "zero one two three four five six seven eight nine"
+                                .split()[c]}, p
+  assert cache.embeddings.shape == (len(rows), 16, 32) and cache.embeddings.dtype == np.float32
+  assert cache.null_mask.tolist() == [[1] + [0] * 15]  # "" is just </s>.
+
+
+def test_cache_is_the_tools_output(cache, tmp_path):
+  """Re-encoding with the committed tokenizer + T5 reproduces the committed cache."""
+  pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  from fdistill_jax.tools import encode_prompts as ep
+  ep.main([f"--prompts={PROMPTS}", f"--out={tmp_path}", f"--model={T5}", "--max_length=16"])
+  new = pc.load_prompt_cache(tmp_path)
+  assert new.prompts == cache.prompts
+  np.testing.assert_allclose(new.embeddings, cache.embeddings, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(new.null_embeddings, cache.null_embeddings, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(new.mask, cache.mask)
+  np.testing.assert_array_equal(new.labels, cache.labels)
+  np.testing.assert_array_equal(new.heldout, cache.heldout)
+  tok = transformers.AutoTokenizer.from_pretrained(T5, local_files_only=True)
+  ids = tok(cache.prompts, add_special_tokens=True).input_ids
+  assert all(i[-1] == tok.eos_token_id and tok.unk_token_id not in i for i in ids)
+  np.testing.assert_array_equal(cache.mask.sum(1), [len(i) for i in ids])  # words + </s>.
+  assert tok("Seven, written with a QUILL").input_ids == tok(
+      "seven , written with a quill").input_ids  # lower-cased; punctuation is its own token
+  assert tok("quill").input_ids == [tok.unk_token_id, tok.eos_token_id]  # unknown -> <unk>.
