@@ -2,8 +2,8 @@
 data-free; the protocol of configs/digits_t2i_js.py (BENCHMARKS.md).
 
 SiD's shared settings (σ_init 2.5, Adam β (0, 0.999), no discriminator). Unguided
-(method.guidance_scale = 1, SIM's default; --config.method.guidance_scale=2 guides the teacher
-as in the JS config, not measured yet), so the student matches the unguided teacher.
+(method.guidance_scale unset = 1; setting it in get_config guides the teacher as in the JS
+config, not measured yet), so the student matches the unguided teacher.
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_t2i_sim.py --workdir=runs/digits_t2i_sim
