@@ -121,29 +121,38 @@ def test_denoiser_equals_diffusers_x0(setup, where):
   assert np.abs(np.asarray(d3) - ref).max() > 1e-3
 
 
-def test_sampler_equals_pixart_pipeline(setup):
-  model, teacher, cond, null, _ = setup
-  # Four levels: vae_scale_factor 8, so the pipeline accepts height = 8·H (it is never run).
-  vae = diffusers.AutoencoderKL(block_out_channels=(2,) * 4, norm_num_groups=2,
-                                down_block_types=("DownEncoderBlock2D",) * 4,
-                                up_block_types=("UpDecoderBlock2D",) * 4,
-                                latent_channels=4, layers_per_block=1)
-  sched = diffusers.DPMSolverMultistepScheduler(**SCHED)
+def _tiny_vae():
+  # Four levels: vae_scale_factor 8, so the pipeline accepts height = 8·H.
+  return diffusers.AutoencoderKL(block_out_channels=(2,) * 4, norm_num_groups=2,
+                                 down_block_types=("DownEncoderBlock2D",) * 4,
+                                 up_block_types=("UpDecoderBlock2D",) * 4,
+                                 latent_channels=4, layers_per_block=1).eval()
+
+
+def _pipeline(model, vae, sched, cond, null, lat, steps, w, output_type):
+  """PixArtAlphaPipeline on cached embeddings (no tokenizer/T5), NHWC numpy output."""
   pipe = diffusers.PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=vae,
                                        transformer=model, scheduler=sched)
   pipe.set_progress_bar_config(disable=True)
-  lat = np.random.default_rng(3).standard_normal((B, 4, H, W)).astype(np.float32)
   nb = {k: np.repeat(v, B, 0) for k, v in null.items()}
-  steps, w = 6, 4.5
   with torch.no_grad():
-    ref = pipe(prompt=None, negative_prompt=None, height=8 * H, width=8 * W,
+    out = pipe(prompt=None, negative_prompt=None, height=8 * H, width=8 * W,
                num_inference_steps=steps, guidance_scale=w,
                prompt_embeds=torch.from_numpy(cond["embeddings"]),
                prompt_attention_mask=torch.from_numpy(cond["mask"].astype(np.float32)),
                negative_prompt_embeds=torch.from_numpy(nb["embeddings"]),
                negative_prompt_attention_mask=torch.from_numpy(nb["mask"].astype(np.float32)),
-               latents=torch.from_numpy(lat), output_type="latent", use_resolution_binning=False,
-               ).images.numpy().transpose(0, 2, 3, 1)
+               latents=torch.from_numpy(lat), output_type=output_type,
+               use_resolution_binning=False)
+  return out.images.numpy().transpose(0, 2, 3, 1)
+
+
+def test_sampler_equals_pixart_pipeline(setup):
+  model, teacher, cond, null, _ = setup
+  lat = np.random.default_rng(3).standard_normal((B, 4, H, W)).astype(np.float32)
+  steps, w = 6, 4.5
+  ref = _pipeline(model, _tiny_vae(), diffusers.DPMSolverMultistepScheduler(**SCHED), cond, null,
+                  lat, steps, w, "latent")  # latents out: the VAE is never run.
   z = np.asarray(jax.jit(lambda l, c: tp.sample(teacher, l, c, num_steps=steps,
                                                 guidance_scale=w))(
       jnp.asarray(lat.transpose(0, 2, 3, 1)), cond))
@@ -209,28 +218,13 @@ def test_ddim_with_vae_decode_equals_pipeline(setup):
   from fdistill_jax.convert import vae as cvae
   model, teacher, cond, null, _ = setup
   torch.manual_seed(1)
-  vae = diffusers.AutoencoderKL(block_out_channels=(2,) * 4, norm_num_groups=2,
-                                down_block_types=("DownEncoderBlock2D",) * 4,
-                                up_block_types=("UpDecoderBlock2D",) * 4,
-                                latent_channels=4, layers_per_block=1).eval()
+  vae = _tiny_vae()
   sched = diffusers.DDIMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                                   clip_sample=False, timestep_spacing="linspace",
                                   set_alpha_to_one=True)
-  pipe = diffusers.PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=vae,
-                                       transformer=model, scheduler=sched)
-  pipe.set_progress_bar_config(disable=True)
   lat = np.random.default_rng(4).standard_normal((B, 4, H, W)).astype(np.float32)
-  nb = {k: np.repeat(v, B, 0) for k, v in null.items()}
   steps, w = 4, 4.5
-  with torch.no_grad():
-    ref = pipe(prompt=None, negative_prompt=None, height=8 * H, width=8 * W,
-               num_inference_steps=steps,
-               guidance_scale=w, prompt_embeds=torch.from_numpy(cond["embeddings"]),
-               prompt_attention_mask=torch.from_numpy(cond["mask"].astype(np.float32)),
-               negative_prompt_embeds=torch.from_numpy(nb["embeddings"]),
-               negative_prompt_attention_mask=torch.from_numpy(nb["mask"].astype(np.float32)),
-               latents=torch.from_numpy(lat), output_type="pt", use_resolution_binning=False,
-               ).images.numpy().transpose(0, 2, 3, 1)
+  ref = _pipeline(model, vae, sched, cond, null, lat, steps, w, "pt")
   vmod = cvae.vae_from_config(dict(vae.config))
   vvars = cvae.state_dict_to_params({k: v.numpy() for k, v in vae.state_dict().items()}, vmod)
   img = jax.jit(lambda l, c: tp.sample(teacher, l, c, num_steps=steps, guidance_scale=w,
