@@ -28,9 +28,5 @@ def get_config():
       name="fdistill", divergence="rkl", guidance_scale=4.5, critic_steps=9,
       ratio_normalization=False, gan_weight_gen=1e-3, gan_weight_disc=1e-2, r1_weight=0.0,
       disc_features="fake_score", dsm_weighting="none", time_lo=0.02, time_hi=0.98))
-  cfg.disc.update(dict(enabled=True, feature_keys=("block13",), channels=1152))
-  opt = lambda clip: dict(lr=1e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip=clip)
-  for net, clip in (("generator", 10.0), ("fake_score", 0.0), ("discriminator", 0.0)):
-    cfg.optim[net].update(opt(clip))
-  cfg.train.update(dict(steps=60_000, batch_size=2048))
+  defaults.pixart512_fastgen_optim(cfg, steps=60_000)
   return cfg

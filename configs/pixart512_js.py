@@ -31,9 +31,5 @@ def get_config():
       name="fdistill", divergence="js", guidance_scale=4.5, critic_steps=9,
       ratio_normalization=True, ratio_ema=0.0, gan_weight_gen=1e-3, gan_weight_disc=1.0,
       r1_weight=0.0, disc_features="teacher", dsm_weighting="none"))
-  cfg.disc.update(dict(enabled=True, feature_keys=("block13",), channels=1152))
-  opt = lambda clip: dict(lr=1e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip=clip)
-  for net, clip in (("generator", 10.0), ("fake_score", 0.0), ("discriminator", 0.0)):
-    cfg.optim[net].update(opt(clip))
-  cfg.train.update(dict(steps=100_000, batch_size=2048))
+  defaults.pixart512_fastgen_optim(cfg, steps=100_000)
   return cfg

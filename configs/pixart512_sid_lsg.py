@@ -27,15 +27,8 @@ def get_config():
   cfg = defaults.pixart512()
   cfg.method = sid.method_config(alpha=1.0, t_max=1000.0, kappa_train_fake=1.5, kappa_fake=1.5,
                                  kappa_real=1.5, cond_drop=0.1, **sid.OFFICIAL_SCALING)
-  defaults.sid_style(cfg)
-  cfg.dataset.name = "prompts"
+  defaults.pixart512_sid_lsg_schedule(cfg)  # sets SiD's σ_init 2.5, replaced below
   cfg.diffusion.update(dict(sigma_min=defaults.PIXART_SIGMA_T20,
                             sigma_max=defaults.PIXART_SIGMA_T979,
                             sigma_init=defaults.PIXART_SIGMA_T625))
-  for net in ("generator", "fake_score"):
-    cfg.optim[net].lr = 1e-6
-  batch = 512
-  ema = round(0.5 ** (batch / 0.05e6), 6)
-  cfg.train.update(dict(batch_size=batch, steps=int(10e6 // batch), ema_decays=(ema,)))
-  cfg.eval.params = str(ema)
   return cfg

@@ -25,13 +25,6 @@ def get_config():
   cfg = defaults.pixart512()
   cfg.method = sim.method_config(distance="pseudo_huber", huber_c=round(0.00054 * 128, 6),
                                  t_max=1000.0, guidance_scale=4.5)
-  defaults.sid_style(cfg)
-  cfg.dataset.name = "prompts"
+  defaults.pixart512_sid_lsg_schedule(cfg)
   cfg.diffusion.sigma_init = 2.5
-  for net in ("generator", "fake_score"):
-    cfg.optim[net].lr = 1e-6
-  batch = 512
-  ema = round(0.5 ** (batch / 0.05e6), 6)
-  cfg.train.update(dict(batch_size=batch, steps=int(10e6 // batch), ema_decays=(ema,)))
-  cfg.eval.params = str(ema)
   return cfg

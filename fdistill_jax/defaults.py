@@ -280,6 +280,30 @@ def pixart512() -> ml_collections.ConfigDict:
   return cfg
 
 
+def pixart512_fastgen_optim(cfg: ml_collections.ConfigDict, steps: int) -> None:
+  """FastGen's SD1.5 text-to-image schedule, shared by the f-distill and DMD2 PixArt recipes:
+  batch 2048, AdamW (0.9, 0.999) wd 0.01 and lr 1e-5 for every net, generator gradient clip 10;
+  one 1152-channel token head on block 13 (the middle of PixArt-XL's 28 blocks)."""
+  cfg.disc.update(dict(enabled=True, feature_keys=("block13",), channels=1152))
+  for net, clip in (("generator", 10.0), ("fake_score", 0.0), ("discriminator", 0.0)):
+    cfg.optim[net].update(dict(lr=1e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip=clip))
+  cfg.train.update(dict(steps=steps, batch_size=2048))
+
+
+def pixart512_sid_lsg_schedule(cfg: ml_collections.ConfigDict, batch: int = 512,
+                               mimg: float = 10.0, half_life_mimg: float = 0.05) -> None:
+  """SiD-LSG's data-free schedule (shared by the SiD-LSG and SIM PixArt recipes): SiD's Adam
+  (sid_style) at lr 1e-6 for generator and fake score, `batch`, `mimg` million images, one EMA of
+  half-life `half_life_mimg` Mimg (per-iteration decay 0.5^(batch / half-life)), no images."""
+  sid_style(cfg)
+  cfg.dataset.name = "prompts"
+  for net in ("generator", "fake_score"):
+    cfg.optim[net].lr = 1e-6
+  ema = round(0.5 ** (batch / (half_life_mimg * 1e6)), 6)
+  cfg.train.update(dict(batch_size=batch, steps=int(mimg * 1e6 // batch), ema_decays=(ema,)))
+  cfg.eval.params = str(ema)
+
+
 def pixart_sharding_rules():
   from fdistill_jax.models import pixart
   return pixart.sharding_rules()
