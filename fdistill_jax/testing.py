@@ -33,6 +33,31 @@ def missing_reason() -> str:
           f"beside the checkout ({_REPO.parent / 'shared' / 'fixtures'})")
 
 
+# ------------------------------------------------------------------------- small FID detector
+def random_inception_variables(seed: int = 0, input_size: int = 75):
+  """Random He-scaled variables of FIDInceptionV3 (nvlabs preprocessing) at `input_size` (75 is
+  the graph's minimum), filled with NumPy from the shapes: `model.init` compiles for over a
+  minute on CPU. For tests of the FID plumbing; the features mean nothing."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from fdistill_jax.models.inception import FIDInceptionV3  # pylint: disable=import-outside-toplevel
+  model = FIDInceptionV3(preprocess="nvlabs", input_size=input_size)
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, input_size, input_size, 3), np.float32))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == "kernel":
+      return rng.normal(size=leaf.shape).astype(np.float32) * np.sqrt(2 / np.prod(leaf.shape[:-1]))
+    if name in ("scale", "var"):
+      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+    return rng.normal(size=leaf.shape).astype(np.float32) * 0.2  # bias, mean
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
 # ------------------------------------------------------------------------- fake GCS bucket
 @contextlib.contextmanager
 def fake_gcs(root: str | os.PathLike) -> Iterator[pathlib.Path]:

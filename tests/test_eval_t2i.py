@@ -9,14 +9,12 @@ import json
 import os
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 import pytest
 
+from fdistill_jax import testing
 from fdistill_jax.evaluation import fid, t2i
-from fdistill_jax.models.inception import FIDInceptionV3
 from fdistill_jax.tools import eval_t2i
 
 RES = 16
@@ -24,21 +22,8 @@ RES = 16
 
 @pytest.fixture(scope="module")
 def extractor():
-  model = FIDInceptionV3(preprocess="nvlabs", input_size=75)
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1, 75, 75, 3), jnp.float32))
-  rng = np.random.default_rng(0)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == "kernel":
-      return rng.normal(size=leaf.shape).astype(np.float32) * np.sqrt(2 / np.prod(leaf.shape[:-1]))
-    if name in ("scale", "var"):
-      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-    return rng.normal(size=leaf.shape).astype(np.float32) * 0.2
-
-  variables = jax.tree_util.tree_map_with_path(fill, shapes)
-  return fid.FeatureExtractor(variables, batch_size=8, preprocess="nvlabs", input_size=75)
+  return fid.FeatureExtractor(testing.random_inception_variables(), batch_size=8,
+                              preprocess="nvlabs", input_size=75)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fdistill_jax import testing
 from fdistill_jax.convert import inception_weights
 from fdistill_jax.evaluation import fid
 from fdistill_jax.evaluation import precision_recall
@@ -206,24 +207,8 @@ def test_weight_file_errors_without_reference(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_detector():
-  """Random-weight detector at a 75x75 input (the graph's minimum) to keep the test fast.
-
-  Variables are filled with NumPy from the shapes (`model.init` compiles for over a minute).
-  """
-  model = FIDInceptionV3(preprocess="nvlabs", input_size=75)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 75, 75, 3),
-                                                                            jnp.float32))
-  rng = np.random.default_rng(0)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == "kernel":
-      return rng.normal(size=leaf.shape).astype(np.float32) * np.sqrt(2 / np.prod(leaf.shape[:-1]))
-    if name in ("scale", "var"):
-      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-    return rng.normal(size=leaf.shape).astype(np.float32) * 0.2  # bias, mean
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
+  """Random-weight detector at a 75x75 input (the graph's minimum) to keep the test fast."""
+  return testing.random_inception_variables()
 
 
 def test_extractor_pads_shards_and_quantises(small_detector, monkeypatch):
