@@ -60,6 +60,19 @@ def test_real_digits_score_well_and_degenerate_samples_badly(metric, held_out):
   assert noise["precision"] < 0.1 and single["recall"] < 0.05
 
 
+def test_heldout_reference_and_fd_at_its_size(metric, held_out):
+  images, _ = held_out
+  ref = metric.evaluate_heldout()
+  assert ref == metric.evaluate(images) and ref["num_samples"] == len(images) == 297
+  assert "fd_n297" not in ref  # Already at N = 297.
+  # 500 train digits: fd_n297 is the FD of the first 297, biased up against the full-N fd.
+  train, _ = load_digits_arrays(16, "train")
+  x = train[:500] / 127.5 - 1.0
+  out = metric.evaluate(x)
+  assert out["fd_n297"] == pytest.approx(metric.evaluate(x[:297])["fd"], rel=1e-9)
+  assert out["fd_n297"] > out["fd"]
+
+
 def test_reference_set_scores_zero_fd(metric):
   train, _ = load_digits_arrays(16, "train")
   assert abs(metric.evaluate(train / 127.5 - 1.0)["fd"]) < 1e-3

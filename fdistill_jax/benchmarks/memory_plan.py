@@ -46,6 +46,8 @@ _DEVICES = flags.DEFINE_list("devices", ["8", "16", "32", "64"], "Device counts.
 _FSDP = flags.DEFINE_integer("fsdp", 8, "Size of the fsdp mesh axis (capped at N).")
 _COMPILE = flags.DEFINE_bool("compile", True, "Compile the steps (else only the exact state "
                               "bytes per device, from the shardings: seconds, not minutes).")
+_PHASES = flags.DEFINE_list("phases", ["generator", "critic"],
+                            "Train steps to compile (issue 13 sizes the generator step alone).")
 _CHILD = flags.DEFINE_integer("child", 0, "Internal: measure in this process with N devices.")
 
 HBM_GIB = {"TPU v5e": 16, "TPU v4": 32, "TPU v6e": 32, "TPU v5p": 95, "A100 40GB": 40,
@@ -213,6 +215,7 @@ def main(argv):
   if _CHILD.value:
     _, cfg = _config()
     print("MEMORY_PLAN " + json.dumps(measure(cfg, _CHILD.value, min(_FSDP.value, _CHILD.value),
+                                               phases=tuple(_PHASES.value),
                                                compile_steps=_COMPILE.value)),
           flush=True)
     return
@@ -225,7 +228,8 @@ def main(argv):
                          f"--xla_force_host_platform_device_count={n}".strip())
     cmd = [sys.executable, "-m", "fdistill_jax.benchmarks.memory_plan", f"--child={n}",
            f"--config={_CONFIG.value}", f"--batch={_BATCH.value}", f"--fsdp={_FSDP.value}",
-           f"--tiny={_TINY.value}", f"--compile={_COMPILE.value}"]
+           f"--tiny={_TINY.value}", f"--compile={_COMPILE.value}",
+           f"--phases={','.join(_PHASES.value)}"]
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     line = [l for l in proc.stdout.splitlines() if l.startswith("MEMORY_PLAN ")]
@@ -237,7 +241,9 @@ def main(argv):
     print(f"{n} devices: state {rec['per_device']['state'] / 2 ** 30:.2f} GiB/device, peak "
           f"{rec.get('peak_gib', float('nan')):.2f} GiB/device (CPU), {rec['wall_s']:.0f} s",
           flush=True)
-    with open(os.path.join(_OUT.value, f"memory_plan_{name}.json"), "w") as f:
+    # One file per invocation (config, batch, device counts): parallel runs do not clobber.
+    tag = f"{name}_b{_BATCH.value}_n{'-'.join(_DEVICES.value)}"
+    with open(os.path.join(_OUT.value, f"memory_plan_{tag}.json"), "w") as f:
       json.dump(recs, f, indent=1)
   print(table(name, recs))
 

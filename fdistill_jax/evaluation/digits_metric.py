@@ -16,6 +16,9 @@ activations (before the ReLU) play the role of Inception features:
 * class_diversity: within-class feature variance (trace of the covariance within each predicted
   class, averaged over classes) relative to the train split's, 1 = as diverse as the data; a
   generator that draws one digit per class scores near 0.
+* fd_n297: fd of the first 297 images only, the size of the held-out split, so that it reads
+  beside `evaluate_heldout()` (the real held-out digits scored the same way: FD "as good as real
+  data" at that N; FD is biased upward at small N, so fd at N = 500 and fd_n297 differ).
 The classifier's held-out accuracy (297 test images) is `DigitsMetric.test_accuracy`.
 
 Trained weights are cached in `cache_dir` (if given) under a name that encodes the resolution and
@@ -41,6 +44,7 @@ from fdistill_jax.data.sources import load_digits_arrays
 from fdistill_jax.evaluation.fid import compute_statistics, frechet_distance
 
 NUM_CLASSES = 10
+HELDOUT_N = 297  # The digits test split (data/sources.py: the last 297 of 1,797).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,17 +203,29 @@ class DigitsMetric:
   def evaluate(self, images: Any, cover_frac: float = 0.25) -> dict[str, float]:
     """Scores images float [N, R, R, 1] in [-1, 1] (N >= 2; a few hundred+ for a stable fd)."""
     logits, feats = self._apply(images)
-    mu, sigma = compute_statistics(feats)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1), np.float64)
     hist = np.bincount(np.argmax(probs, -1), minlength=NUM_CLASSES) / len(probs)
+    small_n = {}
+    if len(feats) > HELDOUT_N:
+      small_n[f"fd_n{HELDOUT_N}"] = self._fd(feats[:HELDOUT_N])
     return {
-        "fd": frechet_distance(mu, sigma, self.ref_mu, self.ref_sigma),
+        "fd": self._fd(feats), **small_n,
         "class_coverage": float(np.mean(hist >= cover_frac / NUM_CLASSES)),
         "mean_confidence": float(np.mean(np.max(probs, -1))),
         "class_histogram_tv": float(0.5 * np.sum(np.abs(hist - 1.0 / NUM_CLASSES))),
         "num_samples": float(len(probs)),
         **self._diversity(feats, np.argmax(probs, -1)),
     }
+
+  def _fd(self, feats: np.ndarray) -> float:
+    mu, sigma = compute_statistics(feats)
+    return frechet_distance(mu, sigma, self.ref_mu, self.ref_sigma)
+
+  def evaluate_heldout(self) -> dict[str, float]:
+    """The same metrics for the real held-out digits (the 297-image test split): the reference
+    line a sampler's fd_n297 is read against."""
+    real, _ = load_digits_arrays(self.resolution, "test")
+    return self.evaluate(_to_model_input(real))
 
   def _diversity(self, feats: np.ndarray, classes: np.ndarray) -> dict[str, float]:
     if self.ref_features is None or len(feats) < 2 * NUM_CLASSES:

@@ -84,7 +84,7 @@ def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str
   teacher_x = {}  # The last reference's samples at eval.nfe, for write_comparison.
 
   def reference(key):
-    out = {}
+    out = {"real_heldout": metric.evaluate_heldout()} if metric is not None else {}
     for nfe in ev.get("teacher_nfes", ()):
       x = decode(sample_multistep(teacher_params, key, nfe=int(nfe)))
       out[f"teacher_nfe{nfe}"] = score(x)
