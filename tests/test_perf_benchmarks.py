@@ -67,7 +67,7 @@ def test_memory_plan_shards_the_state():
   assert 0.45 * r["state_bytes"] < trainable < 0.55 * r["state_bytes"], (mine, r["state_bytes"])
   assert p["temp"] > 0 and p["peak"] >= p["argument"]
   text = memory_plan.table("tiny", [r])
-  assert "| 2 | 1×2 | 4 | generator |" in text and "frozen" in text
+  assert f"| {r['batch']} | 2 | 1×2 | 4 | generator |" in text and "frozen" in text
 
 
 def test_memory_plan_activation_slope():

@@ -186,16 +186,17 @@ def table(name: str, recs: list) -> str:
   """Markdown: per device count and phase, the exact state (derived from the shardings) and the
   compiled memory analysis (measured on the CPU backend), and the slices each verdict allows."""
   g = lambda b: f"{b / 2 ** 30:.2f}"
-  rows = [f"{name}, global batch {recs[0]['batch'] if recs else '?'}", "",
-          "| devices | mesh data×fsdp | batch/device | phase | state GiB (exact) | argument GiB | "
+  batches = sorted({r["batch"] for r in recs})
+  rows = [f"{name}, global batch {', '.join(map(str, batches)) or '?'}", "",
+          "| global batch | devices | mesh data×fsdp | batch/device | phase | state GiB (exact) | argument GiB | "
           "output GiB | alias GiB | temp GiB (CPU) | peak GiB (CPU) | compile s | state fits | "
-          "CPU peak fits |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "CPU peak fits |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in recs:
     st = r["per_device"]["state"]
     for phase, p in r["phases"].items() or {"(not compiled)": None}.items():
       cells = ([g(p[k]) for k in ("argument", "output", "alias", "temp", "peak")]
                + [f"{p['compile_s']:.0f}"] if p else ["–"] * 6)
-      rows.append(f"| {r['devices']} | {r['mesh']['data']}×{r['mesh']['fsdp']} | "
+      rows.append(f"| {r['batch']} | {r['devices']} | {r['mesh']['data']}×{r['mesh']['fsdp']} | "
                   f"{r['batch'] // r['devices']} | {phase} | {g(st)} | " + " | ".join(cells)
                   + f" | {fits(st / 2 ** 30)} | {fits(p['peak'] / 2 ** 30) if p else '–'} |")
   parts = recs[0]["per_device"] if recs else {}
