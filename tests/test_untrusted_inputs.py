@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from fdistill_jax.convert import edm_pickle
+from fdistill_jax.convert import edm_pickle, edm_unpickler
 from fdistill_jax.convert import edm_state_dict as esd
 from fdistill_jax.data import pipeline, sources
 from fdistill_jax.teachers import edm as edm_teacher
@@ -135,19 +135,19 @@ def test_pkl_views_outside_storage_and_negative_geometry_are_refused():
                       ((arr, 0, (13,), (0,)), "stride-0 or overlapping"),
                       ((arr, 0.5, (2,), (1,)), "must be ints")]:
     if match is None:
-      edm_pickle._rebuild_tensor_v2(*args)  # pylint: disable=protected-access
+      edm_unpickler._rebuild_tensor_v2(*args)  # pylint: disable=protected-access
       continue
     with pytest.raises(pickle.UnpicklingError, match=match):
-      edm_pickle._rebuild_tensor_v2(*args)  # pylint: disable=protected-access
+      edm_unpickler._rebuild_tensor_v2(*args)  # pylint: disable=protected-access
 
 
 def test_pkl_total_tensor_bytes_are_bounded_by_the_file():
   arr = np.arange(12, dtype=np.float32)
-  budget = edm_pickle._Budget(100)  # pylint: disable=protected-access
-  edm_pickle._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)  # 48 bytes.
-  edm_pickle._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)  # 96 bytes.
+  budget = edm_unpickler._Budget(100)  # pylint: disable=protected-access
+  edm_unpickler._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)  # 48 bytes.
+  edm_unpickler._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)  # 96 bytes.
   with pytest.raises(pickle.UnpicklingError, match="more than the file holds"):
-    edm_pickle._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)
+    edm_unpickler._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)
 
 
 @pytest.mark.parametrize("shape", ["deep", "cycle", "deep_kwargs", "list_kwargs", "list_params"])
