@@ -200,7 +200,7 @@ def test_edm_zip_folder_and_npz_datasets_read_from_the_bucket(bucket, tmp_path):
 
   import PIL.Image
 
-  from fdistill_jax.data import sources
+  from fdistill_jax.data import image_folder, sources
   uri, root = bucket
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
@@ -219,7 +219,7 @@ def test_edm_zip_folder_and_npz_datasets_read_from_the_bucket(bucket, tmp_path):
     fileio.write_bytes(f"{uri}/data/folder/{n}", data)
   fileio.save_npz(f"{uri}/data/arrays.npz", images=images, labels=np.arange(3))
   for path in (f"{uri}/data/set.zip", f"{uri}/data/folder"):
-    src = sources.ImageFolderSource(path)
+    src = image_folder.ImageFolderSource(path)
     assert len(src) == 3 and src.label_dim == 2
     for i in range(3):
       np.testing.assert_array_equal(src[i]["image"], images[i])

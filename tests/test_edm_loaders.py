@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fdistill_jax.convert import edm_pickle
+from fdistill_jax.convert import edm_pickle, edm_unpickler
 from fdistill_jax.convert import edm_state_dict as esd
 from fdistill_jax.models.edm import build_edm_precond
 from fdistill_jax.teachers.edm import denoiser, load_edm
@@ -41,9 +41,9 @@ def test_snapshot_pkl_matches_safetensors(fixtures_path):
 def test_snapshot_pkl_other_entries_are_inert_records(fixtures_path):
   path = fixtures_path / "edm" / "dhariwalunet_tiny" / "edm_snapshot_like.pkl"
   with open(path, "rb") as f:
-    snap = edm_pickle.restricted_load(f, str(path))
+    snap = edm_unpickler.restricted_load(f, str(path))
   assert set(snap) == {"ema", "loss_fn", "augment_pipe", "dataset_kwargs"}
-  assert isinstance(snap["ema"], edm_pickle.PersistentRecord)
+  assert isinstance(snap["ema"], edm_unpickler.PersistentRecord)
   assert snap["loss_fn"].class_name == "EDMLoss"
   assert snap["loss_fn"].state["P_mean"] == -1.2
   assert snap["augment_pipe"] is None
@@ -97,7 +97,7 @@ def test_malicious_globals_are_refused(tmp_path, module, name, args):
     data = _global_call(module, name, _tuple_of_str(*args))
   path = tmp_path / "evil.pkl"
   path.write_bytes(data)
-  with pytest.raises(edm_pickle.UnsafePickleError, match=f"{module}.{name}") as e:
+  with pytest.raises(edm_unpickler.UnsafePickleError, match=f"{module}.{name}") as e:
     edm_pickle.load_edm_pickle(path)
   assert str(path) in str(e.value)
   assert not os.path.exists(marker)
@@ -136,7 +136,7 @@ def test_persistent_meta_with_reduce_in_state_is_refused(tmp_path):
               state=dict(_init_kwargs=dict(x=_Evil(marker))))
   path = tmp_path / "smuggle2.pkl"
   path.write_bytes(_persistent(meta))
-  with pytest.raises(edm_pickle.UnsafePickleError, match=r"(posix|os)\.system"):
+  with pytest.raises(edm_unpickler.UnsafePickleError, match=r"(posix|os)\.system"):
     edm_pickle.load_edm_pickle(path)
   assert not os.path.exists(marker)
 
@@ -150,7 +150,7 @@ def test_storage_stream_globals_are_refused(tmp_path):
           inner + b"\x85R.")
   path = tmp_path / "storage.pkl"
   path.write_bytes(data)
-  with pytest.raises(edm_pickle.UnsafePickleError, match=r"os\.system"):
+  with pytest.raises(edm_unpickler.UnsafePickleError, match=r"os\.system"):
     edm_pickle.load_edm_pickle(path)
   assert not os.path.exists(marker)
 
@@ -159,7 +159,7 @@ def test_object_dtype_numpy_scalar_is_refused(tmp_path):
   data = _global_call("numpy", "dtype", _tuple_of_str("O"))
   path = tmp_path / "objdtype.pkl"
   path.write_bytes(data)
-  with pytest.raises(edm_pickle.UnsafePickleError, match="numpy dtype"):
+  with pytest.raises(edm_unpickler.UnsafePickleError, match="numpy dtype"):
     edm_pickle.load_edm_pickle(path)
 
 
@@ -174,13 +174,13 @@ def test_storage_dtypes_and_strides(dtype, storage):
          b"\nX\x01\x00\x00\x00kX\x03\x00\x00\x00cpuK\x0cNtQ.")  # BINPERSID
   stream += ref + pickle.dumps(["k"], protocol=2)
   stream += struct.pack("<q", 12) + values.tobytes()
-  arr = edm_pickle._load_from_bytes(stream)  # pylint: disable=protected-access
+  arr = edm_unpickler._load_from_bytes(stream)  # pylint: disable=protected-access
   np.testing.assert_array_equal(arr, values)
-  t = edm_pickle._rebuild_tensor_v2(arr, 1, (2, 3), (1, 4))  # pylint: disable=protected-access
+  t = edm_unpickler._rebuild_tensor_v2(arr, 1, (2, 3), (1, 4))  # pylint: disable=protected-access
   expected = np.array([[values[1 + i + 4 * j] for j in range(3)] for i in range(2)])
   np.testing.assert_array_equal(t, expected)
   with pytest.raises(pickle.UnpicklingError, match="exceeds"):
-    edm_pickle._rebuild_tensor_v2(arr, 4, (3, 4), (4, 1))  # pylint: disable=protected-access
+    edm_unpickler._rebuild_tensor_v2(arr, 4, (3, 4), (4, 1))  # pylint: disable=protected-access
 
 
 # ------------------------------------------------------------------------- state_dict mapping
@@ -364,7 +364,7 @@ def test_trainer_options_numerics():
 ])
 def test_build_on_allowed_globals_cannot_patch_the_loader(tmp_path, module, name, attr, value):
   """BUILD with slot state on a global does setattr on it: our functions must stay untouched."""
-  target = edm_pickle._ALLOWED[(module, name)]  # pylint: disable=protected-access
+  target = edm_unpickler._ALLOWED[(module, name)]  # pylint: disable=protected-access
   before = getattr(target, attr, None)
   # GLOBAL target; (None, {attr: value}); BUILD; STOP.
   data = (b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"N}X" +
@@ -373,7 +373,7 @@ def test_build_on_allowed_globals_cannot_patch_the_loader(tmp_path, module, name
   path.write_bytes(data)
   try:
     with open(path, "rb") as f:
-      edm_pickle.restricted_load(f, str(path))
+      edm_unpickler.restricted_load(f, str(path))
   except ValueError:
     pass  # Refused as corrupt is fine too; what matters is below.
   assert getattr(target, attr, None) == before

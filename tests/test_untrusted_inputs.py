@@ -14,9 +14,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from fdistill_jax.convert import edm_pickle
+from fdistill_jax.convert import edm_pickle, edm_unpickler
 from fdistill_jax.convert import edm_state_dict as esd
-from fdistill_jax.data import pipeline, sources
+from fdistill_jax.data import image_folder, pipeline, sources
 from fdistill_jax.teachers import edm as edm_teacher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,19 +135,19 @@ def test_pkl_views_outside_storage_and_negative_geometry_are_refused():
                       ((arr, 0, (13,), (0,)), "stride-0 or overlapping"),
                       ((arr, 0.5, (2,), (1,)), "must be ints")]:
     if match is None:
-      edm_pickle._rebuild_tensor_v2(*args)  # pylint: disable=protected-access
+      edm_unpickler._rebuild_tensor_v2(*args)  # pylint: disable=protected-access
       continue
     with pytest.raises(pickle.UnpicklingError, match=match):
-      edm_pickle._rebuild_tensor_v2(*args)  # pylint: disable=protected-access
+      edm_unpickler._rebuild_tensor_v2(*args)  # pylint: disable=protected-access
 
 
 def test_pkl_total_tensor_bytes_are_bounded_by_the_file():
   arr = np.arange(12, dtype=np.float32)
-  budget = edm_pickle._Budget(100)  # pylint: disable=protected-access
-  edm_pickle._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)  # 48 bytes.
-  edm_pickle._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)  # 96 bytes.
+  budget = edm_unpickler._Budget(100)  # pylint: disable=protected-access
+  edm_unpickler._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)  # 48 bytes.
+  edm_unpickler._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)  # 96 bytes.
   with pytest.raises(pickle.UnpicklingError, match="more than the file holds"):
-    edm_pickle._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)
+    edm_unpickler._rebuild_tensor_v2(arr, 0, (12,), (1,), budget=budget)
 
 
 @pytest.mark.parametrize("shape", ["deep", "cycle", "deep_kwargs", "list_kwargs", "list_params"])
@@ -266,7 +266,7 @@ def _zip(path, members: dict) -> str:
 def test_deeply_nested_dataset_json_is_named(tmp_path):
   path = _zip(tmp_path / "d.zip", {"a.png": _png(), "dataset.json": "[" * 100000 + "]" * 100000})
   with pytest.raises(ValueError, match=r"d.zip/dataset.json: JSON nested too deeply"):
-    sources.ImageFolderSource(path)
+    image_folder.ImageFolderSource(path)
 
 
 def test_dataset_json_zip_bomb_is_refused_in_bounded_memory(tmp_path):
@@ -282,10 +282,13 @@ def test_dataset_json_zip_bomb_is_refused_in_bounded_memory(tmp_path):
         f.write(chunk)
   assert os.path.getsize(path) < 1 << 20
   out = run_limited(f"""
-      sources = load("fdistill_jax/data/sources.py")
-      sources.MAX_LABELS_JSON_BYTES = 16 << 20
+      # image_folder imports sources by its package name: register it, so that the package
+      # __init__ (and jax with it) is not imported.
+      sys.modules["fdistill_jax.data.sources"] = load("fdistill_jax/data/sources.py")
+      image_folder = load("fdistill_jax/data/image_folder.py")
+      image_folder.MAX_LABELS_JSON_BYTES = 16 << 20
       try:
-        sources.ImageFolderSource({path!r})
+        image_folder.ImageFolderSource({path!r})
       except ValueError as e:
         print("REFUSED", e)""", limit_mib=320)
   assert "REFUSED" in out.stdout, out.stderr[-2000:]
@@ -299,7 +302,7 @@ def test_crc_error_names_archive_and_member(tmp_path):
   start = info.header_offset + 30 + len(info.filename) + len(info.extra)
   raw[start + info.compress_size // 2] ^= 0xFF
   open(path, "wb").write(raw)
-  src = sources.ImageFolderSource(path)
+  src = image_folder.ImageFolderSource(path)
   with pytest.raises(ValueError, match=r"crc.zip: cannot read 'b.png' .*archive is corrupt"):
     src[1]
 

@@ -27,7 +27,7 @@ import numpy as np
 from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fdistill_jax.data import sources
+from fdistill_jax.data import image_folder, sources, tfds_reader
 
 DATASETS = ("digits", "tfds", "edm_zip", "folder", "arrays")
 STATE_VERSION = 1
@@ -254,10 +254,11 @@ def make_source(config: Any) -> sources.ImageSource:
     if not tfds_name:
       raise ValueError("dataset.tfds_name is required for dataset.name='tfds' "
                        "(e.g. 'cifar10' or 'imagenet_resized/64x64')")
-    return sources.tfds_source(tfds_name, _get(cfg, "split", "train"),
-                               _get(cfg, "data_dir") or None,
-                               _get(cfg, "image_key", "image"), _get(cfg, "label_key", "label"),
-                               use_labels=use_labels, reader=_get(cfg, "reader", "auto"))
+    return tfds_reader.tfds_source(tfds_name, _get(cfg, "split", "train"),
+                                   _get(cfg, "data_dir") or None,
+                                   _get(cfg, "image_key", "image"),
+                                   _get(cfg, "label_key", "label"),
+                                   use_labels=use_labels, reader=_get(cfg, "reader", "auto"))
   path = _get(cfg, "path")
   if name in ("edm_zip", "folder"):
     if not path:
@@ -266,7 +267,7 @@ def make_source(config: Any) -> sources.ImageSource:
       raise ValueError(f"dataset.path {path!r} is a directory; use dataset.name='folder' for it")
     if name == "folder" and epath.Path(path).is_file():
       raise ValueError(f"dataset.path {path!r} is a file; use dataset.name='edm_zip' for zips")
-    return sources.ImageFolderSource(path, use_labels=use_labels)
+    return image_folder.ImageFolderSource(path, use_labels=use_labels)
   images, labels = _get(cfg, "images"), _get(cfg, "labels")
   if path:
     images, labels = sources.load_npz_arrays(path)
