@@ -14,8 +14,8 @@ module is summed per op as self time (a while loop's own time excludes its body'
 counted themselves), per step, with its share of the traced steps' wall time (block_until_ready
 to block_until_ready). The category (fusion kind and the main op inside it, custom-call target,
 or opcode) and the source (the JAX op_name in the op's metadata) come from the compiled HLO module;
-the ops' shares are also summed per category. Prints a markdown table per phase and writes <out>/profile_steps.json (engine_speed: the same
-record under each run's "profile" in its engine_speed.json).
+the ops' shares are also summed per category. Prints a markdown table per phase and writes
+<out>/profile_steps.json (engine_speed: the same record under each run's "profile").
 
 Where the per-op events are (jax 0.10.2's raw XSpace, no xprof post-processing):
 * GPU: XLA's CUPTI collector writes one plane per device, '/device:GPU:<i>', one line per CUDA
@@ -68,8 +68,8 @@ def hlo_ops(compiled) -> tuple[str, dict[str, dict]]:
         code = " ".join(filter(None, [kind and kind.group(1).lower(), custom and custom.group(1),
                                       f"fusion ({main})"]))
       elif code == "convolution":  # Grouped (depthwise), strided, dilated: XLA:CPU's slow paths.
-        attrs = re.findall(r"\b(feature_group_count|batch_group_count)=(\d+)|\b(size|stride|lhs_dilate|"
-                           r"rhs_dilate)=([\dx]+)", text)
+        attrs = re.findall(r"\b(feature_group_count|batch_group_count)=(\d+)|"
+                           r"\b(size|stride|lhs_dilate|rhs_dilate)=([\dx]+)", text)
         attrs = [f"{a or c}={b or d}" for a, b, c, d in attrs]
         code += f" ({', '.join(attrs)})" if attrs else ""
       elif code == "custom-call":
@@ -135,7 +135,8 @@ def trace_phase(run, batch, phase: str, trace_dir: str, steps: int) -> tuple[str
 
 def profile(run, batch, trace_dir: str, steps: int = 3, top: int = 10, warmup: int = 1) -> dict:
   """{phase: record} for each compiled phase of a loop.Run: `warmup` untraced steps, `steps`
-  traced ones, then the top `top` ops by self time (all ops' totals are kept in the record)."""
+  traced ones, then the top `top` ops by self time and the top `top` categories (summed over
+  all the step's ops)."""
   import jax
   from jax.profiler import ProfileData
   out = {}
@@ -146,6 +147,9 @@ def profile(run, batch, trace_dir: str, steps: int = 3, top: int = 10, warmup: i
     path, times = trace_phase(run, batch, phase, os.path.join(trace_dir, phase), steps)
     module, ops = hlo_ops(fn)
     plane, totals = op_times(ProfileData.from_file(path), module)
+    if not totals:
+      raise ValueError(f"{path}: no event tagged hlo_module={module} with an hlo_op on a "
+                       "'/device:*' or '/host:CPU' plane")
     wall_ns = sum(times) * 1e9
     rows = [{"op": op, "category": ops.get(op, {}).get("category", "?"),
              "source": ops.get(op, {}).get("source", ""), "ms_per_step": ns / steps / 1e6,
@@ -175,7 +179,8 @@ def table(prof: dict) -> str:
     step = sum(p["step_ms"]) / len(p["step_ms"])
     lines += [f"\n{phase} step ({p['plane']}): {step:.1f} ms per traced step, {p['ops_timed']} "
               f"ops timed, their self times sum to {p['op_time_share']:.0%} of it",
-              "| # | HLO op | category | ms/step | share of step | events/step | source (JAX op_name) |",
+              "| # | HLO op | category | ms/step | share of step | events/step | "
+              "source (JAX op_name) |",
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {i} | `{r['op']}` | {r['category']} | {r['ms_per_step']:.3f} | "
               f"{r['share']:.1%} | {r['events_per_step']:g} | {_short(r['source'])} |"
@@ -202,8 +207,9 @@ def main(argv):
   with tempfile.TemporaryDirectory() as wd:
     rec = es.speed(cfg, wd, es._STEPS.value, es._PROFILE.value or os.path.join(out, "trace"),
                    es._PROFILE_STEPS.value, es._PROFILE_TOP.value)
-  rec.update(config=name + (" (tiny)" if vt._TINY.value else ""), device=jax.devices()[0].device_kind,
-             jax=jax.__version__, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+  rec.update(config=name + (" (tiny)" if vt._TINY.value else ""),
+             device=jax.devices()[0].device_kind, jax=jax.__version__,
+             date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "profile_steps.json"), "w") as f:
     json.dump(rec, f, indent=1)
