@@ -178,7 +178,7 @@ def table(prof: dict) -> str:
   for phase, p in prof.items():
     step = sum(p["step_ms"]) / len(p["step_ms"])
     lines += [f"\n{phase} step ({p['plane']}): {step:.1f} ms per traced step, {p['ops_timed']} "
-              f"ops timed, their self times sum to {p['op_time_share']:.0%} of it",
+              f"ops timed, their self times sum to {p['op_time_share']:.0%} of it\n",
               "| # | HLO op | category | ms/step | share of step | events/step | "
               "source (JAX op_name) |",
               "|---|---|---|---|---|---|---|"]
