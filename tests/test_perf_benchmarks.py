@@ -5,16 +5,20 @@
 * memory_plan.measure: compile-only memory analysis on 2 of the fake devices of conftest, fsdp 2:
   the compiled per-device argument bytes equal the exact state + batch shards, and fsdp 2 halves
   the trainable state; the per-sample activation slope is a least-squares line;
-* the compilation cache: a second process loads what the first one compiled.
+* the compilation cache: a second process loads what the first one compiled;
+* profile_steps: the top ops of a jax.profiler trace of the engine's compiled steps are ops of
+  those steps' HLO, with positive times and shares of the step in (0, 1].
 """
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from fdistill_jax.benchmarks import engine_speed, memory_plan, versus_torch
+from fdistill_jax import compose, defaults
+from fdistill_jax.benchmarks import engine_speed, memory_plan, profile_steps, versus_torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,3 +101,33 @@ def test_compilation_cache_is_written_and_reused(tmp_path):
   from fdistill_jax.engine import compile_cache
   assert compile_cache.cache_dir("workdir", "/w") == "/w/jax_cache"
   assert compile_cache.cache_dir("", "/w") is None
+
+
+def test_profile_self_times_nest():
+  # A while loop (0-10 ns) holding two body ops, then an op on its own.
+  assert profile_steps._self_times([(0, 10), (2, 5), (6, 8), (11, 12)]) == [5, 3, 2, 1]
+
+
+def test_profile_names_the_steps_ops(tmp_path):
+  """The engine's toy f-distill steps (MLPs: an image UNet's steps take minutes to compile on this
+  CPU), traced as engine_speed --profile traces them."""
+  import jax
+  cfg = defaults.toy()
+  cfg.pretrain.steps, cfg.student.depth, cfg.student.hidden = 10, 1, 32
+  cfg.disc.enabled = False  # Fewer ops: a cheaper compile.
+  cfg.train.update(batch_size=64, async_checkpoints=False, tensorboard=False)
+  run = compose.Run(cfg, str(tmp_path / "wd"), devices=jax.devices()[:1], restore=False)
+  prof = profile_steps.profile(run, run.global_batch(0), str(tmp_path / "trace"), steps=2, top=5)
+  assert set(prof) == {"generator", "critic"}
+  for phase, p in prof.items():
+    hlo = run.compiled[phase].as_text()
+    assert hlo.startswith(f"HloModule {p['module']},") and p["plane"] == "/host:CPU", p
+    assert 0 < len(p["top"]) <= 5 <= p["ops_timed"], p
+    ms = [r["ms_per_step"] for r in p["top"]]
+    assert ms == sorted(ms, reverse=True) and ms[-1] > 0, ms
+    for r in p["top"]:
+      assert 0 < r["share"] <= 1 and r["events_per_step"] >= 1, r
+      assert re.search(rf"%{re.escape(r['op'])} = ", hlo), f"{r['op']} is not in the {phase} step"
+      assert r["category"] and r["category"] != "?", r
+    assert len(p["step_ms"]) == 2 and min(p["step_ms"]) > 0
+  assert "| 1 | `" in profile_steps.table(prof)

@@ -2,7 +2,7 @@
 
   python -m fdistill_jax.benchmarks.engine_speed \
       --configs=configs/imagenet64_js.py,configs/imagenet64_sid.py@teacher.dtype='float32' \
-      [--batch=64] [--steps=10] [--numerics] [--out=benchmark_results/engine_speed]
+      [--batch=64] [--steps=10] [--numerics] [--profile=DIR] [--out=benchmark_results/engine_speed]
 
 Each config runs on random teacher weights and synthetic data (`dataset.name=synthetic`: the
 numbers are those of the architecture and the method, not of an input pipeline), with
@@ -13,14 +13,17 @@ so FLOP rate / peak is hardware-FLOP utilisation, an upper bound on MFU), the FL
 device's peak memory (this process's, when several share a device). The iteration rate follows
 the method's schedule: (1 generator step + critic_steps critic steps) / (critic_steps + 1).
 --numerics also compares each config's teacher network in bfloat16 and in float32 (default
-matmul precision) against float32 at 'highest' precision on the same inputs. Prints a markdown
-table and writes <out>/engine_speed.json.
+matmul precision) against float32 at 'highest' precision on the same inputs. --profile=DIR then
+traces --profile_steps more steps of each phase with jax.profiler into DIR/<config>/<phase> and
+reports its top --profile_top HLO ops by time (benchmarks/profile_steps.py). Prints markdown
+tables and writes <out>/engine_speed.json.
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import re
 import tempfile
 import time
 
@@ -39,6 +42,10 @@ _NUMERICS = flags.DEFINE_bool("numerics", False, "Also compare bf16/f32 teacher 
 _OUT = flags.DEFINE_string("out", "benchmark_results/engine_speed", "Output folder.")
 _LOCK = flags.DEFINE_string("timing_lock", None, "A file to flock around the timed steps, so that "
                             "several processes can compile concurrently but time alone.")
+_PROFILE = flags.DEFINE_string("profile", None, "Trace each phase's step into this folder and "
+                               "report the top HLO ops by time (after the timed steps).")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 3, "Traced steps per phase.")
+_PROFILE_TOP = flags.DEFINE_integer("profile_top", 10, "Ops per phase in the profile table.")
 
 # Dense bf16 tensor-core peaks (datasheet, SXM parts), per device.
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "TPU v4": 275.0,
@@ -79,7 +86,8 @@ def _flops(lowered) -> float | None:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def speed(cfg, workdir: str, steps: int) -> dict:
+def speed(cfg, workdir: str, steps: int, profile_dir: str | None = None,
+          profile_steps: int = 3, profile_top: int = 10) -> dict:
   import jax
   from fdistill_jax import compose
   t0 = time.time()
@@ -91,6 +99,9 @@ def speed(cfg, workdir: str, steps: int) -> dict:
     fcntl.flock(lock, fcntl.LOCK_EX)
   try:
     _time_phases(run, batch, steps, out)
+    if profile_dir:  # After the timed steps, which are its warm-up.
+      from fdistill_jax.benchmarks import profile_steps as prof
+      out["profile"] = prof.profile(run, batch, profile_dir, profile_steps, profile_top, 0)
   finally:
     if lock:
       fcntl.flock(lock, fcntl.LOCK_UN)
@@ -189,8 +200,9 @@ def main(argv):
   for entry in split_entries(_CONFIGS.value):
     name, path, over = parse_entry(entry)
     cfg = synthetic_config(path, over, _BATCH.value)
+    trace = _PROFILE.value and os.path.join(_PROFILE.value, re.sub(r"[^\w.=-]+", "_", name))
     with tempfile.TemporaryDirectory() as wd:
-      rec = speed(cfg, wd, _STEPS.value)
+      rec = speed(cfg, wd, _STEPS.value, trace, _PROFILE_STEPS.value, _PROFILE_TOP.value)
     rec["method"], rec["dtype"] = cfg.method.name, cfg.teacher.dtype
     rec["remat"] = bool(cfg.teacher.get("remat", False))
     if _NUMERICS.value:
@@ -220,6 +232,10 @@ def main(argv):
       for s, v in r["numerics"].items():
         print(f"| {name} | {s[6:]} | {v['f32_default_vs_highest']:.2e} | "
               f"{v['bf16_vs_f32_highest']:.2e} |")
+  if _PROFILE.value:
+    from fdistill_jax.benchmarks import profile_steps as prof
+    for name, r in results["runs"].items():
+      print(f"\n### {name}: top HLO ops by self time (traced steps)" + prof.table(r["profile"]))
 
 
 if __name__ == "__main__":
