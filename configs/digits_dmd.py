@@ -2,7 +2,8 @@
 
 The pairs (4,096 noises and the teacher's 18-step Heun samples of them) are built once into
 <workdir>/kd_pairs (resumable shards). No GAN, 1:1 alternation, DMD2's 2–98% time range;
-everything else as configs/digits_js.py.
+everything else as defaults.digits_distill (the 1:1, 600-iteration
+protocol that configs/digits_js.py started from).
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_dmd.py --workdir=runs/digits_dmd

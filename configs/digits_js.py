@@ -5,14 +5,26 @@ a 317k-parameter class-conditional SongUNet trained by configs/teachers/digits.p
 package, the data are scikit-learn's digits, and the metric is the digits classifier's Fréchet
 distance (evaluation/digits_metric.py).
 
-Command (2 CPU cores, about 7 minutes: ~95 s compile, 600 steps at ~3.3 steps/s, evaluation):
+Recipe (f-distill JS as FastGen runs it: h(r) = r/(r+1) from the discriminator on the teacher's
+16×16 and 8×8 encoder maps, two-stage normalisation, λ_G = 1e-3, unweighted fake-score DSM),
+tuned for a CPU budget of about ten minutes on the evidence in BENCHMARKS.md ("Digits
+quickstart recipe"): 1 generator : 3 critic steps, generator lr 6e-4, fake score 1e-3,
+discriminator 3e-4, 1,200 iterations (300 generator updates), generator input σ_init = 80 as
+FastGen (σ_init 2.5 gave the same FD within noise).
+
+Command (2 CPU cores, about @WALL@ minutes end to end):
   python -m fdistill_jax.main --config=configs/digits_js.py --workdir=runs/digits_js
-Expected (measured, 500 samples): the one-step student (0.99-EMA) scores digits-metric FD 38.0
-with 10/10 classes and confidence 0.999; the teacher scores FD 84.4 at 1 NFE, 19.6 at 4 NFE and
-3.4 at 35 NFE (BENCHMARKS.md, "Digits"). Other divergences: --config.method.divergence=kl|rkl|...
+Expected (measured, 500 samples): @RESULT@
+Other divergences: --config.method.divergence=kl|rkl|...; the shared 1:1 600-iteration protocol
+of the other digits configs is defaults.digits_distill (FD 38.0 for JS, BENCHMARKS.md "Digits").
 """
 from fdistill_jax import defaults
 
 
 def get_config():
-  return defaults.digits_distill("js")
+  cfg = defaults.digits_distill("js")
+  cfg.method.critic_steps = 3
+  for net, lr in (("generator", 6e-4), ("fake_score", 1e-3), ("discriminator", 3e-4)):
+    cfg.optim[net].lr = lr
+  cfg.train.update(dict(steps=1200, ckpt_every=400))
+  return cfg

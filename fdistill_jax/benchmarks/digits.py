@@ -4,7 +4,9 @@
       [--configs=configs/digits_sid.py,configs/digits_dmd2.py@train.steps=1500,...]
       [--steps=600] [--seed=0] [--out=benchmark_results/digits] [--notensorboard]
 
-f-distill entries run configs/digits_js.py with each divergence; --configs adds any digits config
+f-distill entries run defaults.digits_distill(divergence) (the shared 1:1, 600-iteration protocol
+of the other digits configs; configs/digits_js.py is the tuned quickstart recipe, add it with
+--configs to compare); --configs adds any digits config
 file, optionally with overrides after '@' (';'-separated dotted keys, Python literals). Every
 run uses the same seed, batch and evaluation: the digits metric (Fréchet distance of the digits
 classifier's features over 500 samples, class coverage, confidence) of the student's 0.99-EMA,
@@ -20,6 +22,7 @@ import time
 
 from absl import app, flags, logging
 
+from fdistill_jax import defaults
 from fdistill_jax.benchmarks.common import load_config, parse_entry, set_key, split_entries
 
 
@@ -36,9 +39,6 @@ def _define_flags() -> None:
   _TB = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events (needs TensorFlow).")
   _CACHE = flags.DEFINE_string("cache_dir", None, "Digits-classifier cache shared by all runs "
                                "(default <out>/cache: the classifier is trained once).")
-
-
-_REPO = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def run_one(cfg, workdir: str) -> dict:
@@ -74,12 +74,11 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   os.makedirs(_OUT.value, exist_ok=True)
-  js = os.path.join(_REPO, "configs", "digits_js.py")
-  entries = [(f"f-distill {d}", js, {"method.divergence": d}) for d in _DIVS.value]
+  entries = [(f"f-distill {d}", None, {"method.divergence": d}) for d in _DIVS.value]
   entries += [parse_entry(e) for e in split_entries(_CONFIGS.value)]
   results = {}
   for name, path, over in entries:
-    cfg = load_config(path)
+    cfg = defaults.digits_distill() if path is None else load_config(path)
     for k, v in over.items():
       set_key(cfg, k, v)
     cfg.seed = _SEED.value
