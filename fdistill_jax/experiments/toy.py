@@ -31,7 +31,7 @@ from fdistill_jax.teachers import analytic
 from fdistill_jax.validation import need
 
 
-MIXTURES = ("ring", "random")
+MIXTURES = ("ring", "random", "grid", "explicit", "file")
 
 
 def check_config(cfg) -> None:
