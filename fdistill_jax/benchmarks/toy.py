@@ -37,9 +37,9 @@ def _define_flags() -> None:
   FLAGS = flags.DEFINE_list("problems", ["ring8", "mix8d", "grid25", "mix16d"], "Problems to run.")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
   _DIVS = flags.DEFINE_list("divergences", list(divergences.NAMES), "f-distill divergences.")
-  _CONFIGS = flags.DEFINE_string("configs", "", "Extra config files, comma-separated, each "
-                                  "optionally with overrides: 'configs/toy2d_js.py@student.hidden="
-                                  "256;optim.generator.lr=1e-3' (values parsed as Python literals).")
+  _CONFIGS = flags.DEFINE_string(
+      "configs", "", "Extra config files, comma-separated, each optionally with overrides: "
+      "'configs/toy2d_js.py@student.hidden=256;optim.generator.lr=1e-3' (Python literals).")
   _STEPS = flags.DEFINE_integer("steps", None, "Override train.steps.")
   _OUT = flags.DEFINE_string("out", "benchmark_results/toy", "Output folder.")
   _TB = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events (needs TensorFlow).")
