@@ -6,12 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from fdistill_jax import defaults
+from fdistill_jax import config_checks, defaults
 from fdistill_jax.benchmarks import toy as toy_bench
+from fdistill_jax.benchmarks.common import set_key
 from fdistill_jax.evaluation import toy_metrics
 from fdistill_jax.experiments import toy
 from fdistill_jax.models.mlp import MLPDenoiser
 from fdistill_jax.teachers import analytic
+from fdistill_jax.validation import ConfigError
 
 GRID = analytic.grid_mixture(5, 1.0, 0.1, np.tile([1., 2., 3., 4., 5.], 5) / 75.0)
 
@@ -68,6 +70,19 @@ def test_mixture_specs_grid_explicit_file_and_sigma_data(tmp_path):
   over = toy_bench.problem_overrides("grid25")
   assert over["diffusion.sigma_data"] == round(analytic.data_std(GRID), 2)
   assert "--config.teacher.mixture=grid" in toy_bench.command_line("grid25")
+
+
+def test_every_benchmark_problem_passes_config_validation():
+  """The benchmark's problems (tiled weights, grid) validate; weights that cannot tile are named."""
+  for name in toy_bench.PROBLEMS:
+    cfg = defaults.toy()
+    for k, v in toy_bench.problem_overrides(name).items():
+      set_key(cfg, k, v)
+    config_checks.check(cfg)
+  cfg = defaults.toy()
+  cfg.teacher.weights = (1.0, 2.0, 3.0)
+  with pytest.raises(ConfigError, match="teacher.weights"):
+    config_checks.check(cfg)
 
 
 def test_pretrain_cache_is_keyed_by_its_settings(tmp_path):

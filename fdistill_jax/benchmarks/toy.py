@@ -2,6 +2,7 @@
 
   python -m fdistill_jax.benchmarks.toy [--problems=ring8,mix8d,grid25,mix16d] [--seeds=0,1,2]
       [--divergences=rkl,kl,js,sf,sh,jf,neyman] [--configs=configs/toy2d_sid.py,...]
+      [--configs='configs/toy2d_js.py@student.hidden=256;train.steps=6000']
       [--steps=N] [--out=benchmark_results/toy]
 
 Problems (PROBLEMS; `--problems=list` prints each one's main.py flags): ring8 = 8 modes on a
@@ -26,7 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from fdistill_jax import config_checks, defaults, divergences
-from fdistill_jax.benchmarks.common import load_config, set_key
+from fdistill_jax.benchmarks.common import load_config, parse_entry, set_key, split_entries
 
 
 def _define_flags() -> None:
@@ -36,7 +37,9 @@ def _define_flags() -> None:
   FLAGS = flags.DEFINE_list("problems", ["ring8", "mix8d", "grid25", "mix16d"], "Problems to run.")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
   _DIVS = flags.DEFINE_list("divergences", list(divergences.NAMES), "f-distill divergences.")
-  _CONFIGS = flags.DEFINE_list("configs", [], "Extra method config files (get_config()).")
+  _CONFIGS = flags.DEFINE_string(
+      "configs", "", "Extra config files, comma-separated, each optionally with overrides: "
+      "'configs/toy2d_js.py@student.hidden=256;optim.generator.lr=1e-3' (Python literals).")
   _STEPS = flags.DEFINE_integer("steps", None, "Override train.steps.")
   _OUT = flags.DEFINE_string("out", "benchmark_results/toy", "Output folder.")
   _TB = flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events (needs TensorFlow).")
@@ -115,7 +118,7 @@ def main(argv):
     return
   os.makedirs(_OUT.value, exist_ok=True)
   entries = [(f"fdistill-{d}", None, {"method.divergence": d}) for d in _DIVS.value]
-  entries += [(os.path.splitext(os.path.basename(p))[0], p, {}) for p in _CONFIGS.value]
+  entries += [parse_entry(e) for e in split_entries(_CONFIGS.value)]
   results = []
   for prob in FLAGS.value:
     cache = os.path.join(_OUT.value, f"pretrained_{prob}")
@@ -132,7 +135,8 @@ def main(argv):
         if cfg.method.name == "progressive":  # Same total iterations, split over the rounds.
           from fdistill_jax.methods import progressive
           cfg.train.steps = max(1, cfg.train.steps // len(progressive.round_steps(cfg.method)))
-        out = run_one(cfg, os.path.join(_OUT.value, "runs", f"{prob}_{name}_{seed}"), cache)
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+        out = run_one(cfg, os.path.join(_OUT.value, "runs", f"{prob}_{safe}_{seed}"), cache)
         rec = {"problem": prob, "method": name, "seed": int(seed), "wall_s": out["wall_s"],
                "steps": cfg.train.steps, "steps_per_s": out["steps_per_s"],
                "student": out["student"], "teacher": out["teacher_heun35"],

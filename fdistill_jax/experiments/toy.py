@@ -31,7 +31,7 @@ from fdistill_jax.teachers import analytic
 from fdistill_jax.validation import need
 
 
-MIXTURES = ("ring", "random")
+MIXTURES = ("ring", "random", "grid", "explicit", "file")
 
 
 def check_config(cfg) -> None:
@@ -39,8 +39,9 @@ def check_config(cfg) -> None:
   t = cfg.teacher
   need(t.mixture in MIXTURES, "teacher.mixture", t.mixture, f"allowed: {MIXTURES}")
   need(t.num_modes >= 1, "teacher.num_modes", t.num_modes, "must be >= 1")
-  need(t.weights is None or len(t.weights) == t.num_modes, "teacher.weights", t.weights,
-       f"None or one weight per mode ({t.num_modes})")
+  k = {"ring": t.num_modes, "random": t.num_modes, "grid": t.grid_size ** 2}.get(t.mixture)
+  need(not t.weights or k is None or k % len(t.weights) == 0, "teacher.weights", t.weights,
+       f"() or K weights, or fewer that tile the K = {k} modes")
 
 
 def make_mixture(t) -> analytic.GaussianMixture:
