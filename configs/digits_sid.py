@@ -1,9 +1,9 @@
 """SiD (score identity distillation, α = 1.2) of the packaged digits teacher into a one-step generator.
 
-Same teacher, data, batch (32), steps (600), learning rate (2e-4) and metric as defaults.digits_distill,
-with SiD's own choices: generator input σ_init = 2.5, truncated Karras time draw (t_max 800), fake
-score trained 1:1 by the EDM loss (ln σ ~ N(−1.2, 1.2²)), Adam β = (0, 0.999) without weight decay,
-no discriminator and no real data.
+Same teacher, data, batch (32), steps (600), learning rate (2e-4) and metric as
+defaults.digits_distill, with SiD's own choices: generator input σ_init = 2.5, truncated Karras
+time draw (t_max 800), fake score trained 1:1 by the EDM loss (ln σ ~ N(−1.2, 1.2²)), Adam
+β = (0, 0.999) without weight decay, no discriminator and no real data.
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_sid.py --workdir=runs/digits_sid

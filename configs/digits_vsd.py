@@ -1,8 +1,8 @@
 """VSD / Diff-Instruct (reverse KL, h ≡ 1, no DMD normalisation, no GAN) on the digits teacher.
 
 f-distill with divergence rkl, ratio normalisation off, dm_normalize off, no discriminator,
-1:1 fake-score/generator alternation; everything else as defaults.digits_distill (the 1:1, 600-iteration
-protocol that configs/digits_js.py started from).
+1:1 fake-score/generator alternation; everything else as defaults.digits_distill (the 1:1,
+600-iteration protocol that configs/digits_js.py started from).
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_vsd.py --workdir=runs/digits_vsd

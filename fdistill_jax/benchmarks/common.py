@@ -46,6 +46,11 @@ def parse_entry(entry: str) -> tuple[str, str, dict]:
   return name, path, overrides
 
 
+def folder_name(name: str) -> str:
+  """A run name ('digits_js[method.critic_steps=4]') as one safe path component."""
+  return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
 def set_key(cfg, dotted: str, value) -> None:
   node = cfg
   *parents, last = dotted.split(".")

@@ -23,7 +23,8 @@ import time
 from absl import app, flags, logging
 
 from fdistill_jax import defaults
-from fdistill_jax.benchmarks.common import load_config, parse_entry, set_key, split_entries
+from fdistill_jax.benchmarks.common import (folder_name, load_config, parse_entry, set_key,
+                                            split_entries)
 
 
 def _define_flags() -> None:
@@ -86,8 +87,7 @@ def main(argv):
     cfg.eval.cache_dir = _CACHE.value or os.path.join(_OUT.value, "cache")
     if _STEPS.value:
       cfg.train.steps = _STEPS.value
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-    out = run_one(cfg, os.path.join(_OUT.value, "runs", safe))
+    out = run_one(cfg, os.path.join(_OUT.value, "runs", folder_name(name)))
     out["teacher_checkpoint"] = os.path.basename(cfg.teacher.checkpoint)
     out["method"] = cfg.method.name
     results[name] = out

@@ -23,14 +23,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import tempfile
 import time
 
 import numpy as np
 from absl import app, flags, logging
 
-from fdistill_jax.benchmarks.common import load_config, parse_entry, set_key, split_entries
+from fdistill_jax.benchmarks.common import (folder_name, load_config, parse_entry, set_key,
+                                            split_entries)
 
 _CONFIGS = flags.DEFINE_string(
     "configs", "configs/imagenet64_js.py,configs/imagenet64_sid.py,configs/imagenet64_dmd2.py,"
@@ -200,7 +200,7 @@ def main(argv):
   for entry in split_entries(_CONFIGS.value):
     name, path, over = parse_entry(entry)
     cfg = synthetic_config(path, over, _BATCH.value)
-    trace = _PROFILE.value and os.path.join(_PROFILE.value, re.sub(r"[^\w.=-]+", "_", name))
+    trace = _PROFILE.value and os.path.join(_PROFILE.value, folder_name(name))
     with tempfile.TemporaryDirectory() as wd:
       rec = speed(cfg, wd, _STEPS.value, trace, _PROFILE_STEPS.value, _PROFILE_TOP.value)
     rec["method"], rec["dtype"] = cfg.method.name, cfg.teacher.dtype

@@ -188,9 +188,9 @@ def table(name: str, recs: list) -> str:
   g = lambda b: f"{b / 2 ** 30:.2f}"
   batches = sorted({r["batch"] for r in recs})
   rows = [f"{name}, global batch {', '.join(map(str, batches)) or '?'}", "",
-          "| global batch | devices | mesh data×fsdp | batch/device | phase | state GiB (exact) | argument GiB | "
-          "output GiB | alias GiB | temp GiB (CPU) | peak GiB (CPU) | compile s | state fits | "
-          "CPU peak fits |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| global batch | devices | mesh data×fsdp | batch/device | phase | state GiB (exact) | "
+          "argument GiB | output GiB | alias GiB | temp GiB (CPU) | peak GiB (CPU) | compile s | "
+          "state fits | CPU peak fits |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in recs:
     st = r["per_device"]["state"]
     for phase, p in r["phases"].items() or {"(not compiled)": None}.items():

@@ -116,16 +116,22 @@ def op_times(profile, module: str) -> tuple[str, dict[str, list[float]]]:
   return "", {}
 
 
+def _step(run, phase: str, batch) -> None:
+  """One call of the phase's compiled step as the loop makes it (state donated), to completion."""
+  import jax
+  run.state, metrics = run.compiled[phase](run.state, run.frozen, batch)
+  jax.block_until_ready((run.state, metrics))
+
+
 def trace_phase(run, batch, phase: str, trace_dir: str, steps: int) -> tuple[str, list[float]]:
   """Runs `steps` steps of the phase's compiled step under jax.profiler.trace(trace_dir);
   returns (the written .xplane.pb, each step's wall seconds)."""
   import jax
-  fn, times = run.compiled[phase], []
+  times = []
   with jax.profiler.trace(trace_dir):
     for _ in range(steps):
       t0 = time.perf_counter()
-      run.state, m = fn(run.state, run.frozen, batch)
-      jax.block_until_ready((run.state, m))
+      _step(run, phase, batch)
       times.append(time.perf_counter() - t0)
   files = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
   if not files:
@@ -142,8 +148,7 @@ def profile(run, batch, trace_dir: str, steps: int = 3, top: int = 10, warmup: i
   out = {}
   for phase, fn in run.compiled.items():
     for _ in range(warmup):
-      run.state, m = fn(run.state, run.frozen, batch)
-      jax.block_until_ready((run.state, m))
+      _step(run, phase, batch)
     path, times = trace_phase(run, batch, phase, os.path.join(trace_dir, phase), steps)
     module, ops = hlo_ops(fn)
     plane, totals = op_times(ProfileData.from_file(path), module)

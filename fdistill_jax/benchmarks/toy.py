@@ -27,7 +27,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from fdistill_jax import config_checks, defaults, divergences
-from fdistill_jax.benchmarks.common import load_config, parse_entry, set_key, split_entries
+from fdistill_jax.benchmarks.common import (folder_name, load_config, parse_entry, set_key,
+                                            split_entries)
 
 
 def _define_flags() -> None:
@@ -135,8 +136,8 @@ def main(argv):
         if cfg.method.name == "progressive":  # Same total iterations, split over the rounds.
           from fdistill_jax.methods import progressive
           cfg.train.steps = max(1, cfg.train.steps // len(progressive.round_steps(cfg.method)))
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-        out = run_one(cfg, os.path.join(_OUT.value, "runs", f"{prob}_{safe}_{seed}"), cache)
+        out = run_one(cfg, os.path.join(_OUT.value, "runs", f"{prob}_{folder_name(name)}_{seed}"),
+                      cache)
         rec = {"problem": prob, "method": name, "seed": int(seed), "wall_s": out["wall_s"],
                "steps": cfg.train.steps, "steps_per_s": out["steps_per_s"],
                "student": out["student"], "teacher": out["teacher_heun35"],

@@ -123,10 +123,11 @@ def output_paths(workdir: str) -> dict:
           if v and (k == "tensorboard" or epath.Path(v).exists())}
 
 # (column title, metric key, format) for whichever of these the experiment reports.
-_COLUMNS = (("FD", "fd", "{:.2f}"), ("FD@297", "fd_n297", "{:.2f}"), ("FID", "fid", "{:.2f}"), ("classes", "class_coverage",
-            "{:.0%}"), ("confidence", "mean_confidence", "{:.3f}"), ("precision", "precision",
-            "{:.3f}"), ("recall", "recall", "{:.3f}"), ("SW", "sw", "{:.4f}"),
-            ("in-mode", "in_mode_fraction", "{:.3f}"), ("mode TV", "mode_tv", "{:.3f}"))
+_COLUMNS = (("FD", "fd", "{:.2f}"), ("FD@297", "fd_n297", "{:.2f}"), ("FID", "fid", "{:.2f}"),
+            ("classes", "class_coverage", "{:.0%}"), ("confidence", "mean_confidence", "{:.3f}"),
+            ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
+            ("SW", "sw", "{:.4f}"), ("in-mode", "in_mode_fraction", "{:.3f}"),
+            ("mode TV", "mode_tv", "{:.3f}"))
 
 
 def summary(final: dict, paths: dict) -> str:
