@@ -32,6 +32,10 @@ def check(cfg, num_devices: int | None = None) -> None:
     _need(o.lr > 0, f"optim.{net}.lr", o.lr, "must be > 0")
     _need(0 <= o.b1 < 1 and 0 <= o.b2 < 1, f"optim.{net}.b1/b2", (o.b1, o.b2), "must be in [0, 1)")
     _need(o.weight_decay >= 0, f"optim.{net}.weight_decay", o.weight_decay, "must be >= 0")
+    _need(o.get("schedule", "constant") in ("constant", "cosine"), f"optim.{net}.schedule",
+          o.get("schedule"), "'constant' or 'cosine'")
+    _need(0 <= o.get("end_lr_ratio", 0.0) <= 1, f"optim.{net}.end_lr_ratio",
+          o.get("end_lr_ratio"), "must be in [0, 1]")
   t = cfg.train
   _need(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
   _need(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")

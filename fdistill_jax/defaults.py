@@ -4,6 +4,14 @@ import ml_collections
 from fdistill_jax.methods import fdistill
 
 
+def optim_config(lr: float, *, b1: float, b2: float, weight_decay: float,
+                 clip: float) -> ml_collections.ConfigDict:
+  """One network's optimiser block (engine/state.make_optimizer): AdamW at `lr`, constant by
+  default; schedule='cosine' decays it over the network's own updates to end_lr_ratio · lr."""
+  return ml_collections.ConfigDict(dict(lr=lr, b1=b1, b2=b2, eps=1e-8, weight_decay=weight_decay,
+                                        clip=clip, schedule="constant", end_lr_ratio=0.0))
+
+
 def toy() -> ml_collections.ConfigDict:
   """Toy problems: exact Gaussian-mixture teacher, MLP student, f-distill JS."""
   cfg = ml_collections.ConfigDict()
@@ -22,8 +30,7 @@ def toy() -> ml_collections.ConfigDict:
 
   cfg.method = fdistill.method_config(divergence="js")
 
-  opt = lambda lr, clip: ml_collections.ConfigDict(dict(
-      lr=lr, b1=0.0, b2=0.99, eps=1e-8, weight_decay=0.0, clip=clip))
+  opt = lambda lr, clip: optim_config(lr, b1=0.0, b2=0.99, weight_decay=0.0, clip=clip)
   cfg.optim = ml_collections.ConfigDict(dict(
       generator=opt(3e-4, 10.0), fake_score=opt(1e-3, 10.0), discriminator=opt(1e-3, 10.0)))
 
@@ -69,8 +76,7 @@ def image() -> ml_collections.ConfigDict:
   cfg.method.dsm_weighting = "none"   # FastGen: unweighted x0 MSE for the fake score.
   cfg.method.gan_weight_gen = 1e-3
   cfg.method.p_mean, cfg.method.p_std = -1.2, 1.2
-  opt = lambda lr, clip, b1=0.9: ml_collections.ConfigDict(dict(
-      lr=lr, b1=b1, b2=0.999, eps=1e-8, weight_decay=0.01, clip=clip))
+  opt = lambda lr, clip, b1=0.9: optim_config(lr, b1=b1, b2=0.999, weight_decay=0.01, clip=clip)
   cfg.optim = ml_collections.ConfigDict(dict(
       generator=opt(1e-4, 10.0), fake_score=opt(1e-4, 0.0), discriminator=opt(1e-4, 0.0)))
   cfg.train.update(dict(steps=2000, batch_size=64, ema_decays=(0.999,), log_every=100,
@@ -118,8 +124,7 @@ def fastgen_edm(dataset: str) -> ml_collections.ConfigDict:
       enabled=True, feature_keys=("enc32", "enc16", "enc8") if cifar else ("bottleneck",),
       channels=256 if cifar else 768))
   lr = 1e-4 if cifar else 2e-6
-  opt = lambda clip: ml_collections.ConfigDict(dict(
-      lr=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip=clip))
+  opt = lambda clip: optim_config(lr, b1=0.9, b2=0.999, weight_decay=0.01, clip=clip)
   cfg.optim = ml_collections.ConfigDict(dict(generator=opt(10.0), fake_score=opt(0.0),
                                              discriminator=opt(0.0)))
   cfg.method.update(dict(

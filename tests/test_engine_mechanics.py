@@ -49,6 +49,50 @@ def test_gradient_accumulation_equals_full_batch():
         state_lib.init_state(params, txs, {}, (0.9,)), {}, batch)
 
 
+def test_cosine_schedule_counts_each_networks_own_updates():
+  """schedule='cosine' decays lr to end_lr_ratio·lr over the updates the network gets: 3 of 10
+  iterations for the generator and 7 for a critic at critic_steps 3 (FastGen's schedule)."""
+  assert [state_lib.num_updates(10, 3, g) for g in (True, False)] == [3, 7]
+  assert state_lib.num_updates(10, None, True) == 10
+  cfg = ml_collections.ConfigDict(dict(optim=dict(g=dict(
+      lr=1.0, b1=0.0, b2=0.0, eps=1e-12, weight_decay=0.0, clip=0.0, schedule="cosine",
+      end_lr_ratio=0.1))))
+  tx = state_lib.make_optimizer(cfg, "g", num_updates=4)
+  p, st, steps = jnp.zeros(()), None, []
+  st = tx.init(p)
+  for _ in range(5):  # b1 = b2 = 0: each Adam step is -lr(t) · sign(grad).
+    upd, st = tx.update(jnp.ones(()), st, p)
+    steps.append(-float(upd))
+  want = [0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(t, 4) / 4)) for t in range(5)]
+  np.testing.assert_allclose(steps, want, rtol=1e-6)
+  with pytest.raises(ValueError, match="optim.g.schedule='linear'"):
+    cfg.optim.g.schedule = "linear"
+    state_lib.make_optimizer(cfg, "g", 4)
+
+
+def test_engine_gives_each_network_its_update_count():
+  cfg = tiny_cfg()
+  cfg.train.steps, cfg.method.critic_steps = 8, 3
+  for net in cfg.optim:
+    cfg.optim[net].update(dict(schedule="cosine", end_lr_ratio=0.0, b1=0.0))
+  exp = types.SimpleNamespace(init_params=lambda key: {
+      n: {"w": jnp.zeros((2,))} for n in ("generator", "fake_score", "teacher")})
+  method = types.SimpleNamespace(GENERATOR_NETS=("generator",), CRITIC_NETS=("fake_score",),
+                                 init_extras=lambda cfg: {})
+  _, _, txs, init, key = loop._build(cfg, lambda: (exp, method))
+  state = init(key)
+  counts = {n: state_lib.num_updates(8, 3, n in method.GENERATOR_NETS) for n in txs}
+  assert counts == {"generator": 2, "fake_score": 6}
+  for n, tx in txs.items():  # after num_updates steps the learning rate is end_lr_ratio·lr = 0.
+    p = state["params"][n]
+    st = tx.init(p)
+    ones = jax.tree.map(jnp.ones_like, p)
+    for _ in range(counts[n]):
+      _, st = tx.update(ones, st, p)
+    upd, _ = tx.update(ones, st, p)
+    assert max(float(jnp.abs(u).max()) for u in jax.tree.leaves(upd)) == 0.0, n
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
   cfg = tiny_cfg()

@@ -42,7 +42,9 @@ def _build(cfg, problem):
   init_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
   wanted = set(method.GENERATOR_NETS) | set(method.CRITIC_NETS)
   names = tuple(n for n in jax.eval_shape(exp.init_params, init_key) if n in wanted)
-  txs = {n: state_lib.make_optimizer(cfg, n) for n in names}
+  critic_steps = cfg.method.critic_steps if method.CRITIC_NETS else None
+  txs = {n: state_lib.make_optimizer(cfg, n, state_lib.num_updates(
+      cfg.train.steps, critic_steps, n in method.GENERATOR_NETS)) for n in names}
 
   def init(key):
     params = {n: p for n, p in exp.init_params(key).items() if n in wanted}

@@ -23,17 +23,38 @@ def ema_key(decay: float) -> str:
   return repr(float(decay))
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, net: str) -> optax.GradientTransformation:
+def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
+                   num_updates: int | None = None) -> optax.GradientTransformation:
   """AdamW (FastGen/DMD2 defaults) with optional global-norm clipping, per network.
 
-  cfg.optim.<net>.{lr, b1, b2, eps, weight_decay, clip}; clip <= 0 disables clipping.
+  cfg.optim.<net>.{lr, b1, b2, eps, weight_decay, clip, schedule, end_lr_ratio}; clip <= 0
+  disables clipping. schedule 'constant' (default) or 'cosine': lr → end_lr_ratio · lr over
+  `num_updates`, the number of updates this network gets in the run (not iterations: a critic
+  network steps critic_steps times per generator step).
   """
   o = cfg.optim[net]
+  lr = o.lr
+  schedule = o.get("schedule", "constant")
+  if schedule == "cosine":
+    if not num_updates:
+      raise ValueError(f"optim.{net}.schedule='cosine' needs the number of updates of {net}")
+    lr = optax.cosine_decay_schedule(o.lr, decay_steps=num_updates, alpha=o.end_lr_ratio)
+  elif schedule != "constant":
+    raise ValueError(f"optim.{net}.schedule={schedule!r}: expected 'constant' or 'cosine'")
   parts = []
   if o.clip > 0:
     parts.append(optax.clip_by_global_norm(o.clip))
-  parts.append(optax.adamw(o.lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
+  parts.append(optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
   return optax.chain(*parts)
+
+
+def num_updates(steps: int, critic_steps: int | None, is_generator: bool) -> int:
+  """Updates a network gets in `steps` iterations of the FastGen schedule (engine/loop.py:
+  iteration k is a generator step iff k mod (critic_steps + 1) == 0; no critic: every step)."""
+  if critic_steps is None:
+    return steps if is_generator else 0
+  gen = -(-steps // (critic_steps + 1))
+  return gen if is_generator else steps - gen
 
 
 def init_state(params: dict, txs: dict, extras: dict, ema_decays) -> dict:
