@@ -26,7 +26,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/toy2d_js.py", "--config.pretrain.steps=50", "--config.student.hidden=32",
         "--config.disc.hidden=32", "--config.train.batch_size=64", "--config.eval.num_samples=256",
         "--config.train.async_checkpoints=False", "--config.train.log_every=5",
-        "--config.train.ckpt_every=5", "--config.train.keep_checkpoints=4"]
+        "--config.train.ckpt_every=5", "--config.train.keep_checkpoints=4",
+        # Constant lr: the 10-step two-process run is compared with the 20-step run's step 10,
+        # and a cosine schedule depends on train.steps.
+        *(f"--config.optim.{n}.schedule=constant" for n in ("generator", "fake_score",
+                                                             "discriminator"))]
 
 
 def _env(devices: int, **extra):
