@@ -58,7 +58,7 @@ def test_cosine_schedule_counts_each_networks_own_updates():
       lr=1.0, b1=0.0, b2=0.0, eps=1e-12, weight_decay=0.0, clip=0.0, schedule="cosine",
       end_lr_ratio=0.1))))
   tx = state_lib.make_optimizer(cfg, "g", num_updates=4)
-  p, st, steps = jnp.zeros(()), None, []
+  p, steps = jnp.zeros(()), []
   st = tx.init(p)
   for _ in range(5):  # b1 = b2 = 0: each Adam step is -lr(t) · sign(grad).
     upd, st = tx.update(jnp.ones(()), st, p)
@@ -83,6 +83,8 @@ def test_engine_gives_each_network_its_update_count():
   state = init(key)
   counts = {n: state_lib.num_updates(8, 3, n in method.GENERATOR_NETS) for n in txs}
   assert counts == {"generator": 2, "fake_score": 6}
+  phases = [loop._phase_of(k, method, cfg) for k in range(8)]  # the loop's own schedule.
+  assert counts == {"generator": phases.count("generator"), "fake_score": phases.count("critic")}
   for n, tx in txs.items():  # after num_updates steps the learning rate is end_lr_ratio·lr = 0.
     p = state["params"][n]
     st = tx.init(p)

@@ -30,7 +30,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
   cfg.optim.<net>.{lr, b1, b2, eps, weight_decay, clip, schedule, end_lr_ratio}; clip <= 0
   disables clipping. schedule 'constant' (default) or 'cosine': lr → end_lr_ratio · lr over
   `num_updates`, the number of updates this network gets in the run (not iterations: a critic
-  network steps critic_steps times per generator step).
+  network steps critic_steps times per generator step). The decay is fixed by train.steps:
+  resuming with a different train.steps reshapes the rest of it.
   """
   o = cfg.optim[net]
   lr = o.lr
