@@ -94,14 +94,16 @@ def _summary(phases: dict, batch: int, crit: int) -> dict:
 
 # ------------------------------------------------------------------------------------ ours
 class Ours:
-  """The engine's compiled steps (loop.Run) on synthetic data."""
+  """The engine's compiled steps (loop.Run) on synthetic data, on one device."""
 
   def __init__(self, cfg, workdir: str):
     import jax
     from fdistill_jax import compose
     from fdistill_jax.models.edm import build_edm_precond
     self.cfg, t0 = cfg, time.time()
-    self.run = compose.Run(cfg, workdir, restore=False)
+    # One device against PyTorch's one: on a multi-chip host the default (every device) would
+    # compare a data-parallel mesh with a single GPU.
+    self.run = compose.Run(cfg, workdir, devices=jax.devices()[:1], restore=False)
     self.build_s = time.time() - t0
     self.batch = self.run.global_batch(0)
     kwargs = cfg.teacher.precond_kwargs.to_dict()
