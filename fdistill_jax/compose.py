@@ -35,8 +35,8 @@ def Run(cfg, workdir: str, devices=None, restore: bool = True) -> loop.Run:  # p
   return loop.Run(cfg, workdir, _problem(cfg, workdir), devices=devices, restore=restore)
 
 
-def train(cfg, workdir: str) -> dict:
-  return loop.train(cfg, workdir, _problem(cfg, workdir))
+def train(cfg, workdir: str, devices=None) -> dict:
+  return loop.train(cfg, workdir, _problem(cfg, workdir), devices)
 
 
 def load_trained(cfg, workdir: str, step: int | None = None):

@@ -140,13 +140,13 @@ class Run:
 
 
 # ============================================================================== train
-def train(cfg, workdir: str, problem) -> dict:
+def train(cfg, workdir: str, problem, devices=None) -> dict:
   """Trains problem() = (experiment, method) per cfg in workdir (local or gs://, resuming);
-  final metrics."""
+  final metrics. devices: the mesh's devices (default every device, as Run)."""
   fileio.makedirs(workdir)
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   progress_lib.note("building the run and compiling its steps ...")
-  run = Run(cfg, workdir, problem)
+  run = Run(cfg, workdir, problem, devices)
   exp, ckpt = run.exp, run.ckpt
   start = int(jax.device_get(run.state["step"]))
   progress_lib.note("compiled in " + ", ".join(f"{t:.0f}s ({p})"
