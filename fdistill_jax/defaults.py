@@ -334,9 +334,11 @@ def digits_t2i_teacher() -> ml_collections.ConfigDict:
   cfg.method.p_mean, cfg.method.p_std = 0.0, 2.0
   cfg.diffusion.sigma_data = 100.0
   cfg.disc.enabled = False
-  cfg.optim.generator.update(dict(lr=1e-3, weight_decay=0.0))
-  cfg.train.update(dict(steps=3200, batch_size=64, ema_decays=(0.999,), log_every=100,
-                        ckpt_every=400, eval_every=0))
+  # Cosine decay to 0 over 12,000 steps: at 3,200 constant-lr steps the cross-attention (the
+  # prompt's only path) was still being learnt (held-out accuracy 0.71 against 0.91 here).
+  cfg.optim.generator.update(dict(lr=1e-3, weight_decay=0.0, schedule="cosine"))
+  cfg.train.update(dict(steps=12000, batch_size=64, ema_decays=(0.999,), log_every=100,
+                        ckpt_every=1000, eval_every=0))
   cfg.eval.update(dict(sampler="dpm_solver_pp_2m", nfe=35, params="raw", teacher_nfes=(),
                        guidance_scale=2.0, num_samples=500, grid_size=20))
   return cfg

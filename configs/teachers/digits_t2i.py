@@ -3,22 +3,18 @@ hidden 64, patch 2, 16×16×1 pixels, 320k parameters) on scikit-learn's digits 
 committed prompts (fdistill_jax/assets/digits_t2i_prompts, encoded by the committed tiny T5,
 training phrasings only), 10 % prompt dropout to the cached "" for classifier-free guidance.
 
-How the committed fdistill_jax/assets/digits_t2i_teacher was made (2 shared CPU cores, ~35 min):
-its first 2,157 steps used EDM's σ law (ln σ ~ N(−1.2, 1.2²), σ_data 0.5), which left the
-ε-parameterised net untrained above σ ≈ 10 (its 35-NFE samples were noise, FD 353 at step 2000);
-steps 2,157–3,200 use this config. Reproduce it with the two runs, then export the raw params:
-  python -m fdistill_jax.main --config=configs/teachers/digits_t2i.py --workdir=runs/digits_t2i_teacher \
-      --config.method.p_mean=-1.2 --config.method.p_std=1.2 --config.diffusion.sigma_data=0.5 \
-      --config.train.steps=2157
+How the committed fdistill_jax/assets/digits_t2i_teacher was made: one run of this config
+(12,000 steps, batch 64, ε-MSE weighting, lr 1e-3 with cosine decay to 0; 89 min on one CPU core
+beside other jobs, 1.4–2.3 steps/s), then the raw params exported:
   python -m fdistill_jax.main --config=configs/teachers/digits_t2i.py --workdir=runs/digits_t2i_teacher
   python -m fdistill_jax.export --config=configs/teachers/digits_t2i.py \
       --workdir=runs/digits_t2i_teacher --out=runs/digits_t2i_teacher/export
-  cp -r runs/digits_t2i_teacher/export/diffusers fdistill_jax/assets/digits_t2i_teacher
-A single run of this config alone (3,200 steps) has not been measured.
-Expected (measured, step 3,200, raw params, DPM-Solver++(2M) 35 NFE, guidance w = 2, 500 samples
-over all 100 prompts): digits FD 39.5, class coverage 1.0, prompt-class accuracy 0.83 (training
-phrasings 0.88, held-out 0.71), confidence 0.91. The 0.999-EMA still averages the early steps
-(FD 163), hence eval.params = 'raw'.
+  cp -r runs/digits_t2i_teacher/export/diffusers/* fdistill_jax/assets/digits_t2i_teacher/
+Expected (measured 2026-12-01, step 12,000, raw params, DPM-Solver++(2M) 35 NFE, guidance w = 2,
+500 samples over all 100 prompts): digits FD 29.0, class coverage 1.0, prompt-class accuracy 0.96
+(training phrasings 0.98, held-out 0.91), confidence 0.98, precision / recall 0.53 / 0.77.
+The previous teacher (3,200 steps at a constant lr, the first 2,157 of them at EDM's σ law) scored
+FD 39.5 and accuracy 0.83 (held-out 0.71): BENCHMARKS.md "Digits text-to-image".
 """
 from fdistill_jax import defaults
 
