@@ -88,7 +88,7 @@ def _fingerprint(tree) -> tuple[list[np.ndarray], bool]:
   is fetched before the next is dispatched: ~1,000 programs with collectives in flight at once
   deadlock XLA:CPU's in-process collectives on fake devices (a rendezvous timeout abort)."""
   out = [jax.device_get(_leaf_fingerprint(x)) for x in jax.tree.leaves(tree)]
-  return [np.asarray(s) for s, _ in out], all(bool(f) for _, f in out)
+  return [s for s, _ in out], all(bool(f) for _, f in out)  # device_get gives numpy.
 
 
 def _layout(tree) -> dict[str, list]:
