@@ -32,12 +32,13 @@ class RoundInterrupted(RuntimeError):
   """A round's training was preempted (SIGTERM) before its last step."""
 
 
-def run_rounds(cfg, workdir: str) -> list[dict]:
+def run_rounds(cfg, workdir: str, devices=None) -> list[dict]:
   """Trains PD rounds pd_base_steps → … → pd_final_steps; returns [{steps, workdir, params,
   metrics (the round's final_metrics.json)}].
 
   Each round calls `compose.train` in its own workdir (checkpointed and resumable there) and saves
-  the student as student.msgpack, which becomes the next round's frozen teacher.
+  the student as student.msgpack, which becomes the next round's frozen teacher. `devices`
+  (default: all) is handed to every round's `compose.train`.
   """
   m = cfg.method
   schedule = round_steps(m)
@@ -51,7 +52,7 @@ def run_rounds(cfg, workdir: str) -> list[dict]:
     rcfg.method.teacher_params = teacher_path
     out = str(epath.Path(rdir) / "student.msgpack")
     if not epath.Path(out).exists():
-      res = compose.train(rcfg, rdir)  # Writes final_metrics.json (evaluated with the N-step sampler).
+      res = compose.train(rcfg, rdir, devices=devices)  # Writes final_metrics.json (evaluated with the N-step sampler).
       if "preempted_at" in res:  # A partial round must not become the next round's teacher.
         raise RoundInterrupted(f"round {r} ({n} steps) stopped at step {res['preempted_at']}; "
                                f"rerun the same command to resume it from {rdir}")

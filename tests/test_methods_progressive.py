@@ -68,7 +68,8 @@ def test_rounds_halve_steps_and_beat_the_teacher_at_equal_steps(tmp_path):
   # Two wide modes: here 2 and 4 Euler steps differ by far more than a tiny student's error.
   cfg.teacher.update(dict(num_modes=2, scale=0.5, weights=(1.0, 2.0)))
   config_checks.check(cfg)
-  rounds = pd_rounds.run_rounds(cfg, str(tmp_path))
+  one = jax.devices()[:1]  # What PD learns; sharding has its own equality tests.
+  rounds = pd_rounds.run_rounds(cfg, str(tmp_path), devices=one)
   assert [r["steps"] for r in rounds] == [2, 1]
   assert rounds[1]["teacher_params"] == rounds[0]["params"]
   # The root holds the pretrained init round 0 made, so a benchmark can reuse it for other runs.
@@ -93,7 +94,7 @@ def test_rounds_halve_steps_and_beat_the_teacher_at_equal_steps(tmp_path):
   assert rmse(student2) < 0.5 * rmse(teacher2), (rmse(student2), rmse(teacher2))
   assert rmse(student2) < 0.5 * rmse(init), (rmse(student2), rmse(init))
   # A rerun finds every round finished and trains nothing.
-  again = pd_rounds.run_rounds(cfg, str(tmp_path))
+  again = pd_rounds.run_rounds(cfg, str(tmp_path), devices=one)
   assert [r["params"] for r in again] == [r["params"] for r in rounds]
 
 
@@ -132,7 +133,7 @@ def test_a_preempted_round_is_not_saved_as_the_next_teacher(tmp_path, monkeypatc
   cfg = tiny_cfg(steps=10)
   cfg.method = progressive.method_config(pd_base_steps=4, pd_final_steps=1)
   cfg.disc.enabled = False
-  monkeypatch.setattr(pd_rounds.compose, "train", lambda rcfg, rdir: {"preempted_at": 3})
+  monkeypatch.setattr(pd_rounds.compose, "train", lambda rcfg, rdir, devices=None: {"preempted_at": 3})
   with pytest.raises(pd_rounds.RoundInterrupted, match=r"round 0 \(2 steps\) stopped at step 3"):
     pd_rounds.run_rounds(cfg, str(tmp_path))
   assert not os.path.exists(tmp_path / "round0_2steps" / "student.msgpack")
