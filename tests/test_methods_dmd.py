@@ -47,6 +47,9 @@ def shared(tmp_path_factory):
 def short_run(cfg, wd, shared=None):
   """Runs cfg.train.steps engine steps (no checkpoints/plots) and evaluates init and student.
 
+  One device: these tests are about what a method learns; sharding has its own equality tests
+  (test_toy_engine), and eight fake devices only make each tiny step dearer on CPU.
+
   Returns (init metrics, student metrics, [per-step metric dicts], run). `shared` is a directory
   whose pretrained-denoiser cache is reused (copied) so runs of a module pretrain only once.
   """
@@ -54,7 +57,7 @@ def short_run(cfg, wd, shared=None):
   cache = None if shared is None else shared / "pretrained_denoiser.msgpack"
   if cache is not None and cache.exists():
     (wd / cache.name).write_bytes(cache.read_bytes())
-  run = compose.Run(cfg, str(wd), restore=False)
+  run = compose.Run(cfg, str(wd), devices=jax.devices()[:1], restore=False)
   key = jax.random.PRNGKey(99)
   init = run.exp.evaluate(jax.device_get(run.state["params"]["generator"]), key)
   history = [jax.device_get(run.step(k)) for k in range(cfg.train.steps)]
