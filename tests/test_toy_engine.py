@@ -57,15 +57,22 @@ def _run_steps(cfg, workdir, devices, n):
   return jax.device_get(run.state)
 
 
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+  """(state after 6 single-device steps, its pretrained-denoiser cache): the reference that
+  every mesh layout below must reproduce, computed once for the module."""
+  wd = tmp_path_factory.mktemp("one")
+  return _run_steps(tiny_cfg(), wd, jax.devices()[:1], 6), wd / "pretrained_denoiser.msgpack"
+
+
 @pytest.mark.parametrize("data,fsdp", [(8, 1), (2, 4)])
-def test_sharded_steps_equal_single_device(tmp_path, data, fsdp):
+def test_sharded_steps_equal_single_device(tmp_path, one_device, data, fsdp):
+  ref, cache = one_device
   cfg = tiny_cfg()
-  ref = _run_steps(cfg, tmp_path / "one", jax.devices()[:1], 6)
   cfg.mesh.data, cfg.mesh.fsdp = data, fsdp
   (tmp_path / "many").mkdir()
   # Share the pretrained-denoiser cache so both runs start identically.
-  (tmp_path / "many" / "pretrained_denoiser.msgpack").write_bytes(
-      (tmp_path / "one" / "pretrained_denoiser.msgpack").read_bytes())
+  (tmp_path / "many" / "pretrained_denoiser.msgpack").write_bytes(cache.read_bytes())
   got = _run_steps(cfg, tmp_path / "many", jax.devices()[:8], 6)
   flat_ref, _ = jax.tree_util.tree_flatten_with_path(ref)
   flat_got = jax.tree.leaves(got)
