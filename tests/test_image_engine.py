@@ -26,7 +26,8 @@ def tiny_image_cfg():
   cfg.disc.channels = 8
   cfg.train.update(dict(steps=4, batch_size=16, log_every=2, ckpt_every=2,
                         async_checkpoints=False))
-  cfg.eval.update(dict(num_samples=16, teacher_nfes=(1,), metric="none"))
+  # eval.nfe = the one teacher NFE evaluated: the final comparison grid reuses those samples.
+  cfg.eval.update(dict(num_samples=16, teacher_nfes=(1,), nfe=1, metric="none"))
   cfg.mesh.fsdp_min_size = 64
   return cfg
 

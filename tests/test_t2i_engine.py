@@ -74,7 +74,7 @@ def config(name, files):
   cfg.method.critic_steps = 1
   cfg.train.update(dict(steps=4, batch_size=8, log_every=2, ckpt_every=2, eval_every=0,
                         async_checkpoints=False))
-  cfg.eval.update(dict(num_samples=8, batch_size=0, teacher_nfes=(1,), nfe=2, grid_size=4))
+  cfg.eval.update(dict(num_samples=8, batch_size=0, teacher_nfes=(1,), nfe=1, grid_size=4))
   cfg.mesh.fsdp_min_size = 64
   config_checks.check(cfg, num_devices=8)
   return cfg
