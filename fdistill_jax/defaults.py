@@ -37,7 +37,10 @@ def toy() -> ml_collections.ConfigDict:
   cfg.train = ml_collections.ConfigDict(dict(
       steps=5000, batch_size=512, grad_accum=1, ema_decays=(0.99,), log_every=250,
       eval_every=0, ckpt_every=2500, keep_checkpoints=2, async_checkpoints=True,
-      max_nonfinite_streak=20, tensorboard=True))
+      max_nonfinite_streak=20, tensorboard=True,
+      # False: the run ends at its last checkpoint; `--mode=eval` scores it later (pods whose
+      # final FID is run as a separate job).
+      final_eval=True))
   cfg.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, default_tactic="replicate", rules=(), fsdp_min_size=2 ** 14))
   cfg.eval = ml_collections.ConfigDict(dict(num_samples=8192, teacher_nfe=35, params="raw"))

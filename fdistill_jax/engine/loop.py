@@ -200,6 +200,10 @@ def train(cfg, workdir: str, problem, devices=None) -> dict:
         return {"preempted_at": done}
     if ckpt.latest_step() != total:
       save(total, force=True)
+    if not cfg.train.get("final_eval", True):
+      progress_lib.note(f"trained {total} steps; not evaluated (config.train.final_eval=False): "
+                        f"--mode=eval scores the checkpoint in {workdir}")
+      return {"step": total}
     final = _evaluate(exp, run.state, cfg, writer, total, eval_key, workdir, final=True)
   finally:
     progress.close()
