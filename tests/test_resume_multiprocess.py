@@ -57,6 +57,15 @@ def uninterrupted(tmp_path_factory):
   return root / "run", cache
 
 
+def _with_pretrained(workdir, uninterrupted_dir):
+  """Seeds a new workdir with the uninterrupted run's pretrained-denoiser cache (same settings,
+  so the run reuses it instead of pretraining again) and returns the workdir."""
+  workdir.mkdir(parents=True)
+  for name in ("pretrained_denoiser.msgpack", "pretrained_denoiser.json"):
+    (workdir / name).write_bytes((uninterrupted_dir / name).read_bytes())
+  return workdir
+
+
 def _final_state(workdir, step):
   """The saved state as numpy arrays, whatever device topology wrote it."""
   path = os.path.join(workdir, "checkpoints", str(step), "state")
@@ -78,7 +87,7 @@ def _assert_same(a, b, atol):
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
   steps = 20
   full, cache = uninterrupted
-  killed = tmp_path / "killed"
+  killed = _with_pretrained(tmp_path / "killed", full)
   proc = subprocess.Popen(_cmd(killed, steps, cache), cwd=REPO, env=_env(4),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   marker = killed / "checkpoints" / "10"
@@ -106,7 +115,7 @@ def _free_port():
 def test_two_processes_match_one_process(tmp_path, uninterrupted):
   steps = 10
   one, _ = uninterrupted  # Its step-10 checkpoint: one process, 4 devices.
-  two = tmp_path / "two"
+  two = _with_pretrained(tmp_path / "two", one)
   port = _free_port()
   procs = [subprocess.Popen(
       _cmd(two, steps, final_eval=True), cwd=REPO,
