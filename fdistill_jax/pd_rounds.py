@@ -52,7 +52,8 @@ def run_rounds(cfg, workdir: str, devices=None) -> list[dict]:
     rcfg.method.teacher_params = teacher_path
     out = str(epath.Path(rdir) / "student.msgpack")
     if not epath.Path(out).exists():
-      res = compose.train(rcfg, rdir, devices=devices)  # Writes final_metrics.json (evaluated with the N-step sampler).
+      # Writes final_metrics.json (evaluated with the N-step sampler).
+      res = compose.train(rcfg, rdir, devices=devices)
       if "preempted_at" in res:  # A partial round must not become the next round's teacher.
         raise RoundInterrupted(f"round {r} ({n} steps) stopped at step {res['preempted_at']}; "
                                f"rerun the same command to resume it from {rdir}")

@@ -71,8 +71,8 @@ def test_training_run_writes_resumes_and_moves_corrupt_steps_in_the_bucket(bucke
   uri, root = bucket
   wd = f"{uri}/run"
   cfg = _toy_kd_cfg(4)
-  out = compose.train(cfg, wd, devices=jax.devices()[:1])  # Where files go; load_trained below
-  # restores onto all 8 devices.
+  # One device: this test is about where files go; load_trained below restores onto all 8.
+  out = compose.train(cfg, wd, devices=jax.devices()[:1])
   assert out["step"] == 4
   files = _files(root / "run")
   for f in ("metrics.jsonl", "final_metrics.json", "samples_0000004.png", "metrics.png",

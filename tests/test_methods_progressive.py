@@ -133,7 +133,8 @@ def test_a_preempted_round_is_not_saved_as_the_next_teacher(tmp_path, monkeypatc
   cfg = tiny_cfg(steps=10)
   cfg.method = progressive.method_config(pd_base_steps=4, pd_final_steps=1)
   cfg.disc.enabled = False
-  monkeypatch.setattr(pd_rounds.compose, "train", lambda rcfg, rdir, devices=None: {"preempted_at": 3})
+  monkeypatch.setattr(pd_rounds.compose, "train",
+                      lambda rcfg, rdir, devices=None: {"preempted_at": 3})
   with pytest.raises(pd_rounds.RoundInterrupted, match=r"round 0 \(2 steps\) stopped at step 3"):
     pd_rounds.run_rounds(cfg, str(tmp_path))
   assert not os.path.exists(tmp_path / "round0_2steps" / "student.msgpack")

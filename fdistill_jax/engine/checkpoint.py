@@ -107,10 +107,6 @@ def _integrity(state, sums: list[np.ndarray], data_state: dict) -> dict:
   return {"format": INTEGRITY_FORMAT, "leaves": leaves, "data_sha256": _data_digest(data_state)}
 
 
-def _all_finite(tree) -> bool:
-  return _fingerprint(tree)[1]
-
-
 # ------------------------------------------------------------------------ closed-loop noise
 def _is_closed_loop_noise(unraisable) -> bool:
   """When one read of a restore fails, orbax's asyncio loop closes while tensorstore still has
