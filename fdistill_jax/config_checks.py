@@ -46,6 +46,8 @@ def check(cfg, num_devices: int | None = None) -> None:
         f"must divide the per-device batch {t.batch_size // num_devices}")
   _need(all(0 < d < 1 for d in t.ema_decays), "train.ema_decays", t.ema_decays,
         "each decay must be in (0, 1)")
+  _need(t.get("ema_rampup", 0.0) >= 0, "train.ema_rampup", t.get("ema_rampup"),
+        "a ramp-up ratio >= 0 (0 = constant β; EDM and SiD use 0.05)")
   _need(t.log_every >= 1, "train.log_every", t.log_every, "must be >= 1")
   _need(cfg.mesh.fsdp >= 1 and num_devices % cfg.mesh.fsdp == 0, "mesh.fsdp", cfg.mesh.fsdp,
         f"must divide the {num_devices} devices")

@@ -35,7 +35,9 @@ def toy() -> ml_collections.ConfigDict:
       generator=opt(3e-4, 10.0), fake_score=opt(1e-3, 10.0), discriminator=opt(1e-3, 10.0)))
 
   cfg.train = ml_collections.ConfigDict(dict(
-      steps=5000, batch_size=512, grad_accum=1, ema_decays=(0.99,), log_every=250,
+      steps=5000, batch_size=512, grad_accum=1, ema_decays=(0.99,),
+      # > 0: EDM/SiD half-life ramp-up of every EMA track, half-life <= ema_rampup x updates so far.
+      ema_rampup=0.0, log_every=250,
       eval_every=0, ckpt_every=2500, keep_checkpoints=2, async_checkpoints=True,
       max_nonfinite_streak=20, tensorboard=True,
       # False: the run ends at its last checkpoint; `--mode=eval` scores it later (pods whose
@@ -198,7 +200,7 @@ def sid_edm(dataset: str) -> ml_collections.ConfigDict:
   'cifar10' (conditional): batch 256, lr 1e-5, fp32, 800 Mimg; 'imagenet64': batch 8192, lr
   4e-6, 1000 Mimg (SiD trains it in fp16; we use bf16 compute with fp32 master weights). Both:
   α = 1.2, σ_init = 2.5, t_max = 800, Adam β = (0, 0.999), EMA half-life 0.5 Mimg (as a
-  per-iteration decay; SiD's EMA ramp-up is not modelled), no real data. Losses scaled as the
+  per-iteration decay) with SiD's ramp-up ratio 0.05 (train.ema_rampup), no real data. Losses scaled as the
   official code back-propagates them (sid.OFFICIAL_SCALING: 100/B·Σ for the generator, 1/B·Σ over
   pixels for the fake score); Adam ε 1e-6 for ImageNet-64, as SiD sets it for its fp16 runs.
   The fake score trains on EDM-augmented generator samples with p = 0.12 for CIFAR-10 (SiD's
@@ -218,7 +220,8 @@ def sid_edm(dataset: str) -> ml_collections.ConfigDict:
   for net in ("generator", "fake_score"):
     cfg.optim[net].lr = lr
   ema = round(0.5 ** (batch / 0.5e6), 6)
-  cfg.train.update(dict(batch_size=batch, steps=int(mimg * 1e6 // batch), ema_decays=(ema,)))
+  cfg.train.update(dict(batch_size=batch, steps=int(mimg * 1e6 // batch), ema_decays=(ema,),
+                        ema_rampup=0.05))
   cfg.eval.params = str(ema)
   return cfg
 

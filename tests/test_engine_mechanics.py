@@ -49,6 +49,40 @@ def test_gradient_accumulation_equals_full_batch():
         state_lib.init_state(params, txs, {}, (0.9,)), {}, batch)
 
 
+@pytest.mark.parametrize("rampup", [0.0, 0.3])
+def test_ema_rampup_is_edms_halflife_rule(rampup):
+  """train.ema_rampup: each generator update n (1-based) blends with β_n computed as EDM / SiD /
+  FastGen's 'halflife' EMA does, in images: half-life = min(H, n·B·r), β = ½^(B / half-life),
+  with H the half-life of the track's constant β. rampup 0 keeps the constant β."""
+  rng = np.random.default_rng(1)
+  batch = {"x": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32),
+           "y": jnp.asarray(rng.normal(size=(8, 2)), jnp.float32)}
+  params = {"generator": {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}}
+  cfg = ml_collections.ConfigDict(dict(
+      seed=0, train=dict(grad_accum=1, ema_rampup=rampup),
+      optim=dict(generator=dict(lr=0.05, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=0.0))))
+  txs = {"generator": state_lib.make_optimizer(cfg, "generator")}
+  decays = (0.9, 0.5)
+  st = state_lib.init_state(params, txs, {}, decays)
+  step = jax.jit(steps_lib.make_step(_quadratic_method(), None, txs, cfg, "generator"))
+  B = batch["x"].shape[0]
+  want = {d: np.asarray(params["generator"]["w"], np.float64) for d in decays}
+  for n in range(1, 9):
+    st, _ = step(st, {}, batch)
+    w = np.asarray(st["params"]["generator"]["w"], np.float64)
+    for d in decays:
+      halflife = B * np.log(0.5) / np.log(d)
+      if rampup:
+        halflife = min(halflife, n * B * rampup)
+      beta = 0.5 ** (B / halflife)
+      want[d] = beta * want[d] + (1 - beta) * w
+  assert int(state_lib.update_count(st["opt"]["generator"])) == 8
+  for d in decays:
+    np.testing.assert_allclose(st["ema"][state_lib.ema_key(d)]["w"], want[d], rtol=1e-5, atol=1e-6)
+  if rampup:  # The ramp-up forgets the initial weights faster than the constant track.
+    assert np.abs(want[0.9] - np.asarray(params["generator"]["w"])).max() > 0.05
+
+
 def test_cosine_schedule_counts_each_networks_own_updates():
   """schedule='cosine' decays lr to end_lr_ratio·lr over the updates the network gets: 3 of 10
   iterations for the generator and 7 for a critic at critic_steps 3 (FastGen's schedule)."""

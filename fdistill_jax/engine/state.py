@@ -4,7 +4,7 @@ state = {
   "step":   int32 [],                       # number of completed iterations
   "params": {net: params},                  # trainable nets only (teacher is held apart)
   "opt":    {net: optax state},
-  "ema":    {"0.9999": generator params, ...},  # several constant-β tracks at once
+  "ema":    {"0.9999": generator params, ...},  # several β tracks at once (train.ema_decays)
   "extras": method state (e.g. ratio bins [10]),
   "nonfinite": {"total": int32, "streak": int32},
 }
@@ -70,7 +70,36 @@ def init_state(params: dict, txs: dict, extras: dict, ema_decays) -> dict:
   }
 
 
-def update_emas(emas: dict, params) -> dict:
-  """Constant-β EMA of the generator for every track: e ← β e + (1 − β) θ."""
-  return {k: jax.tree.map(lambda e, p, b=float(k): b * e + (1.0 - b) * p, v, params)
-          for k, v in emas.items()}
+def update_count(opt_state) -> jax.Array:
+  """Number of updates an optax AdamW state has applied (its ScaleByAdamState count); int32 []."""
+  counts = [v for path, v in optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+            if getattr(path[-1], "tuple_name", None) == "ScaleByAdamState"]
+  if len(counts) != 1:
+    raise ValueError(f"expected one Adam state in the optimizer state, found {len(counts)}")
+  return counts[0]
+
+
+def ema_beta(decay: float, num_updates: jax.Array, rampup: float) -> jax.Array:
+  """β for the num_updates-th update (1-based) of an EMA track with constant decay `decay`.
+
+  rampup = 0: the constant β. rampup > 0: EDM's and SiD's half-life ramp-up (FastGen's
+  'halflife' EMA): the half-life, in updates, is min(h, rampup · n) with h = ln ½ / ln β, so
+  β_n = min(β, ½^(1 / (rampup · n))); early updates weigh the current parameters almost fully and
+  the initial parameters do not linger in a short run. float32 [].
+  """
+  if rampup <= 0:
+    return jnp.float32(decay)
+  n = jnp.maximum(num_updates.astype(jnp.float32), 1.0)
+  return jnp.minimum(jnp.float32(decay), 0.5 ** (1.0 / (rampup * n)))
+
+
+def update_emas(emas: dict, params, num_updates: jax.Array | None = None,
+                rampup: float = 0.0) -> dict:
+  """EMA of the generator for every track: e ← β e + (1 − β) θ (β from `ema_beta`)."""
+  if rampup > 0 and num_updates is None:
+    raise ValueError("an EMA ramp-up needs the number of generator updates")
+  out = {}
+  for k, v in emas.items():
+    b = ema_beta(float(k), num_updates, rampup)
+    out[k] = jax.tree.map(lambda e, p, b=b: (b * e + (1.0 - b) * p).astype(e.dtype), v, params)
+  return out

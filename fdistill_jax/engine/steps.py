@@ -6,7 +6,7 @@ Each step is a pure function (state, frozen, batch) -> (state, metrics):
 * gradient accumulation splits the per-step batch into `grad_accum` micro-batches (lax.scan);
 * a non-finite loss or gradient skips the update (the state keeps its old values), counted in
   state["nonfinite"]; the loop halts after `max_nonfinite_streak` in a row;
-* generator steps update every EMA track.
+* generator steps update every EMA track (with train.ema_rampup, EDM's half-life ramp-up).
 """
 from __future__ import annotations
 
@@ -79,8 +79,10 @@ def make_step(method, nets, txs: dict, cfg, phase: str) -> Callable:
     new_state["opt"] = keep(new_opt, state["opt"])
     new_state["extras"] = keep(extras, state["extras"])
     if phase == "generator":
-      new_state["ema"] = keep(state_lib.update_emas(state["ema"], new_params["generator"]),
-                              state["ema"])
+      rampup = float(cfg.train.get("ema_rampup", 0.0))
+      n = state_lib.update_count(new_opt["generator"]) if rampup > 0 else None
+      new_state["ema"] = keep(state_lib.update_emas(state["ema"], new_params["generator"], n,
+                                                    rampup), state["ema"])
     nf = state["nonfinite"]
     new_state["nonfinite"] = {
         "total": nf["total"] + (~finite).astype(jnp.int32),
