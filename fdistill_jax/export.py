@@ -1,7 +1,7 @@
 """Export a trained student (or a teacher trained here) for use outside this project.
 
   python -m fdistill_jax.export --config=configs/digits_js.py --workdir=runs/digits_js \
-      --out=runs/digits_js/export [--params=raw|0.99] [--step=1200]
+      --out=runs/digits_js/export [--params=raw|0.98] [--step=1200]
 
 One entry point for every architecture the project trains. `--out` is a folder (local or
 `gs://`); it always receives

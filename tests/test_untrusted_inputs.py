@@ -355,7 +355,8 @@ def test_every_data_source_is_selectable_on_every_shipped_config():
     ("train.max_nonfinite_streak", 0, "an int >= 1"),
     ("diffusion.sigma_max", float("inf"), "a finite number"),
     ("diffusion.sigma_init", float("inf"), "a finite number"),
-    ("eval.params", "abc", "'raw' or one of train.ema_decays (0.99,)"),
+    ("eval.params", "abc", "'raw' or one of train.ema_decays (0.98,)"),
+    ("train.ema_rampup", -0.1, "a ramp-up ratio >= 0"),
     ("train.ckpt_every", -1, "an int >= 0"),
 ])
 def test_impossible_config_values_are_named_before_compiling(field, value, match):
