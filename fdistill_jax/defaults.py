@@ -200,11 +200,12 @@ def sid_edm(dataset: str) -> ml_collections.ConfigDict:
   'cifar10' (conditional): batch 256, lr 1e-5, fp32, 800 Mimg; 'imagenet64': batch 8192, lr
   4e-6, 1000 Mimg (SiD trains it in fp16; we use bf16 compute with fp32 master weights). Both:
   α = 1.2, σ_init = 2.5, t_max = 800, Adam β = (0, 0.999), EMA half-life 0.5 Mimg (as a
-  per-iteration decay) with SiD's ramp-up ratio 0.05 (train.ema_rampup), no real data. Losses scaled as the
-  official code back-propagates them (sid.OFFICIAL_SCALING: 100/B·Σ for the generator, 1/B·Σ over
-  pixels for the fake score); Adam ε 1e-6 for ImageNet-64, as SiD sets it for its fp16 runs.
-  The fake score trains on EDM-augmented generator samples with p = 0.12 for CIFAR-10 (SiD's
-  --augment default; its teacher has augment_dim 9) and none for ImageNet-64 (--augment 0).
+  per-iteration decay) with SiD's ramp-up ratio 0.05 (train.ema_rampup), no real data. Losses
+  scaled as the official code back-propagates them (sid.OFFICIAL_SCALING: 100/B·Σ for the
+  generator, 1/B·Σ over pixels for the fake score); Adam ε 1e-6 for ImageNet-64, as SiD sets it
+  for its fp16 runs. The fake score trains on EDM-augmented generator samples with p = 0.12 for
+  CIFAR-10 (SiD's --augment default; its teacher has augment_dim 9) and none for ImageNet-64
+  (--augment 0).
   """
   cfg = fastgen_edm(dataset)
   cifar = dataset == "cifar10"
