@@ -183,6 +183,12 @@ def digits_distill(divergence: str = "js") -> ml_collections.ConfigDict:
   return cfg
 
 
+def half_life_decay(batch: int, half_life_mimg: float) -> float:
+  """Per-iteration EMA decay of a half-life given in million images (EDM / SiD convention):
+  0.5^(batch / half-life), rounded to 6 digits so it names a readable EMA track."""
+  return round(0.5 ** (batch / (half_life_mimg * 1e6)), 6)
+
+
 def sid_style(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """SiD's (and SIM's) shared settings on top of an image config, in place: generator input
   σ_init = 2.5, no discriminator, Adam β = (0, 0.999) without weight decay or clipping for the
@@ -220,7 +226,7 @@ def sid_edm(dataset: str) -> ml_collections.ConfigDict:
   cfg.teacher.dtype = "float32" if cifar else "bfloat16"
   for net in ("generator", "fake_score"):
     cfg.optim[net].lr = lr
-  ema = round(0.5 ** (batch / 0.5e6), 6)
+  ema = half_life_decay(batch, 0.5)
   cfg.train.update(dict(batch_size=batch, steps=int(mimg * 1e6 // batch), ema_decays=(ema,),
                         ema_rampup=0.05))
   cfg.eval.params = str(ema)
@@ -311,7 +317,7 @@ def pixart512_sid_lsg_schedule(cfg: ml_collections.ConfigDict, batch: int = 512,
   cfg.dataset.name = "prompts"
   for net in ("generator", "fake_score"):
     cfg.optim[net].lr = 1e-6
-  ema = round(0.5 ** (batch / (half_life_mimg * 1e6)), 6)
+  ema = half_life_decay(batch, half_life_mimg)
   cfg.train.update(dict(batch_size=batch, steps=int(mimg * 1e6 // batch), ema_decays=(ema,)))
   cfg.eval.params = str(ema)
 

@@ -36,6 +36,7 @@ def make_step(method, nets, txs: dict, cfg, phase: str) -> Callable:
   names = method.GENERATOR_NETS if phase == "generator" else method.CRITIC_NETS
   loss_fn = method.generator_loss if phase == "generator" else method.critic_loss
   accum = int(cfg.train.get("grad_accum", 1))
+  ema_rampup = float(cfg.train.get("ema_rampup", 0.0))
   base_key = jax.random.PRNGKey(cfg.seed)
 
   def step(state, frozen, batch):
@@ -79,10 +80,9 @@ def make_step(method, nets, txs: dict, cfg, phase: str) -> Callable:
     new_state["opt"] = keep(new_opt, state["opt"])
     new_state["extras"] = keep(extras, state["extras"])
     if phase == "generator":
-      rampup = float(cfg.train.get("ema_rampup", 0.0))
-      n = state_lib.update_count(new_opt["generator"]) if rampup > 0 else None
+      n = state_lib.update_count(new_opt["generator"]) if ema_rampup > 0 else None
       new_state["ema"] = keep(state_lib.update_emas(state["ema"], new_params["generator"], n,
-                                                    rampup), state["ema"])
+                                                    ema_rampup), state["ema"])
     nf = state["nonfinite"]
     new_state["nonfinite"] = {
         "total": nf["total"] + (~finite).astype(jnp.int32),
