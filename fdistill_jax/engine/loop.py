@@ -227,8 +227,18 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
     exp.write_samples(x, str(epath.Path(workdir) / f"samples_{step:07d}.png"),
                       f"{cfg.method.name}/{cfg.method.get('divergence', '')} step {step}")
   if final:
+    out = {"step": step, "student": res}
+    if cfg.eval.params != "raw" and cfg.eval.get("score_raw", True):  # The EMA beside the parameters it averages (issue 25 §1).
+      raw = generator_params(state, "raw")
+      if jax.process_count() > 1:
+        raw = multihost_utils.process_allgather(raw, tiled=True)
+      out["student_raw"] = exp.score(exp.sample(raw, key), key)
+      if exp.extra_metrics is not None:
+        out["student_raw"].update(exp.extra_metrics(raw))
+      writer.write_scalars(step, {f"eval_raw/{k}": v for k, v in out["student_raw"].items()
+                                  if np.ndim(v) == 0})
     writer.flush()  # metrics.jsonl complete (on gs:// it is uploaded in batches) for the plot.
-    out = {"step": step, "student": res, **exp.reference(key)}
+    out.update(exp.reference(key))
     if jax.process_index() == 0:
       fileio.write_json(epath.Path(workdir) / "final_metrics.json", out)
       progress_lib.final_pictures(exp, x, key, workdir, step)

@@ -124,6 +124,10 @@ def output_paths(workdir: str) -> dict:
 
 # (column title, metric key, format) for whichever of these the experiment reports.
 _COLUMNS = (("FD", "fd", "{:.2f}"), ("FD@297", "fd_n297", "{:.2f}"), ("FID", "fid", "{:.2f}"),
+            ("FD to teacher", "fd_teacher", "{:.2f}"),
+            ("accuracy", "prompt_accuracy", "{:.3f}"),
+            ("held-out acc.", "heldout_accuracy", "{:.3f}"),
+            ("diversity/prompt", "within_prompt_diversity", "{:.2f}"),
             ("classes", "class_coverage", "{:.0%}"), ("confidence", "mean_confidence", "{:.3f}"),
             ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
             ("SW", "sw", "{:.4f}"), ("in-mode", "in_mode_fraction", "{:.3f}"),
@@ -154,6 +158,8 @@ def _row_name(key: str) -> str:
     return f"teacher ({key[len('teacher_nfe'):]} NFE)"
   if key.startswith("teacher_heun"):
     return f"teacher (Heun, {key[len('teacher_heun'):]} NFE)"
+  if key == "student_raw":
+    return "student raw params (1 step)"
   if key == "real_heldout":
     return "real held-out digits"
   return key.replace("_", " ")

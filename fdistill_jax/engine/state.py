@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 
@@ -91,6 +92,21 @@ def ema_beta(decay: float, num_updates: jax.Array, rampup: float) -> jax.Array:
     return jnp.float32(decay)
   n = jnp.maximum(num_updates.astype(jnp.float32), 1.0)
   return jnp.minimum(jnp.float32(decay), 0.5 ** (1.0 / (rampup * n)))
+
+
+def initial_share(decay: float, updates: int, rampup: float = 0.0) -> float:
+  """Weight the EMA track `decay` still gives the initial parameters after `updates` generator
+  updates: Π_{n=1..updates} β_n with β_n of `ema_beta` (1.0 for no update). With rampup = 0 it
+  is decay^updates (a 0.99 track keeps 30 % after 120 updates); any rampup > 0 gives
+  β_1 ≤ ½^(1/rampup) and the share decays fast. Float, computed in float64 on the host.
+  """
+  if updates <= 0:
+    return 1.0
+  n = np.arange(1, updates + 1, dtype=np.float64)
+  beta = np.full_like(n, decay)
+  if rampup > 0:
+    beta = np.minimum(beta, 0.5 ** (1.0 / (rampup * n)))
+  return float(np.exp(np.sum(np.log(beta))))
 
 
 def update_emas(emas: dict, params, num_updates: jax.Array | None = None,
