@@ -221,6 +221,12 @@ class DigitsMetric:
     mu, sigma = compute_statistics(feats)
     return frechet_distance(mu, sigma, self.ref_mu, self.ref_sigma)
 
+  def fd_between(self, images: Any, other: Any) -> float:
+    """Fréchet distance between the features of two image sets (e.g. a student's samples and
+    its teacher's on the same prompts), each float [N, R, R, 1] in [-1, 1]."""
+    a, b = self.features(images), self.features(other)
+    return frechet_distance(*compute_statistics(a), *compute_statistics(b))
+
   def evaluate_heldout(self) -> dict[str, float]:
     """The same metrics for the real held-out digits (the 297-image test split): the reference
     line a sampler's fd_n297 is read against."""

@@ -13,17 +13,34 @@ Samples are decoded by the codec before grids and metrics.
 eval.metric: 'none'; 'digits' (or 'auto' on the digits dataset, pixel space): the digits
 metric (FD, class coverage, ...) plus prompt-class accuracy — the fraction of samples the digits
 classifier assigns the class of their prompt (the cache's `labels`), over all labelled prompts
-and separately over training and held-out (`heldout`) prompts.
+and separately over training and held-out (`heldout`) prompts. With the digits metric the
+student is also measured against its guided teacher and per prompt (issue 25 §1):
+  fd_teacher     FD between the samples' features and those of the teacher's eval.nfe sampler
+                 at eval.guidance_scale on the same prompts and N ("student ≠ teacher", apart
+                 from "guided teacher ≠ data"); on the teacher's own row it is the FD between two
+                 draws of the teacher (its noise floor at this N);
+  per-prompt set eval.per_prompt_samples samples (0 = off) of every held-out prompt and of the
+                 first eval.per_prompt_train training prompts of each class:
+                 heldout_accuracy (and _min, the worst held-out prompt) over those samples, and
+                 within_prompt_diversity(_heldout): the features' variance within one prompt
+                 (trace, averaged over prompts) over the real digits' within-class variance,
+                 1 = as spread as a class of real digits, 0 = one image per prompt.
+Teacher samples are computed once per evaluator; with eval.reference_cache = a folder they are
+also kept there as .npz files named by a digest of everything they depend on (teacher weights,
+prompts, null, sampler, NFE, guidance, noise key, N), so sweeps over students share them.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
+from etils import epath
 
-from fdistill_jax import codecs
+from fdistill_jax import codecs, fileio
 from fdistill_jax.evaluation import grids
 from fdistill_jax.nets import Nets
 from fdistill_jax.teachers import pixart as pixart_teacher
@@ -62,6 +79,36 @@ def prompt_accuracy(pred: np.ndarray, classes: np.ndarray, heldout: np.ndarray |
   return out
 
 
+def per_prompt_rows(cache, per_train: int) -> np.ndarray:
+  """Cache rows of the per-prompt set: every labelled held-out prompt, then the first `per_train`
+  labelled training prompts of each class (int [P])."""
+  labels = np.asarray(cache.labels)
+  held = (np.zeros(len(labels), bool) if getattr(cache, "heldout", None) is None
+          else np.asarray(cache.heldout, bool))
+  train = [r for c in sorted(set(labels[labels >= 0].tolist()))
+           for r in np.flatnonzero((labels == c) & ~held)[:per_train]]
+  return np.concatenate([np.flatnonzero(held & (labels >= 0)), np.asarray(train, np.int64)])
+
+
+def within_prompt_diversity(feats: np.ndarray, groups: np.ndarray, unit: float) -> float:
+  """Mean over groups (prompts) of the trace of the features' covariance within the group,
+  divided by `unit` (the real data's within-class variance). feats [N, F], groups int [N]."""
+  v = [np.var(feats[groups == g], axis=0).sum() for g in np.unique(groups)
+       if np.sum(groups == g) >= 2]
+  return float(np.mean(v) / unit) if v else 0.0
+
+
+def _digest(*parts) -> str:
+  """sha256 over arrays (their dtype, shape and bytes), pytrees of arrays and plain values."""
+  h = hashlib.sha256()
+  for part in parts:
+    for leaf in jax.tree.leaves(part):
+      a = np.asarray(leaf)
+      h.update(f"{a.dtype}{a.shape}".encode())
+      h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()[:24]
+
+
 def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Codec, cache,
               rows: np.ndarray, workdir: str) -> dict:
   """The Experiment's evaluation hooks (see the module docstring)."""
@@ -86,17 +133,21 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
   def _one_step(params, z, cond):
     return nets.generate(params, z, cond)
 
-  def _chunks(fn, params, key):
+  def _chunks(fn, params, key, cs=None):
+    """Decoded samples of fn for conditions cs (default the evaluation set), noise from key."""
+    cs = conds if cs is None else cs
+    total = len(jax.tree.leaves(cs)[0])
+    step = min(chunk, total) if chunk else total
     outs = []
-    for i, s in enumerate(range(0, n_eval, chunk)):
-      n = min(chunk, n_eval - s)
+    for i, s in enumerate(range(0, total, step)):
+      n = min(step, total - s)
       z = jax.random.normal(jax.random.fold_in(key, i), (n,) + shape)
-      c = jax.tree.map(lambda a: a[s:s + n], conds)
+      c = jax.tree.map(lambda a: a[s:s + n], cs)
       outs.append(np.asarray(decode(fn(params, z, c))))
     return np.concatenate(outs)
 
-  def multistep(params, key, nfe: int, w: float, how: str = solver):
-    return _chunks(lambda p, z, c: _multistep(p, z, c, nfe=nfe, w=w, how=how), params, key)
+  def multistep(params, key, nfe: int, w: float, how: str = solver, cs=None):
+    return _chunks(lambda p, z, c: _multistep(p, z, c, nfe=nfe, w=w, how=how), params, key, cs)
 
   def sample(params, key):
     if ev.sampler == "one_step":
@@ -115,24 +166,100 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
       x = _multistep(params, z, cond, nfe=int(ev.nfe), w=w_eval, how=ev.sampler)
     return np.asarray(decode(x))
 
+  # ------------------------------------------------------------ teacher samples, memoised
+  memo = {}
+  ref_dir = ev.get("reference_cache", "")
+  null_arrays = jax.device_get(null)
+
+  def teacher_samples(key, nfe: int, w: float, which: str = "eval") -> np.ndarray:
+    """The teacher's decoded samples of the evaluation set ('eval') or the per-prompt set
+    ('per_prompt'), memoised in memory and, with eval.reference_cache, on disk."""
+    cs = conds if which == "eval" else per_conds
+    tag = _digest(np.asarray(jax.random.key_data(key)), cs, null_arrays,
+                  np.asarray([nfe, w]), np.frombuffer(solver.encode(), np.uint8),
+                  np.asarray(shape))
+    if tag in memo:
+      return memo[tag]
+    path = None
+    if ref_dir:
+      params_tag = memo.setdefault("params", _digest(teacher_params))
+      path = epath.Path(ref_dir) / f"t2i_teacher_{params_tag}_{tag}.npz"
+      if path.is_file():
+        try:
+          with np.load(path, allow_pickle=False) as f:
+            x = np.asarray(f["samples"])
+          n = len(jax.tree.leaves(cs)[0])
+          if x.shape[0] == n and np.all(np.isfinite(x)):
+            memo[tag] = x
+            return x
+        except (OSError, ValueError, KeyError) as e:
+          logging.warning("%s: unreadable teacher-sample cache (%s); recomputing", path, e)
+    x = multistep(teacher_params, key, nfe, w, cs=cs)
+    memo[tag] = x
+    if path is not None:
+      fileio.makedirs(str(path.parent))
+      fileio.save_npz(str(path), samples=x)
+    return x
+
   metric = None
+  per_n = int(ev.get("per_prompt_samples", 0))
   if _metric(cfg) == "digits":
     from fdistill_jax.evaluation.digits_metric import DigitsMetric
     metric = DigitsMetric.create(resolution=codec.image_shape(shape)[0],
                                  cache_dir=ev.get("cache_dir") or workdir)
     labels = np.asarray(cache.labels)[sample_rows]
     held = getattr(cache, "heldout", None)
-    held = None if held is None else np.asarray(held, bool)[sample_rows]
+    held_all = None if held is None else np.asarray(held, bool)
+    held = None if held is None else held_all[sample_rows]
+    if per_n:
+      per_rows = per_prompt_rows(cache, int(ev.get("per_prompt_train", 1)))
+      per_sample_rows = np.repeat(per_rows, per_n)  # prompt p's samples are contiguous
+      per_conds = {"embeddings": jnp.asarray(cache.embeddings[per_sample_rows], jnp.float32),
+                   "mask": jnp.asarray(cache.mask[per_sample_rows], jnp.float32)}
+      per_held = (np.zeros(len(per_sample_rows), bool) if held_all is None
+                  else held_all[per_sample_rows])
+  per_key = lambda key: jax.random.fold_in(key, 7)  # the per-prompt set's own noise
 
-  def score(x, key=None) -> dict:
-    del key
+  def per_prompt_metrics(x: np.ndarray) -> dict:
+    """heldout_accuracy(_min) and within-prompt diversity of per-prompt samples x."""
+    logits, feats = metric.logits(x), metric.features(x)
+    ok = np.argmax(logits, -1) == np.asarray(cache.labels)[per_sample_rows]
+    out = {"per_prompt_samples": float(per_n)}
+    if per_held.any():
+      acc = [ok[per_sample_rows == r].mean() for r in np.unique(per_sample_rows[per_held])]
+      out.update(heldout_accuracy=float(ok[per_held].mean()),
+                 heldout_accuracy_min=float(np.min(acc)),
+                 within_prompt_diversity_heldout=within_prompt_diversity(
+                     feats[per_held], per_sample_rows[per_held], metric.ref_class_var))
+    if (~per_held).any():
+      out["within_prompt_diversity"] = within_prompt_diversity(
+          feats[~per_held], per_sample_rows[~per_held], metric.ref_class_var)
+    return out
+
+  def score(x, key=None, teacher_key=None) -> dict:
+    """Metrics of samples x of the evaluation set; with the digits metric and a key, also
+    fd_teacher against the teacher's samples drawn with teacher_key (default key)."""
     x = np.asarray(x)
     out = {"pixel_mean": float(np.mean(x)), "pixel_std": float(np.std(x))}
     if metric is not None:
       out.update(metric.evaluate(x))
       out.update(prompt_accuracy(np.argmax(metric.logits(x), -1), labels[:len(x)],
                                  None if held is None else held[:len(x)]))
+      if key is not None and len(x) == n_eval:
+        ref = teacher_samples(key if teacher_key is None else teacher_key, int(ev.nfe), w_eval)
+        out["fd_teacher"] = metric.fd_between(x, ref)
     return out
+
+  def extra_metrics(params) -> dict:
+    """The per-prompt set of generator params (eval.sampler)."""
+    if metric is None or not per_n:
+      return {}
+    key = per_key(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99))
+    if ev.sampler == "one_step":
+      x = _chunks(_one_step, params, key, per_conds)
+    else:
+      x = multistep(params, key, int(ev.nfe), w_eval, ev.sampler, cs=per_conds)
+    return per_prompt_metrics(x)
 
   grid_n = min(int(ev.get("grid_size", 16)), n_eval)
   captions = [cache.prompts[r] for r in sample_rows[:grid_n]]
@@ -143,13 +270,24 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
                               upscale=up, title=title)
 
   def reference(key):
+    """The teacher at each eval.teacher_nfes, guided and unguided; its eval.nfe guided row
+    carries fd_teacher between two draws (the floor) and the per-prompt metrics."""
     out = {}
     for nfe in ev.get("teacher_nfes", ()):
-      out[f"teacher_nfe{nfe}"] = score(multistep(teacher_params, key, int(nfe), w_eval))
-      if w_eval != 1.0:
-        out[f"teacher_nfe{nfe}_unguided"] = score(multistep(teacher_params, key, int(nfe), 1.0))
+      nfe = int(nfe)
+      for w, name in ((w_eval, f"teacher_nfe{nfe}"), (1.0, f"teacher_nfe{nfe}_unguided")):
+        if name.endswith("unguided") and w_eval == 1.0:
+          continue
+        own = nfe == int(ev.nfe) and w == w_eval
+        res = score(teacher_samples(key, nfe, w), key,
+                    teacher_key=jax.random.fold_in(key, 1) if own else None)
+        if own and metric is not None and per_n:
+          res.update(per_prompt_metrics(teacher_samples(
+              per_key(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99)), nfe, w,
+              "per_prompt")))
+        out[name] = res
     return out
 
   return dict(sample=sample, score=score, write_samples=write_samples, reference=reference,
-              sample_teacher=lambda key: multistep(teacher_params, key, int(ev.nfe), w_eval),
-              sample_cond=sample_cond)
+              sample_teacher=lambda key: teacher_samples(key, int(ev.nfe), w_eval),
+              sample_cond=sample_cond, extra_metrics=extra_metrics)
