@@ -11,7 +11,10 @@ Flax modules and take parameters explicitly, so losses stay pure functions of py
       network (the teacher itself for EDM teachers, the pretrained denoiser for analytic ones);
   disc(params, feats, sigma) -> logits [B, heads];
   sigma_init: the generator's input noise level: x_g = student(θ, σ_init·z, σ_init, cond);
-  cond: the problem's conditioning.ConditionSpec (null condition, drops, guidance).
+  cond: the problem's conditioning.ConditionSpec (null condition, drops, guidance);
+  time: the teacher's own time map (sigma_to_t / t_to_sigma over its training grid, e.g. a DDPM
+      schedule) for σ laws uniform in its timesteps (diffusion/sigma_laws.py), None for EDM and
+      analytic teachers.
 Shapes: x [B, ...data_shape]; sigma [B] (or 0-d); cond a pytree of [B, ...] arrays (one-hot
 labels [B, C], text {embeddings [B, L, D], mask [B, L]}, or [B, 0] for none).
 This module sits below the engine and the methods; both import it, it imports neither.
@@ -35,6 +38,7 @@ class Nets:
   sigma_init: float
   data_shape: tuple[int, ...]
   cond: conditioning.ConditionSpec = conditioning.Unconditional()
+  time: Any = None
 
   def generate(self, gen_params, z: jax.Array, cond, key=None) -> jax.Array:
     """One-step generation x_g = G_θ(σ_init·z) at σ_init. z: [B, ...data_shape] standard normal."""

@@ -149,7 +149,8 @@ def test_sid_gradient_flows_through_denoiser_inputs():
 
 def test_truncated_time_draw_range():
   cfg = _cfg()
-  _, sigma, _ = sid.generator_draws({"x": jnp.zeros((4096, 2))}, jax.random.PRNGKey(0), cfg)
+  _, sigma, _ = sid.generator_draws({"x": jnp.zeros((4096, 2))}, jax.random.PRNGKey(0), cfg,
+                                    Nets(None, None, None, 2.5, (2,)))
   hi = (80 ** (1 / 7) + 0.2 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
   assert float(sigma.min()) >= 0.002 and float(sigma.max()) <= hi + 1e-3
   assert float(sigma.max()) > 0.9 * hi and float(np.median(sigma)) < 2.0
@@ -284,8 +285,8 @@ def test_lsg_fake_training_uses_kappa1_and_label_dropout():
   assert float(metrics["label_drop_frac"]) == pytest.approx(np.mean(np.asarray(drop)))
   # The drawn dropout: 10 % of rows when a κ ≠ 1 and labels exist; none for plain SiD.
   batch = {"x": jnp.zeros((4000, 2)), "cond": jnp.zeros((4000, 2))}
-  *_, d1 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), cfg, nets.cond)
-  *_, d0 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), _cfg(), nets.cond)
+  *_, d1 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), cfg, nets)
+  *_, d0 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), _cfg(), nets)
   assert 0.08 < float(jnp.mean(d1)) < 0.12 and not bool(jnp.any(d0))
 
 

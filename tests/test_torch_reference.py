@@ -161,7 +161,7 @@ def test_generator_loss_equals_ours(setup):
     kz, kt, _ = jax.random.split(key, 3)
     z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
     ks, kn = jax.random.split(kt)
-    sigma = fdistill._sigma(ks, batch["x"].shape[0], cfg)  # pylint: disable=protected-access
+    sigma = fdistill._sigma(ks, batch["x"].shape[0], cfg, nets)  # pylint: disable=protected-access
     return z, sigma, jax.random.normal(kn, batch["x"].shape)
   z, sigma, eps = draws(key)
   ref.disc.requires_grad_(False)
@@ -192,7 +192,7 @@ def test_critic_loss_equals_ours(setup):
     out = [jax.random.normal(kz, shape, jnp.float32)]
     for k in (kt, kr):
       ks, kn = jax.random.split(k)
-      out += [fdistill._sigma(ks, b, cfg), jax.random.normal(kn, shape)]  # pylint: disable=protected-access
+      out += [fdistill._sigma(ks, b, cfg, nets), jax.random.normal(kn, shape)]  # pylint: disable=protected-access
     return out
   z, *d = jax_draws(key)
   draws = [_t(np.asarray(d[0])), _nchw(d[1]), _t(np.asarray(d[2])), _nchw(d[3])]

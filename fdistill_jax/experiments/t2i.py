@@ -6,7 +6,8 @@
                    teacher.pixart_config, default PixArt-XL-2-512), or, with no checkpoint,
                    teacher.pixart_config with random weights (a loud warning: tiny test teachers
                    and speed runs of the full architecture only). Weights in teacher.dtype,
-                   matmuls in teacher.compute_dtype, per-block remat with teacher.remat;
+                   matmuls in teacher.compute_dtype (the output layer in float32 with
+                   teacher.final_float32), per-block remat with teacher.remat;
   codec            teacher.vae = '' is pixel space (identity), else a diffusers AutoencoderKL
                    folder: real images are encoded to scaling_factor·latents, samples decoded;
   condition_spec   conditioning.Text over teacher.prompt_cache (a cache written by
@@ -129,7 +130,7 @@ def teacher_network(cfg, needs_teacher: bool = True):
   t = cfg.teacher
   opts = dict(dtype=DTYPES[t.get("compute_dtype", "float32")],
               param_dtype=DTYPES[t.get("dtype", "float32")], remat=bool(t.get("remat", False)),
-              feature_blocks=feature_blocks(cfg))
+              feature_blocks=feature_blocks(cfg), final_float32=bool(t.final_float32))
   config = t.pixart_config.to_dict() if t.get("pixart_config") else None
   ckpt = t.get("checkpoint")
   if ckpt:
@@ -268,7 +269,7 @@ def networks(cfg, module, params, spec: conditioning.Text, ad: param_lib.Teacher
                      f"{module.num_layers} blocks (block0 … block{module.num_layers - 1})")
   disc = None if head is None else (lambda p, f, s: head.apply({"params": p}, f, s))
   nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
-              data_shape=shape, cond=spec)
+              data_shape=shape, cond=spec, time=ad.time)
 
   def init_params(key):
     out = {"generator": params, "fake_score": jax.tree.map(jnp.copy, params)}

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from fdistill_jax import divergences
+from fdistill_jax.diffusion import edm
 
 sg = jax.lax.stop_gradient
 
@@ -134,6 +135,27 @@ def approx_r1(real_logits: jax.Array, perturbed_real_logits: jax.Array) -> jax.A
 
 
 # ----------------------------------------------------------------------------- fake-score DSM
+DSM_WEIGHTINGS = ("none", "edm", "eps")
+
+
+def dsm_weight(sigma: jax.Array, weighting: str, sigma_data: float) -> jax.Array | None:
+  """λ(σ) [B] of the fake score's x0-space DSM loss, or None (unweighted).
+
+  'none': FastGen's unweighted x0 MSE; 'edm': EDM's λ = (σ² + σ_d²)/(σ σ_d)², unit variance for
+  an EDM-preconditioned net; 'eps': λ = 1/σ², which makes ‖D − x0‖² the ε-MSE ‖ε̂ − ε‖² of an
+  ε-prediction net (D = x − σ ε̂): the loss DMD2-SD, SiD-LSG and PixArt-DMD train their fake
+  scores with. An ε-teacher's x0 error grows as σ·(its ε error), so an x0 MSE spends the fake
+  score's capacity on the large σ where that error (and not the student) dominates.
+  """
+  if weighting == "none":
+    return None
+  if weighting == "edm":
+    return edm.edm_loss_weight(sigma, sigma_data)
+  if weighting == "eps":
+    return 1.0 / jnp.square(sigma.astype(jnp.float32))
+  raise ValueError(f"dsm_weighting={weighting!r}; allowed: {DSM_WEIGHTINGS}")
+
+
 def dsm_loss(fake_x0: jax.Array, x0: jax.Array, weight: jax.Array | None = None) -> jax.Array:
   """Denoising score matching in x0 space: mean[λ(σ)·(D_ψ(x_t) − sg(x0))²].
 

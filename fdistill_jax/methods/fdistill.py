@@ -14,10 +14,16 @@ FastGen's: step k is a generator step iff k mod (critic_steps + 1) == 0.
 Teacher guidance (text-to-image recipes, FastGen's placement): with guidance_scale w ≠ 1 the
 teacher's x0 in the generator step is D(∅) + w·(D(c) − D(∅)) (its features stay those of D(c));
 the fake score is never guided. w = 1 costs one teacher evaluation.
+σ law: method.sigma_law (diffusion/sigma_laws.py; FastGen's 'karras_index' over
+[time_lo, time_hi] of the levels by default, 'uniform_t' for DDPM teachers), the same draw for
+the generator, the fake score and the discriminator's real branch. The ratio's time bins are
+linear in σ (FastGen, ratio_bin_space='sigma') or uniform in the law's own coordinate ('law':
+each bin holds the same share of the draws).
 Config keys (config.method, defaults in `method_config`): divergence, ratio_normalization,
-ratio_ema, ratio_bins, ratio_lower, ratio_upper, logit_clip, gan_weight_gen, gan_weight_disc,
-r1_weight, disc_features ('teacher'|'fake_score'), dsm_weighting ('none'|'edm'), time_lo, time_hi,
-dm_normalize, guidance_scale.
+ratio_ema, ratio_bins, ratio_bin_space, ratio_lower, ratio_upper, logit_clip, gan_weight_gen,
+gan_weight_disc, r1_weight, disc_features ('teacher'|'fake_score'), dsm_weighting
+('none'|'edm'|'eps', common.dsm_weight), sigma_law, time_lo, time_hi, dm_normalize,
+guidance_scale.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fdistill_jax import conditioning, divergences
-from fdistill_jax.diffusion import edm
+from fdistill_jax.diffusion import sigma_laws
 from fdistill_jax.methods import common
 from fdistill_jax.nets import Nets
 from fdistill_jax.validation import need
@@ -36,7 +42,9 @@ CRITIC_NETS = ("fake_score", "discriminator")
 
 
 DISC_FEATURES = ("teacher", "fake_score")
-DSM_WEIGHTINGS = ("none", "edm")
+DSM_WEIGHTINGS = common.DSM_WEIGHTINGS
+SIGMA_LAWS = ("karras_index", "uniform_t")
+BIN_SPACES = ("sigma", "law")
 
 
 def method_config(**overrides) -> ml_collections.ConfigDict:
@@ -44,8 +52,8 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
   m = dict(name="fdistill", divergence="js", critic_steps=1, ratio_normalization=True,
            ratio_ema=0.0, ratio_bins=10, ratio_lower=0.1, ratio_upper=20.0, logit_clip=10.0,
            gan_weight_gen=1e-2, gan_weight_disc=1.0, r1_weight=0.0, disc_features="teacher",
-           dsm_weighting="edm", time_lo=0.002, time_hi=0.998, dm_normalize=True,
-           guidance_scale=1.0)
+           dsm_weighting="edm", sigma_law="karras_index", ratio_bin_space="sigma",
+           time_lo=0.002, time_hi=0.998, dm_normalize=True, guidance_scale=1.0)
   m.update(overrides)
   return ml_collections.ConfigDict(m)
 
@@ -65,6 +73,11 @@ def check_config(cfg) -> None:
   need(0 < m.ratio_lower < m.ratio_upper, "method.ratio_lower/ratio_upper",
        (m.ratio_lower, m.ratio_upper), "need 0 < ratio_lower < ratio_upper")
   need(m.ratio_bins >= 1, "method.ratio_bins", m.ratio_bins, "must be >= 1")
+  need(m.sigma_law in SIGMA_LAWS, "method.sigma_law", m.sigma_law, f"allowed: {SIGMA_LAWS}")
+  need(m.ratio_bin_space in BIN_SPACES, "method.ratio_bin_space", m.ratio_bin_space,
+       f"allowed: {BIN_SPACES}")
+  need(0.0 <= m.time_lo < m.time_hi <= 1.0, "method.time_lo/time_hi", (m.time_lo, m.time_hi),
+       "fractions of the Karras levels with 0 <= time_lo < time_hi <= 1")
   need(m.get("guidance_scale", 1.0) >= 0, "method.guidance_scale", m.get("guidance_scale"),
        "a guidance scale >= 0 (1 = no guidance)")
 
@@ -74,17 +87,25 @@ def init_extras(cfg: ml_collections.ConfigDict) -> dict:
   return {"bins": jnp.ones((cfg.method.ratio_bins,), jnp.float32)}
 
 
-def _sigma(key, b, cfg):
-  m = cfg.method
-  return edm.sample_karras_index_sigma(key, (b,), lo_frac=m.time_lo, hi_frac=m.time_hi,
-                                       sigma_min=cfg.diffusion.sigma_min,
-                                       sigma_max=cfg.diffusion.sigma_max)
+def _sigma(key, b, cfg, nets: Nets):
+  m, d = cfg.method, cfg.diffusion
+  return sigma_laws.draw(key, (b,), m.sigma_law, sigma_min=d.sigma_min, sigma_max=d.sigma_max,
+                         time_lo=m.time_lo, time_hi=m.time_hi, time=nets.time)
 
 
-def _noised(key, x, cfg):
+def _noised(key, x, cfg, nets: Nets):
   ks, kn = jax.random.split(key)
-  sigma = _sigma(ks, x.shape[0], cfg)
+  sigma = _sigma(ks, x.shape[0], cfg, nets)
   return x + common.bcast(sigma, x) * jax.random.normal(kn, x.shape, x.dtype), sigma
+
+
+def _bin_coordinate(sigma, cfg, nets: Nets):
+  """(coordinate [B], lo, hi) the ratio's time bins split evenly (method.ratio_bin_space)."""
+  m, d = cfg.method, cfg.diffusion
+  if m.ratio_bin_space == "sigma":
+    return sigma, d.sigma_min, d.sigma_max
+  return sigma_laws.cdf(sigma, m.sigma_law, sigma_min=d.sigma_min, sigma_max=d.sigma_max,
+                        time=nets.time), 0.0, 1.0
 
 
 def _disc_feats(nets: Nets, params, frozen, x_t, sigma, cond, source: str, key=None):
@@ -101,7 +122,7 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   kz, kt, kd = jax.random.split(key, 3)
   z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
   x_g = nets.generate(params["generator"], z, cond, key=kd)
-  x_t, sigma = _noised(kt, x_g, cfg)
+  x_t, sigma = _noised(kt, x_g, cfg, nets)
   fake_x0 = common.sg(nets.student(common.sg(params["fake_score"]), x_t, sigma, cond))
   frozen_params = jax.tree.map(common.sg, params)  # Critic nets are frozen in this step.
   if m.disc_features == "teacher":
@@ -119,10 +140,10 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   if nets.disc is not None and (m.gan_weight_gen > 0 or not constant_h):
     logits = nets.disc(frozen_params["discriminator"], feats, sigma)
     if not constant_h or m.ratio_normalization:
+      coord, lo, hi = _bin_coordinate(sigma, cfg, nets)
       h, bins, hstats = common.fdistill_weight(
-          logits, sigma, extras["bins"], divergence=m.divergence,
-          ratio_normalization=m.ratio_normalization, ratio_ema=m.ratio_ema,
-          t_min=cfg.diffusion.sigma_min, t_max=cfg.diffusion.sigma_max,
+          logits, coord, extras["bins"], divergence=m.divergence,
+          ratio_normalization=m.ratio_normalization, ratio_ema=m.ratio_ema, t_min=lo, t_max=hi,
           logit_clip=m.logit_clip, r_min=m.ratio_lower, r_max=m.ratio_upper)
       new_extras = {**extras, "bins": bins}
       metrics.update(hstats)
@@ -143,20 +164,20 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   kz, kt, kr, kd, kp = jax.random.split(key, 5)
   z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
   x_g = common.sg(nets.generate(common.sg(params["generator"]), z, cond))
-  x_t, sigma = _noised(kt, x_g, cfg)
+  x_t, sigma = _noised(kt, x_g, cfg, nets)
   metrics = {}
   if nets.disc is not None and m.disc_features == "fake_score":
     fake_x0, feats_fake = _disc_feats(nets, params, frozen, x_t, sigma, cond, "fake_score", kd)
   else:
     fake_x0 = nets.student(params["fake_score"], x_t, sigma, cond, key=kd)
     feats_fake = None
-  weight = edm.edm_loss_weight(sigma, cfg.diffusion.sigma_data) if m.dsm_weighting == "edm" else None
-  dsm = common.dsm_loss(fake_x0, x_g, weight)
+  dsm = common.dsm_loss(fake_x0, x_g, common.dsm_weight(sigma, m.dsm_weighting,
+                                                      cfg.diffusion.sigma_data))
   metrics["dsm"] = dsm
   loss = dsm
   if nets.disc is not None:
     x_real = batch["x"]  # Real data in the teacher's space (latents for latent experiments).
-    xr_t, sigma_r = _noised(kr, x_real, cfg)
+    xr_t, sigma_r = _noised(kr, x_real, cfg, nets)
 
     def real_feats(x):
       feats = _disc_feats(nets, params, frozen, x, sigma_r, cond, m.disc_features)[1]

@@ -32,9 +32,17 @@ unconditional branch is the spec's null condition, conditioning.guided):
 When any κ ≠ 1, each sample's condition is dropped (set to ∅) with probability cond_drop while
 training the fake score, so that its unconditional branch is learnt. All κ = 1 is plain SiD.
 
-Config keys (config.method): alpha, t_max, fake_p_mean, fake_p_std, generator_loss_scale,
-fake_score_loss_scale, fake_score_reduction, augment_p (0 = off), kappa_train_fake, kappa_fake, kappa_real, cond_drop,
-critic_steps (= 1). σ_init is config.diffusion.sigma_init.
+σ laws (diffusion/sigma_laws.py): the generator's method.sigma_law ('truncated_karras', SiD's
+draw above, or 'uniform_t' over a DDPM teacher's timesteps as SiD-LSG draws t); the fake
+score's method.fake_sigma_law ('lognormal', EDM's law above, or 'generator': the generator's
+law, so that the fake score is trained at every σ the generator loss evaluates it — SiD-LSG
+trains both on one t ∈ [20, 980) draw). The fake score's weighting method.dsm_weighting: 'edm'
+(λ(σ) above) or 'eps' (1/σ²: the ε-MSE of SiD-LSG's ε-prediction fake score).
+
+Config keys (config.method): alpha, sigma_law, t_max, fake_sigma_law, fake_p_mean, fake_p_std,
+dsm_weighting, generator_loss_scale, fake_score_loss_scale, fake_score_reduction, augment_p
+(0 = off), kappa_train_fake, kappa_fake, kappa_real, cond_drop, critic_steps (= 1). σ_init is
+config.diffusion.sigma_init.
 """
 from __future__ import annotations
 
@@ -44,7 +52,7 @@ import ml_collections
 
 from fdistill_jax import conditioning
 from fdistill_jax.validation import need
-from fdistill_jax.diffusion import augment, edm
+from fdistill_jax.diffusion import augment, sigma_laws
 from fdistill_jax.methods import common
 from fdistill_jax.nets import Nets
 
@@ -53,6 +61,8 @@ CRITIC_NETS = ("fake_score",)
 
 sg = common.sg
 REDUCTIONS = ("mean", "sum")
+SIGMA_LAWS = ("truncated_karras", "uniform_t")
+FAKE_SIGMA_LAWS = ("lognormal", "generator")
 # mingyuanzhou/SiD run_sid.sh (--lsg 100 --ls 1) and sid_training_loop.py (pixel sums / B).
 OFFICIAL_SCALING = dict(generator_loss_scale=100.0, fake_score_loss_scale=1.0,
                         fake_score_reduction="sum")
@@ -65,7 +75,8 @@ def init_extras(cfg: ml_collections.ConfigDict) -> dict:
 
 def method_config(**overrides) -> ml_collections.ConfigDict:
   """config.method for SiD (SiD defaults; κ = 1 is plain SiD, κ ≠ 1 is SiD-LSG)."""
-  m = dict(name="sid", alpha=1.2, t_max=800.0, fake_p_mean=-1.2, fake_p_std=1.2,
+  m = dict(name="sid", alpha=1.2, sigma_law="truncated_karras", t_max=800.0,
+           fake_sigma_law="lognormal", fake_p_mean=-1.2, fake_p_std=1.2, dsm_weighting="edm",
            generator_loss_scale=1.0, fake_score_loss_scale=1.0, fake_score_reduction="mean",
            kappa_train_fake=1.0, kappa_fake=1.0, kappa_real=1.0, cond_drop=0.1, critic_steps=1)
   m.update(overrides)
@@ -79,6 +90,11 @@ def check_config(cfg) -> None:
     need(m.alpha >= 0, "method.alpha", m.alpha, "must be >= 0 (SiD uses 1.2, or 1.0)")
   need(0 < m.t_max <= 1000, "method.t_max", m.t_max, "must be in (0, 1000]")
   need(m.fake_p_std > 0, "method.fake_p_std", m.fake_p_std, "must be > 0")
+  need(m.sigma_law in SIGMA_LAWS, "method.sigma_law", m.sigma_law, f"allowed: {SIGMA_LAWS}")
+  need(m.fake_sigma_law in FAKE_SIGMA_LAWS, "method.fake_sigma_law", m.fake_sigma_law,
+       f"allowed: {FAKE_SIGMA_LAWS}")
+  need(m.dsm_weighting in ("edm", "eps"), "method.dsm_weighting", m.dsm_weighting,
+       "allowed: ('edm', 'eps')")
   for k in ("kappa_train_fake", "kappa_fake", "kappa_real"):
     if k in m:
       need(m[k] >= 0, f"method.{k}", m[k], "a guidance scale >= 0 (1 = no guidance)")
@@ -131,14 +147,18 @@ def sid_per_sample(x_g, teacher_x0, fake_x0, alpha: float) -> jax.Array:
   return jnp.sum(term.reshape(term.shape[0], -1), axis=1) / norm
 
 
-def generator_draws(batch, key, cfg):
-  """(z, σ, n) of a generator step: z, n ~ N(0, I) [B, ...]; σ [B] from the truncated draw."""
+def generator_sigma(key, n: int, cfg, nets: Nets) -> jax.Array:
+  """σ [n] of the generator loss (method.sigma_law over [diffusion.sigma_min, sigma_max])."""
+  m, d = cfg.method, cfg.diffusion
+  return sigma_laws.draw(key, (n,), m.sigma_law, sigma_min=d.sigma_min, sigma_max=d.sigma_max,
+                         t_max=m.t_max, time=nets.time)
+
+
+def generator_draws(batch, key, cfg, nets: Nets):
+  """(z, σ, n) of a generator step: z, n ~ N(0, I) [B, ...]; σ [B] from method.sigma_law."""
   kz, kt, kn = jax.random.split(key, 3)
   shape = batch["x"].shape
-  sigma = edm.sample_truncated_karras_sigma(kt, (shape[0],), t_max=cfg.method.t_max,
-                                            sigma_min=cfg.diffusion.sigma_min,
-                                            sigma_max=cfg.diffusion.sigma_max)
-  return (jax.random.normal(kz, shape, jnp.float32), sigma,
+  return (jax.random.normal(kz, shape, jnp.float32), generator_sigma(kt, shape[0], cfg, nets),
           jax.random.normal(kn, shape, jnp.float32))
 
 
@@ -179,21 +199,25 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
 
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_G, (metrics, extras)); differentiable w.r.t. params['generator'] through x_g and x_t."""
-  z, sigma, n = generator_draws(batch, key, cfg)
+  z, sigma, n = generator_draws(batch, key, cfg, nets)
   loss, metrics = generator_loss_at(params, frozen, batch["cond"], z, sigma, n, nets, cfg)
   return loss, (metrics, extras)
 
 
-def fake_score_draws(batch, key, cfg, spec: conditioning.ConditionSpec):
-  """(z, σ, n, drop) of a fake-score step: σ [B] log-normal; drop [B] bool condition dropout.
-
-  drop is all False unless the problem is conditional and some κ ≠ 1 (SiD-LSG).
-  """
+def fake_score_draws(batch, key, cfg, nets: Nets):
+  """(z, σ, n, drop) of a fake-score step: σ [B] from method.fake_sigma_law; drop [B] bool
+  condition dropout, all False unless the problem is conditional and some κ ≠ 1 (SiD-LSG)."""
   m = cfg.method
   kz, ks, kn, kdrop = jax.random.split(key, 4)
   shape = batch["x"].shape
-  drop = spec.drop_mask(kdrop, m.get("cond_drop", 0.0) if any_guidance(m) else 0.0, shape[0])
-  sigma = edm.sample_lognormal_sigma(ks, (shape[0],), m.fake_p_mean, m.fake_p_std)
+  drop = nets.cond.drop_mask(kdrop, m.get("cond_drop", 0.0) if any_guidance(m) else 0.0,
+                             shape[0])
+  if m.fake_sigma_law == "generator":
+    sigma = generator_sigma(ks, shape[0], cfg, nets)
+  else:
+    sigma = sigma_laws.draw(ks, (shape[0],), "lognormal", sigma_min=cfg.diffusion.sigma_min,
+                            sigma_max=cfg.diffusion.sigma_max, p_mean=m.fake_p_mean,
+                            p_std=m.fake_p_std)
   return (jax.random.normal(kz, shape, jnp.float32), sigma,
           jax.random.normal(kn, shape, jnp.float32), drop)
 
@@ -217,7 +241,7 @@ def fake_score_loss_at(params, cond, z, sigma, n, drop, nets: Nets, cfg, key=Non
   f_fake = conditioning.guided(fake, x_t, sigma, cond, m.get("kappa_train_fake", 1.0), nets.cond)
   keep = ok & finite_rows(sg(f_fake))
   f_fake = zero_rows(f_fake, keep)
-  w = edm.edm_loss_weight(sigma, cfg.diffusion.sigma_data)
+  w = common.dsm_weight(sigma, m.dsm_weighting, cfg.diffusion.sigma_data)
   per = w * pixel_reduce(jnp.square(f_fake.astype(jnp.float32) - x_g),
                          m.get("fake_score_reduction", "mean"))
   loss = m.get("fake_score_loss_scale", 1.0) * masked_batch_mean(per, keep)
@@ -229,7 +253,7 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_ψ, (metrics, extras)); w.r.t. params['fake_score']."""
   del frozen
   kd, kf = jax.random.split(key)
-  z, sigma, n, drop = fake_score_draws(batch, kd, cfg, nets.cond)
+  z, sigma, n, drop = fake_score_draws(batch, kd, cfg, nets)
   # fold_in, not a 3rd split: with augment_p = 0 the draws are those of before.
   loss, metrics = fake_score_loss_at(params, batch["cond"], z, sigma, n, drop, nets, cfg, key=kf,
                                      augment_key=jax.random.fold_in(key, 1))

@@ -17,7 +17,8 @@ Ablation form='sp' (docs/sim.md §2.2): ℓ = w·sg(d'(y))ᵀ(D_p − x_g)/σ² 
 when the generator's Jacobian varies per sample; kept only as a regression guard).
 The fake score is trained exactly as in SiD (methods/sid.py), one fake step per generator step.
 Config keys (config.method): distance ('l2'|'pseudo_huber'), huber_c (score units), weighting,
-form ('exact'|'sp'), t_max, fake_p_mean, fake_p_std, loss_scale, critic_steps.
+form ('exact'|'sp'), the σ laws and fake weighting of SiD (sigma_law, t_max, fake_sigma_law,
+fake_p_mean, fake_p_std, dsm_weighting), loss_scale, critic_steps.
 """
 from __future__ import annotations
 
@@ -47,7 +48,9 @@ def init_extras(cfg: ml_collections.ConfigDict) -> dict:
 def method_config(**overrides) -> ml_collections.ConfigDict:
   """config.method for SIM (pseudo-Huber, SiD-matched weighting, SiD's fake-score settings)."""
   m = dict(name="sim", distance="pseudo_huber", huber_c=1.0, weighting="sid", form="exact",
-           t_max=800.0, fake_p_mean=-1.2, fake_p_std=1.2, loss_scale=1.0, critic_steps=1)
+           sigma_law="truncated_karras", t_max=800.0, fake_sigma_law="lognormal",
+           fake_p_mean=-1.2, fake_p_std=1.2, dsm_weighting="edm", loss_scale=1.0,
+           critic_steps=1)
   m.update(overrides)
   return ml_collections.ConfigDict(m)
 
@@ -117,7 +120,7 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
 
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_G, (metrics, extras)); differentiable w.r.t. params['generator']."""
-  z, sigma, n = sid.generator_draws(batch, key, cfg)
+  z, sigma, n = sid.generator_draws(batch, key, cfg, nets)
   loss, metrics = generator_loss_at(params, frozen, batch["cond"], z, sigma, n, nets, cfg)
   return loss, (metrics, extras)
 
