@@ -24,8 +24,9 @@ the whole file rewritten) as soon as they are measured, so a kill keeps everythi
                  loop.Run's trace + lower + compile (or cache load) per step. 'fresh': two children
                  on a new cache directory (cold, then warm); 'reuse': one child on this process's
                  cache, the cold figure being this process's own first compile in stage 1/2 (an
-                 empty cache then too). 'auto' takes fresh when the stage's window holds about
-                 two cold compiles, else reuse. Target warm ≤ 10 s. Each child has a timeout.
+                 empty cache then too). 'auto': CIFAR-10 fresh when the window holds a cold child
+                 and two start-ups, else reuse; ImageNet-64 reuse (skipped if stage 2 did not
+                 compile it). Target warm ≤ 10 s. Each child has a timeout (the time left).
  4 pixart        the PixArt ε-teacher's D(x; σ) in bf16 compute (fp32 weights) and in fp32 at
                  JAX's default precision, against fp32 at 'highest', relative L2 (and of ε̂), at
                  σ ∈ {2.5, 14.6, 80, 157}: on the committed digits teacher (assets/
@@ -368,8 +369,8 @@ def preflight(env: dict, tiny: bool, allow_cpu: bool) -> tuple[list[str], bool]:
   return problems, fatal
 
 
-def _torch_side(tiny: bool):
-  """(torch, device, reason): the PyTorch side to compare against, or (None, None, why not)."""
+def _torch_side():
+  """(torch, device, None): the PyTorch side on jax's device kind, or (None, None, why not)."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except Exception as e:  # pylint: disable=broad-except
@@ -379,7 +380,7 @@ def _torch_side(tiny: bool):
     if not torch.cuda.is_available():
       return None, None, f"torch {torch.__version__} has no CUDA: no same-device comparison"
     return torch, "cuda", None
-  return torch, "cpu", None if tiny or _ALLOW_CPU.value else "no GPU"
+  return torch, "cpu", None  # Tiny mode, or --allow_cpu: both sides on CPU.
 
 
 # ------------------------------------------------------------------------------------ stage 1
@@ -409,7 +410,7 @@ def stage_versus_torch(s: Suite, rec: dict) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   z = sizes(s.tiny)["cifar10"]
   cfg = run_config("cifar10", s.tiny)
-  torch, device, why = _torch_side(s.tiny)
+  torch, device, why = _torch_side()
   rec["settings"] = dict(z, dtype=cfg.teacher.dtype, remat=bool(cfg.teacher.get("remat")),
                          critic_steps=int(cfg.method.critic_steps))
   with tempfile.TemporaryDirectory() as wd:
@@ -612,11 +613,14 @@ def _perturb(params, seed: int = 1):
   and EDM zero-initialise output layers, which would make D = x (exact in any precision)."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed, impl="rbg"), len(leaves))
-  return jax.tree.unflatten(tree, [
-      p + (0.02 if p.ndim < 2 else 1.0 / np.sqrt(np.prod(p.shape[:-1])))
-      * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
+  def perturb(params):
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(seed, impl="rbg"), len(leaves))
+    return jax.tree.unflatten(tree, [
+        p + (0.02 if p.ndim < 2 else 1.0 / np.sqrt(np.prod(p.shape[:-1])))
+        * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
+
+  return jax.jit(perturb)(params)  # One program, not one per leaf shape.
 
 
 def pixart_numerics(module, params, cond, batch: int, sigmas=SIGMAS, seed: int = 0) -> dict:
