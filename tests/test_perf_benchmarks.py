@@ -39,11 +39,13 @@ def _tiny(batch):
 
 
 @pytest.mark.slow
-def test_versus_torch_runs_both_sides():
+def test_versus_torch_runs_both_sides(tmp_path):
   torch = pytest.importorskip("torch")
-  rec = versus_torch.compare(_tiny(8), steps=1, sample_batch=4, nfes=[3], device="cpu",
-                             torch_opts=dict(amp=None, compile=False, channels_last=False,
-                                             fused_adam=False, checkpointing=False))
+  cfg = _tiny(8)
+  opts = dict(amp=None, compile=False, channels_last=False, fused_adam=False, checkpointing=False)
+  ours = versus_torch.Ours(cfg, str(tmp_path))  # Compiled once, compared twice (gpu_suite).
+  rec = versus_torch.compare(cfg, steps=1, sample_batch=4, nfes=[3], device="cpu",
+                             torch_opts=opts, ours=ours)
   del torch
   assert [r["side"] for r in rec["rounds"]] == ["ours", "theirs", "theirs", "ours"]
   for side in ("ours", "theirs"):
@@ -51,6 +53,14 @@ def test_versus_torch_runs_both_sides():
     assert set(rec["sampling"][side]) == {"one_step", "heun_3"}
   assert np.isfinite(rec["ratio_images_per_s"]) and rec["ratio_images_per_s"] > 0
   assert "| iteration at 1:4, images/s |" in versus_torch.table(rec)
+  # Against a second PyTorch setting, same Ours, no sampling: nothing of ours compiles again.
+  compiled = dict(ours.run.compiled)
+  again = versus_torch.compare(cfg, steps=1, sample_batch=4, nfes=[3], device="cpu",
+                               torch_opts=dict(opts, channels_last=True), ours=ours, sample=False)
+  assert ours.run.compiled == compiled and "sampling" not in again
+  assert again["torch_options"]["channels_last"] == "True" and again["ratio_images_per_s"] > 0
+  assert "sampling" not in versus_torch.table(again)
+  assert set(ours._samplers) == {(4, "one_step"), (4, 3)}  # pylint: disable=protected-access
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from fdistill_jax.benchmarks.common import (folder_name, load_config, parse_entry, set_key,
-                                            split_entries)
+from fdistill_jax.benchmarks.common import (folder_name, load_config, parse_entry, peak_bf16,
+                                            set_key, split_entries)
 
 _CONFIGS = flags.DEFINE_string(
     "configs", "configs/imagenet64_js.py,configs/imagenet64_sid.py,configs/imagenet64_dmd2.py,"
@@ -47,16 +47,9 @@ _PROFILE = flags.DEFINE_string("profile", None, "Trace each phase's step into th
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 3, "Traced steps per phase.")
 _PROFILE_TOP = flags.DEFINE_integer("profile_top", 10, "Ops per phase in the profile table.")
 
-# Dense bf16 tensor-core peaks (datasheet, SXM parts), per device.
-PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "TPU v4": 275.0,
-                    "TPU v5 lite": 197.0, "TPU v5": 459.0, "TPU v6 lite": 918.0}
-
-
 def peak_tflops(kind: str) -> float | None:
-  for name, peak in sorted(PEAK_BF16_TFLOPS.items(), key=lambda kv: -len(kv[0])):
-    if name.lower() in kind.lower():
-      return peak
-  return None
+  """Dense bf16 peak of a device kind (benchmarks/common.py PEAK_BF16, with its sources)."""
+  return peak_bf16(kind)["tflops"]
 
 
 def matmul_ceiling_tflops(n: int = 8192, reps: int = 10) -> float:
@@ -87,11 +80,13 @@ def _flops(lowered) -> float | None:
 
 
 def speed(cfg, workdir: str, steps: int, profile_dir: str | None = None,
-          profile_steps: int = 3, profile_top: int = 10) -> dict:
+          profile_steps: int = 3, profile_top: int = 10, devices=None) -> dict:
+  """Builds and compiles the run (on `devices`, default all), times each phase and, with
+  profile_dir, profiles it; the record of the module docstring."""
   import jax
   from fdistill_jax import compose
   t0 = time.time()
-  run = compose.Run(cfg, workdir, restore=False)
+  run = compose.Run(cfg, workdir, devices=devices, restore=False)
   out = {"build_and_compile_s": time.time() - t0, "phases": {}}
   batch = run.global_batch(0)
   lock = open(_LOCK.value, "a") if _LOCK.value else None
@@ -112,7 +107,7 @@ def speed(cfg, workdir: str, steps: int, profile_dir: str | None = None,
           p["generator"]["step_s"]) / (crit + 1)
   out.update(iteration_s=it_s, iterations_per_s=1 / it_s,
              images_per_s=cfg.train.batch_size / it_s, critic_steps=crit,
-             batch=cfg.train.batch_size, devices=jax.device_count())
+             batch=cfg.train.batch_size, devices=run.mesh.size)
   stats = jax.local_devices()[0].memory_stats() or {}
   out["peak_gib_device0"] = stats.get("peak_bytes_in_use", 0) / 2 ** 30
   return out
@@ -132,7 +127,19 @@ def _time_phases(run, batch, steps: int, out: dict) -> None:
     flops = _flops(run.lowered[phase])
     out["phases"][phase] = {"compile_s": run.compile_times[phase], "step_s": sec,
                             "step_s_min": float(np.min(times)), "hlo_flops": flops,
-                            "tflops_per_s": flops / sec / 1e12 if flops else None}
+                            "tflops_per_s": flops / sec / 1e12 if flops else None,
+                            "compiled_peak_bytes": compiled_peak_bytes(fn)}
+
+
+def compiled_peak_bytes(compiled) -> int | None:
+  """Per-device bytes the compiled step needs by XLA's buffer assignment (memory_analysis:
+  argument + output + temp − donated alias), as memory_plan reports it; None if unavailable."""
+  try:
+    ma = compiled.memory_analysis()
+    return int(ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
+               - ma.alias_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except  (backends without the analysis)
+    return None
 
 
 def numerics(cfg, batch: int = 16) -> dict:

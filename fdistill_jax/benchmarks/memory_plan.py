@@ -31,13 +31,12 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app, flags
 
 from fdistill_jax.benchmarks import engine_speed, versus_torch
-from fdistill_jax.benchmarks.common import parse_entry
+from fdistill_jax.benchmarks.common import abstract_steps, parse_entry, shrink_pixart
 
 # --config, --tiny (versus_torch) and --batch, --out (engine_speed) are shared flags.
 _CONFIG, _TINY = versus_torch._CONFIG, versus_torch._TINY  # pylint: disable=protected-access
@@ -80,58 +79,19 @@ def measure(cfg, n: int, fsdp: int, phases=("generator", "critic"),
   """Lowers and compiles the steps on the first n (fake) devices: memory_analysis per device
   (measured), the exact per-device bytes of every state part ('per_device', derived from the
   shardings, no compile needed) and the unsharded state size ('state_bytes')."""
-  import jax
-  import numpy as np
-  from fdistill_jax import compose
-  from fdistill_jax.engine import checkpoint as ckpt_lib
-  from fdistill_jax.engine import loop
-  from fdistill_jax.engine import sharding as shard_lib
-  from fdistill_jax.engine import steps as steps_lib
-  from fdistill_jax.experiments import image, t2i
-  from fdistill_jax.models.edm import build_edm_precond
-
-  def zeros_variables(kwargs_json, dtype, seed):  # No init compile/run: shapes are enough.
-    del dtype, seed
-    module = build_edm_precond(json.loads(kwargs_json))
-    shapes = jax.eval_shape(lambda: module.init(
-        jax.random.PRNGKey(0), jax.numpy.zeros((1, module.img_resolution, module.img_resolution,
-                                                module.img_channels)), jax.numpy.ones((1,)),
-        jax.numpy.zeros((1, module.label_dim)) if module.label_dim else None))
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-
-  def zeros_pixart(config_json, dtype, seed):  # PixArt: the same, from the abstract params.
-    del seed
-    from fdistill_jax.convert import pixart as conv
-    from fdistill_jax.models import pixart
-    module = pixart.from_diffusers_config(json.loads(config_json), param_dtype=t2i.DTYPES[dtype])
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), conv.abstract_params(module))
-
   cfg.mesh.fsdp, cfg.mesh.data = fsdp, -1
-  saved = image._random_variables, t2i._random_params  # pylint: disable=protected-access
-  image._random_variables, t2i._random_params = zeros_variables, zeros_pixart  # pylint: disable=protected-access
-  try:
-    with tempfile.TemporaryDirectory() as wd:
-      exp, method, txs, init, init_key = loop._build(cfg, compose._problem(cfg, wd))  # pylint: disable=protected-access
-  finally:
-    image._random_variables, t2i._random_params = saved  # pylint: disable=protected-access
-  mesh = shard_lib.make_mesh(cfg, jax.devices()[:n])
-  abstract, state_sh = loop._state_layout(cfg, init, init_key, mesh)  # pylint: disable=protected-access
-  frozen = jax.eval_shape(lambda: exp.frozen)
-  frozen_sh = shard_lib.tree_shardings(frozen, mesh, cfg)
-  spec = exp.batch_spec()
-  batch_sh = shard_lib.batch_sharding(mesh, spec)
-  args = [ckpt_lib.abstract_with_shardings(t, s) for t, s in
-          ((abstract, state_sh), (frozen, frozen_sh), (spec, batch_sh))]
-  out = {"devices": n, "mesh": dict(mesh.shape), "batch": cfg.train.batch_size, "phases": {},
+  import jax  # pylint: disable=import-outside-toplevel
+  built = abstract_steps(cfg, jax.devices()[:n], phases)
+  abstract, state_sh, frozen, frozen_sh, spec, batch_sh = (
+      built[k] for k in ("abstract", "state_sh", "frozen", "frozen_sh", "spec", "batch_sh"))
+  args = built["args"]
+  out = {"devices": n, "mesh": dict(built["mesh"].shape), "batch": cfg.train.batch_size,
+         "phases": {},
          "state_bytes": int(sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract))),
          "per_device": per_device_bytes(abstract, state_sh, frozen, frozen_sh, spec, batch_sh)}
   if not compile_steps:
     return out
-  phases = [p for p in phases if p == "generator" or method.CRITIC_NETS]
-  for phase in phases:
-    fn = jax.jit(steps_lib.make_step(method, exp.nets, txs, cfg, phase),
-                 in_shardings=(state_sh, frozen_sh, batch_sh), out_shardings=(state_sh, None),
-                 donate_argnums=(0,))
+  for phase, fn in built["steps"].items():
     t0 = time.time()
     compiled = fn.lower(*args).compile()
     ma = compiled.memory_analysis()
@@ -142,16 +102,6 @@ def measure(cfg, n: int, fsdp: int, phases=("generator", "critic"),
     out["phases"][phase] = rec
   out["peak_gib"] = max(p["peak"] for p in out["phases"].values()) / 2 ** 30
   return out
-
-
-def shrink_pixart(cfg):
-  """In place: a 2-block, 64-wide PixArt on 16×16×4 latents with 32-d captions (--tiny)."""
-  from fdistill_jax import defaults
-  cfg.teacher.pixart_config = dict(defaults.TINY_PIXART, in_channels=4, out_channels=8,
-                                   num_attention_heads=4, cross_attention_dim=64)
-  cfg.teacher.max_length = 16
-  cfg.disc.feature_keys, cfg.disc.channels = ("block1",), 32
-  return cfg
 
 
 def _config():

@@ -135,13 +135,20 @@ class Ours:
     z = jax.random.normal(jax.random.PRNGKey(0), (n,) + nets.data_shape)
     labels = nets.cond.from_index(jnp.arange(n))  # class i mod C, as the PyTorch side draws
     gen = self.run.state["params"]["generator"]
-    one = jax.jit(lambda p, z: nets.generate(p, z, labels))
+    # Jitted once per (batch, sampler): a second call (another PyTorch setting against the same
+    # Ours) re-times without compiling again.
+    jitted = self.__dict__.setdefault("_samplers", {})
+    if (n, "one_step") not in jitted:
+      jitted[n, "one_step"] = jax.jit(lambda p, z: nets.generate(p, z, labels))
+    one = jitted[n, "one_step"]
     res = {"one_step": _time_sampler(lambda: one(gen, z), reps, jax.block_until_ready, n)}
     for nfe in nfes:
-      den = lambda x, s, fr: nets.teacher(fr, x, jnp.broadcast_to(s, (n,)), labels)
-      fn = jax.jit(lambda fr, z, nfe=nfe: samplers.edm_sampler(
-          lambda x, s: den(x, s, fr), z, samplers.steps_for_nfe(nfe), cfg.diffusion.sigma_min,
-          cfg.diffusion.sigma_max))
+      if (n, nfe) not in jitted:
+        den = lambda x, s, fr: nets.teacher(fr, x, jnp.broadcast_to(s, (n,)), labels)
+        jitted[n, nfe] = jax.jit(lambda fr, z, nfe=nfe: samplers.edm_sampler(
+            lambda x, s: den(x, s, fr), z, samplers.steps_for_nfe(nfe), cfg.diffusion.sigma_min,
+            cfg.diffusion.sigma_max))
+      fn = jitted[n, nfe]
       res[f"heun_{nfe}"] = _time_sampler(lambda fn=fn: fn(self.run.frozen, z), max(reps // 3, 1),
                                          jax.block_until_ready, n)
     return res
@@ -216,8 +223,11 @@ class Theirs:
 
 
 # ------------------------------------------------------------------------------------ main
-def compare(cfg, steps: int, sample_batch: int, nfes, torch_opts: dict, device: str) -> dict:
-  """Runs both sides (ours, theirs, theirs, ours) and sampling; returns the JSON record."""
+def compare(cfg, steps: int, sample_batch: int, nfes, torch_opts: dict, device: str,
+            ours: Ours | None = None, sample: bool = True) -> dict:
+  """Runs both sides (ours, theirs, theirs, ours) and, with `sample`, sampling; returns the JSON
+  record. `ours`: an Ours already built from cfg (compiled once, reused against several PyTorch
+  settings), else one is built here."""
   import jax
   import torch
   crit = int(cfg.method.critic_steps)
@@ -229,7 +239,7 @@ def compare(cfg, steps: int, sample_batch: int, nfes, torch_opts: dict, device: 
          "dtype": cfg.teacher.dtype, "remat": bool(cfg.teacher.get("remat", False)),
          "torch_options": {k: str(v) for k, v in torch_opts.items()}, "rounds": []}
   with tempfile.TemporaryDirectory() as wd:
-    ours = Ours(cfg, wd)
+    ours = ours or Ours(cfg, wd)
     theirs = Theirs(cfg, ours, device, torch_opts)
     rec["build_s"] = {"ours": ours.build_s, "theirs": theirs.build_s}
     for side in ("ours", "theirs", "theirs", "ours"):
@@ -237,9 +247,13 @@ def compare(cfg, steps: int, sample_batch: int, nfes, torch_opts: dict, device: 
       r.update(side=side, **_summary(r["phases"], b, crit))
       rec["rounds"].append(r)
       logging.warning("%s: %.1f images/s", side, r["images_per_s"])
-    n = sample_batch or b
-    rec["sampling"] = {"batch": n, "ours": ours.sampling(n, nfes, 10),
-                       "theirs": theirs.sampling(n, nfes, 10)}
+    if sample:
+      n = sample_batch or b
+      rec["sampling"] = {"batch": n, "ours": ours.sampling(n, nfes, 10),
+                         "theirs": theirs.sampling(n, nfes, 10)}
+    del theirs
+    if device.startswith("cuda"):  # Hand PyTorch's cached blocks back for what runs next.
+      torch.cuda.empty_cache()
   for side in ("ours", "theirs"):
     rs = [r for r in rec["rounds"] if r["side"] == side]
     rec[side] = {k: float(np.mean([r[k] for r in rs]))
@@ -266,6 +280,8 @@ def table(rec: dict) -> str:
   for p in ("generator", "critic"):
     rows.append(f"| compile {p}, s | {f(o['compile_s'][p])} | {f(t['compile_s'][p])} | |")
   rows.append(f"| peak memory, GiB | {f(o['peak_gib'], 2)} | {f(t['peak_gib'], 2)} | |")
+  if "sampling" not in rec:
+    return "\n".join(rows)
   s = rec["sampling"]
   for k in s["ours"]:
     a, b = s["ours"][k]["images_per_s"], s["theirs"][k]["images_per_s"]
