@@ -148,3 +148,13 @@ def test_sim_config_errors_name_the_field(field, value, match):
   with pytest.raises(config_checks.ConfigError, match=rf"method\.{field}") as e:
     config_checks.check(cfg, num_devices=8)
   assert match in str(e.value)
+
+
+def test_huber_constant_in_x0_units():
+  """huber_space='x0': the pseudo-Huber distance between the x0 predictions, c in x0 units (the
+  consistency-model rule c = 0.00054·√dim): d' ∝ Δ/√(‖Δ‖² + c²) at every σ."""
+  delta = jnp.array([[0.3, -0.2]])
+  for sigma in (0.1, 1.0, 7.0):
+    want = delta / jnp.sqrt(jnp.sum(delta ** 2) + C ** 2)
+    got = sim.distance_grad(delta, jnp.array([sigma]), "pseudo_huber", C, "x0")
+    np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -8,7 +8,10 @@ with gradients through x_t into BOTH d'(y) and D_ψ (only the parameters of the 
 fake score are frozen). Distances d (per-sample flattened norm):
   'l2':           d(y) = ‖y‖²,              d'(y) = 2y                → ℓ = 2/σ⁴·SiD(α=1)·w
   'pseudo_huber': d(y) = √(‖y‖² + c²) − c,  d'(y) = y/√(‖y‖² + c²)
-                  with c in SCORE units, i.e. (D_p − D_ψ)/√(‖D_p − D_ψ‖² + c²σ⁴) in x0 units.
+                  with c in SCORE units (huber_space='score'), i.e. (D_p − D_ψ)/√(‖D_p − D_ψ‖² +
+                  c²σ⁴) in x0 units; or with huber_space='x0' the same distance taken between
+                  the x0 predictions, (D_p − D_ψ)/√(‖D_p − D_ψ‖² + c²), for a c given in x0 units
+                  (the consistency-model rule c = 0.00054·√dim is stated for such distances).
 Weighting w (config.method.weighting):
   'none':  w = 1, the raw integrand (the Gaussian score-gradient test uses this);
   'sid':   w = σ⁴ · sg(1/max(mean|x_g − D_p|, 1e-5)), SiD's normaliser times σ⁴, so that
@@ -16,7 +19,7 @@ Weighting w (config.method.weighting):
 Ablation form='sp' (docs/sim.md §2.2): ℓ = w·sg(d'(y))ᵀ(D_p − x_g)/σ² (not the exact gradient
 when the generator's Jacobian varies per sample; kept only as a regression guard).
 The fake score is trained exactly as in SiD (methods/sid.py), one fake step per generator step.
-Config keys (config.method): distance ('l2'|'pseudo_huber'), huber_c (score units), weighting,
+Config keys (config.method): distance ('l2'|'pseudo_huber'), huber_c, huber_space, weighting,
 form ('exact'|'sp'), the σ laws and fake weighting of SiD (sigma_law, t_max, fake_sigma_law,
 fake_p_mean, fake_p_std, dsm_weighting), loss_scale, critic_steps.
 """
@@ -34,6 +37,7 @@ from fdistill_jax.validation import need
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ("fake_score",)
 DISTANCES = ("l2", "pseudo_huber")
+HUBER_SPACES = ("score", "x0")
 WEIGHTINGS = ("none", "sid")
 FORMS = ("exact", "sp")
 
@@ -47,7 +51,8 @@ def init_extras(cfg: ml_collections.ConfigDict) -> dict:
 
 def method_config(**overrides) -> ml_collections.ConfigDict:
   """config.method for SIM (pseudo-Huber, SiD-matched weighting, SiD's fake-score settings)."""
-  m = dict(name="sim", distance="pseudo_huber", huber_c=1.0, weighting="sid", form="exact",
+  m = dict(name="sim", distance="pseudo_huber", huber_c=1.0, huber_space="score",
+           weighting="sid", form="exact",
            sigma_law="truncated_karras", t_max=800.0, fake_sigma_law="lognormal",
            fake_p_mean=-1.2, fake_p_std=1.2, dsm_weighting="edm", loss_scale=1.0,
            critic_steps=1)
@@ -62,6 +67,8 @@ def check_config(cfg) -> None:
   need(m.distance in DISTANCES, "method.distance", m.distance, f"allowed: {DISTANCES}")
   need(m.huber_c > 0 or m.distance == "l2", "method.huber_c", m.huber_c,
        "must be > 0 (score units) for pseudo_huber")
+  need(m.huber_space in HUBER_SPACES, "method.huber_space", m.huber_space,
+       f"allowed: {HUBER_SPACES}")
   need(m.weighting in WEIGHTINGS, "method.weighting", m.weighting, f"allowed: {WEIGHTINGS}")
   need(m.form in FORMS, "method.form", m.form, f"allowed: {FORMS}")
 
@@ -70,23 +77,25 @@ def _flat(x):
   return x.reshape(x.shape[0], -1).astype(jnp.float32)
 
 
-def distance_grad(diff_x0: jax.Array, sigma: jax.Array, distance: str, c: float) -> jax.Array:
+def distance_grad(diff_x0: jax.Array, sigma: jax.Array, distance: str, c: float,
+                  huber_space: str = "score") -> jax.Array:
   """d'(y) for y = diff_x0/σ² (score units). diff_x0 [B, D] float32, sigma [B]. Returns [B, D]."""
   s2 = sigma[:, None] ** 2
   if distance == "l2":
     return 2.0 * diff_x0 / s2
   if distance == "pseudo_huber":
     # y/√(‖y‖²+c²) with y = Δ/σ²  ==  Δ/√(‖Δ‖² + c²σ⁴): c in score units is c·σ² in x0 units.
-    return diff_x0 / jnp.sqrt(jnp.sum(jnp.square(diff_x0), -1, keepdims=True) + (c * s2) ** 2)
+    c_x0 = c * s2 if huber_space == "score" else c
+    return diff_x0 / jnp.sqrt(jnp.sum(jnp.square(diff_x0), -1, keepdims=True) + c_x0 ** 2)
   raise ValueError(f"config.method.distance={distance!r}; allowed: {DISTANCES}")
 
 
 def sim_per_sample(x_g, teacher_x0, fake_x0, sigma, *, distance: str, c: float,
-                   weighting: str, form: str = "exact") -> jax.Array:
+                   weighting: str, form: str = "exact", huber_space: str = "score") -> jax.Array:
   """SIM generator loss per sample [B]; x_g/teacher_x0/fake_x0 [B, ...] all keep gradients."""
   xg, dp, dq = _flat(x_g), _flat(teacher_x0), _flat(fake_x0)
   sigma = sigma.astype(jnp.float32)
-  u = distance_grad(dp - dq, sigma, distance, c)
+  u = distance_grad(dp - dq, sigma, distance, c, huber_space)
   if form == "exact":
     per = jnp.sum(u * (dq - xg), -1) / sigma ** 2
   elif form == "sp":
@@ -113,7 +122,7 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
   # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.
   f_real, f_fake = sid.zero_rows(f_real, keep), sid.zero_rows(f_fake, keep)
   per = sim_per_sample(x_g, f_real, f_fake, sigma, distance=m.distance, c=m.huber_c,
-                       weighting=m.weighting, form=m.form)
+                       weighting=m.weighting, form=m.form, huber_space=m.huber_space)
   loss = m.loss_scale * sid.masked_batch_mean(per, keep)
   return loss, {"sim": loss, "kept_frac": jnp.mean(keep.astype(jnp.float32))}
 
