@@ -24,6 +24,4 @@ def get_config():
   cfg = defaults.digits_t2i_distill()
   cfg.method.update(dict(divergence="rkl", ratio_normalization=False, disc_features="fake_score",
                          gan_weight_disc=1e-2, critic_steps=4, guidance_scale=2.0))
-  cfg.method.time_lo, cfg.method.time_hi = 0.02, 0.98
-  cfg.diffusion.sigma_init = 2.5
   return cfg

@@ -39,5 +39,4 @@ def get_config():
   cfg.method.divergence = "js"
   cfg.method.guidance_scale = 2.0
   cfg.method.critic_steps = 4
-  cfg.diffusion.sigma_init = 2.5
   return cfg

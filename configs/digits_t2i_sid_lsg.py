@@ -29,4 +29,4 @@ def get_config():
                                  kappa_real=2.0, cond_drop=0.1, critic_steps=2)
   defaults.sid_style(cfg)
   cfg.dataset.name = "prompts"
-  return cfg
+  return defaults.eps_teacher(cfg)

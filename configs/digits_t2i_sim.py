@@ -26,4 +26,4 @@ def get_config():
   defaults.sid_style(cfg)
   cfg.dataset.name = "prompts"
   cfg.method.guidance_scale = 2.0
-  return cfg
+  return defaults.eps_teacher(cfg)

@@ -45,7 +45,9 @@ def toy() -> ml_collections.ConfigDict:
       final_eval=True))
   cfg.mesh = ml_collections.ConfigDict(dict(
       data=-1, fsdp=1, default_tactic="replicate", rules=(), fsdp_min_size=2 ** 14))
-  cfg.eval = ml_collections.ConfigDict(dict(num_samples=8192, teacher_nfe=35, params="raw"))
+  # score_raw: a final evaluation of an EMA also scores the raw parameters it averages.
+  cfg.eval = ml_collections.ConfigDict(dict(num_samples=8192, teacher_nfe=35, params="raw",
+                                            score_raw=True))
   return cfg
 
 
@@ -89,7 +91,7 @@ def image() -> ml_collections.ConfigDict:
   cfg.mesh.default_tactic = "fsdp"
   cfg.eval = ml_collections.ConfigDict(dict(
       num_samples=500, sampler="one_step", nfe=35, params="0.999", teacher_nfes=(1, 2, 4, 35),
-      metric="auto", cache_dir=""))
+      metric="auto", cache_dir="", score_raw=True))
   return cfg
 
 
@@ -136,9 +138,11 @@ def fastgen_edm(dataset: str) -> ml_collections.ConfigDict:
       name="fdistill", divergence="kl" if cifar else "js", critic_steps=4,
       ratio_normalization=True, ratio_ema=0.0 if cifar else 0.5, gan_weight_gen=1e-3 if cifar else 3e-3,
       gan_weight_disc=1.0, r1_weight=0.0, disc_features="teacher", dsm_weighting="none"))
+  # ema_rampup 0.05 (EDM's and SiD's ratio): without it CIFAR-10's evaluated 0.9999-EMA would
+  # still hold 0.9999^20,000 = 13.5 % of the initial weights after its 20k generator updates.
   cfg.train.update(dict(steps=100_000 if cifar else 600_000, batch_size=2048 if cifar else 512,
-                        ema_decays=(0.9999, 0.99995, 0.9996), log_every=100, ckpt_every=5000,
-                        eval_every=10_000, keep_checkpoints=3))
+                        ema_decays=(0.9999, 0.99995, 0.9996), ema_rampup=0.05, log_every=100,
+                        ckpt_every=5000, eval_every=10_000, keep_checkpoints=3))
   cfg.eval.update(dict(num_samples=50_000, params="0.9999", teacher_nfes=(), metric="fid",
                        fid_weights="", fid_reference=""))
   return cfg
@@ -176,8 +180,10 @@ def digits_distill(divergence: str = "js") -> ml_collections.ConfigDict:
   cfg.method.critic_steps = 1
   for net in ("generator", "fake_score", "discriminator"):
     cfg.optim[net].lr = 2e-4
-  cfg.train.update(dict(steps=600, batch_size=32, ema_decays=(0.99,), log_every=50,
-                        ckpt_every=200))
+  # ema_rampup 0.5: the 0.99-EMA's half-life is at most half the updates so far, so after 300
+  # generator updates it holds none of the initial weights (0.99^300 = 4.9 % without it).
+  cfg.train.update(dict(steps=600, batch_size=32, ema_decays=(0.99,), ema_rampup=0.5,
+                        log_every=50, ckpt_every=200))
   cfg.eval.update(dict(num_samples=500, sampler="one_step", params="0.99",
                        teacher_nfes=(1, 2, 4, 35)))
   return cfg
@@ -250,16 +256,53 @@ def t2i() -> ml_collections.ConfigDict:
   cfg = image()
   cfg.teacher = ml_collections.ConfigDict(dict(
       kind="pixart", checkpoint="", pixart_config=dict(TINY_PIXART), dtype="float32",
-      compute_dtype="float32", remat=False, init_seed=0, ema=False, prompt_cache="", vae=""))
+      compute_dtype="float32", final_float32=False, remat=False, init_seed=0, ema=False,
+      prompt_cache="", vae=""))
   cfg.dataset = dataset_config(name="digits", resolution=16)
   cfg.dataset.captions = "class"
   cfg.diffusion = ml_collections.ConfigDict(dict(
       sigma_min=0.02, sigma_max=80.0, sigma_data=0.5, sigma_init=80.0))
   cfg.disc = ml_collections.ConfigDict(dict(enabled=True, feature_keys=("block1",),
                                             channels=32))
+  # per_prompt_samples: samples per prompt of the digits metric's per-prompt set (held-out
+  # accuracy, within-prompt diversity; 0 = off); reference_cache: folder for the teacher's
+  # samples ('' = in memory only; t2i_eval).
   cfg.eval.update(dict(sampler="one_step", nfe=20, teacher_nfes=(1, 2, 4, 35), metric="auto",
                        guidance_scale=1.0, teacher_solver="dpm_solver_pp_2m", num_prompts=16,
-                       grid_size=16, batch_size=0))
+                       grid_size=16, batch_size=0, per_prompt_samples=0, per_prompt_train=1,
+                       reference_cache=""))
+  return cfg
+
+
+# σ of Stable Diffusion 1.x's DDPM steps (scaled_linear β 0.00085 → 0.012): the noise levels
+# the SD references distil at, in the SD-VAE latent space PixArt-α shares.
+SD_SIGMA_T1, SD_SIGMA_T20, SD_SIGMA_T979, SD_SIGMA_MAX = 0.041314, 0.137991, 12.96632, 14.614641
+
+
+def eps_teacher(cfg: ml_collections.ConfigDict, sigma_min: float | None = None,
+                sigma_max: float = SD_SIGMA_MAX) -> ml_collections.ConfigDict:
+  """Noise levels and fake-score loss for an ε-prediction (DDPM) teacher, in place, for any
+  method (issue 25 §2). Its x0 = x − σ·ε̂ carries σ times its ε error (and bfloat16's rounding),
+  so distillation stays where that error is small and trains like the teacher was trained:
+  * generator input σ_init = 2.5 (SiD, SIM-DiT; SiD-LSG's t_init 625 on SD; PixArt-DMD's t 400
+    is σ 2.04): one-step x0 = x − 2.5·ε̂ instead of x − 157·ε̂;
+  * σ ∈ [sigma_min, sigma_max] with sigma_max = SD's σ(999) = 14.6 (FastGen-SD, DMD2-SD and
+    SiD-LSG never go above it), t uniform over the teacher's own timesteps there ('uniform_t',
+    the DDPM training law and the references' draw) for the generator loss, the fake score
+    (SiD/SIM: the same law, so the fake score is trained wherever the generator loss reads it)
+    and f-distill's time bins ('law': equal shares);
+  * the fake score's DSM loss weighted 1/σ²: the ε-MSE of DMD2-SD, SiD-LSG and PixArt-DMD.
+  Measured on the digits text-to-image teacher: BENCHMARKS.md "Digits text-to-image".
+  """
+  d, m = cfg.diffusion, cfg.method
+  d.sigma_init, d.sigma_max = 2.5, sigma_max
+  if sigma_min is not None:
+    d.sigma_min = sigma_min
+  m.sigma_law, m.dsm_weighting = "uniform_t", "eps"
+  if "fake_sigma_law" in m:
+    m.fake_sigma_law = "generator"
+  if "ratio_bin_space" in m:
+    m.ratio_bin_space = "law"
   return cfg
 
 
@@ -275,26 +318,29 @@ def pixart512() -> ml_collections.ConfigDict:
   Set teacher.checkpoint (the pipeline's transformer/ folder, or an original .pth),
   teacher.prompt_cache (tools/encode_prompts) and teacher.vae (the pipeline's vae/ folder).
   Without them the run builds, shards and steps on random weights and prompts with loud
-  warnings (dataset 'synthetic': N(0, 1) latents). Student input: pure noise at t = 999
-  (σ_init = σ_max = 157.4, as FastGen/DMD2 start SD students at max_t); σ ∈ [σ(t=1), σ(t=999)]
-  (FastGen: t ~ U[0.001, 0.999] of the diffusion time).
+  warnings (dataset 'synthetic': N(0, 1) latents). Noise levels are those of an ε-prediction
+  teacher (`eps_teacher`: σ_init 2.5, t uniform over PixArt's timesteps with σ ≤ SD's 14.6, an
+  ε-MSE fake score); each recipe sets its reference's σ range. The output layer computes in
+  float32 (teacher.final_float32): bf16 D error at σ 2.5 / 14.6 is 0.008 / 0.034 rms with it
+  against 0.011 / 0.051 without (the digits PixArt teacher, BENCHMARKS.md), both far below the
+  teacher's own x0 error there; σ 80 / 157 would have cost 0.18 / 0.43. The 0.9999-EMA has
+  EDM's ramp-up 0.05.
   """
   from fdistill_jax.convert import pixart as conv  # numpy/safetensors only
   cfg = t2i()
   cfg.teacher.update(dict(pixart_config=conv.pixart_alpha_config(512), compute_dtype="bfloat16",
-                          remat=True, max_length=120))
+                          final_float32=True, remat=True, max_length=120))
   cfg.dataset = dataset_config(name="synthetic", resolution=512)
   cfg.dataset.captions = "row"
   cfg.diffusion = ml_collections.ConfigDict(dict(
-      sigma_min=PIXART_SIGMA_T1, sigma_max=PIXART_SIGMA_MAX, sigma_data=0.5,
-      sigma_init=PIXART_SIGMA_MAX))
+      sigma_min=SD_SIGMA_T1, sigma_max=SD_SIGMA_MAX, sigma_data=0.5, sigma_init=2.5))
   cfg.mesh.update(dict(default_tactic="fsdp", rules=tuple(pixart_sharding_rules()),
                        fsdp_min_size=2 ** 14))
   cfg.eval.update(dict(num_samples=64, batch_size=16, sampler="one_step", nfe=20,
-                       teacher_nfes=(20,), metric="none", guidance_scale=4.5, num_prompts=64,
+                       teacher_nfes=(20,), metric="none", guidance_scale=1.75, num_prompts=64,
                        grid_size=16, params="0.9999"))
-  cfg.train.update(dict(ema_decays=(0.9999,), log_every=100, ckpt_every=2000, eval_every=10_000,
-                        keep_checkpoints=3))
+  cfg.train.update(dict(ema_decays=(0.9999,), ema_rampup=0.05, log_every=100, ckpt_every=2000,
+                        eval_every=10_000, keep_checkpoints=3))
   return cfg
 
 
@@ -317,8 +363,12 @@ def pixart512_sid_lsg_schedule(cfg: ml_collections.ConfigDict, batch: int = 512,
   cfg.dataset.name = "prompts"
   for net in ("generator", "fake_score"):
     cfg.optim[net].lr = 1e-6
+  # One generator and one fake-score update per SiD-LSG iteration: the engine alternates them,
+  # so `mimg` of generator images take twice as many engine iterations (19,531 generator
+  # updates for 10 Mimg at batch 512, as the official run).
   ema = half_life_decay(batch, half_life_mimg)
-  cfg.train.update(dict(batch_size=batch, steps=int(mimg * 1e6 // batch), ema_decays=(ema,)))
+  cfg.train.update(dict(batch_size=batch, steps=2 * int(mimg * 1e6 // batch), ema_decays=(ema,),
+                        ema_rampup=0.05))
   cfg.eval.params = str(ema)
 
 
@@ -369,9 +419,12 @@ def digits_t2i_distill() -> ml_collections.ConfigDict:
   cfg.method.critic_steps = 1
   for net in ("generator", "fake_score", "discriminator"):
     cfg.optim[net].lr = 2e-4
-  cfg.train.update(dict(steps=600, batch_size=32, ema_decays=(0.99,), log_every=50,
-                        ckpt_every=200))
+  # ema_rampup 0.5: the 0.99-EMA's half-life is at most half the updates so far, so the
+  # evaluated EMA holds none of the teacher-copy initial weights (issue 25 §1).
+  cfg.train.update(dict(steps=600, batch_size=32, ema_decays=(0.99,), ema_rampup=0.5,
+                        log_every=50, ckpt_every=200))
   cfg.eval.update(dict(num_samples=500, sampler="one_step", params="0.99", nfe=35,
                        teacher_nfes=(1, 2, 4, 35), guidance_scale=2.0, grid_size=20,
-                       metric="digits"))  # also for data-free runs (dataset.name='prompts').
-  return cfg
+                       metric="digits",  # also for data-free runs (dataset.name='prompts').
+                       per_prompt_samples=50))
+  return eps_teacher(cfg)

@@ -1,7 +1,7 @@
 """The 'pixart' teacher kind end to end, on configs/pixart512_*.py with a tiny PixArt override
 (8×8 pixels, one channel, one block, hidden 32) and a prompt cache written here:
 
-* pixart512_js (f-distill JS, guidance 4.5, GAN on the teacher's block tokens) trains on a 2×4
+* pixart512_js (f-distill JS, guidance 1.75, GAN on the teacher's block tokens) trains on a 2×4
   data×fsdp mesh of 8 fake CPU devices, checkpoints and evaluates (captioned grid, the teacher
   with and without guidance); resumed from its step-2 checkpoint on ONE device, steps 2–3 give
   the 8-device step-4 checkpoint to 1e-5; its export is a diffusers folder whose
