@@ -5,8 +5,11 @@ Definition. For each pair, c = cos(E_img(image), E_txt(prompt)) of the projected
   (SiD-LSG, f-distill Table 4, DMD2: 0.29-0.32), computed by GigaGAN's evaluation code that
   SiD-LSG and DMD2 ship: open_clip ViT-g-14 (laion2b_s12b_b42k; as a transformers folder:
   `laion/CLIP-ViT-g-14-laion2B-s12B-b42K`), captions prefixed with "A photo depicts ", no clamp.
-* `clip_score_100`: mean of 100 · max(c, 0), the torchmetrics `CLIPScore` convention (values
-  around 30 for ViT-L/14), reported alongside so either convention can be quoted.
+* `clip_score_100`: mean of 100 · max(c, 0), torchmetrics' `CLIPScore` *scale* only. It is the
+  same model, prefix and preprocessing as `clip_score` ×100 (clamped at 0), NOT torchmetrics'
+  number: torchmetrics uses ViT-L/14 (openai/clip-vit-large-patch14, values around 30), no
+  prefix and the HF processor without the 256 resize. Compare it with torchmetrics-reported
+  values only after setting those three the same way.
 
 Image preprocessing is written here (PIL, NumPy) rather than delegated to CLIPImageProcessor,
 whose default backend in transformers 5 depends on whether torchvision is installed; it equals
