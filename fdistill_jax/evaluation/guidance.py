@@ -6,8 +6,11 @@ point D_fake = D_w at every σ. Where the fake score has not learnt the student 
 teacher copy it started from, D_fake ≈ D_c), the push is the full guidance direction
 (w − 1)(D_c − D_∅), which nothing cancels. Per σ this module measures, on the student's samples:
 
-  matched    ‖D_fake − D_c‖ / ‖D_w − D_c‖: how much of the guidance push the fake score has
-             matched (0 = none, the fake is still the conditional teacher; 1 = all of it);
+  matched    ⟨D_fake − D_c, D_w − D_c⟩ / ‖D_w − D_c‖²: how much of the guidance push the fake
+             score has matched, along the push (0 = none, the fake is still the conditional
+             teacher; 1 = all of it);
+  deviation  ‖D_fake − D_c‖ / ‖D_w − D_c‖: the fake's whole distance from the conditional
+             teacher in units of the push (its errors in other directions included);
   residual   ‖D_fake − D_w‖ / ‖D_w − D_c‖: the push still left, relative to the guidance push;
   fake_err   rms(D_fake(x_g + σn) − x_g), the fake score's x0 error on the samples it learns;
 and on real data x0 (with conditions of their class), the teacher's own x0 error:
@@ -52,8 +55,10 @@ def push_at(nets: Nets, fake_params, frozen, x_g: jax.Array, cond, sigma: float,
   d_u = teacher(x_t, s, nets.cond.null_like(cond))
   d_w = conditioning.combine(d_c, d_u, w)
   d_f = conditioning.guided(fake, x_t, s, cond, fake_scale, nets.cond)
-  push = _norm(d_w - d_c) + 1e-12
-  return {"matched": _norm(d_f - d_c) / push, "residual": _norm(d_f - d_w) / push,
+  g = (d_w - d_c).astype(jnp.float32)
+  push = _norm(g) + 1e-12
+  return {"matched": jnp.sum((d_f - d_c).astype(jnp.float32) * g) / push ** 2,
+          "deviation": _norm(d_f - d_c) / push, "residual": _norm(d_f - d_w) / push,
           "fake_err": _rms(d_f - x_g), "teacher_err_on_samples": _rms(d_c - x_g),
           "guidance_push_rms": _rms(d_w - d_c)}
 
