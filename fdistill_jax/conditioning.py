@@ -180,20 +180,34 @@ def needs_guidance(scale: float, spec: ConditionSpec) -> bool:
   return spec.conditional and float(scale) != 1.0
 
 
-def combine(cond_out: jax.Array, uncond_out: jax.Array, scale: float) -> jax.Array:
-  """Classifier-free guidance D(∅) + w·(D(c) − D(∅))."""
+def combine(cond_out: jax.Array, uncond_out: jax.Array, scale) -> jax.Array:
+  """Classifier-free guidance D(∅) + w·(D(c) − D(∅)); scale a float or per-sample [B]."""
+  scale = jnp.asarray(scale, jnp.float32)
+  scale = scale.reshape(scale.shape + (1,) * (cond_out.ndim - scale.ndim)) if scale.ndim else scale
   return uncond_out + scale * (cond_out - uncond_out)
 
 
+def interval_scale(scale: float, sigma: jax.Array | None, sigma_max: float | None):
+  """w where σ ≤ sigma_max and 1 above it (guidance in a limited interval of noise levels,
+  Kynkäänniemi et al. 2024), per sample [B]; the plain scale when no interval is set."""
+  if sigma_max is None or sigma is None or sigma_max == float("inf"):
+    return scale
+  return jnp.where(jnp.asarray(sigma) <= sigma_max, jnp.float32(scale), jnp.float32(1.0))
+
+
 def guide(cond_out: jax.Array, uncond_fn: Callable[[], jax.Array], scale: float,
-          spec: ConditionSpec) -> jax.Array:
-  """Guides an already computed D(c); uncond_fn() is only called when guidance is active."""
+          spec: ConditionSpec, sigma: jax.Array | None = None,
+          sigma_max: float | None = None) -> jax.Array:
+  """Guides an already computed D(c); uncond_fn() is only called when guidance is active.
+  With sigma [B] and sigma_max, samples above sigma_max stay unguided (`interval_scale`)."""
   if not needs_guidance(scale, spec):
     return cond_out
-  return combine(cond_out, uncond_fn(), scale)
+  return combine(cond_out, uncond_fn(), interval_scale(scale, sigma, sigma_max))
 
 
 def guided(fn: Callable, x: jax.Array, sigma: jax.Array, cond: Cond, scale: float,
-           spec: ConditionSpec) -> jax.Array:
-  """D(∅) + w·(D(c) − D(∅)) for fn(x, σ, cond) -> x0; one evaluation of fn when unguided."""
-  return guide(fn(x, sigma, cond), lambda: fn(x, sigma, spec.null_like(cond)), scale, spec)
+           spec: ConditionSpec, sigma_max: float | None = None) -> jax.Array:
+  """D(∅) + w·(D(c) − D(∅)) for fn(x, σ, cond) -> x0; one evaluation of fn when unguided;
+  unguided above sigma_max when given (`interval_scale`)."""
+  return guide(fn(x, sigma, cond), lambda: fn(x, sigma, spec.null_like(cond)), scale, spec,
+               sigma, sigma_max)

@@ -96,3 +96,17 @@ def test_diagnostic_reads_the_matched_share(b, matched, residual):
   rows = guidance.diagnose(nets, params, {}, batch, jax.random.PRNGKey(1), W, sigmas=(1.0, 5.0))
   np.testing.assert_allclose([r["matched"] for r in rows.values()], matched, atol=1e-5)
   assert "teacher_err" in rows[1.0] and "1" in guidance.table(rows)
+
+
+def test_guidance_interval_leaves_large_sigma_unguided():
+  """guidance_sigma_max: w at σ ≤ it, the conditional teacher (w = 1) above it."""
+  spec = conditioning.ClassLabels(2)
+  x = jnp.ones((4, 2))
+  sigma = jnp.asarray([0.5, 4.9, 5.1, 14.0])
+  cond = jax.nn.one_hot(jnp.asarray([0, 1, 0, 1]), 2)
+  out = conditioning.guided(_teacher, x, sigma, cond, W, spec, sigma_max=5.0)
+  d_c, d_u = _teacher(x, sigma, cond), _teacher(x, sigma, jnp.zeros_like(cond))
+  np.testing.assert_allclose(out[:2], (d_u + W * (d_c - d_u))[:2], rtol=1e-6)
+  np.testing.assert_allclose(out[2:], d_c[2:], rtol=1e-6)
+  np.testing.assert_allclose(conditioning.guided(_teacher, x, sigma, cond, W, spec),
+                             d_u + W * (d_c - d_u), rtol=1e-6)

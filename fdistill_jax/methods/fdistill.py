@@ -13,7 +13,9 @@ from the fake score (DMD2; then the GAN loss also trains the fake score). The sc
 FastGen's: step k is a generator step iff k mod (critic_steps + 1) == 0.
 Teacher guidance (text-to-image recipes, FastGen's placement): with guidance_scale w ≠ 1 the
 teacher's x0 in the generator step is D(∅) + w·(D(c) − D(∅)) (its features stay those of D(c));
-the fake score is never guided. w = 1 costs one teacher evaluation.
+the fake score is never guided. w = 1 costs one teacher evaluation. With guidance_sigma_max the
+guidance applies only at σ ≤ it (Kynkäänniemi et al. 2024's limited interval): above it the
+target is the conditional teacher, whose spread guidance at large σ would collapse.
 σ law: method.sigma_law (diffusion/sigma_laws.py; FastGen's 'karras_index' over
 [time_lo, time_hi] of the levels by default, 'uniform_t' for DDPM teachers), the same draw for
 the generator, the fake score and the discriminator's real branch. The ratio's time bins are
@@ -23,7 +25,7 @@ Config keys (config.method, defaults in `method_config`): divergence, ratio_norm
 ratio_ema, ratio_bins, ratio_bin_space, ratio_lower, ratio_upper, logit_clip, gan_weight_gen,
 gan_weight_disc, r1_weight, disc_features ('teacher'|'fake_score'), dsm_weighting
 ('none'|'edm'|'eps', common.dsm_weight), sigma_law, time_lo, time_hi, dm_normalize,
-guidance_scale.
+guidance_scale, guidance_sigma_max.
 """
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
            ratio_ema=0.0, ratio_bins=10, ratio_lower=0.1, ratio_upper=20.0, logit_clip=10.0,
            gan_weight_gen=1e-2, gan_weight_disc=1.0, r1_weight=0.0, disc_features="teacher",
            dsm_weighting="edm", sigma_law="karras_index", ratio_bin_space="sigma",
-           time_lo=0.002, time_hi=0.998, dm_normalize=True, guidance_scale=1.0)
+           time_lo=0.002, time_hi=0.998, dm_normalize=True, guidance_scale=1.0,
+           guidance_sigma_max=float("inf"))
   m.update(overrides)
   return ml_collections.ConfigDict(m)
 
@@ -78,8 +81,10 @@ def check_config(cfg) -> None:
        f"allowed: {BIN_SPACES}")
   need(0.0 <= m.time_lo < m.time_hi <= 1.0, "method.time_lo/time_hi", (m.time_lo, m.time_hi),
        "fractions of the Karras levels with 0 <= time_lo < time_hi <= 1")
-  need(m.get("guidance_scale", 1.0) >= 0, "method.guidance_scale", m.get("guidance_scale"),
+  need(m.guidance_scale >= 0, "method.guidance_scale", m.guidance_scale,
        "a guidance scale >= 0 (1 = no guidance)")
+  need(m.guidance_sigma_max > 0, "method.guidance_sigma_max", m.guidance_sigma_max,
+       "a noise level > 0 above which guidance is off (inf = guidance at every σ)")
 
 
 def init_extras(cfg: ml_collections.ConfigDict) -> dict:
@@ -132,7 +137,7 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
     _, feats = _disc_feats(nets, frozen_params, frozen, x_t, sigma, cond, "fake_score")
   teacher_x0 = conditioning.guide(
       teacher_x0, lambda: nets.teacher(frozen, x_t, sigma, nets.cond.null_like(cond)),
-      m.get("guidance_scale", 1.0), nets.cond)
+      m.guidance_scale, nets.cond, sigma, m.guidance_sigma_max)
   constant_h = divergences.get(m.divergence).constant_weight
   metrics = {}
   h, new_extras = None, extras

@@ -28,7 +28,9 @@ SiD-LSG (long and short guidance) for conditional teachers (any condition pytree
 unconditional branch is the spec's null condition, conditioning.guided):
   κ1 (kappa_train_fake): the fake score's output while training it is uncond + κ1 (cond − uncond);
   κ2 = κ3 (kappa_fake): the same guidance on f_ψ inside the generator loss;
-  κ4 (kappa_real): the same guidance on the teacher's f_φ inside the generator loss.
+  κ4 (kappa_real): the same guidance on the teacher's f_φ inside the generator loss;
+  with method.guidance_sigma_max, all three apply only at σ ≤ it (1 above: guidance in a
+  limited interval of noise levels, as f-distill's and SIM's teacher guidance).
 When any κ ≠ 1, each sample's condition is dropped (set to ∅) with probability cond_drop while
 training the fake score, so that its unconditional branch is learnt. All κ = 1 is plain SiD.
 
@@ -78,7 +80,8 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
   m = dict(name="sid", alpha=1.2, sigma_law="truncated_karras", t_max=800.0,
            fake_sigma_law="lognormal", fake_p_mean=-1.2, fake_p_std=1.2, dsm_weighting="edm",
            generator_loss_scale=1.0, fake_score_loss_scale=1.0, fake_score_reduction="mean",
-           kappa_train_fake=1.0, kappa_fake=1.0, kappa_real=1.0, cond_drop=0.1, critic_steps=1)
+           kappa_train_fake=1.0, kappa_fake=1.0, kappa_real=1.0, guidance_sigma_max=float("inf"),
+           cond_drop=0.1, critic_steps=1)
   m.update(overrides)
   return ml_collections.ConfigDict(m)
 
@@ -98,6 +101,9 @@ def check_config(cfg) -> None:
   for k in ("kappa_train_fake", "kappa_fake", "kappa_real"):
     if k in m:
       need(m[k] >= 0, f"method.{k}", m[k], "a guidance scale >= 0 (1 = no guidance)")
+  if "guidance_sigma_max" in m:
+    need(m.guidance_sigma_max > 0, "method.guidance_sigma_max", m.guidance_sigma_max,
+         "a noise level > 0 above which guidance is off (inf = guidance at every σ)")
   if "cond_drop" in m:
     need(0 <= m.cond_drop < 1, "method.cond_drop", m.cond_drop, "must be in [0, 1)")
   augment.check_p(cfg)
@@ -185,8 +191,10 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
   m = cfg.method
   x_g, x_t, ok = generator_sample(params["generator"], z, sigma, n, cond, nets)
   teacher, fake = denoisers(params, frozen, nets)
-  f_real = conditioning.guided(teacher, x_t, sigma, cond, m.kappa_real, nets.cond)
-  f_fake = conditioning.guided(fake, x_t, sigma, cond, m.kappa_fake, nets.cond)
+  f_real = conditioning.guided(teacher, x_t, sigma, cond, m.kappa_real, nets.cond,
+                               m.guidance_sigma_max)
+  f_fake = conditioning.guided(fake, x_t, sigma, cond, m.kappa_fake, nets.cond,
+                               m.guidance_sigma_max)
   keep = ok & finite_rows(sg(f_real), sg(f_fake))
   # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.
   f_real, f_fake = zero_rows(f_real, keep), zero_rows(f_fake, keep)
@@ -238,7 +246,8 @@ def fake_score_loss_at(params, cond, z, sigma, n, drop, nets: Nets, cfg, key=Non
   x_g, aug = augment.for_denoiser(augment_key, x_g, p)
   x_t = x_g + common.bcast(sigma, x_g) * n
   fake = lambda x, s, c: nets.student(params["fake_score"], x, s, c, key=key, **aug)
-  f_fake = conditioning.guided(fake, x_t, sigma, cond, m.get("kappa_train_fake", 1.0), nets.cond)
+  f_fake = conditioning.guided(fake, x_t, sigma, cond, m.get("kappa_train_fake", 1.0), nets.cond,
+                               m.guidance_sigma_max)
   keep = ok & finite_rows(sg(f_fake))
   f_fake = zero_rows(f_fake, keep)
   w = common.dsm_weight(sigma, m.dsm_weighting, cfg.diffusion.sigma_data)

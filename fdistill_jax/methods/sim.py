@@ -19,6 +19,8 @@ Weighting w (config.method.weighting):
 Ablation form='sp' (docs/sim.md §2.2): ℓ = w·sg(d'(y))ᵀ(D_p − x_g)/σ² (not the exact gradient
 when the generator's Jacobian varies per sample; kept only as a regression guard).
 The fake score is trained exactly as in SiD (methods/sid.py), one fake step per generator step.
+Teacher guidance (text-to-image): D_p is the teacher guided at method.guidance_scale (only at
+σ ≤ method.guidance_sigma_max when set); the fake score is not guided.
 Config keys (config.method): distance ('l2'|'pseudo_huber'), huber_c, huber_space, weighting,
 form ('exact'|'sp'), the σ laws and fake weighting of SiD (sigma_law, t_max, fake_sigma_law,
 fake_p_mean, fake_p_std, dsm_weighting), loss_scale, critic_steps.
@@ -55,7 +57,7 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
            weighting="sid", form="exact",
            sigma_law="truncated_karras", t_max=800.0, fake_sigma_law="lognormal",
            fake_p_mean=-1.2, fake_p_std=1.2, dsm_weighting="edm", loss_scale=1.0,
-           critic_steps=1)
+           critic_steps=1, guidance_scale=1.0, guidance_sigma_max=float("inf"))
   m.update(overrides)
   return ml_collections.ConfigDict(m)
 
@@ -116,7 +118,8 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
   x_g, x_t, ok = sid.generator_sample(params["generator"], z, sigma, n, cond, nets)
   teacher, fake = sid.denoisers(params, frozen, nets)
   # Teacher guidance (text-to-image, e.g. SIM-DiT from PixArt-α); w = 1 is one unguided call.
-  f_real = conditioning.guided(teacher, x_t, sigma, cond, m.get("guidance_scale", 1.0), nets.cond)
+  f_real = conditioning.guided(teacher, x_t, sigma, cond, m.guidance_scale, nets.cond,
+                               m.guidance_sigma_max)
   f_fake = fake(x_t, sigma, cond)
   keep = ok & sid.finite_rows(sg(f_real), sg(f_fake))
   # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.
