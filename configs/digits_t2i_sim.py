@@ -22,7 +22,7 @@ from fdistill_jax.methods import sim
 
 def get_config():
   cfg = defaults.digits_t2i_distill()
-  cfg.method = sim.method_config(distance="pseudo_huber", huber_c=1.0)
+  cfg.method = sim.method_config(distance="pseudo_huber", huber_c=1.0, critic_steps=4)
   defaults.sid_style(cfg)
   cfg.dataset.name = "prompts"
   cfg.method.guidance_scale = 2.0

@@ -214,8 +214,8 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
     if per_n:
       per_rows = per_prompt_rows(cache, int(ev.get("per_prompt_train", 1)))
       per_sample_rows = np.repeat(per_rows, per_n)  # prompt p's samples are contiguous
-      per_conds = {"embeddings": jnp.asarray(cache.embeddings[per_sample_rows], jnp.float32),
-                   "mask": jnp.asarray(cache.mask[per_sample_rows], jnp.float32)}
+      per_conds = {k: jnp.asarray(v, jnp.int32 if k == "ids" else jnp.float32)
+                   for k, v in cache.condition(per_sample_rows).items()}
       per_held = (np.zeros(len(per_sample_rows), bool) if held_all is None
                   else held_all[per_sample_rows])
   per_key = lambda key: jax.random.fold_in(key, 7)  # the per-prompt set's own noise
