@@ -365,6 +365,7 @@ def digits_t2i_distill() -> ml_collections.ConfigDict:
   cfg.teacher.pixart_config = ml_collections.ConfigDict(dict(DIGITS_T2I_PIXART))
   cfg.teacher.checkpoint = asset("digits_t2i_teacher")
   cfg.teacher.prompt_cache = asset("digits_t2i_prompts")
+  cfg.teacher.max_length = 16  # The committed cache's (encode_prompts --max_length=16).
   cfg.disc.feature_keys = ("block3",)
   cfg.method.critic_steps = 1
   for net in ("generator", "fake_score", "discriminator"):

@@ -199,8 +199,9 @@ def random_cache(num: int, length: int, dim: int, seed: int) -> pc.PromptCache:
 
 
 def load_cache(cfg, module) -> pc.PromptCache:
-  """The prompt cache of config.teacher.prompt_cache, checked against the transformer; '' gives
-  16 random prompts of teacher.max_length tokens (a loud warning)."""
+  """The prompt cache of config.teacher.prompt_cache, checked against the transformer and
+  teacher.max_length (when set: the token length the teacher's prompts were encoded with);
+  '' gives 16 random prompts of teacher.max_length tokens (a loud warning)."""
   path = cfg.teacher.get("prompt_cache", "")
   if not path:
     logging.warning("=" * 78 + "\nNO PROMPT CACHE (config.teacher.prompt_cache is empty): "
@@ -216,6 +217,13 @@ def load_cache(cfg, module) -> pc.PromptCache:
                      f"{want}")
   if len(cache) == 0:
     raise ValueError(f"config.teacher.prompt_cache={path!r} holds no prompts")
+  length, want_len = int(cache.embeddings.shape[1]), int(cfg.teacher.get("max_length", 0) or 0)
+  if want_len and length != want_len:  # Truncated or differently padded prompts.
+    raise ValueError(
+        f"config.teacher.prompt_cache={path!r} was encoded with max_length={length}, but the "
+        f"teacher expects config.teacher.max_length={want_len}: re-encode it with python -m "
+        f"fdistill_jax.tools.encode_prompts --prompts=... --model={cache.index.get('model', '')} "
+        f"--out=NEW_CACHE --max_length={want_len}")
   return cache
 
 
