@@ -63,8 +63,9 @@ def prompt_accuracy(pred: np.ndarray, classes: np.ndarray, heldout: np.ndarray |
 
 
 def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Codec, cache,
-              rows: np.ndarray, workdir: str) -> dict:
-  """The Experiment's evaluation hooks (see the module docstring)."""
+              rows: np.ndarray, workdir: str, encode=None) -> dict:
+  """The Experiment's evaluation hooks (see the module docstring). encode(params, cond) ->
+  (PixArt params, text cond): a trained text encoder's (t2i_text), None for cached embeddings."""
   ev = cfg.eval
   shape = tuple(nets.data_shape)
   decode = codec.jit_decode()
@@ -77,10 +78,13 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
   conds = nets.cond.from_index(jnp.asarray(idx))  # [n_eval] conditions of the samples
   null = nets.cond.null(1)
 
+  encode = encode or (lambda p, c: (p, c))
+
   @functools.partial(jax.jit, static_argnames=("nfe", "w", "how"))
   def _multistep(params, z, cond, nfe: int, w: float, how: str):
-    net = pixart_teacher.PixArtTeacher(module, params, adapter, null_cond=null)
-    return pixart_teacher.sample(net, z, cond, num_steps=nfe, guidance_scale=w, solver=how)
+    tp, cond_e = encode(params, cond)  # Encoded once, outside the solver loop.
+    net = pixart_teacher.PixArtTeacher(module, tp, adapter, null_cond=encode(params, null)[1])
+    return pixart_teacher.sample(net, z, cond_e, num_steps=nfe, guidance_scale=w, solver=how)
 
   @jax.jit
   def _one_step(params, z, cond):
