@@ -25,6 +25,7 @@ import numpy as np
 
 from fdistill_jax import codecs
 from fdistill_jax.evaluation import grids
+from fdistill_jax.experiments import t2i_text
 from fdistill_jax.nets import Nets
 from fdistill_jax.teachers import pixart as pixart_teacher
 
@@ -63,9 +64,9 @@ def prompt_accuracy(pred: np.ndarray, classes: np.ndarray, heldout: np.ndarray |
 
 
 def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Codec, cache,
-              rows: np.ndarray, workdir: str, encode=None) -> dict:
+              rows: np.ndarray, workdir: str, encode=t2i_text.frozen_encode) -> dict:
   """The Experiment's evaluation hooks (see the module docstring). encode(params, cond) ->
-  (PixArt params, text cond): a trained text encoder's (t2i_text), None for cached embeddings."""
+  (PixArt params, text cond): a trained text encoder's (t2i_text), the identity for a cache."""
   ev = cfg.eval
   shape = tuple(nets.data_shape)
   decode = codec.jit_decode()
@@ -77,8 +78,6 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
   sample_rows = rows[idx]
   conds = nets.cond.from_index(jnp.asarray(idx))  # [n_eval] conditions of the samples
   null = nets.cond.null(1)
-
-  encode = encode or (lambda p, c: (p, c))
 
   @functools.partial(jax.jit, static_argnames=("nfe", "w", "how"))
   def _multistep(params, z, cond, nfe: int, w: float, how: str):
