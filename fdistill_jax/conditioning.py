@@ -7,6 +7,9 @@ A condition `cond` is a pytree whose leaves all have a leading batch axis [B, ..
                    the null condition is a fixed (embeddings [L, D], mask [L]), e.g. the
                    encoded empty prompt, zeros unless given; conditions are drawn from a
                    prompt set of pre-encoded prompts;
+  Tokens(L):       {"ids": int32 [B, L], "mask": float32 [B, L]}: token ids for a text encoder
+                   that is part of the trained network; the null condition is the tokenised
+                   empty prompt (ids [L], mask [L]); the prompt set is tokenised prompts;
   Unconditional(): an empty float32 [B, 0] array that the networks ignore.
 Methods never build conditions: they take them from the batch, ask the spec (`nets.cond`) for
 the null condition or for dropped rows, and guide through `guided`. Evaluation asks the spec
@@ -143,17 +146,21 @@ class Text(ConditionSpec):
   prompts: dict | None = None
   null_cond: dict | None = None
 
+  def _dtype(self, key: str):
+    del key
+    return jnp.float32
+
   def null(self, n: int) -> dict:
     if self.null_cond is None:
       return {"embeddings": jnp.zeros((n, self.length, self.dim), jnp.float32),
               "mask": jnp.zeros((n, self.length), jnp.float32)}
-    return {k: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (n,) + np.shape(v))
+    return {k: jnp.broadcast_to(jnp.asarray(v, self._dtype(k)), (n,) + np.shape(v))
             for k, v in self.null_cond.items()}
 
   def _prompts(self, idx):
     if self.prompts is None:
       raise ValueError("conditioning.Text: drawing conditions needs a prompt set (prompts=...)")
-    return {k: jnp.asarray(v, jnp.float32)[idx] for k, v in self.prompts.items()}
+    return {k: jnp.asarray(v, self._dtype(k))[idx] for k, v in self.prompts.items()}
 
   def from_index(self, idx):
     return self._prompts(idx % len(self.prompts["mask"]) if self.prompts else idx)
@@ -165,6 +172,29 @@ class Text(ConditionSpec):
   def describe(self) -> dict:
     num = 0 if self.prompts is None else int(len(self.prompts["mask"]))
     return {"condition": "text", "length": self.length, "dim": self.dim, "prompts": num}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Tokens(Text):
+  """Token ids read by a trainable text encoder: {"ids": int32 [B, L], "mask": float32 [B, L]}.
+
+  prompts: optional {"ids": [P, L], "mask": [P, L]}; null_cond: {"ids": [L], "mask": [L]}, the
+  tokenised "" (required: a zero mask would leave the encoder's attention nothing to read).
+  dim is 0 (the embedding width belongs to the encoder).
+  """
+  dim: int = 0
+
+  def __post_init__(self):
+    if self.null_cond is None or set(self.null_cond) != {"ids", "mask"}:
+      raise ValueError("conditioning.Tokens needs null_cond={'ids': [L], 'mask': [L]} "
+                       "(the tokenised empty prompt)")
+
+  def _dtype(self, key: str):
+    return jnp.int32 if key == "ids" else jnp.float32
+
+  def describe(self) -> dict:
+    num = 0 if self.prompts is None else int(len(self.prompts["mask"]))
+    return {"condition": "tokens", "length": self.length, "prompts": num}
 
 
 def batch_size(cond: Cond) -> int:

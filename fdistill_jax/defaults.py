@@ -407,6 +407,28 @@ def digits_t2i_teacher() -> ml_collections.ConfigDict:
   return cfg
 
 
+# The digits teacher with its own text encoder (configs/teachers/digits_t2i_text.py): T5 width =
+# the transformer's caption_channels; buckets/distance cover the 64-byte prompts.
+DIGITS_T2I_TEXT_PIXART = dict(DIGITS_T2I_PIXART, caption_channels=64)
+DIGITS_T5 = dict(d_model=64, d_kv=16, num_heads=4, d_ff=128, num_layers=2,
+                 feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                 relative_attention_max_distance=64, checkpoint="")
+
+
+def digits_t2i_text_teacher() -> ml_collections.ConfigDict:
+  """digits_t2i_teacher with a byte-level T5 trained jointly from the prompts (experiments/
+  t2i_text.py): conditions are byte ids of the digit phrasings (data/digit_phrasings.py, every
+  training phrasing of a digit's class), evaluation on the training and held-out phrasings of
+  assets/digits_prompts_v2.json; the transformer reads the 64-d T5 states."""
+  cfg = digits_t2i_teacher()
+  cfg.teacher.pixart_config = ml_collections.ConfigDict(dict(DIGITS_T2I_TEXT_PIXART))
+  cfg.teacher.update(dict(prompt_cache="", prompts=asset("digits_prompts_v2.json"),
+                          train_prompts="digit_phrasings", max_length=64,
+                          text_encoder=ml_collections.ConfigDict(dict(DIGITS_T5))))
+  cfg.eval.num_samples = 560  # 2 samples for each of the 280 prompts.
+  return cfg
+
+
 def digits_t2i_distill() -> ml_collections.ConfigDict:
   """One-step distillation of the committed digits text-to-image teacher (configs/digits_t2i_*):
   the student and fake score start from the teacher; evaluation reports the student and the
@@ -415,6 +437,7 @@ def digits_t2i_distill() -> ml_collections.ConfigDict:
   cfg.teacher.pixart_config = ml_collections.ConfigDict(dict(DIGITS_T2I_PIXART))
   cfg.teacher.checkpoint = asset("digits_t2i_teacher")
   cfg.teacher.prompt_cache = asset("digits_t2i_prompts")
+  cfg.teacher.max_length = 16  # The committed cache's (encode_prompts --max_length=16).
   cfg.disc.feature_keys = ("block3",)
   cfg.method.critic_steps = 1
   for net in ("generator", "fake_score", "discriminator"):

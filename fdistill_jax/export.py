@@ -17,6 +17,9 @@ plus the architecture's native format (NATIVE below):
   pixart (PixArt-α)   diffusers/: a PixArtTransformer2DModel folder (config.json + safetensors)
                       for `PixArtTransformer2DModel.from_pretrained` / PixArtAlphaPipeline;
                       metadata's architecture gives the student's timestep t* and input scale.
+                      A teacher trained with its own T5 (teacher.text_encoder) also gets
+                      text_encoder/: a transformers T5EncoderModel folder with the byte
+                      tokenizer, the --model of tools/encode_prompts for its prompt cache.
   gmm (toy MLP)       params.safetensors is the format; `fdistill_jax.convert.mlp_torch.load`
                       builds the PyTorch MLPDenoiser from metadata.json and loads it.
 A one-step student samples as x = G(sigma_init * z, sigma_init, labels). `--step` picks any kept
@@ -103,15 +106,20 @@ def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
   safetensors) that `from_pretrained` loads strictly; the student is ε-prediction at the DDPM
   timestep t* = t(σ_init) with input x_t = σ_init·z/√(1 + σ_init²) (see README 'Text to image')."""
   from fdistill_jax.convert import pixart as conv
-  from fdistill_jax.experiments import t2i
+  from fdistill_jax.experiments import t2i, t2i_text
   from fdistill_jax.models import pixart as pixart_lib
+  files, text = ["diffusers"], {}
+  if t2i_text.enabled(cfg):  # {"transformer", "text_encoder"}: the T5 goes to its own folder.
+    text = {"text_encoder": t2i_text.write_text_encoder(cfg, params["text_encoder"],
+                                                        str(out / "text_encoder"))}
+    params, files = params["transformer"], files + ["text_encoder"]
   module = pixart_lib.from_diffusers_config(t2i.module_config(cfg))
   conv.to_diffusers_folder(params, module, str(out / "diffusers"))
   sigma = float(cfg.diffusion.sigma_init)
   t_star = float(t2i.adapter(cfg).time.sigma_to_t(sigma))
   return ({"kind": "PixArtTransformer2DModel", "kwargs": module.diffusers_config(),
            "prediction": "epsilon", "timestep": t_star,
-           "input_scale": sigma / (1.0 + sigma ** 2) ** 0.5}, ["diffusers"])
+           "input_scale": sigma / (1.0 + sigma ** 2) ** 0.5, **text}, files)
 
 
 # config.teacher.kind -> writer of the architecture's native files.

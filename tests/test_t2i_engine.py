@@ -11,7 +11,8 @@
   and the digits text-to-image recipes); EDM training with condition dropout steps and samples
   (DPM-Solver++); memory_plan compiles the tiny pixart512_js step on 2 devices;
 * the data pairs images with training prompts of their class or their caption row; dropped
-  conditions are the cached "" prompt; σ fields outside the adapter's range fail clearly.
+  conditions are the cached "" prompt; σ fields outside the adapter's range and a cache of
+  another length than teacher.max_length fail clearly.
 
 The teacher is random normal weights (diffusers zero-initialises the cross-attention output,
 which would make the text irrelevant), written as a diffusers folder, so the loader runs too.
@@ -68,7 +69,7 @@ def config(name, files):
   # float32 compute for the 1e-5 comparisons; no remat (it only slows the CPU compile; the
   # option is tested in test_pixart.py).
   cfg.teacher.update(dict(checkpoint=files[1], prompt_cache=files[0], compute_dtype="float32",
-                          remat=False, pixart_config=dict(TINY)))
+                          remat=False, pixart_config=dict(TINY), max_length=L))
   cfg.dataset.resolution = 8
   cfg.disc.update(dict(feature_keys=("block0",), channels=16))
   cfg.method.critic_steps = 1
@@ -247,6 +248,10 @@ def test_bad_fields_fail_clearly(files):
   cfg = config("pixart512_js", files)
   cfg.dataset.update(dict(name="digits", captions="class"))  # 10 classes, the cache labels 4.
   with pytest.raises(ValueError, match=r"no training prompt for classes \[4"):
+    compose.build(cfg, "/tmp/unused", prepare=False)
+  cfg = config("pixart512_js", files)
+  cfg.teacher.max_length = 120  # PixArt's length; the cache was encoded with L = 6.
+  with pytest.raises(ValueError, match=r"max_length=6.*re-encode.*--max_length=120"):
     compose.build(cfg, "/tmp/unused", prepare=False)
 
 

@@ -161,18 +161,19 @@ def _read_config(folder: str) -> dict:
   return cfg
 
 
-def read_diffusers_weights(folder: str | os.PathLike) -> StateDict:
+def read_diffusers_weights(folder: str | os.PathLike, weights_name: str = WEIGHTS_NAME,
+                           index_name: str = INDEX_NAME) -> StateDict:
   """The state_dict of a diffusers model folder: `diffusion_pytorch_model.safetensors`, or the
   shards listed by `diffusion_pytorch_model.safetensors.index.json` (every shard checked);
-  local or gs://."""
+  local or gs://. Other names (transformers' `model.safetensors`) through the two arguments."""
   folder = os.fspath(folder)
-  single, index = epath.Path(folder) / WEIGHTS_NAME, epath.Path(folder) / INDEX_NAME
+  single, index = epath.Path(folder) / weights_name, epath.Path(folder) / index_name
   if single.is_file():
     return read_state_dict(single)
   if not index.is_file():
     found = (sorted(p.name for p in epath.Path(folder).iterdir())
              if epath.Path(folder).is_dir() else "no such folder")
-    raise FileNotFoundError(f"{folder}: neither {WEIGHTS_NAME} nor {INDEX_NAME} (found: {found}); "
+    raise FileNotFoundError(f"{folder}: neither {weights_name} nor {index_name} (found: {found}); "
                             "only safetensors weights are read")
   try:
     weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]

@@ -19,6 +19,9 @@
                    channels dropped); the teacher is unguided (methods guide with
                    conditioning.guided); token discriminator heads on `disc.feature_keys`
                    ('block<i>' outputs of the frozen teacher or of the fake score);
+  t2i_text         with teacher.text_encoder, a tiny T5 trained with the transformer from byte
+                   ids (experiments/t2i_text.py) replaces the cache: conditions are token ids,
+                   generator params {"transformer", "text_encoder"}, and every net encodes first;
   input_data       dataset.name = 'prompts': no images (data-free methods), conditions drawn from
                    the cache's training prompts deterministically from (seed, step);
                    'synthetic': the same with N(0, 1) "data" in the teacher's space (speed
@@ -30,7 +33,8 @@
   t2i_eval         one-step / DPM-Solver++ samples, captioned grids, the teacher's reference
                    sampler with and without guidance, the digits prompt-accuracy metric.
 Shapes: x [B, S, S, C] with S = pixart_config.sample_size (latent size), C = in_channels;
-cond {"embeddings": float32 [B, L, D], "mask": float32 [B, L]}.
+cond {"embeddings": float32 [B, L, D], "mask": float32 [B, L]} (with teacher.text_encoder:
+{"ids": int32 [B, L], "mask": float32 [B, L]}).
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
 from fdistill_jax.data import prompt_cache as pc
 from fdistill_jax.diffusion import parameterisations as param_lib
-from fdistill_jax.experiments import Experiment, t2i_eval
+from fdistill_jax.experiments import Experiment, t2i_eval, t2i_text
 from fdistill_jax.models import pixart as pixart_lib
 from fdistill_jax.models.heads import MultiConvHead
 from fdistill_jax.nets import Nets
@@ -92,6 +96,8 @@ def check_config(cfg) -> None:
        f"allowed: {t2i_eval.SAMPLERS}")
   need(cfg.eval.get("metric", "none") in t2i_eval.METRICS, "eval.metric", cfg.eval.get("metric"),
        f"allowed: {t2i_eval.METRICS}")
+  if t2i_text.enabled(cfg):
+    t2i_text.check_config(cfg)
   ad, diff = adapter(cfg), cfg.diffusion
   try:
     param_lib.check_sigma_range(ad, diff.sigma_min, diff.sigma_max)
@@ -200,8 +206,9 @@ def random_cache(num: int, length: int, dim: int, seed: int) -> pc.PromptCache:
 
 
 def load_cache(cfg, module) -> pc.PromptCache:
-  """The prompt cache of config.teacher.prompt_cache, checked against the transformer; '' gives
-  16 random prompts of teacher.max_length tokens (a loud warning)."""
+  """The prompt cache of config.teacher.prompt_cache, checked against the transformer and
+  teacher.max_length (when set: the token length the teacher's prompts were encoded with);
+  '' gives 16 random prompts of teacher.max_length tokens (a loud warning)."""
   path = cfg.teacher.get("prompt_cache", "")
   if not path:
     logging.warning("=" * 78 + "\nNO PROMPT CACHE (config.teacher.prompt_cache is empty): "
@@ -217,14 +224,21 @@ def load_cache(cfg, module) -> pc.PromptCache:
                      f"{want}")
   if len(cache) == 0:
     raise ValueError(f"config.teacher.prompt_cache={path!r} holds no prompts")
+  length, want_len = int(cache.embeddings.shape[1]), int(cfg.teacher.get("max_length", 0) or 0)
+  if want_len and length != want_len:  # Truncated or differently padded prompts.
+    raise ValueError(
+        f"config.teacher.prompt_cache={path!r} was encoded with max_length={length}, but the "
+        f"teacher expects config.teacher.max_length={want_len}: re-encode it with python -m "
+        f"fdistill_jax.tools.encode_prompts --prompts=... --model={cache.index.get('model', '')} "
+        f"--out=NEW_CACHE --max_length={want_len}")
   return cache
 
 
-def condition(cache: pc.PromptCache, rows) -> dict:
-  """Text condition of cache rows [n]: embeddings float32 [n, L, D], mask float32 [n, L]."""
-  rows = np.asarray(rows)
-  return {"embeddings": np.asarray(cache.embeddings[rows], np.float32),
-          "mask": np.asarray(cache.mask[rows], np.float32)}
+def condition(cache, rows) -> dict:
+  """Condition of rows [n] of a PromptCache (embeddings float32 [n, L, D], mask float32 [n, L])
+  or of t2i_text.TokenPrompts (ids int32 [n, L], mask float32 [n, L])."""
+  return {k: np.asarray(v, np.int32 if k == "ids" else np.float32)
+          for k, v in cache.condition(np.asarray(rows)).items()}
 
 
 def training_rows(cache: pc.PromptCache) -> np.ndarray:
@@ -245,11 +259,14 @@ def condition_spec(cache: pc.PromptCache, eval_rows: np.ndarray) -> conditioning
 
 
 # ============================================================================== networks
-def networks(cfg, module, params, spec: conditioning.Text, ad: param_lib.TeacherAdapter):
-  """(Nets, init_params): every net is D(x; σ, cond) of the PixArt module via the adapter."""
+def networks(cfg, module, params, spec: conditioning.Text, ad: param_lib.TeacherAdapter,
+             encode=t2i_text.frozen_encode):
+  """(Nets, init_params): every net is D(x; σ, cond) of the PixArt module via the adapter, after
+  encode(params, cond) -> (PixArt params, text cond) (t2i_text; the identity for a cache)."""
   shape = (module.sample_size, module.sample_size, module.in_channels)
 
   def apply(p, x, sigma, cond, features):
+    p, cond = encode(p, cond)
     net = pixart_teacher.PixArtTeacher(module, p, ad)
     return net(x, sigma, cond, guidance_scale=1.0, return_features=features)
 
@@ -367,10 +384,17 @@ def build(cfg, workdir: str, method=None) -> Experiment:
   ad = adapter(cfg)
   codec = (vae_codec(cfg.teacher.vae, module.in_channels) if cfg.teacher.get("vae")
            else codecs.IDENTITY)
-  cache = load_cache(cfg, module)
+  text = (t2i_text.build(cfg, module.caption_channels or module.inner_dim)
+          if t2i_text.enabled(cfg) else None)
+  if text is None:  # Frozen text encoder: prompts are cached embeddings.
+    cache = pool = load_cache(cfg, module)
+    encode = t2i_text.frozen_encode
+  else:  # Its own T5: byte ids of the evaluation prompts and of the training pool.
+    cache, pool, encode = text.prompts, text.pool, text.encode
+    params = text.generator_params(params)
   rows = t2i_eval.eval_rows(cfg, cache)
-  spec = condition_spec(cache, rows)
-  nets, init_params = networks(cfg, module, params, spec, ad)
-  io = input_data(cfg, cache, spec, codec, nets.data_shape)
-  ev = t2i_eval.evaluator(cfg, nets, module, params, ad, codec, cache, rows, workdir)
+  spec = condition_spec(cache, rows) if text is None else text.condition_spec(rows)
+  nets, init_params = networks(cfg, module, params, spec, ad, encode)
+  io = input_data(cfg, pool, spec, codec, nets.data_shape)
+  ev = t2i_eval.evaluator(cfg, nets, module, params, ad, codec, cache, rows, workdir, encode)
   return Experiment(nets=nets, frozen={"teacher": params}, init_params=init_params, **io, **ev)

@@ -42,6 +42,7 @@ from etils import epath
 
 from fdistill_jax import codecs, fileio
 from fdistill_jax.evaluation import grids
+from fdistill_jax.experiments import t2i_text
 from fdistill_jax.nets import Nets
 from fdistill_jax.teachers import pixart as pixart_teacher
 
@@ -110,8 +111,9 @@ def _digest(*parts) -> str:
 
 
 def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Codec, cache,
-              rows: np.ndarray, workdir: str) -> dict:
-  """The Experiment's evaluation hooks (see the module docstring)."""
+              rows: np.ndarray, workdir: str, encode=t2i_text.frozen_encode) -> dict:
+  """The Experiment's evaluation hooks (see the module docstring). encode(params, cond) ->
+  (PixArt params, text cond): a trained text encoder's (t2i_text), the identity for a cache."""
   ev = cfg.eval
   shape = tuple(nets.data_shape)
   decode = codec.jit_decode()
@@ -126,8 +128,9 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
 
   @functools.partial(jax.jit, static_argnames=("nfe", "w", "how"))
   def _multistep(params, z, cond, nfe: int, w: float, how: str):
-    net = pixart_teacher.PixArtTeacher(module, params, adapter, null_cond=null)
-    return pixart_teacher.sample(net, z, cond, num_steps=nfe, guidance_scale=w, solver=how)
+    tp, cond_e = encode(params, cond)  # Encoded once, outside the solver loop.
+    net = pixart_teacher.PixArtTeacher(module, tp, adapter, null_cond=encode(params, null)[1])
+    return pixart_teacher.sample(net, z, cond_e, num_steps=nfe, guidance_scale=w, solver=how)
 
   @jax.jit
   def _one_step(params, z, cond):

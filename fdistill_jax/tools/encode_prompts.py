@@ -1,7 +1,7 @@
 """Encode prompts once with T5 (PyTorch transformers) into a sharded, resumable prompt cache.
 
   python -m fdistill_jax.tools.encode_prompts --prompts=captions.txt --out=/data/t5_cache \\
-      --model=/models/PixArt-XL-2-512x512 [--max_length=120] [--shard_size=4096] \\
+      --model=/models/PixArt-XL-2-512x512 [--max_length=N] [--shard_size=4096] \\
       [--batch_size=32] [--device=cpu|cuda] [--model_dtype=float32|bfloat16] \\
       [--dtype=float32|bfloat16] [--clean_caption]
 
@@ -11,13 +11,21 @@
 fdistill_jax/assets/digits_prompts.json), whose labels (−1 when absent) and heldout flags go to
 the cache index (PromptCache.labels / .heldout). --model: a local T5 encoder folder with its
 tokenizer, or a PixArt pipeline folder (text_encoder/ and tokenizer/ are used); folders are read
-offline (local_files_only), e.g. the committed tiny fdistill_jax/assets/digits_t5.
+offline (local_files_only), e.g. the committed tiny fdistill_jax/assets/digits_t5, or the
+text_encoder/ folder that `python -m fdistill_jax.export` writes for a teacher trained with its
+own byte-level T5 (configs/teachers/digits_t2i_text.py).
+--max_length (tokens per prompt, </s> included): given, or else read from the folder: a T5
+folder whose tokenizer sets `model_max_length` (the byte tokenizer of an exported text encoder
+does) uses that; a PixArt pipeline folder, or a tokenizer without it, uses PixArt's 120 (T5-XXL's
+own tokenizer says 512: pass --max_length=120 for PixArt with a bare T5-XXL folder). The
+length is stored in the cache index; the t2i experiment refuses a cache whose length differs
+from config.teacher.max_length.
 
 Encoding follows PixArtAlphaPipeline.encode_prompt (diffusers 0.42.1): each prompt is
 preprocessed (lower-cased and stripped, or diffusers' caption cleaning with --clean_caption,
 which needs bs4 and ftfy; the pipeline's __call__ cleans captions by default when both are
-installed and falls back to lower/strip otherwise), tokenised with padding="max_length", max_length=120, truncation and
-add_special_tokens (the trailing </s>), and `T5EncoderModel(ids, attention_mask=mask)[0]` is kept
+installed and falls back to lower/strip otherwise), tokenised with padding="max_length",
+max_length (120 for PixArt), truncation and add_special_tokens (the trailing </s>), and `T5EncoderModel(ids, attention_mask=mask)[0]` is kept
 with that mask. The empty prompt "" is encoded the same way: it is the pipeline's negative prompt
 for classifier-free guidance. Reader: `fdistill_jax.data.prompt_cache.load_prompt_cache`.
 Rerunning with the same arguments skips finished shards.
@@ -36,6 +44,8 @@ from etils import epath
 
 from fdistill_jax import fileio
 from fdistill_jax.data import prompt_cache as pc
+
+PIXART_MAX_LENGTH = 120  # PixArtAlphaPipeline's max_sequence_length.
 
 
 def read_prompts(path: str) -> list[str]:
@@ -89,7 +99,7 @@ class T5Encoder:
   """The tokenizer and T5EncoderModel of a folder, on `device` in `model_dtype`."""
 
   def __init__(self, model: str, device: str = "cpu", model_dtype: str = "float32",
-               max_length: int = 120):
+               max_length: int | None = None):
     # pylint: disable=import-outside-toplevel
     import torch
     from transformers import AutoTokenizer, T5EncoderModel
@@ -97,9 +107,10 @@ class T5Encoder:
     if os.path.isdir(os.path.join(model, "text_encoder")):
       enc_dir = os.path.join(model, "text_encoder")
       tok_dir = os.path.join(model, "tokenizer")
-    self.torch, self.device, self.max_length = torch, device, max_length
+    self.torch, self.device = torch, device
     local = os.path.isdir(model)  # a folder never triggers a hub look-up.
     self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=local)
+    self.max_length = max_length or default_max_length(self.tokenizer, enc_dir != model)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
              "float16": torch.float16}[model_dtype]
     self.model = T5EncoderModel.from_pretrained(enc_dir, dtype=dtype,
@@ -115,6 +126,15 @@ class T5Encoder:
       out = self.model(tok.input_ids.to(self.device),
                        attention_mask=tok.attention_mask.to(self.device))[0]
     return out.float().cpu().numpy(), tok.attention_mask.numpy().astype(np.uint8)
+
+
+def default_max_length(tokenizer, pipeline: bool) -> int:
+  """The folder's length when --max_length is not given (module docstring): the tokenizer's
+  model_max_length for a T5 folder that sets it, else PixArt's 120."""
+  n = getattr(tokenizer, "model_max_length", None)
+  if pipeline or not n or n >= PIXART_MAX_LENGTH * 10 ** 6:  # transformers' "unset" is 1e30.
+    return PIXART_MAX_LENGTH
+  return int(n)
 
 
 def _index(prompts, args, dim: int) -> dict:
@@ -138,7 +158,10 @@ def _check_resume(path: str, old: dict, new: dict) -> None:
 def encode_to_cache(prompts: Sequence[str], out: str, encoder, args,
                     extra: dict | None = None) -> dict:
   """Encode `prompts` into the cache directory `out`, skipping shards already there. extra:
-  per-prompt index fields ("labels", "heldout") from read_prompt_file."""
+  per-prompt index fields ("labels", "heldout") from read_prompt_file. args.max_length None:
+  the encoder's (read from its folder)."""
+  if args.max_length is None:
+    args = argparse.Namespace(**{**vars(args), "max_length": encoder.max_length})
   fileio.makedirs(out)  # Local or gs://.
   prompts = preprocess(prompts, args.clean_caption)
   index = {**_index(prompts, args, encoder.dim), **(extra or {})}
@@ -184,7 +207,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  "or labelled prompt JSON")
   p.add_argument("--out", required=True, help="cache directory (created; resumed if present)")
   p.add_argument("--model", required=True, help="T5 folder or PixArt pipeline folder")
-  p.add_argument("--max_length", type=int, default=120)
+  p.add_argument("--max_length", type=int, default=None,
+                 help="tokens per prompt; default: the T5 folder's tokenizer model_max_length, "
+                 "else 120 (PixArt)")
   p.add_argument("--shard_size", type=int, default=4096)
   p.add_argument("--batch_size", type=int, default=32)
   p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
@@ -195,7 +220,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  help="diffusers' caption cleaning (needs bs4, ftfy) instead of lower().strip()")
   args = p.parse_args(argv)
   for k in ("max_length", "shard_size", "batch_size"):
-    if getattr(args, k) < 1:
+    if getattr(args, k) is not None and getattr(args, k) < 1:
       p.error(f"--{k} must be >= 1")
   return args
 

@@ -1,0 +1,138 @@
+"""A PixArt teacher trained jointly with its own byte-level T5 (experiments/t2i_text.py), end to
+end on tiny nets: the conditions are byte ids of training phrasings of each image's class, ∅ is
+the tokenised "" (</s> alone); a few edm_training steps move both the transformer and the T5;
+export writes diffusers/ + text_encoder/ (T5 with its byte tokenizer); encode_prompts (torch)
+reads max_length from that folder and writes a cache whose embeddings equal our Flax T5's of the
+same prompts to 1e-5 relative. Plus: configs that cannot work fail clearly.
+"""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from fdistill_jax import compose, config_checks, defaults, export
+from fdistill_jax.convert import pixart as conv_pixart
+from fdistill_jax.data import byte_tokenizer as bt
+from fdistill_jax.data import prompt_cache as pc
+from fdistill_jax.models import t5 as t5_lib
+
+L = 24
+PROMPTS = [{"text": f"a handwritten {w}", "label": d, "heldout": False}
+           for d, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven",
+                                  "eight", "nine"))]
+PROMPTS += [{"text": f"the digit {d}!", "label": d, "heldout": False} for d in range(10)]
+PROMPTS += [{"text": "draw a 7", "label": 7, "heldout": True},
+            {"text": "Seven", "label": 7, "heldout": True}]
+
+
+def tiny_config(prompts_json):
+  cfg = defaults.digits_t2i_text_teacher()
+  cfg.teacher.pixart_config = dict(defaults.TINY_PIXART, sample_size=8, caption_channels=16,
+                                   num_layers=1)
+  cfg.teacher.update(dict(prompts=prompts_json, train_prompts="", max_length=L))
+  cfg.teacher.text_encoder.update(dict(d_model=16, d_kv=8, num_heads=2, d_ff=24, num_layers=1,
+                                       relative_attention_num_buckets=8,
+                                       relative_attention_max_distance=16))
+  cfg.dataset.resolution = 8
+  cfg.eval.metric = "none"  # The digits classifier costs ~8 s of CPU; nothing here evaluates.
+  cfg.train.update(dict(steps=3, batch_size=8, log_every=1, ckpt_every=3,
+                        async_checkpoints=False))
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("t2i_text")
+  (root / "prompts.json").write_text(json.dumps({"prompts": PROMPTS}))
+  cfg = tiny_config(str(root / "prompts.json"))
+  config_checks.check(cfg, num_devices=1)
+  r = compose.Run(cfg, str(root / "wd"), devices=jax.devices()[:1], restore=False)
+  init = jax.device_get(r.state["params"]["generator"])
+  for k in range(3):
+    r.step(k)
+  r.ckpt.save(3, r.state, r.exp.data_state())
+  r.ckpt.close()
+  return cfg, root, r.exp, init, jax.device_get(r.state["params"]["generator"])
+
+
+def test_conditions_are_byte_ids_of_training_phrasings(run):
+  cfg, _, exp, _, _ = run
+  cond = exp.batch(0)["cond"]
+  assert cond["ids"].dtype == np.int32 and cond["ids"].shape == (8, L)
+  texts = [bytes(int(i) - bt.OFFSET for i in row if i > bt.EOS).decode() for row in cond["ids"]]
+  train = {p["text"].lower() for p in PROMPTS if not p["heldout"]}
+  assert set(texts) <= train
+  null = exp.nets.cond.null(2)
+  assert null["ids"][:, 0].tolist() == [bt.EOS] * 2 and float(null["mask"].sum()) == 2
+  assert exp.nets.cond.describe() == {"condition": "tokens", "length": L, "prompts": 16}
+
+
+def test_both_the_transformer_and_the_encoder_train(run):
+  _, _, _, init, trained = run
+  for part in ("transformer", "text_encoder"):
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), init[part], trained[part])
+    assert max(jax.tree.leaves(moved)) > 0, part
+  assert float(np.abs(init["text_encoder"]["shared"]["embedding"]
+                      - trained["text_encoder"]["shared"]["embedding"]).max()) > 0
+
+
+def test_export_then_encode_prompts_equals_our_encoder(run):
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  from fdistill_jax.tools import encode_prompts
+  cfg, root, _, _, trained = run
+  out = root / "export"
+  summary = export.export_generator(cfg, str(root / "wd"), str(out), which="raw")
+  assert {"diffusers", "text_encoder"} <= set(summary["files"])
+  meta = json.loads((out / "metadata.json").read_text())
+  assert meta["architecture"]["text_encoder"]["d_model"] == 16
+  _, pixart_params = conv_pixart.load_diffusers_folder(str(out / "diffusers"))
+  jax.tree.map(np.testing.assert_array_equal, pixart_params, trained["transformer"])
+  encode_prompts.main([f"--prompts={root / 'prompts.json'}", f"--out={root / 'cache'}",
+                       f"--model={out / 'text_encoder'}"])  # max_length from the folder.
+  cache = pc.load_prompt_cache(str(root / "cache"))
+  assert cache.index["max_length"] == L and cache.embeddings.shape == (len(PROMPTS), L, 16)
+  assert cache.labels.tolist() == [p["label"] for p in PROMPTS]
+  texts = bt.preprocess([p["text"] for p in PROMPTS] + [""])
+  ids, mask = bt.tokenize(texts, L)
+  np.testing.assert_array_equal(mask[:-1], cache.mask)
+  np.testing.assert_array_equal(mask[-1:], cache.null_mask)
+  module = t5_lib.T5Encoder(t5_lib.T5Config(**{
+      k: v for k, v in meta["architecture"]["text_encoder"].items()
+      if k in t5_lib.T5Config.__dataclass_fields__}))
+  ours = np.asarray(module.apply({"params": trained["text_encoder"]}, ids, mask))
+  theirs = np.concatenate([cache.embeddings, cache.null_embeddings])
+  keep = mask.astype(bool)
+  err = np.abs(ours[keep] - theirs[keep]).max() / np.abs(theirs[keep]).max()
+  assert err <= 1e-5, err
+
+
+def test_configs_that_cannot_work_fail_clearly(run):
+  cfg, _, exp, _, trained = run
+  bad = tiny_config(cfg.teacher.prompts)
+  bad.method.name = "dmd2"
+  with pytest.raises(config_checks.ConfigError, match="edm_training"):
+    config_checks.check(bad, num_devices=1)
+  bad = tiny_config(cfg.teacher.prompts)
+  bad.teacher.prompt_cache = defaults.asset("digits_t2i_prompts")
+  with pytest.raises(config_checks.ConfigError, match="prompt_cache"):
+    config_checks.check(bad, num_devices=1)
+  bad = tiny_config(cfg.teacher.prompts)
+  bad.teacher.max_length = 8  # "a handwritten seven": 19 bytes + </s>.
+  with pytest.raises(ValueError, match="truncates prompts of 20 tokens"):
+    compose.build(bad, "/tmp/unused", prepare=False)
+  cached = {"embeddings": np.zeros((1, L, 16), np.float32), "mask": np.ones((1, L), np.float32)}
+  with pytest.raises(ValueError, match="byte ids through its own T5"):
+    exp.nets.student(trained, np.zeros((1, 8, 8, 1), np.float32), np.ones((1,)), cached)
+
+
+def test_the_teacher_config_builds_on_the_full_phrasing_pool():
+  cfg = defaults.digits_t2i_text_teacher()
+  config_checks.check(cfg, num_devices=8)
+  from fdistill_jax.experiments import t2i_text
+  side = t2i_text.build(cfg, 64)
+  assert len(side.pool) == 116_000 and side.pool.heldout is None
+  assert int(side.prompts.heldout.sum()) == 40 and side.prompts.ids.shape == (280, 64)
+  assert not set(side.pool.prompts) & {p for p, h in zip(side.prompts.prompts,
+                                                          side.prompts.heldout) if h}
