@@ -36,6 +36,9 @@ def check(cfg, num_devices: int | None = None) -> None:
           o.get("schedule"), "'constant' or 'cosine'")
     _need(0 <= o.get("end_lr_ratio", 0.0) <= 1, f"optim.{net}.end_lr_ratio",
           o.get("end_lr_ratio"), "must be in [0, 1]")
+    _need(all(len(r) == 2 and isinstance(r[0], str) and r[1] > 0 for r in o.get("lr_scales", ())),
+          f"optim.{net}.lr_scales", o.get("lr_scales"),
+          "pairs (regex on the param path, factor > 0)")
   t = cfg.train
   _need(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
   _need(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")

@@ -136,3 +136,18 @@ def test_the_teacher_config_builds_on_the_full_phrasing_pool():
   assert int(side.prompts.heldout.sum()) == 40 and side.prompts.ids.shape == (280, 64)
   assert not set(side.pool.prompts) & {p for p, h in zip(side.prompts.prompts,
                                                           side.prompts.heldout) if h}
+
+
+def test_lr_scales_speed_up_the_text_encoder_only():
+  import jax.numpy as jnp
+  from fdistill_jax.engine import state
+  cfg = defaults.digits_t2i_text_teacher()
+  cfg.optim.generator.lr_scales = (("^text_encoder/", 10.0),)
+  config_checks.check(cfg, num_devices=1)
+  tx = state.make_optimizer(cfg, "generator", 100)
+  p = {"text_encoder": {"w": jnp.ones(3)}, "transformer": {"text_encoder": jnp.ones(3)}}
+  upd, _ = tx.update(p, tx.init(p), p)
+  np.testing.assert_allclose(upd["text_encoder"]["w"], 10 * upd["transformer"]["text_encoder"])
+  cfg.optim.generator.lr_scales = (("^text_encoder/",),)
+  with pytest.raises(config_checks.ConfigError, match="lr_scales"):
+    config_checks.check(cfg, num_devices=1)

@@ -13,6 +13,8 @@ never in an optimizer, never re-saved in checkpoints.
 """
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -28,8 +30,11 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
                    num_updates: int | None = None) -> optax.GradientTransformation:
   """AdamW (FastGen/DMD2 defaults) with optional global-norm clipping, per network.
 
-  cfg.optim.<net>.{lr, b1, b2, eps, weight_decay, clip, schedule, end_lr_ratio}; clip <= 0
-  disables clipping. schedule 'constant' (default) or 'cosine': lr → end_lr_ratio · lr over
+  cfg.optim.<net>.{lr, b1, b2, eps, weight_decay, clip, schedule, end_lr_ratio, lr_scales};
+  clip <= 0 disables clipping; lr_scales ((regex, factor), ...) multiplies the lr (and decay) of
+  the params whose '/'-joined path first matches a regex (e.g. a text encoder trained beside the
+  denoiser: (("^text_encoder/", 5.0),)); () = one lr. A non-empty lr_scales adds a (stateless)
+  step to the optimizer state, so a run cannot resume across adding or removing it. schedule 'constant' (default) or 'cosine': lr → end_lr_ratio · lr over
   `num_updates`, the number of updates this network gets in the run (not iterations: a critic
   network steps critic_steps times per generator step). The decay is fixed by train.steps:
   resuming with a different train.steps reshapes the rest of it.
@@ -47,7 +52,24 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
   if o.clip > 0:
     parts.append(optax.clip_by_global_norm(o.clip))
   parts.append(optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
+  if o.get("lr_scales", ()):
+    parts.append(scale_by_path(o.lr_scales))
   return optax.chain(*parts)
+
+
+def scale_by_path(scales) -> optax.GradientTransformation:
+  """Multiplies each update by the factor of the first (regex, factor) matching its param path."""
+  rules = [(re.compile(r), float(f)) for r, f in scales]
+
+  def scale(updates, params=None):
+    del params
+
+    def one(path, u):
+      name = jax.tree_util.keystr(path, simple=True, separator="/")
+      return u * next((f for r, f in rules if r.search(name)), 1.0)
+    return jax.tree_util.tree_map_with_path(one, updates)
+
+  return optax.stateless(scale)
 
 
 def num_updates(steps: int, critic_steps: int | None, is_generator: bool) -> int:
