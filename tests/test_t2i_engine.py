@@ -133,7 +133,13 @@ def test_export_is_a_diffusers_pixart_that_reproduces_the_student(trained, tmp_p
   export.export_generator(cfg, workdir, str(tmp_path), "0.9999")
   meta = json.loads((tmp_path / "metadata.json").read_text())
   arch = meta["architecture"]
-  assert arch["kind"] == "PixArtTransformer2DModel" and abs(arch["timestep"] - 999) < 1e-3
+  # t* = t(σ_init) on PixArt-α's DDPM schedule (linear β 1e-4 → 0.02; SD's scaled_linear would
+  # give 625 for σ 2.5, not 440), interpolated in log σ, from diffusers' own ᾱ_t.
+  abar = diffusers.DDPMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02
+                                 ).alphas_cumprod.double().numpy()
+  t_star = np.interp(np.log(cfg.diffusion.sigma_init), 0.5 * np.log((1 - abar) / abar),
+                     np.arange(len(abar)))
+  assert arch["kind"] == "PixArtTransformer2DModel" and abs(arch["timestep"] - t_star) < 1e-3
   model, info = diffusers.PixArtTransformer2DModel.from_pretrained(
       tmp_path / "diffusers", output_loading_info=True)
   assert all(not v for v in info.values()), info  # strict: nothing missing or unexpected

@@ -132,7 +132,7 @@ def test_the_teacher_config_builds_on_the_full_phrasing_pool():
   config_checks.check(cfg, num_devices=8)
   from fdistill_jax.experiments import t2i_text
   side = t2i_text.build(cfg, 64)
-  assert len(side.pool) == 116_000 and side.pool.heldout is None
+  assert len(side.pool) == 179_199 and side.pool.heldout is None
   assert int(side.prompts.heldout.sum()) == 40 and side.prompts.ids.shape == (280, 64)
   assert not set(side.pool.prompts) & {p for p, h in zip(side.prompts.prompts,
                                                           side.prompts.heldout) if h}
@@ -151,3 +151,66 @@ def test_lr_scales_speed_up_the_text_encoder_only():
   cfg.optim.generator.lr_scales = (("^text_encoder/",),)
   with pytest.raises(config_checks.ConfigError, match="lr_scales"):
     config_checks.check(cfg, num_devices=1)
+
+
+def test_pretrained_text_encoder_folder_loads_in_transformers_and_as_a_checkpoint(tmp_path):
+  """tools/pretrain_text_encoder: a few steps of the phrasing classifier on a tiny T5 write a
+  transformers T5EncoderModel folder with the byte tokenizer, which transformers loads strictly,
+  whose outputs equal our Flax encoder's, and which a teacher config reads as its
+  text_encoder.checkpoint."""
+  import torch
+  import transformers
+  from fdistill_jax.convert import t5 as conv
+  from fdistill_jax.tools import pretrain_text_encoder as pre
+  config = t5_lib.T5Config(d_model=16, d_kv=8, num_heads=2, d_ff=24, num_layers=1,
+                           relative_attention_num_buckets=8, relative_attention_max_distance=16)
+  out = str(tmp_path / "t5")
+  m = pre.pretrain(out, steps=4, batch=16, eval_every=2, config=config)
+  assert len(m["curve"]) == 2 and 0.0 <= m["heldout_accuracy"] <= 1.0
+  assert m["train_phrasings"] > 100_000 and m["heldout_phrasings"] > 100
+  model = transformers.T5EncoderModel.from_pretrained(out).eval()
+  cfg_back, params = conv.load_folder(out)
+  assert cfg_back == config
+  ids, mask = bt.tokenize(["draw a 7", "sevens!"], 64)
+  want = np.asarray(t5_lib.T5Encoder(config).apply({"params": params}, ids, mask))
+  with torch.no_grad():
+    got = model(torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask)).last_hidden_state
+  np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-5)
+
+
+def test_recaption_keeps_every_weight_but_the_caption_input_layer(tmp_path):
+  """tools/recaption_pixart: the digits text teacher's warm start. The written folder loads in
+  diffusers strictly, holds the source's tensors exactly except caption_projection.linear_1,
+  which has the new width; a transformer without a caption projection is refused by name."""
+  import diffusers
+  from fdistill_jax.models import pixart as pixart_lib
+  from fdistill_jax.tools import recaption_pixart as rc
+
+  def init(config, ctx_dim):
+    module = pixart_lib.from_diffusers_config(config)
+    return jax.device_get(module.init(
+        jax.random.key(0), np.zeros((1, 16, 16, 1), np.float32), np.zeros((1,), np.float32),
+        np.zeros((1, 3, ctx_dim), np.float32), np.ones((1, 3), np.float32))["params"]), module
+
+  conv_pixart.to_diffusers_folder(*init(dict(defaults.DIGITS_T2I_PIXART), 32),
+                                  str(tmp_path / "src"))
+  r = rc.recaption(str(tmp_path / "src"), 24, str(tmp_path / "new"), seed=1)
+  assert [p for p, _ in r["new"]] == ["caption_projection/linear_1/bias",
+                                      "caption_projection/linear_1/kernel"]
+  model, info = diffusers.PixArtTransformer2DModel.from_pretrained(
+      tmp_path / "new", output_loading_info=True)
+  assert all(not v for v in info.values()), info
+  assert model.config.caption_channels == 24
+  old = conv_pixart.read_diffusers_weights(tmp_path / "src")
+  new = conv_pixart.read_diffusers_weights(tmp_path / "new")
+  assert set(old) == set(new)
+  for k in old:
+    if k.startswith("caption_projection.linear_1."):
+      continue
+    np.testing.assert_array_equal(new[k], old[k], err_msg=k)
+  w = new["caption_projection.linear_1.weight"]
+  assert w.shape == (64, 24) and 0 < np.abs(w).max() <= 24 ** -0.5
+  no_caption = {k: v for k, v in dict(defaults.DIGITS_T2I_PIXART).items() if k != "caption_channels"}
+  conv_pixart.to_diffusers_folder(*init(no_caption, 64), str(tmp_path / "plain"))
+  with pytest.raises(ValueError, match="caption_channels"):
+    rc.recaption(str(tmp_path / "plain"), 24, str(tmp_path / "bad"))

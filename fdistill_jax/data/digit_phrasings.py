@@ -4,7 +4,11 @@ A phrasing is a template with one slot "{}" filled by a number form of the digit
   singular forms  "seven", "Seven", "SEVEN", "7"      (SINGULAR templates)
   plural forms    "sevens", "Sevens", "7s"            (PLURAL templates)
 Training phrasings are PREFIX + core template + SUFFIX for every training core, prefix (filler
-words or nothing) and suffix (filler words, punctuation or nothing) and every form; held-out
+words or nothing) and suffix (filler words, punctuation or nothing) and every form, plus
+DISTRACTED_PER_DIGIT more per digit with one or two FILLER_WORDS inserted at random word
+boundaries (a seeded draw): ordinary words, many sharing letters with number words ("ever",
+"fever", "thread", "sieve", "zeal"), so that a byte-level encoder learns to read the
+number and not the letters around it (without them it read "…everywhere" as a 7); held-out
 phrasings come from a disjoint set of user-style templates ("draw a {}", "an image of the
 numeral {}", "{}", "{} written by hand", …) that no training phrasing uses, in any form.
 No template or filler contains a number word (zero … nine, e.g. inside "someone" or "weight") or
@@ -56,7 +60,29 @@ PLURAL = (
 PREFIXES = ("", "please ", "now ", "just ", "hey, ", "ok: ", "make ", "show me ", "i want ",
             "give me ")
 SUFFIXES = ("", " please", "!", ".", ", thanks", " on white paper", " in dark ink",
-            ", neatly", " (centered)", "!!")
+            ", neatly", " (centered)", "!!", "?", "...")
+# Distractor words inserted into training phrasings (module docstring). None names a number or
+# is a word of a held-out template (`check`).
+FILLER_WORDS = (
+    "ever", "even", "never", "fever", "favour", "fine", "fire", "fish", "fist", "feet", "fence",
+    "thread", "throw", "threw", "tree", "free", "tea", "tiger", "twin", "twice", "tower", "town",
+    "night", "nice", "nib", "sieve", "sigh", "sick", "sign", "silver", "sea",
+    "zeal", "zebra", "zest", "flour", "ours", "eagle", "eager", "oven", "only", "open", "onion",
+    "water", "paper", "green", "blue", "red", "bright", "dark", "soft", "quick", "slow", "happy",
+    "old", "new", "very", "really", "quite", "maybe", "simple", "plain", "clear", "clean",
+    "sharp", "round", "tall", "short", "wide", "narrow", "heavy", "light", "fresh", "warm",
+    "cold", "quiet", "loud", "early", "late", "today", "here", "there",
+    "several", "various", "whole", "single", "double", "triple", "extra", "nearly", "almost",
+    "exactly", "roughly", "style", "shape", "form", "line", "stroke", "curve", "loop", "dot",
+    "mark", "glyph", "letter", "word", "text", "font", "print", "card", "board", "sign-up",
+    "screen", "table", "chalk", "marker", "crayon", "brush", "paint", "pixel", "art", "photo",
+    "scan", "copy", "note", "list", "test", "exam", "class", "school", "kid", "child", "adult",
+    "artist", "teacher", "friend", "mother", "father", "sister", "brother", "river", "forest",
+    "street", "station", "kitchen", "garden", "winter", "summer", "autumn", "spring", "evening",
+    "morning", "noon", "weekend", "holiday", "question", "answer", "idea", "thing", "stuff",
+    "sort", "kind", "version", "variant", "sample", "example", "instance",
+)
+DISTRACTED_PER_DIGIT = 4000
 
 # ------------------------------------------------------------------------------ held out
 # User-style templates no training phrasing uses; the first four are the issue's examples.
@@ -97,14 +123,26 @@ def training_templates() -> list[tuple[str, bool]]:
           if len((p + core + s).format("eights")) <= MAX_BYTES]
 
 
+def distract(text: str, rng: np.random.Generator) -> str:
+  """text with one or two FILLER_WORDS inserted at random word boundaries."""
+  words = text.split(" ")
+  for _ in range(int(rng.integers(1, 3))):
+    words.insert(int(rng.integers(0, len(words) + 1)), FILLER_WORDS[rng.integers(len(FILLER_WORDS))])
+  return " ".join(words)
+
+
 @functools.lru_cache(maxsize=1)
 def rows() -> tuple[Row, ...]:
   """Every phrasing, raw: training (heldout False) then held-out, digit by digit."""
   out = []
   for d in range(10):
-    for t, plural in training_templates():
-      out += [Row(t.format(f), d, False) for f in (plural_forms(d) if plural else
-                                                   singular_forms(d))]
+    mine = [t.format(f) for t, plural in training_templates()
+            for f in (plural_forms(d) if plural else singular_forms(d))]
+    out += [Row(x, d, False) for x in mine]
+    rng = np.random.default_rng([d, 2026])
+    extra = (distract(mine[i], rng) for i in rng.integers(0, len(mine), 2 * DISTRACTED_PER_DIGIT))
+    extra = [x for x in extra if len(x.encode("utf-8")) <= MAX_BYTES]
+    out += [Row(x, d, False) for x in extra[:DISTRACTED_PER_DIGIT]]
   for d in range(10):
     out += [Row(x, d, True) for x in _fill(HELDOUT_SINGULAR, singular_forms(d))]
     out += [Row(x, d, True) for x in _fill(HELDOUT_PLURAL, plural_forms(d))]
@@ -172,10 +210,19 @@ def _numbers_in(text: str) -> list[str]:
 def check() -> None:
   """Raises ValueError when a template or filler names a number, a held-out template is also a
   training one, a held-out phrasing equals a training one, or a phrasing exceeds MAX_BYTES."""
-  fillers = list(SINGULAR + PLURAL + PREFIXES + SUFFIXES + HELDOUT_SINGULAR + HELDOUT_PLURAL)
+  fillers = list(SINGULAR + PLURAL + PREFIXES + SUFFIXES + HELDOUT_SINGULAR + HELDOUT_PLURAL
+                 + FILLER_WORDS)
   bad = [f for f in fillers if _numbers_in(f.replace("{}", " "))]
   if bad:
     raise ValueError(f"templates/fillers naming a number: {bad}")
+  held_words = {w.strip("?,.!") for t in HELDOUT_SINGULAR + HELDOUT_PLURAL
+                for w in t.replace("{}", " ").lower().split()}
+  trained_words = {w.strip("?,.!():") for t, _ in training_templates()
+                   for w in t.replace("{}", " ").lower().split()}
+  novel = held_words - trained_words  # The held-out templates' own words, e.g. "render".
+  reused = sorted(novel & set(FILLER_WORDS))
+  if reused:
+    raise ValueError(f"distractor words that are words of held-out templates: {reused}")
   train_t = {t.lower().strip() for t, _ in training_templates()}
   both = [t for t in HELDOUT_SINGULAR + HELDOUT_PLURAL if t.lower() in train_t]
   if both:

@@ -15,7 +15,7 @@ no unseen word collapses to <unk>), and is then exported and frozen like PixArt'
                and held-out phrasings, labels for the digits metric;
   pool         teacher.train_prompts, what training pairs images with (by class, from
                (seed, step) as for a cache): 'digit_phrasings' = every training phrasing of
-               data/digit_phrasings (116,000), '' = the training rows of teacher.prompts, or
+               data/digit_phrasings (179,199), '' = the training rows of teacher.prompts, or
                another labelled prompt JSON (its rows not marked heldout);
   encoder      teacher.text_encoder: T5 sizes (models/t5.T5Config fields; vocabulary 259 bytes
                + specials) with transformers' random init from teacher.init_seed, or
