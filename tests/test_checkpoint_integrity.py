@@ -170,4 +170,115 @@ def test_bad_checkpoint_gives_one_message_without_loop_noise(ckdir):
                        env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
   assert out.returncode != 0
   assert "Event loop is closed" not in out.stderr
-  assert "CorruptCheckpointError: no checkpoint in" in out.stderr
+  assert "NoVerifiedCheckpointError: no checkpoint in" in out.stderr  # A CorruptCheckpointError.
+
+
+# ------------------------------------------------------------- damaged integrity records
+def _record_path(ckdir, step="3"):
+  return os.path.join(ckdir, step, "integrity", "metadata")
+
+
+def _edit_record(ckdir, edit):
+  p = _record_path(ckdir)
+  text = open(p).read()
+  new = edit(text)
+  assert new != text
+  open(p, "w").write(new)
+
+
+RECORD_DAMAGE = {
+    "missing": None,
+    "garbled": lambda t: t[:len(t) // 3] + "\x00\x17" + t[len(t) // 3 + 2:],
+    "truncated": lambda t: t[:len(t) // 2],
+    "key_renamed": lambda t: t.replace('"leaves"', '"leaveS"'),
+    "shape_digit": lambda t: t.replace("[64, 32]", "[64, 33]", 1),
+    "leaf_path": lambda t: t.replace("['w']", "['x']", 1),
+    "dtype": lambda t: t.replace('"bfloat16"', '"bfloat17"', 1),
+    "leaf_entry_shortened": lambda t: t.replace('"int32", [', '"int32", 7, [', 1),
+    "checksum_digit": lambda t: t.replace("[", "[1", 3),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(RECORD_DAMAGE))
+def test_damaged_integrity_record_falls_back_like_damaged_data(ckdir, caplog, damage):
+  if RECORD_DAMAGE[damage] is None:
+    os.remove(_record_path(ckdir))
+  else:
+    _edit_record(ckdir, RECORD_DAMAGE[damage])
+  state, data = _restore(ckdir)  # Neither KeyError nor CheckpointMismatchError.
+  assert data == {"pos": 2} and int(state["step"]) == 2
+  assert "checkpoint step 3" in caplog.text and "fell back to step 2" in caplog.text
+  assert os.path.isdir(os.path.join(ckdir, "corrupt", "3"))
+
+
+def test_random_byte_flips_in_the_record_never_escape_as_other_errors(saved, tmp_path):
+  rng = np.random.default_rng(0)
+  for i in range(12):
+    d = str(tmp_path / f"c{i}")
+    shutil.copytree(saved, d)
+    p = _record_path(d)
+    b = bytearray(open(p, "rb").read())
+    for _ in range(int(rng.integers(1, 4))):
+      b[int(rng.integers(len(b)))] = int(rng.integers(256))
+    open(p, "wb").write(b)
+    state, data = _restore(d)  # A flip in whitespace changes nothing; any other falls back.
+    assert data["pos"] in (2, 3) and int(state["step"]) == data["pos"]
+    assert (data["pos"] == 2) == os.path.isdir(os.path.join(d, "corrupt", "3"))
+
+
+def test_real_mismatch_is_still_a_mismatch_when_arrays_agree_with_the_record(ckdir):
+  # The record and orbax's array metadata agree ([64, 32]); only the config differs.
+  other = jax.eval_shape(lambda: {**_state(0), "ema": {"0.99": {"w": jnp.zeros((64, 32))}}})
+  ck = ckpt_lib.Checkpointer(ckdir, 3, async_save=False)
+  with pytest.raises(ckpt_lib.CheckpointMismatchError, match=r"\['ema'\]\['0.99'\]\['w'\]"):
+    ck.restore(other)
+  ck.close()
+  assert not os.path.exists(os.path.join(ckdir, "corrupt"))
+
+
+# ------------------------------------------------- nothing verifies: stop, say how to go on
+def test_nothing_verifies_names_moves_and_both_flags(ckdir):
+  shutil.rmtree(os.path.join(ckdir, "3", "state"))
+  for s in ("1", "2"):
+    shutil.rmtree(os.path.join(ckdir, s, "integrity"))
+  with pytest.raises(ckpt_lib.NoVerifiedCheckpointError) as e:
+    _restore(ckdir)
+  msg = str(e.value)
+  assert "moved to" in msg and "corrupt" in msg and "step 3" in msg
+  assert "steps [1, 2]" in msg and ckpt_lib.ADOPT_FLAG in msg and ckpt_lib.RESTART_FLAG in msg
+  assert e.value.moved == [3] and sorted(e.value.unrecorded) == [1, 2]
+  # Unrecorded steps stay where an adopting run finds them.
+  assert os.path.isdir(os.path.join(ckdir, "2")) and os.listdir(os.path.join(ckdir, "corrupt")) == ["3"]
+
+
+def test_unrecorded_step_is_adopted_verified_and_then_verifies(ckdir, caplog):
+  for s in ("1", "2", "3"):
+    shutil.rmtree(os.path.join(ckdir, s, "integrity"))
+  ck = ckpt_lib.Checkpointer(ckdir, 3, async_save=False)
+  state, data = ck.restore(ABSTRACT, adopt_unrecorded=True)
+  ck.close()
+  assert data == {"pos": 3} and "adopted checkpoint step 3" in caplog.text
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(_state(3))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert _restore(ckdir)[1] == {"pos": 3}  # Its record now verifies without the flag.
+
+
+def test_adoption_refuses_nonfinite_and_mismatched_steps(ckdir, monkeypatch):
+  for s in ("1", "2", "3"):
+    shutil.rmtree(os.path.join(ckdir, s, "integrity"))
+  other = jax.eval_shape(lambda: {**_state(0), "params": {"w": jnp.zeros((64, 16)),
+                                                          "b": _state(0)["params"]["b"]}})
+  ck = ckpt_lib.Checkpointer(ckdir, 3, async_save=False)
+  with pytest.raises(ckpt_lib.CheckpointMismatchError, match="cannot be adopted"):
+    ck.restore(other, adopt_unrecorded=True)
+  real = ck.mngr.restore
+
+  def poisoned(step, args):
+    out = real(step, args=args)
+    out["state"]["params"]["b"] = jnp.full((8,), jnp.nan)
+    return out
+  monkeypatch.setattr(ck.mngr, "restore", poisoned)
+  with pytest.raises(ckpt_lib.CorruptCheckpointError, match="cannot be adopted.*non-finite"):
+    ck.restore(ABSTRACT, step=3, adopt_unrecorded=True)
+  ck.close()
+  assert not os.path.exists(_record_path(ckdir))  # Nothing written for a refused step.

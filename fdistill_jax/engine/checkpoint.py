@@ -8,10 +8,18 @@
   position-weighted checksum of its bits (computed on device, so the same for any sharding or
   process count; it detects corruption, it is not a cryptographic hash against tampering), and a
   sha256 of the data item. `restore` recomputes and compares them and refuses non-finite values.
-* Fallback: a step that fails verification, is truncated, half-deleted or empty is reported by
-  name, moved to `<dir>/corrupt/` (out of orbax's rotation, never deleted) and the next-newest
-  step is tried, saying so. A step whose recorded shapes differ from the requested state is a
-  config mismatch, not corruption: it raises `CheckpointMismatchError` and nothing is moved.
+* Fallback: a step that fails verification, is truncated, half-deleted or empty, or whose
+  integrity record is unreadable or damaged, is reported by name, moved to `<dir>/corrupt/` (out of
+  orbax's rotation, never deleted) and the next-newest step is tried, saying so. A step whose
+  recorded shapes differ from the requested state is a config mismatch, not corruption: it raises
+  `CheckpointMismatchError` and nothing is moved. A record that disagrees with the config is only
+  believed when orbax's own array metadata agrees with the record (else the record is damaged).
+* No silent restart: when steps exist but none verifies, `restore` raises
+  `NoVerifiedCheckpointError` naming what was moved where and the flags that go on. Steps without
+  an integrity record (written before records existed) are left in place, not moved, unless an
+  older step verifies; `adopt_unrecorded=True` (config.train.adopt_unverified_checkpoints) restores
+  such a step, checks its layout against the config and every float leaf finite, and writes its
+  record.
 * `restore` takes the abstract state *with target shardings*, so a checkpoint written on one mesh
   or device count restores onto another.
 """
@@ -45,6 +53,24 @@ class CorruptCheckpointError(RuntimeError):
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint's recorded layout differs from the state the config builds."""
+
+
+class MissingRecordError(CorruptCheckpointError):
+  """A step with a state item but no integrity item (e.g. written before records existed)."""
+
+
+class NoVerifiedCheckpointError(CorruptCheckpointError):
+  """Steps exist but none verifies; `moved` lists the steps set aside in corrupt/, `unrecorded`
+  the steps without an integrity record left in place."""
+
+  def __init__(self, message: str, moved: list[int], unrecorded: list[int]):
+    super().__init__(message)
+    self.moved, self.unrecorded = moved, unrecorded
+
+
+# How to go on, named in NoVerifiedCheckpointError's message.
+RESTART_FLAG = "--config.train.restart_from_scratch=True"
+ADOPT_FLAG = "--config.train.adopt_unverified_checkpoints=True"
 
 
 # ------------------------------------------------------------------------------- checksums
@@ -168,76 +194,193 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         integrity=ocp.args.JsonSave(_integrity(state, sums, data_state))), force=force)
 
-  def restore(self, abstract_state, step: int | None = None):
+  def restore(self, abstract_state, step: int | None = None, *, adopt_unrecorded: bool = False):
     """(state, data_state) of `step`, verified against its integrity record.
 
     step None: the newest step that verifies; every step that does not is logged by name and
-    moved to `<dir>/corrupt/`. An explicit step that fails raises CorruptCheckpointError.
+    moved to `<dir>/corrupt/`. Steps without a record are moved only once an older step verifies
+    (they would collide with the resumed run's saves); when no step verifies they stay in place
+    and NoVerifiedCheckpointError says how to go on. adopt_unrecorded: verify-and-adopt such
+    steps (see _adopt) instead. An explicit step that fails raises CorruptCheckpointError.
     """
     if step is not None:
-      return self._restore_verified(abstract_state, step)
-    failures = []
+      return self._restore_one(abstract_state, step, adopt_unrecorded)
+    failures, moved, unrecorded = [], [], []
     for s in sorted(self.mngr.all_steps(), reverse=True):
       try:
-        out = self._restore_verified(abstract_state, s)
+        out = self._restore_one(abstract_state, s, adopt_unrecorded)
+      except MissingRecordError as e:
+        unrecorded.append(s)
+        logging.error("%s", e)
+        continue
       except CorruptCheckpointError as e:
         failures.append(str(e))
         logging.error("%s", e)
+        moved.append(s)
         self._move_aside(s)
         continue
-      if failures:
+      for u in unrecorded:  # Newer than the step resumed from: out of the way of its saves.
+        self._move_aside(u)
+      if failures or unrecorded:
         logging.warning("fell back to step %d of %s (newer steps failed verification and were "
                         "moved to %s/)", s, self.directory, CORRUPT_DIR)
       return out
-    if failures:
-      raise CorruptCheckpointError(
-          f"no checkpoint in {self.directory} verifies (moved to {CORRUPT_DIR}/):\n  "
-          + "\n  ".join(failures))
+    if failures or unrecorded:
+      raise NoVerifiedCheckpointError(self._none_verifies(failures, unrecorded), moved, unrecorded)
     raise FileNotFoundError(f"no checkpoint in {self.directory}")
+
+  def _none_verifies(self, failures: list[str], unrecorded: list[int]) -> str:
+    lines = [f"no checkpoint in {self.directory} verifies, so the run stops rather than start "
+             "over:"]
+    if failures:
+      lines.append(f"moved to {self.directory / CORRUPT_DIR}/ (kept, never deleted):")
+      lines += [f"  {f}" for f in failures]
+    if unrecorded:
+      lines.append(f"left in place, without an integrity record (written before records "
+                   f"existed, or the record was deleted): steps {sorted(unrecorded)}; {ADOPT_FLAG} "
+                   "restores them, checks their shapes against this config and every value "
+                   "finite, and writes their record")
+    lines.append(f"{RESTART_FLAG} starts from step 0 instead (steps that do not verify are moved "
+                 f"to {CORRUPT_DIR}/ first)")
+    return "\n".join(lines)
+
+  def set_aside(self, step: int) -> None:
+    """Moves `step` to <dir>/corrupt/ (e.g. unrecorded steps before a restart from scratch)."""
+    self._move_aside(step)
+
+  def set_aside_steps(self) -> list[str]:
+    """Names of the step folders an earlier run moved to <dir>/corrupt/."""
+    root = self.directory / CORRUPT_DIR
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+
+  def _restore_one(self, abstract_state, step: int, adopt_unrecorded: bool):
+    try:
+      return self._restore_verified(abstract_state, step)
+    except MissingRecordError:
+      if not adopt_unrecorded:
+        raise
+    return self._adopt(abstract_state, step)
+
+  def _read_record(self, step: int) -> dict:
+    """The integrity record of `step`, checked for the structure verification relies on (a byte
+    flip may leave valid JSON with a key renamed or a list shortened)."""
+    where = self.directory / str(step)
+    try:
+      record = self.mngr.restore(step, args=ocp.args.Composite(
+          integrity=ocp.args.JsonRestore()))["integrity"]
+      problem = _record_problem(record)
+    except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore/json types vary)
+      problem = _first_line(e)
+    if problem:
+      raise CorruptCheckpointError(f"checkpoint step {step} ({where}): unreadable or damaged "
+                                   f"integrity record ({problem})") from None
+    return record
+
+  def _array_layout(self, step: int) -> dict[str, list]:
+    """{leaf path: [shape, dtype]} from orbax's own metadata of step's state item."""
+    meta = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
+    tree = getattr(meta, "tree", meta)
+    return {jax.tree_util.keystr(p): [list(x.shape), str(x.dtype)]
+            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+  def _check_layout(self, step: int, stored: dict[str, list], wanted: dict[str, list],
+                    what: str) -> None:
+    """Raises CheckpointMismatchError when `stored` (the record's or orbax's layout) differs from
+    the config's and orbax's array metadata agrees with `stored` on every differing leaf; when
+    the arrays agree with the config instead, the record is what is damaged (corrupt)."""
+    if stored == wanted:
+      return
+    where = self.directory / str(step)
+    diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+    try:
+      arrays = self._array_layout(step)
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptCheckpointError(f"checkpoint step {step} ({where}): the state item's "
+                                   f"metadata cannot be read ({_first_line(e)})") from None
+    if not all(_same_leaf(arrays.get(k), stored.get(k)) for k in diff):
+      raise CorruptCheckpointError(
+          f"checkpoint step {step} ({where}): the {what} disagrees with the saved arrays' own "
+          f"metadata at {diff[0]} ({stored.get(diff[0])} vs {arrays.get(diff[0])}): the {what} "
+          "is damaged")
+    k = diff[0]
+    raise CheckpointMismatchError(
+        f"checkpoint step {step} ({where}) does not match the state this config builds: "
+        f"{len(diff)} leaves differ, e.g. {k}: checkpoint has {stored.get(k)}, config expects "
+        f"{wanted.get(k)} (same config as the run that wrote it? a new workdir for a new config)")
 
   def _restore_verified(self, abstract_state, step: int):
     where = self.directory / str(step)
     items = {p.name for p in where.iterdir()} if where.is_dir() else set()
+    if "state" in items and "integrity" not in items:
+      raise MissingRecordError(f"checkpoint step {step} ({where}) has no integrity record "
+                               "(written before records existed, or the record was deleted)")
     if "integrity" not in items or "state" not in items:
       missing = sorted({"state", "integrity"} - items)
       raise CorruptCheckpointError(f"checkpoint step {step} ({where}) is incomplete: no "
                                    f"{' or '.join(missing)} item (truncated or half-deleted)")
-    try:
-      record = self.mngr.restore(step, args=ocp.args.Composite(
-          integrity=ocp.args.JsonRestore()))["integrity"]
-      if not isinstance(record, dict) or record.get("format") != INTEGRITY_FORMAT:
-        raise ValueError(f"unknown integrity record {str(record)[:80]!r}")
-    except Exception as e:  # pylint: disable=broad-except  (orbax/tensorstore/json types vary)
-      raise CorruptCheckpointError(f"checkpoint step {step} ({where}): unreadable integrity "
-                                   f"record ({_first_line(e)})") from None
-    stored = {k: v[:2] for k, v in record["leaves"].items()}
+    record = self._read_record(step)
     wanted = _layout(abstract_state)
-    if stored != wanted:
-      diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-      k = diff[0]
-      raise CheckpointMismatchError(
-          f"checkpoint step {step} ({where}) does not match the state this config builds: "
-          f"{len(diff)} leaves differ, e.g. {k}: checkpoint has {stored.get(k)}, config expects "
-          f"{wanted.get(k)} (same config as the run that wrote it? a new workdir for a new config)")
+    self._check_layout(step, {k: v[:2] for k, v in record["leaves"].items()}, wanted,
+                       "integrity record")
+    state, data, sums, finite = self._restore_arrays(abstract_state, step)
+    for path, s in zip(wanted, sums):
+      if [int(v) for v in s] != record["leaves"][path][2]:
+        raise CorruptCheckpointError(f"checkpoint step {step} ({where}): {path} fails its "
+                                     "checksum (the array files were changed after saving)")
+    if not finite:
+      raise CorruptCheckpointError(f"checkpoint step {step} ({where}): restored state has "
+                                   "non-finite values")
+    if _data_digest(data) != record["data_sha256"]:
+      raise CorruptCheckpointError(f"checkpoint step {step} ({where}): the data item (input "
+                                   "position) fails its checksum")
+    return state, data
+
+  def _restore_arrays(self, abstract_state, step: int):
+    """(state, data, per-leaf checksums, all finite) of step, any read error as corruption."""
     try:
       out = self.mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
       state, data = out["state"], out["data"]
       sums, finite = _fingerprint(state)
     except Exception as e:  # pylint: disable=broad-except
-      raise CorruptCheckpointError(f"checkpoint step {step} ({where}) cannot be read: "
-                                   f"{_first_line(e)}") from None
-    paths = list(wanted)
-    for path, s in zip(paths, sums):
-      if [int(v) for v in s] != record["leaves"][path][2]:
-        raise CorruptCheckpointError(f"checkpoint step {step} ({where}): {path} fails its "
-                                     "checksum (the array files were changed after saving)")
-    if not bool(finite):
-      raise CorruptCheckpointError(f"checkpoint step {step} ({where}): restored state has "
-                                   "non-finite values")
-    if _data_digest(data) != record.get("data_sha256"):
-      raise CorruptCheckpointError(f"checkpoint step {step} ({where}): the data item (input "
-                                   "position) fails its checksum")
+      raise CorruptCheckpointError(f"checkpoint step {step} ({self.directory / str(step)}) cannot "
+                                   f"be read: {_first_line(e)}") from None
+    return state, data, sums, bool(finite)
+
+  def _adopt(self, abstract_state, step: int):
+    """Verify-and-adopt a step without an integrity record: its arrays' layout must be the
+    config's (else CheckpointMismatchError), it must restore and every float leaf be finite (else
+    CorruptCheckpointError); then its record is written from what was restored, so later resumes
+    verify it like any other step. What it cannot know: whether the files changed before now."""
+    where = self.directory / str(step)
+    wanted = _layout(abstract_state)
+    try:
+      arrays = self._array_layout(step)
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptCheckpointError(f"checkpoint step {step} ({where}): the state item's "
+                                   f"metadata cannot be read ({_first_line(e)})") from None
+    diff = [k for k in set(arrays) | set(wanted) if not _same_leaf(arrays.get(k), wanted.get(k))]
+    if diff:
+      k = sorted(diff)[0]
+      raise CheckpointMismatchError(
+          f"checkpoint step {step} ({where}) cannot be adopted: it does not match the state this "
+          f"config builds: {len(diff)} leaves differ, e.g. {k}: checkpoint has {arrays.get(k)}, "
+          f"config expects {wanted.get(k)}")
+    state, data, sums, finite = self._restore_arrays(abstract_state, step)
+    if not finite:
+      raise CorruptCheckpointError(f"checkpoint step {step} ({where}) cannot be adopted: restored "
+                                   "state has non-finite values")
+    if jax.process_index() == 0:
+      # integrity/ is built beside the step and renamed in (locally atomic), so a crash never
+      # leaves a step with a half-written record.
+      tmp = where / "integrity.adopting"
+      fileio.write_json(tmp / "metadata", _integrity(state, sums, data), indent=None)
+      fileio.move(tmp, where / "integrity")
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"ckpt_adopt_{step}")
+    logging.warning("adopted checkpoint step %d of %s: no integrity record; its layout matches "
+                    "the config and every value is finite, so its record was written now",
+                    step, self.directory)
     return state, data
 
   def _move_aside(self, step: int) -> None:
@@ -265,6 +408,36 @@ class Checkpointer:
     self.mngr.wait_until_finished()
     self.mngr.close()
     self._quiet.uninstall()
+
+
+def _record_problem(record) -> str | None:
+  """What makes `record` unusable as an integrity record of this format (None: usable)."""
+  if not isinstance(record, dict):
+    return f"not a JSON object: {str(record)[:80]!r}"
+  if record.get("format") != INTEGRITY_FORMAT:
+    return f"format {str(record.get('format'))[:40]!r}, expected {INTEGRITY_FORMAT}"
+  if not isinstance(record.get("data_sha256"), str):
+    return "no data_sha256 string"
+  leaves = record.get("leaves")
+  if not isinstance(leaves, dict):
+    return "no leaves object"
+  for path, v in leaves.items():
+    ok = (isinstance(v, list) and len(v) == 3 and isinstance(v[0], list)
+          and all(isinstance(d, int) for d in v[0]) and isinstance(v[1], str)
+          and isinstance(v[2], list) and len(v[2]) == 2 and all(isinstance(c, int) for c in v[2]))
+    if not ok:
+      return f"leaf {path[:80]!r}: {str(v)[:80]!r} is not [shape, dtype, [checksum, checksum]]"
+  return None
+
+
+def _same_leaf(arrays: list | None, layout: list | None) -> bool:
+  """Whether orbax's [shape, dtype] of a leaf matches a layout entry; orbax stores a typed PRNG
+  key of shape S as its uint32 key data, shape S + (n,)."""
+  if arrays is None or layout is None:
+    return arrays is layout
+  if layout[1].startswith("key<"):
+    return arrays[1] == "uint32" and arrays[0][:-1] == layout[0]
+  return arrays == layout
 
 
 def _first_line(e: BaseException) -> str:
