@@ -88,6 +88,9 @@ def _check_engine_limits(cfg) -> None:
   _need(_is_int(t.max_nonfinite_streak) and t.max_nonfinite_streak >= 1,
         "train.max_nonfinite_streak", t.max_nonfinite_streak,
         "an int >= 1 (non-finite steps in a row before the run halts)")
+  for k in ("restart_from_scratch", "adopt_unverified_checkpoints"):
+    if k in t:
+      _need(isinstance(t[k], bool), f"train.{k}", t[k], "True or False")
   for k in ("sigma_min", "sigma_max", "sigma_data", "sigma_init"):
     if k in cfg.diffusion:
       v = cfg.diffusion[k]

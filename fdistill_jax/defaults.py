@@ -40,6 +40,10 @@ def toy() -> ml_collections.ConfigDict:
       ema_rampup=0.0, log_every=250,
       eval_every=0, ckpt_every=2500, keep_checkpoints=2, async_checkpoints=True,
       max_nonfinite_streak=20, tensorboard=True,
+      # When checkpoints exist but none verifies the run stops; these say how to go on: start
+      # from step 0 (unverifiable steps are kept in checkpoints/corrupt/), or adopt steps
+      # written without an integrity record after checking their layout and finiteness.
+      restart_from_scratch=False, adopt_unverified_checkpoints=False,
       # False: the run ends at its last checkpoint; `--mode=eval` scores it later (pods whose
       # final FID is run as a separate job).
       final_eval=True))

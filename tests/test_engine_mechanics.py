@@ -181,3 +181,62 @@ def test_checkpoint_restores_onto_a_different_mesh(toy_run):
   for a, b in zip(jax.tree.leaves(jax.device_get(run.state)),
                   jax.tree.leaves(jax.device_get(other))):
     np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------ never start over past unverifiable steps
+def _resume_args(tmp_path, **train):
+  from tests.test_checkpoint_integrity import ABSTRACT, _state
+  d = str(tmp_path / "checkpoints")
+  ck = ckpt_lib.Checkpointer(d, 3, async_save=False)
+  for s in (1, 2):
+    ck.save(s, _state(s), {"pos": s})
+  sh = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), ABSTRACT)
+  exp = types.SimpleNamespace(restore_data=lambda data: None)
+  cfg = ml_collections.ConfigDict(dict(train=dict(train)))
+  return ck, d, (ck, cfg, ABSTRACT, sh, exp)
+
+
+def test_no_silent_restart_when_every_step_was_set_aside(tmp_path):
+  import os
+  import shutil
+  ck, d, args = _resume_args(tmp_path)
+  for s in ("1", "2"):
+    shutil.rmtree(os.path.join(d, s, "state"))
+  with pytest.raises(ckpt_lib.NoVerifiedCheckpointError, match="restart_from_scratch=True"):
+    loop._resumed_state(*args)  # Moves both to corrupt/ and stops.
+  # The next attempt finds no step at all, and still refuses to start over.
+  with pytest.raises(ckpt_lib.NoVerifiedCheckpointError, match=r"moved steps \['1', '2'\] to .*corrupt"):
+    loop._resumed_state(*args)
+  fresh = (ck, ml_collections.ConfigDict(dict(train=dict(restart_from_scratch=True))), *args[2:])
+  assert loop._resumed_state(*fresh) is None  # Asked for: start from step 0.
+  ck.close()
+
+
+def test_unrecorded_steps_stop_the_run_or_are_adopted_or_set_aside(tmp_path):
+  import os
+  import shutil
+  ck, d, args = _resume_args(tmp_path)
+  for s in ("1", "2"):
+    shutil.rmtree(os.path.join(d, s, "integrity"))
+  with pytest.raises(ckpt_lib.NoVerifiedCheckpointError, match="adopt_unverified_checkpoints"):
+    loop._resumed_state(*args)
+  adopt = ml_collections.ConfigDict(dict(train=dict(adopt_unverified_checkpoints=True)))
+  assert int(loop._resumed_state(ck, adopt, *args[2:])["step"]) == 2
+  shutil.rmtree(os.path.join(d, "2", "integrity"))  # Step 1 was never adopted (2 was enough).
+  fresh = ml_collections.ConfigDict(dict(train=dict(restart_from_scratch=True)))
+  assert loop._resumed_state(ck, fresh, *args[2:]) is None
+  assert sorted(os.listdir(os.path.join(d, "corrupt"))) == ["1", "2"]  # Kept, out of the way.
+  assert ck.latest_step() is None
+  ck.close()
+
+
+@pytest.mark.parametrize("field", ["restart_from_scratch", "adopt_unverified_checkpoints"])
+def test_recovery_flags_must_be_bools(field):
+  from fdistill_jax import config_checks
+  cfg = tiny_cfg()
+  config_checks.check(cfg)
+  raw = cfg.to_dict()  # Around ConfigDict's own type lock, as a hand-built config would be.
+  raw["train"][field] = 1
+  cfg = ml_collections.ConfigDict(raw)
+  with pytest.raises(config_checks.ConfigError, match=f"train.{field}"):
+    config_checks.check(cfg)

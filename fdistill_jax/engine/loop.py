@@ -59,11 +59,42 @@ def _state_layout(cfg, init, init_key, mesh):
   return abstract, shard_lib.tree_shardings(abstract, mesh, cfg)
 
 
-def _restore_latest(ckpt, abstract, state_sh, exp, step=None):
-  """The state of ckpt's `step` (default latest) placed on state_sh; restores exp's input too."""
-  state, data_state = ckpt.restore(ckpt_lib.abstract_with_shardings(abstract, state_sh), step)
+def _restore_latest(ckpt, abstract, state_sh, exp, step=None, adopt: bool = False):
+  """The state of ckpt's `step` (default latest) placed on state_sh; restores exp's input too.
+  adopt: verify-and-adopt steps without an integrity record (Checkpointer.restore)."""
+  state, data_state = ckpt.restore(ckpt_lib.abstract_with_shardings(abstract, state_sh), step,
+                                   adopt_unrecorded=adopt)
   exp.restore_data(data_state)
   return state
+
+
+def _resumed_state(ckpt, cfg, abstract, state_sh, exp):
+  """The state to resume from, or None to start from the initial state. A run never starts over
+  while the checkpoint dir holds steps it could not verify (or an earlier run set all of its
+  steps aside in corrupt/), unless config.train.restart_from_scratch says so."""
+  fresh = bool(cfg.train.get("restart_from_scratch", False))
+  if ckpt.latest_step() is None:
+    aside = ckpt.set_aside_steps()
+    if aside and not fresh:
+      raise ckpt_lib.NoVerifiedCheckpointError(
+          f"{ckpt.directory} holds no step, but an earlier run moved steps {aside} to "
+          f"{ckpt.directory / ckpt_lib.CORRUPT_DIR}/ because they failed verification (its log "
+          "says why), so the run stops rather than start over; "
+          f"{ckpt_lib.RESTART_FLAG} starts from step 0 (they stay there)", [], [])
+    if aside:
+      logging.warning("config.train.restart_from_scratch: starting from step 0 (steps %s stay in "
+                      "%s/)", aside, ckpt.directory / ckpt_lib.CORRUPT_DIR)
+    return None
+  try:
+    return _restore_latest(ckpt, abstract, state_sh, exp,
+                           adopt=bool(cfg.train.get("adopt_unverified_checkpoints", False)))
+  except ckpt_lib.NoVerifiedCheckpointError as e:
+    if not fresh:
+      raise
+    for s in e.unrecorded:  # Out of the way of the new run's saves, kept.
+      ckpt.set_aside(s)
+    logging.warning("%s\nconfig.train.restart_from_scratch: starting from step 0", e)
+    return None
 
 
 def _phase_of(step: int, method, cfg) -> str:
@@ -97,8 +128,10 @@ class Run:
     self.frozen = jax.device_put(self.exp.frozen, self.frozen_sh)
     self.ckpt = ckpt_lib.Checkpointer(epath.Path(workdir) / "checkpoints",
                                       cfg.train.keep_checkpoints, cfg.train.async_checkpoints)
-    if restore and self.ckpt.latest_step() is not None:
-      self.state = _restore_latest(self.ckpt, self.abstract, self.state_sh, self.exp)
+    resumed = (_resumed_state(self.ckpt, cfg, self.abstract, self.state_sh, self.exp)
+               if restore else None)
+    if resumed is not None:
+      self.state = resumed
       logging.info("resumed from step %d in %s", int(self.state["step"]), self.ckpt.directory)
     else:
       self.state = jax.jit(init, out_shardings=self.state_sh)(init_key)
@@ -254,12 +287,16 @@ def load_trained(cfg, workdir: str, problem, step: int | None = None):
   ckpt = ckpt_lib.Checkpointer(epath.Path(workdir) / "checkpoints", async_save=False)
   try:
     if ckpt.latest_step() is None:
+      aside = ckpt.set_aside_steps()
       raise FileNotFoundError(f"no checkpoint under {ckpt.directory}; train first "
-                              f"(--mode=train --workdir={workdir})")
+                              f"(--mode=train --workdir={workdir})" + (
+                                  f" ({ckpt_lib.CORRUPT_DIR}/ holds steps {aside} that failed "
+                                  "verification)" if aside else ""))
     if step is not None and step not in ckpt.mngr.all_steps():
       raise FileNotFoundError(f"no checkpoint of step {step} under {ckpt.directory}; kept steps: "
                               f"{sorted(ckpt.mngr.all_steps())}")
-    return exp, _restore_latest(ckpt, abstract, state_sh, exp, step)
+    return exp, _restore_latest(ckpt, abstract, state_sh, exp, step, adopt=bool(
+        cfg.train.get("adopt_unverified_checkpoints", False)))
   finally:
     ckpt.close()
 
