@@ -29,6 +29,7 @@ from fdistill_jax.engine import progress as progress_lib
 from fdistill_jax.engine import sharding as shard_lib
 from fdistill_jax.engine import state as state_lib
 from fdistill_jax.engine import steps as steps_lib
+from fdistill_jax.engine import workdir_lock
 
 
 class NonFiniteHalt(RuntimeError):
@@ -175,7 +176,13 @@ class Run:
 # ============================================================================== train
 def train(cfg, workdir: str, problem, devices=None) -> dict:
   """Trains problem() = (experiment, method) per cfg in workdir (local or gs://, resuming);
-  final metrics. devices: the mesh's devices (default every device, as Run)."""
+  final metrics. devices: the mesh's devices (default every device, as Run). Holds the workdir's
+  lock (engine/workdir_lock.py) throughout: one run per workdir."""
+  with workdir_lock.hold(workdir, "train"):
+    return _train(cfg, workdir, problem, devices)
+
+
+def _train(cfg, workdir: str, problem, devices=None) -> dict:
   fileio.makedirs(workdir)
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   progress_lib.note("building the run and compiling its steps ...")
@@ -302,6 +309,13 @@ def load_trained(cfg, workdir: str, problem, step: int | None = None):
 
 
 def evaluate_checkpoint(cfg, workdir: str, problem) -> dict:
+  """Scores the latest checkpoint (writes final_metrics.json and metrics.jsonl, so it holds the
+  workdir's lock like a training run)."""
+  with workdir_lock.hold(workdir, "eval"):
+    return _evaluate_checkpoint(cfg, workdir, problem)
+
+
+def _evaluate_checkpoint(cfg, workdir: str, problem) -> dict:
   exp, state = load_trained(cfg, workdir, problem)
   step = int(state["step"])
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
