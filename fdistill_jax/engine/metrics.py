@@ -10,6 +10,7 @@ import time
 
 import jax
 import numpy as np
+from absl import logging
 from clu import metric_writers
 from clu.metric_writers import interface
 from etils import epath
@@ -28,10 +29,17 @@ class JsonlWriter(interface.MetricWriter):
   def __init__(self, path: epath.PathLike, upload_every_s: float = 30.0):
     self._path, self._every = epath.Path(path), upload_every_s
     self._local = fileio.is_local(path)
+    # A run killed mid-write leaves a torn last line; the first new record starts on a line of
+    # its own instead of being glued to it (readers skip the torn line: read_records).
     if self._local:
+      torn = self._path.exists() and not _ends_with_newline(self._path)
       self._f = self._path.open("a")
+      if torn:
+        self._f.write("\n")
     else:
       self._lines = self._path.read_text() if self._path.exists() else ""
+      if self._lines and not self._lines.endswith("\n"):
+        self._lines += "\n"
       self._uploaded, self._dirty = time.time(), False
 
   def _write(self, step, values: dict, kind: str):
@@ -84,6 +92,38 @@ class JsonlWriter(interface.MetricWriter):
     self.flush()
     if self._local:
       self._f.close()
+
+
+def _ends_with_newline(path: epath.Path) -> bool:
+  with path.open("rb") as f:
+    f.seek(0, 2)
+    if f.tell() == 0:
+      return True
+    f.seek(-1, 2)
+    return f.read(1) == b"\n"
+
+
+def read_records(path: epath.PathLike) -> list[dict]:
+  """The records of a metrics.jsonl. A torn or garbled line (a run killed mid-write, a damaged
+  file) is skipped with a warning naming the file and line, so a finished run's plot and summary
+  never fail on it."""
+  records, bad = [], []
+  text = epath.Path(path).read_bytes().decode("utf-8", "replace")  # Garbled bytes: one bad line.
+  for n, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      rec = json.loads(line)
+    except ValueError:
+      rec = None
+    if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+      records.append(rec)
+    else:
+      bad.append(n)
+  if bad:
+    logging.warning("%s: skipped %d torn or garbled line(s) (line %s%s)", path, len(bad),
+                    ", ".join(map(str, bad[:5])), ", ..." if len(bad) > 5 else "")
+  return records
 
 
 def create_writer(workdir: epath.PathLike, tensorboard: bool = True) -> interface.MetricWriter:

@@ -7,11 +7,11 @@ with nothing to show is left out.
 from __future__ import annotations
 
 import io
-import json
 
 from etils import epath
 
 from fdistill_jax import fileio
+from fdistill_jax.engine import metrics
 
 LOSSES = ("generator/loss", "generator/dm", "generator/gan_gen", "critic/loss", "critic/dsm",
           "critic/gan_disc", "loss")
@@ -23,15 +23,13 @@ EVALS = ("eval/fd", "eval/fid", "eval/sw", "eval/in_mode_fraction", "eval/mode_t
 def read_jsonl(path: epath.PathLike) -> dict[str, tuple[list[int], list[float]]]:
   """{metric: (steps, values)} of the scalar records in a metrics.jsonl."""
   series: dict[str, tuple[list[int], list[float]]] = {}
-  for line in epath.Path(path).read_text().splitlines():
-    if line.strip():
-      rec = json.loads(line)
-      for k, v in rec.items():
-        if k in ("step", "time", "kind") or not isinstance(v, (int, float)):
-          continue
-        steps, vals = series.setdefault(k, ([], []))
-        steps.append(int(rec["step"]))
-        vals.append(float(v))
+  for rec in metrics.read_records(path):  # Torn lines skipped with a warning.
+    for k, v in rec.items():
+      if k in ("step", "time", "kind") or not isinstance(v, (int, float)):
+        continue
+      steps, vals = series.setdefault(k, ([], []))
+      steps.append(int(rec["step"]))
+      vals.append(float(v))
   return series
 
 
