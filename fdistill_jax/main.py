@@ -35,11 +35,17 @@ _PROMPT_CACHE = flags.DEFINE_string(
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host runs).")
 _CACHE = flags.DEFINE_string(
-    "compilation_cache", "workdir", "Persistent XLA compilation cache: 'workdir' (<workdir>/"
-    "jax_cache), a directory, or '' (off). See fdistill_jax/engine/compile_cache.py.")
+    "compilation_cache", "user", "Persistent XLA compilation cache: 'user' (a per-user, per-host "
+    "folder: $XDG_CACHE_HOME or ~/.cache/fdistill_jax/jax_cache/<hostname>), 'workdir' "
+    "(<workdir>/jax_cache: only for a workdir no one else can write, since the cache holds "
+    "native code that runs), a directory, or '' (off). See fdistill_jax/engine/compile_cache.py.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Keep the INFO logs of orbax, absl, grain and "
                              "TensorFlow (off by default: a progress bar and a summary show).")
 flags.mark_flags_as_required(["config", "workdir"])
+# An empty --workdir would put checkpoints, logs and the run lock in the current directory.
+flags.register_validator("workdir", lambda v: v is None or bool(v.strip()),
+                         message="--workdir is empty: name the directory for this run's "
+                         "checkpoints, logs and samples (e.g. --workdir=runs/toy)")
 
 
 def main(argv):
