@@ -7,7 +7,10 @@ own fields in its own module (`check_config(cfg)`), and `check` calls them.
 """
 from __future__ import annotations
 
+import difflib
+import functools
 import math
+import numbers
 
 import jax
 
@@ -22,6 +25,9 @@ _need = validation.need
 def check(cfg, num_devices: int | None = None) -> None:
   """Raises ConfigError on the first invalid field."""
   num_devices = num_devices or jax.device_count()
+  _need(cfg.get("teacher") is not None and cfg.teacher.get("kind") in experiments.KINDS,
+        "teacher.kind", cfg.get("teacher", {}).get("kind"), f"allowed: {experiments.KINDS}")
+  check_types(cfg)
   m = cfg.method
   _need(m.name in registry.names(), "method.name", m.name, f"allowed: {registry.names()}")
   if "critic_steps" in m:
@@ -60,12 +66,44 @@ def check(cfg, num_devices: int | None = None) -> None:
   _need(d.sigma_init > 0, "diffusion.sigma_init", d.sigma_init, "must be > 0")
   _need(d.sigma_data > 0, "diffusion.sigma_data", d.sigma_data, "must be > 0")
   _check_engine_limits(cfg)
+  validation.check_fields(cfg, RULES)
+  _need(cfg.diffusion.sigma_min < cfg.diffusion.sigma_max, "diffusion.sigma_min/sigma_max",
+        (cfg.diffusion.sigma_min, cfg.diffusion.sigma_max), "need 0 < sigma_min < sigma_max")
   method = registry.get(m.name)
   if hasattr(method, "check_config"):
     method.check_config(cfg)
   _need(cfg.teacher.kind in experiments.KINDS, "teacher.kind", cfg.teacher.kind,
         f"allowed: {experiments.KINDS}")
   experiments.check_config(cfg)
+
+
+V = validation
+# σ beyond this is no noise level any teacher here is defined at (EDM 80, the DDPM-ε adapter
+# 157); 1e39 overflows float32 to inf.
+SIGMA_LIMIT = 1e5
+TACTICS = ("replicate", "fsdp", "tp_out", "tp_in")
+RULES = {  # The engine's fields beyond the checks in `check` (types: check_types).
+    "seed": V.within(0, 2 ** 32 - 1, "an int"),
+    "optim.*.eps": V.above(0),
+    "optim.*.clip": V.at_least(0, "a global-norm clip, a finite number (0 = off)"),
+    "optim.*.lr": V.within(0, 1, "a learning rate", lo_open=True),
+    "train.batch_size": V.at_least(1),
+    "train.grad_accum": V.at_least(1),
+    "train.eval_every": V.at_least(0, "an int (0 = only the final evaluation)"),
+    "train.ema_decays": V.each(V.within(0, 1, "a decay", lo_open=True, hi_open=True),
+                               distinct=True),
+    "mesh.data": V.Rule(lambda v: v == -1 or v >= 1, "-1 (all remaining devices) or an int >= 1"),
+    "mesh.tensor": V.at_least(1),
+    "mesh.default_tactic": V.one_of(*TACTICS),
+    "mesh.rules": V.each(V.Rule(lambda r: len(r) == 2 and isinstance(r[0], str)
+                                and r[1] in TACTICS, f"a pair (regex on the param path, one of "
+                                f"{TACTICS})")),
+    "mesh.fsdp_min_size": V.at_least(0),
+    **{f"diffusion.{k}": V.within(0, SIGMA_LIMIT, "a noise level", lo_open=True, hi_open=True)
+       for k in ("sigma_min", "sigma_max", "sigma_data", "sigma_init")},
+    "eval.num_samples": V.at_least(1, "an int (samples per evaluation)"),
+    "eval.fid_batch": V.at_least(1),
+}
 
 
 def _is_int(v) -> bool:
@@ -103,3 +141,147 @@ def _check_engine_limits(cfg) -> None:
   _need(ok, "eval.params", ev, f"'raw' or one of train.ema_decays {decays} (e.g. '{decays[0]}')"
         if decays else "'raw' (train.ema_decays is empty)")
 
+
+
+# ----------------------------------------------------------------------------- field types
+# Every field has the type of its default: the union, per teacher kind, of the configs defaults.py
+# builds and of every method's method_config, plus the optional fields read with .get below. An
+# int is accepted where a float is expected; floats must be finite unless a default is inf.
+# Blocks whose keys are constructor arguments of a network are typed but left open: their owners
+# (experiments/image.py, experiments/t2i.py, experiments/t2i_text.py) check their keys.
+_OPEN_BLOCKS = ("teacher.precond_kwargs", "teacher.pixart_config", "teacher.text_encoder",
+                "teacher.schedule")
+_OPTIONAL = {"mesh.tensor": 1, "eval.fid_batch": 250, "teacher.schedule": None,
+             "optim.generator.lr_scales": (("", 1.0),), "optim.fake_score.lr_scales": (("", 1.0),),
+             "optim.discriminator.lr_scales": (("", 1.0),)}
+
+
+def _kind(v) -> str:
+  if v is None:
+    return "none"
+  if isinstance(v, bool):
+    return "bool"
+  if isinstance(v, numbers.Integral):
+    return "int"
+  if isinstance(v, numbers.Real):
+    return "float"
+  if isinstance(v, str):
+    return "str"
+  if isinstance(v, (tuple, list)):
+    return "seq"
+  if hasattr(v, "keys"):
+    return "dict"
+  return type(v).__name__
+
+
+class _Spec:
+  """What the defaults say about one field: its kinds, its elements' kinds, whether inf occurs."""
+
+  def __init__(self):
+    self.kinds, self.elems, self.inf = set(), set(), False
+
+  def add(self, v) -> None:
+    k = _kind(v)
+    self.kinds.add(k)
+    if k == "float" and math.isinf(v):
+      self.inf = True
+    if k == "seq":
+      self.elems.update(_kind(x) for x in v)
+
+
+def _flatten(cfg, prefix: str, out: dict) -> None:
+  for k, v in cfg.items():
+    path = prefix + k
+    out.setdefault(path, _Spec()).add(v)
+    if hasattr(v, "keys"):
+      _flatten(v, path + ".", out)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(kind: str) -> dict:
+  """{path: _Spec} of every field a config with teacher.kind `kind` may have."""
+  # pylint: disable=import-outside-toplevel
+  import ml_collections
+  from fdistill_jax import defaults
+  from fdistill_jax.methods import dmd, fdistill, kd, progressive, sid, sim
+  builders = {
+      "gmm": (defaults.toy,),
+      "edm": (defaults.image, lambda: defaults.fastgen_edm("cifar10"),
+              lambda: defaults.fastgen_edm("imagenet64"), lambda: defaults.digits_teacher(0.1),
+              defaults.digits_distill, lambda: defaults.sid_edm("cifar10")),
+      "pixart": (defaults.t2i, defaults.digits_t2i_teacher, defaults.digits_t2i_text_teacher,
+                 defaults.digits_t2i_distill, defaults.pixart512),
+  }[kind]
+  out: dict = {}
+  for build in builders:
+    _flatten(build(), "", out)
+  methods = (fdistill.method_config(), sid.method_config(), sim.method_config(),
+             kd.method_config(), dmd.method_config(fdistill.method_config()),
+             progressive.method_config(), defaults.image().method,
+             defaults.digits_t2i_teacher().method)
+  for block in methods:
+    _flatten(ml_collections.ConfigDict({"method": block}), "", out)
+  for path, v in _OPTIONAL.items():
+    if path.rsplit(".", 1)[0] in out or "." not in path:
+      out.setdefault(path, _Spec()).add(v)
+  return out
+
+
+_WORDS = {"bool": "True or False", "int": "an int", "float": "a finite number", "str": "a string",
+          "seq": "a tuple", "dict": "a block of fields"}
+
+
+def _fits(v, kinds: set, inf: bool) -> bool:
+  k = _kind(v)
+  if "none" in kinds:
+    return True
+  if k == "int" and "float" in kinds:
+    k = "float"
+  if k not in kinds:
+    return False
+  if k == "float":
+    return math.isfinite(v) or (inf and v == math.inf)
+  return True
+
+
+def _describe(spec: _Spec) -> str:
+  kinds = spec.kinds - {"none"}
+  if "float" in kinds:
+    kinds.discard("int")
+  words = " or ".join(_WORDS.get(k, k) for k in sorted(kinds))
+  if spec.inf:
+    words += " (or inf)"
+  if "seq" in kinds and spec.elems - {"none"}:
+    elems = spec.elems - {"none"} - ({"int"} if "float" in spec.elems else set())
+    words += " of " + " or ".join(_WORDS.get(e, e).split(" ", 1)[-1] + "s" for e in sorted(elems))
+  return words
+
+
+def check_types(cfg) -> None:
+  """Raises ConfigError naming a field whose type differs from its default's (a string where an
+  int is expected, a bool for a float, NaN or inf where a finite number is expected, a tuple of
+  strings for a tuple of numbers) or a field no default config has (a misspelt key)."""
+  kind = cfg.teacher.kind
+  ref = _reference(kind)
+
+  def walk(block, prefix: str) -> None:
+    for k, v in block.items():
+      path = prefix + k
+      spec = ref.get(path)
+      if spec is None:
+        if any(prefix.startswith(b + ".") for b in _OPEN_BLOCKS):
+          continue
+        parent = prefix[:-1]
+        known = sorted(p[len(prefix):] for p in ref if p.startswith(prefix)
+                       and "." not in p[len(prefix):])
+        close = difflib.get_close_matches(k, known, n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        listing = f" (fields of config.{parent}: {known})" if parent and len(known) <= 30 else ""
+        _need(False, path, v, f"not a field of a teacher.kind={kind!r} config{hint}{listing}")
+      _need(_fits(v, spec.kinds, spec.inf), path, v, f"must be {_describe(spec)}")
+      if _kind(v) == "seq" and spec.elems - {"none"}:
+        _need(all(_fits(x, spec.elems, False) for x in v), path, v, f"must be {_describe(spec)}")
+      if _kind(v) == "dict":
+        walk(v, path + ".")
+
+  walk(cfg, "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from fdistill_jax import validation as V
 from fdistill_jax.nets import Nets
 
 
@@ -51,6 +52,20 @@ class Experiment:
 
 
 KINDS = ("gmm", "edm", "pixart")
+
+# Dataset, discriminator-head and evaluation fields shared by the image kinds ('edm', 'pixart'),
+# beyond each kind's own checks (types and finiteness: config_checks.check_types).
+MAX_NFE = 10_000
+IMAGE_RULES = {
+    "teacher.init_seed": V.within(0, 2 ** 32 - 1, "an int"),
+    "dataset.resolution": V.within(1, 8192, "an int (pixels)"),
+    "dataset.reader": V.one_of("auto", "data_source", "tf_data"),
+    "disc.channels": V.within(1, 65_536, "an int"),
+    "disc.feature_keys": V.each(V.Rule(bool, "a non-empty name"), distinct=True),
+    "eval.nfe": V.within(1, MAX_NFE, "an int"),
+    "eval.teacher_nfes": V.each(V.within(1, MAX_NFE, "an int")),
+    "eval.batch_size": V.at_least(0, "an int (0 = the default)"),
+}
 
 
 def _module(kind: str):

@@ -28,20 +28,48 @@ from etils import epath
 
 from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
+from fdistill_jax import experiments
+from fdistill_jax import validation as V
 from fdistill_jax.experiments import Experiment, image_eval
 from fdistill_jax.models.edm import build_edm_precond
+from fdistill_jax.models.edm import precond as precond_lib
 from fdistill_jax.models.heads import MultiConvHead
 from fdistill_jax.nets import Nets
-from fdistill_jax.teachers.edm import load_edm
-from fdistill_jax.validation import need
+from fdistill_jax.teachers.edm import check_precond_kwargs, load_edm
+from fdistill_jax.validation import ConfigError, need
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DATASETS = data_lib.DATASETS + ("synthetic",)  # synthetic: random images for step-speed runs.
 
 
+METRICS = ("auto", "digits", "fid", "none")
+_KW = "teacher.precond_kwargs"
+RULES = {  # Beyond teachers/edm.check_precond_kwargs (types and finiteness: check_types).
+    f"{_KW}.model_type": V.one_of(*precond_lib.MODEL_TYPES),
+    f"{_KW}.embedding_type": V.one_of("positional", "fourier"),
+    f"{_KW}.encoder_type": V.one_of("standard", "skip", "residual"),
+    f"{_KW}.decoder_type": V.one_of("standard", "skip"),
+    f"{_KW}.sigma_data": V.above(0),
+    "eval.metric": V.one_of(*METRICS),
+}
+
+
 def check_config(cfg) -> None:
   """Validates the fields of an 'edm' teacher, its data and its evaluation; raises ConfigError."""
   t = cfg.teacher
+  V.check_fields(cfg, experiments.IMAGE_RULES)
+  V.check_fields(cfg, RULES)
+  if t.get("precond_kwargs"):
+    kw = t.precond_kwargs
+    mt = kw.get("model_type", "SongUNet")
+    known = precond_lib._PRECOND_KEYS + precond_lib._MODEL_KEYS.get(mt, ())  # pylint: disable=protected-access
+    unknown = sorted(set(kw) - set(known))
+    need(not unknown, _KW, unknown, f"not arguments of an EDM {mt}; allowed: {sorted(known)}")
+    try:
+      check_precond_kwargs(t.precond_kwargs.to_dict(), "config")
+    except ValueError as e:
+      raise ConfigError(str(e).replace("config: precond_kwargs[", "config.teacher.precond_kwargs[")
+                        ) from e
   need(t.get("dtype", "float32") in DTYPES, "teacher.dtype", t.get("dtype"),
        f"allowed: {tuple(DTYPES)}")
   need(bool(t.get("checkpoint")) or bool(t.get("precond_kwargs")), "teacher.checkpoint",

@@ -52,6 +52,8 @@ from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
 from fdistill_jax.data import prompt_cache as pc
 from fdistill_jax.diffusion import parameterisations as param_lib
+from fdistill_jax import experiments
+from fdistill_jax import validation as V
 from fdistill_jax.experiments import Experiment, t2i_eval, t2i_text
 from fdistill_jax.models import pixart as pixart_lib
 from fdistill_jax.models.heads import MultiConvHead
@@ -72,9 +74,37 @@ def adapter(cfg) -> param_lib.TeacherAdapter:
                         **dict(cfg.teacher.get("schedule", None) or {}))
 
 
+_PC, _SIZE = "teacher.pixart_config", V.within(1, 65_536, "an int")
+RULES = {  # Ranges of the PixArt fields (types and finiteness: config_checks.check_types).
+    **{f"{_PC}.{k}": _SIZE for k in (
+        "num_attention_heads", "attention_head_dim", "in_channels", "out_channels",
+        "cross_attention_dim", "caption_channels", "sample_size")},
+    f"{_PC}.num_layers": V.within(1, 1024, "an int"),
+    f"{_PC}.patch_size": V.within(1, 64, "an int"),
+    f"{_PC}.norm_eps": V.within(0, 1, lo_open=True),
+    f"{_PC}.interpolation_scale": V.optional(V.above(0)),
+    "teacher.max_length": V.within(1, 4096, "an int (tokens)"),
+    "eval.guidance_scale": V.at_least(0, "a guidance scale (1 = no guidance)"),
+    "eval.teacher_solver": V.one_of(*pixart_teacher.SOLVERS),
+    "eval.num_prompts": V.at_least(1),
+    "eval.grid_size": V.at_least(1),
+    "eval.per_prompt_samples": V.at_least(0, "an int (0 = off)"),
+    "eval.per_prompt_train": V.at_least(0),
+}
+
+
 def check_config(cfg) -> None:
   """Validates a 'pixart' teacher, its data, σ range and evaluation; raises ConfigError."""
   t = cfg.teacher
+  V.check_fields(cfg, experiments.IMAGE_RULES)
+  V.check_fields(cfg, RULES)
+  if t.get("pixart_config"):
+    try:
+      module = pixart_lib.from_diffusers_config(t.pixart_config.to_dict())
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"config.{_PC} is invalid: {e}") from e
+    need(module.out_dim == 2 * module.in_channels, f"{_PC}.out_channels", module.out_dim,
+         f"2·in_channels = {2 * module.in_channels} (the teacher predicts ε and a learned σ)")
   for k in ("dtype", "compute_dtype"):
     need(t.get(k, "float32") in DTYPES, f"teacher.{k}", t.get(k), f"allowed: {tuple(DTYPES)}")
   need(bool(t.get("checkpoint")) or bool(t.get("pixart_config")), "teacher.checkpoint",

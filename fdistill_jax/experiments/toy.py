@@ -9,6 +9,7 @@ FastGen's frozen-teacher encoder) or from the fake score ('fake_score', DMD2).
 from __future__ import annotations
 
 import functools
+import math
 import io
 import json
 
@@ -28,16 +29,53 @@ from fdistill_jax.experiments import Experiment
 from fdistill_jax.models.heads import MLPHead
 from fdistill_jax.models.mlp import MLPDenoiser
 from fdistill_jax.teachers import analytic
+from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
 
 MIXTURES = ("ring", "random", "grid", "explicit", "file")
 
 
+_WIDTH, _DEPTH = V.within(1, 65_536, "an int"), V.within(1, 256, "an int")
+RULES = {  # Ranges of the toy fields (types and finiteness: config_checks.check_types).
+    "teacher.radius": V.above(0),
+    "teacher.scale": V.above(0),
+    "teacher.dim": V.within(1, 65_536, "an int"),
+    "teacher.spread": V.above(0),
+    "teacher.mixture_seed": V.within(0, 2 ** 32 - 1, "an int"),
+    "teacher.weights": V.each(V.above(0, "a finite weight")),
+    "teacher.grid_size": V.within(1, 1000, "an int"),
+    "teacher.spacing": V.above(0),
+    "teacher.means": V.each(V.Rule(lambda r: len(r) >= 1 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in r),
+        "a tuple of finite coordinates")),
+    "teacher.scales": V.each(V.Rule(lambda s: all(x > 0 and math.isfinite(x) for x in (
+        s if isinstance(s, (tuple, list)) else (s,))), "a finite scale > 0, or a tuple of them")),
+    "student.hidden": _WIDTH,
+    "student.depth": _DEPTH,
+    "disc.hidden": _WIDTH,
+    "disc.depth": _DEPTH,
+    "pretrain.steps": V.at_least(1),
+    "pretrain.batch": V.at_least(1),
+    "pretrain.lr": V.within(0, 1, "a learning rate", lo_open=True),
+    "pretrain.p_std": V.above(0),
+    "pretrain.seed": V.within(0, 2 ** 32 - 1, "an int"),
+    "eval.teacher_nfe": V.within(1, 10_000, "an int"),
+}
+
+
 def check_config(cfg) -> None:
   """Validates the 'gmm' teacher's fields; raises ConfigError."""
   t = cfg.teacher
   need(t.mixture in MIXTURES, "teacher.mixture", t.mixture, f"allowed: {MIXTURES}")
+  V.check_fields(cfg, RULES)
+  if t.mixture == "explicit":
+    need(len(t.means) >= 1 and len({len(r) for r in t.means}) == 1, "teacher.means", t.means,
+         "mixture 'explicit' needs K >= 1 means of one dimension, a (K, d) tuple of tuples")
+    need(len(t.scales) in (0, len(t.means)), "teacher.scales", t.scales,
+         f"() (teacher.scale for every mode) or one per mode ({len(t.means)})")
+  if t.mixture == "file":
+    need(bool(t.file), "teacher.file", t.file, "a .npz/.json mixture file for mixture 'file'")
   need(t.num_modes >= 1, "teacher.num_modes", t.num_modes, "must be >= 1")
   k = {"ring": t.num_modes, "random": t.num_modes, "grid": t.grid_size ** 2}.get(t.mixture)
   need(not t.weights or k is None or k % len(t.weights) == 0, "teacher.weights", t.weights,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from fdistill_jax.diffusion import augment, edm
 from fdistill_jax.methods import common
+from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
@@ -30,6 +31,7 @@ def init_extras(cfg) -> dict:
 
 
 def check_config(cfg) -> None:
+  V.check_fields(cfg, {"method.p_std": V.above(0)})
   augment.check_p(cfg)
   rate = cfg.method.get("cond_drop", 0.0)
   need(0 <= rate < 1, "method.cond_drop", rate, "a probability in [0, 1)")

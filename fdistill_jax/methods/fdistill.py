@@ -37,6 +37,7 @@ from fdistill_jax import conditioning, divergences
 from fdistill_jax.diffusion import sigma_laws
 from fdistill_jax.methods import common
 from fdistill_jax.nets import Nets
+from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
@@ -61,9 +62,22 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(m)
 
 
+# Ranges of f-distill's numeric keys (types and finiteness: config_checks.check_types). More
+# than 10,000 time bins would hang building the per-bin ratio statistics.
+RULES = {
+    "method.ratio_bins": V.within(1, 10_000, "an int"),
+    "method.logit_clip": V.above(0, "a finite bound on |discriminator logit|"),
+    "method.gan_weight_gen": V.at_least(0, "a finite weight"),
+    "method.gan_weight_disc": V.at_least(0, "a finite weight"),
+    "method.r1_weight": V.at_least(0, "a finite weight (0 = off)"),
+    "method.p_std": V.above(0),
+}
+
+
 def check_config(cfg) -> None:
   """Validates the f-distill keys of cfg.method; raises ConfigError naming the field."""
   m = cfg.method
+  V.check_fields(cfg, RULES)
   need(m.divergence in divergences.NAMES, "method.divergence", m.divergence,
        f"allowed: {divergences.NAMES}")
   need(isinstance(m.critic_steps, int) and m.critic_steps >= 1, "method.critic_steps",

@@ -31,6 +31,7 @@ from etils import epath
 from fdistill_jax import conditioning, fileio
 from fdistill_jax.diffusion import samplers
 from fdistill_jax.nets import Nets
+from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
@@ -56,9 +57,18 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(m)
 
 
+RULES = {  # Ranges beyond check_config's (types and finiteness: config_checks.check_types).
+    "method.pairs_seed": V.within(0, 2 ** 32 - 1, "an int"),
+    "method.pairs_steps": V.within(1, 10_000, "an int (Heun steps)"),
+    "method.reg_huber_c": V.at_least(0, "a finite number (0 = l2 in pseudo_huber)"),
+    "method.reg_weight": V.at_least(0, "a finite weight"),
+}
+
+
 def check_config(cfg) -> None:
   """Validates the pair-cache and regression keys of cfg.method (kd and dmd)."""
   m = cfg.method
+  V.check_fields(cfg, RULES)
   need(m.reg_distance in DISTANCES, "method.reg_distance", m.reg_distance,
        f"allowed: {DISTANCES}")
   need(m.pairs_num >= 1 and m.pairs_shard_size >= 1, "method.pairs_num/pairs_shard_size",

@@ -42,6 +42,7 @@ from etils import epath
 from fdistill_jax.diffusion import edm
 from fdistill_jax.nets import Nets
 from fdistill_jax.methods import common
+from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
@@ -68,6 +69,7 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
 def check_config(cfg) -> None:
   """Validates progressive distillation's keys of cfg.method; raises ConfigError."""
   m = cfg.method
+  V.check_fields(cfg, {"method.pd_base_steps": V.within(2, 4096, "an int")})
   b = m.pd_base_steps
   need(b >= 2 and not b & (b - 1), "method.pd_base_steps", b, "a power of 2 >= 2")
   need(m.student_steps >= 1 and b % m.student_steps == 0, "method.student_steps",

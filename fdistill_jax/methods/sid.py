@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fdistill_jax import conditioning
+from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 from fdistill_jax.diffusion import augment, sigma_laws
 from fdistill_jax.methods import common
@@ -86,9 +87,17 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(m)
 
 
+RULES = {  # Ranges beyond check_config's (types and finiteness: config_checks.check_types).
+    "method.generator_loss_scale": V.above(0, "a finite loss scale"),
+    "method.fake_score_loss_scale": V.above(0, "a finite loss scale"),
+    "method.fake_score_reduction": V.one_of(*REDUCTIONS),
+}
+
+
 def check_config(cfg) -> None:
   """Validates SiD's keys of cfg.method (SIM calls it for the shared ones); raises ConfigError."""
   m = cfg.method
+  V.check_fields(cfg, RULES)
   if "alpha" in m:
     need(m.alpha >= 0, "method.alpha", m.alpha, "must be >= 0 (SiD uses 1.2, or 1.0)")
   need(0 < m.t_max <= 1000, "method.t_max", m.t_max, "must be in (0, 1000]")

@@ -34,6 +34,7 @@ import ml_collections
 from fdistill_jax import conditioning
 from fdistill_jax.nets import Nets
 from fdistill_jax.methods import common, sid
+from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
@@ -62,10 +63,17 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(m)
 
 
+RULES = {
+    "method.loss_scale": V.above(0, "a finite loss scale"),
+    "method.guidance_scale": V.at_least(0, "a guidance scale (1 = no guidance)"),
+}
+
+
 def check_config(cfg) -> None:
   """Validates SIM's keys of cfg.method (and the fake-score keys it shares with SiD)."""
   m = cfg.method
   sid.check_config(cfg)
+  V.check_fields(cfg, RULES)
   need(m.distance in DISTANCES, "method.distance", m.distance, f"allowed: {DISTANCES}")
   need(m.huber_c > 0 or m.distance == "l2", "method.huber_c", m.huber_c,
        "must be > 0 (score units) for pseudo_huber")
