@@ -52,7 +52,7 @@ def check(cfg, num_devices: int | None = None) -> None:
         f"must be divisible by the {num_devices} devices")
   ga = t.get("grad_accum", 1)
   _need(ga >= 1 and (t.batch_size // num_devices) % ga == 0, "train.grad_accum", ga,
-        f"must divide the per-device batch {t.batch_size // num_devices}")
+        f"an int >= 1 that divides the per-device batch {t.batch_size // num_devices}")
   _need(all(0 < d < 1 for d in t.ema_decays), "train.ema_decays", t.ema_decays,
         "each decay must be in (0, 1)")
   _need(t.get("ema_rampup", 0.0) >= 0, "train.ema_rampup", t.get("ema_rampup"),
@@ -85,7 +85,7 @@ TACTICS = ("replicate", "fsdp", "tp_out", "tp_in")
 RULES = {  # The engine's fields beyond the checks in `check` (types: check_types).
     "seed": V.within(0, 2 ** 32 - 1, "an int"),
     "optim.*.eps": V.above(0),
-    "optim.*.clip": V.at_least(0, "a global-norm clip, a finite number (0 = off)"),
+    "optim.*.clip": V.at_least(0, "a global-norm clip (0 = off)"),
     "optim.*.lr": V.within(0, 1, "a learning rate", lo_open=True),
     "train.batch_size": V.at_least(1),
     "train.grad_accum": V.at_least(1),
@@ -277,7 +277,7 @@ def check_types(cfg) -> None:
         close = difflib.get_close_matches(k, known, n=3)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         listing = f" (fields of config.{parent}: {known})" if parent and len(known) <= 30 else ""
-        _need(False, path, v, f"not a field of a teacher.kind={kind!r} config{hint}{listing}")
+        _need(False, path, v.to_dict() if hasattr(v, "to_dict") else v, f"not a field of a teacher.kind={kind!r} config{hint}{listing}")
       _need(_fits(v, spec.kinds, spec.inf), path, v, f"must be {_describe(spec)}")
       if _kind(v) == "seq" and spec.elems - {"none"}:
         _need(all(_fits(x, spec.elems, False) for x in v), path, v, f"must be {_describe(spec)}")

@@ -28,19 +28,27 @@ class Rule(NamedTuple):
   allowed: str
 
 
+def _phrase(what: str, bound: str) -> str:
+  """'an int (pixels)', 'in [1, 8192]' -> 'an int in [1, 8192] (pixels)'."""
+  if what.endswith(")") and " (" in what:
+    base, note = what.split(" (", 1)
+    return f"{base} {bound} ({note}"
+  return f"{what} {bound}"
+
+
 def at_least(lo, what: str = "an int") -> Rule:
-  return Rule(lambda v: v >= lo, f"{what} >= {lo}")
+  return Rule(lambda v: v >= lo, _phrase(what, f">= {lo}"))
 
 
 def above(lo, what: str = "a finite number") -> Rule:
-  return Rule(lambda v: v > lo, f"{what} > {lo}")
+  return Rule(lambda v: v > lo, _phrase(what, f"> {lo}"))
 
 
 def within(lo, hi, what: str = "a finite number", *, lo_open: bool = False,
            hi_open: bool = False) -> Rule:
   def ok(v):
     return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
-  return Rule(ok, f"{what} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
+  return Rule(ok, _phrase(what, f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"))
 
 
 def probability(*, hi_open: bool = False) -> Rule:

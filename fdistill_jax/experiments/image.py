@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -64,11 +65,12 @@ def check_config(cfg) -> None:
     mt = kw.get("model_type", "SongUNet")
     known = precond_lib._PRECOND_KEYS + precond_lib._MODEL_KEYS.get(mt, ())  # pylint: disable=protected-access
     unknown = sorted(set(kw) - set(known))
-    need(not unknown, _KW, unknown, f"not arguments of an EDM {mt}; allowed: {sorted(known)}")
+    for k in unknown:
+      need(False, f"{_KW}.{k}", kw[k], f"not an argument of an EDM {mt}; allowed: {sorted(known)}")
     try:
-      check_precond_kwargs(t.precond_kwargs.to_dict(), "config")
-    except ValueError as e:
-      raise ConfigError(str(e).replace("config: precond_kwargs[", "config.teacher.precond_kwargs[")
+      check_precond_kwargs(kw.to_dict(), "config")
+    except ValueError as e:  # "config: precond_kwargs['key']=..." -> "config.teacher.....key=...".
+      raise ConfigError(re.sub(r"^config: precond_kwargs\['(\w+)'\]", rf"config.{_KW}.\1", str(e))
                         ) from e
   need(t.get("dtype", "float32") in DTYPES, "teacher.dtype", t.get("dtype"),
        f"allowed: {tuple(DTYPES)}")

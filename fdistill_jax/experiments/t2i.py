@@ -99,10 +99,18 @@ def check_config(cfg) -> None:
   V.check_fields(cfg, experiments.IMAGE_RULES)
   V.check_fields(cfg, RULES)
   if t.get("pixart_config"):
+    pc = t.pixart_config.to_dict()
+    known = ((set(pixart_lib.PixArtTransformer.__dataclass_fields__) - {"parent", "name"})
+             | set(pixart_lib.FIXED_CONFIG) | set(pixart_lib.LEGACY_DEFAULTS)
+             | set(pixart_lib.IGNORED_CONFIG))
+    for k in pc:
+      need(k in known, f"{_PC}.{k}", pc[k], f"not a PixArt config field; known: {sorted(known)}")
     try:
-      module = pixart_lib.from_diffusers_config(t.pixart_config.to_dict())
+      module = pixart_lib.from_diffusers_config(pc)
     except (TypeError, ValueError) as e:
-      raise ConfigError(f"config.{_PC} is invalid: {e}") from e
+      fixed = re.search(r"field (\w+)=", str(e))
+      raise ConfigError(f"config.{_PC}{'.' + fixed.group(1) if fixed else ''} is invalid: {e}"
+                        ) from e
     need(module.out_dim == 2 * module.in_channels, f"{_PC}.out_channels", module.out_dim,
          f"2·in_channels = {2 * module.in_channels} (the teacher predicts ε and a learned σ)")
   for k in ("dtype", "compute_dtype"):

@@ -40,6 +40,7 @@ from etils import epath
 from fdistill_jax import conditioning
 from fdistill_jax.data import byte_tokenizer as bt
 from fdistill_jax.models import t5 as t5_lib
+from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
 T5_FIELDS = tuple(f.name for f in dataclasses.fields(t5_lib.T5Config) if f.name != "vocab_size")
@@ -113,9 +114,21 @@ def t5_config(cfg) -> t5_lib.T5Config:
   return t5_lib.T5Config(vocab_size=bt.VOCAB_SIZE, **{k: te[k] for k in T5_FIELDS if k in te})
 
 
+_TE = "teacher.text_encoder"
+RULES = {  # Sizes of the jointly trained T5 (types: config_checks.check_types).
+    **{f"{_TE}.{k}": V.within(1, 65_536, "an int") for k in ("d_model", "d_kv", "d_ff",
+                                                             "num_heads")},
+    f"{_TE}.num_layers": V.within(1, 1024, "an int"),
+    f"{_TE}.relative_attention_num_buckets": V.within(4, 4096, "an int"),
+    f"{_TE}.relative_attention_max_distance": V.within(1, 1 << 20, "an int"),
+    f"{_TE}.layer_norm_epsilon": V.within(0, 1, lo_open=True),
+}
+
+
 def check_config(cfg) -> None:
   """The text-encoder fields (ConfigError naming the field)."""
   t = cfg.teacher
+  V.check_fields(cfg, RULES)
   need(cfg.method.name == "edm_training", "method.name", cfg.method.name,
        "'edm_training' with teacher.text_encoder (the T5 trains with the teacher; distillation "
        "reads a prompt cache of the exported encoder instead)")

@@ -1,0 +1,203 @@
+"""Issue 28 item 9: a bad value in any config field fails `config_checks.check` before anything is
+built, with a ConfigError naming the field and what is allowed. Config validation only: no
+network is built and nothing trains."""
+import functools
+import glob
+import importlib.util
+import os
+import re
+
+import ml_collections
+import pytest
+
+from fdistill_jax import config_checks, defaults
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAN, INF = float("nan"), float("inf")
+
+
+@functools.lru_cache(maxsize=None)
+def _raw(source: str) -> dict:
+  """The config of `source` ('toy': defaults.toy(), else a configs/ file) as a plain dict."""
+  if source.startswith("toy") and not source.startswith("toy2d"):
+    cfg = defaults.toy()
+    if source == "toy_explicit":  # Two 2-D modes given explicitly.
+      cfg.teacher.update(dict(mixture="explicit", means=((0.0, 0.0), (1.0, 1.0)), weights=()))
+    return cfg.to_dict()
+  path = os.path.join(REPO, "configs", source + ".py")
+  spec = importlib.util.spec_from_file_location("cfg_under_probe", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config().to_dict()
+
+
+def _with(source: str, field: str, value) -> ml_collections.ConfigDict:
+  """The config of `source` with `field` set to `value` around ConfigDict's type lock (as a config
+  file building its own dicts, or a replaced block, would)."""
+  import copy  # pylint: disable=import-outside-toplevel
+  raw = copy.deepcopy(_raw(source))
+  *path, last = field.split(".")
+  node = raw
+  for p in path:
+    node = node.setdefault(p, {})
+  node[last] = value
+  return ml_collections.ConfigDict(raw)
+
+
+# (config, field, bad value, fragment of the error). The error must also name config.<field>.
+CASES = [
+    # The issue's examples.
+    ("toy", "optim.generator.clip", -1.0, ">= 0"),
+    ("toy", "diffusion.sigma_max", 1e39, "noise level in (0, 100000.0)"),
+    ("toy", "student.depth", -2, "an int in [1, 256]"),
+    ("digits_t2i_js", "teacher.pixart_config.num_layers", -1, "an int in [1, 1024]"),
+    ("toy", "pretrain.batch", 0, "an int >= 1"),
+    ("toy", "eval.num_samples", 0, ">= 1"),
+    ("digits_js", "eval.num_samples", 0, ">= 1"),
+    ("digits_js", "method.ratio_bins", 10 ** 9, "an int in [1, 10000]"),
+    ("toy", "optim.generator.lr", NAN, "a finite number"),
+    ("toy", "train.steps", "100", "an int"),
+    ("toy", "train.ema_decays", (1.5,), "(0, 1)"),
+    # Engine: seed, optimisers, train loop, mesh, noise levels.
+    ("toy", "seed", -1, "an int in [0, 4294967295]"),
+    ("toy", "seed", "0", "an int"),
+    ("toy", "optim.generator.lr", 5.0, "a learning rate in (0, 1]"),
+    ("toy", "optim.generator.lr", True, "a finite number"),
+    ("toy", "optim.fake_score.b1", 1.0, "[0, 1)"),
+    ("toy", "optim.generator.eps", 0.0, "> 0"),
+    ("toy", "optim.generator.weight_decay", -0.1, ">= 0"),
+    ("toy", "optim.discriminator.clip", INF, "a finite number"),
+    ("toy", "optim.generator.schedule", "linear", "'constant' or 'cosine'"),
+    ("toy", "optim.generator.end_lr_ratio", 2.0, "[0, 1]"),
+    ("toy", "optim.generatr", {"lr": 1e-4}, "did you mean 'generator'"),
+    ("toy", "train.stesp", 100, "did you mean 'steps'"),
+    ("toy", "studnet", {"hidden": 8}, "did you mean 'student'"),
+    ("toy", "train.batch_size", 0, ">= 1"),
+    ("toy", "train.grad_accum", 0, ">= 1"),
+    ("toy", "train.log_every", 0, ">= 1"),
+    ("toy", "train.eval_every", -1, ">= 0"),
+    ("toy", "train.ema_decays", (0.99, 0.99), "no repeats"),
+    ("toy", "train.ema_decays", ("0.99",), "a tuple of finite numbers"),
+    ("toy", "train.ema_rampup", NAN, "a finite number"),
+    ("toy", "train.tensorboard", 1, "True or False"),
+    ("toy", "train.final_eval", "yes", "True or False"),
+    ("toy", "mesh.data", 0, "-1 (all remaining devices)"),
+    ("toy", "mesh.fsdp", 3, "must divide the 8 devices"),
+    ("toy", "mesh.default_tactic", "shard", "allowed"),
+    ("toy", "mesh.rules", (("dense",),), "a pair (regex"),
+    ("toy", "mesh.fsdp_min_size", -1, ">= 0"),
+    ("toy", "diffusion.sigma_min", 0.0, "0 < sigma_min < sigma_max"),
+    ("toy", "diffusion.sigma_min", 100.0, "0 < sigma_min < sigma_max"),
+    ("toy", "diffusion.sigma_data", -1.0, "> 0"),
+    ("toy", "diffusion.sigma_data", 1e6, "noise level in (0, 100000.0)"),
+    ("toy", "diffusion.sigma_init", INF, "a finite number"),
+    # Toy problem: the exact mixture, the MLPs, the denoiser pretraining.
+    ("toy", "teacher.radius", 0.0, "> 0"),
+    ("toy", "teacher.scale", -0.1, "> 0"),
+    ("toy", "teacher.num_modes", 0, ">= 1"),
+    ("toy", "teacher.weights", (1.0, -1.0) * 4, "> 0"),
+    ("toy", "teacher.mixture", "spiral", "allowed"),
+    ("toy_explicit", "teacher.means", ((0.0, 0.0), (1.0,)), "of one dimension"),
+    ("toy_explicit", "teacher.means", ((0.0, NAN),), "finite coordinates"),
+    ("toy_explicit", "teacher.scales", (0.1, 0.0), "> 0"),
+    ("toy", "teacher.dim", 0, "[1, 65536]"),
+    ("toy", "teacher.spread", -1.0, "> 0"),
+    ("toy", "teacher.grid_size", 10 ** 6, "[1, 1000]"),
+    ("toy", "disc.depth", 0, "an int in [1, 256]"),
+    ("toy", "disc.hidden", -5, "an int in [1, 65536]"),
+    ("toy", "pretrain.steps", 0, ">= 1"),
+    ("toy", "pretrain.lr", 0.0, "a learning rate"),
+    ("toy", "pretrain.p_std", 0.0, "> 0"),
+    ("toy", "eval.teacher_nfe", 0, "an int in [1, 10000]"),
+    # f-distill and the other methods.
+    ("toy", "method.ratio_ema", 1.0, "[0, 1)"),
+    ("toy", "method.logit_clip", 0.0, "> 0"),
+    ("toy", "method.gan_weight_gen", -1.0, ">= 0"),
+    ("toy", "method.r1_weight", NAN, "a finite number"),
+    ("toy", "method.time_lo", 0.999, "0 <= time_lo < time_hi <= 1"),
+    ("toy", "method.guidance_sigma_max", NAN, "(or inf)"),
+    ("toy", "method.critic_steps", 2.5, "an int"),
+    ("toy", "method.divergence", 3, "a string"),
+    ("toy", "method.ratio_normalization", "True", "True or False"),
+    ("toy", "method.ratio_bin", 10, "did you mean 'ratio_bins'"),
+    ("toy2d_sid", "method.generator_loss_scale", 0.0, "> 0"),
+    ("toy2d_sid", "method.fake_score_reduction", "max", "allowed"),
+    ("toy2d_sid", "method.alpha", -1.0, ">= 0"),
+    ("toy2d_sim_huber", "method.loss_scale", -1.0, "> 0"),
+    ("toy2d_kd", "method.pairs_steps", 0, "an int in [1, 10000] (Heun steps)"),
+    ("toy2d_kd", "method.pairs_seed", -1, "[0, 4294967295]"),
+    ("toy2d_kd", "method.reg_huber_c", -1.0, ">= 0"),
+    ("toy2d_pd", "method.pd_base_steps", 2 ** 20, "an int in [2, 4096]"),
+    ("digits_dmd", "method.reg_weight", -1.0, ">= 0"),
+    ("digits_js", "method.p_std", 0.0, "> 0"),
+    # EDM teacher, image data, discriminator heads and evaluation.
+    ("digits_js", "teacher.precond_kwargs.model_channels", -16, "an int in [1, 4096]"),
+    ("digits_js", "teacher.precond_kwargs.chanel_mult", (1, 2), "not an argument of an EDM"),
+    ("digits_js", "teacher.precond_kwargs.dropout", 1.0, "a probability in [0, 1)"),
+    ("digits_js", "teacher.precond_kwargs.model_type", "ViT", "allowed"),
+    ("digits_js", "teacher.precond_kwargs.channel_mult", (1, "2"), "a tuple of ints"),
+    ("digits_js", "teacher.dtype", "float16", "allowed"),
+    ("digits_js", "teacher.remat", "yes", "True or False"),
+    ("digits_js", "dataset.resolution", 0, "an int in [1, 8192] (pixels)"),
+    ("digits_js", "dataset.xflip", "no", "True or False"),
+    ("digits_js", "dataset.reader", "fast", "allowed"),
+    ("digits_js", "disc.channels", 0, "[1, 65536]"),
+    ("digits_js", "disc.feature_keys", (1,), "a tuple of strings"),
+    ("digits_js", "eval.nfe", 0, "[1, 10000]"),
+    ("digits_js", "eval.teacher_nfes", (1, 0), "[1, 10000]"),
+    ("digits_js", "eval.metric", "is", "allowed"),
+    ("digits_js", "eval.sampler", "euler", "allowed"),
+    # PixArt teacher, text-to-image evaluation.
+    ("digits_t2i_js", "teacher.pixart_config.patch_size", 0, "[1, 64]"),
+    ("digits_t2i_js", "teacher.pixart_config.out_channels", 3, "2·in_channels"),
+    ("digits_t2i_js", "teacher.pixart_config.bogus", 1, "not a PixArt config field"),
+    ("digits_t2i_js", "teacher.pixart_config.norm_eps", -1e-6, "(0, 1]"),
+    ("digits_t2i_js", "teacher.max_length", 0, "[1, 4096]"),
+    ("digits_t2i_js", "eval.guidance_scale", -1.0, ">= 0"),
+    ("digits_t2i_js", "eval.teacher_solver", "euler", "allowed"),
+    ("digits_t2i_js", "eval.num_prompts", 0, ">= 1"),
+    ("digits_t2i_js", "eval.per_prompt_samples", -1, ">= 0"),
+    ("digits_t2i_js", "train.batch_size", "32", "an int"),
+    ("teachers/digits_t2i_text", "teacher.text_encoder.num_layers", -1, "[1, 1024]"),
+    ("teachers/digits_t2i_text", "teacher.text_encoder.d_model", "64", "an int"),
+]
+
+
+@pytest.mark.parametrize("source,field,value,fragment", CASES,
+                         ids=[f"{s}:{f}={v!r}" for s, f, v, _ in CASES])
+def test_bad_value_is_refused_naming_the_field(source, field, value, fragment):
+  cfg = _with(source, field, value)
+  with pytest.raises(config_checks.ConfigError) as e:
+    config_checks.check(cfg, num_devices=8)
+  msg = str(e.value)
+  assert re.search(re.escape("config." + field) + r"\b", msg), msg
+  assert fragment in msg, msg
+
+
+def test_every_shipped_config_passes():
+  paths = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True))
+  assert len(paths) > 40
+  for path in paths:
+    source = os.path.relpath(path, os.path.join(REPO, "configs"))[:-3]
+    config_checks.check(ml_collections.ConfigDict(_raw(source)), num_devices=8)
+
+
+def test_defaults_in_the_allowed_range_still_pass():
+  """Values at the edges of the allowed ranges are accepted: clip 0 (off), an int for a float,
+  inf where the default is inf, the top ratio_bins, one sample."""
+  ok = [("toy", "optim.generator.clip", 0.0), ("toy", "diffusion.sigma_max", 80),
+        ("toy", "method.guidance_sigma_max", INF), ("toy", "method.ratio_bins", 10_000),
+        ("toy", "eval.num_samples", 1), ("toy", "train.ema_decays", [0.9, 0.99])]
+  for source, field, value in ok:
+    config_checks.check(_with(source, field, value), num_devices=8)
+
+
+def test_every_field_of_the_defaults_has_a_known_type():
+  """check_types' reference covers every field of every default builder (nothing is unchecked
+  because its default is missing from the reference)."""
+  for kind in ("gmm", "edm", "pixart"):
+    ref = config_checks._reference(kind)  # pylint: disable=protected-access
+    for path, spec in ref.items():
+      assert spec.kinds, path
+      assert not any(isinstance(k, str) and k not in ("none", "bool", "int", "float", "str",
+                                                        "seq", "dict") for k in spec.kinds), path
