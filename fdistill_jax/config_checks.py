@@ -87,7 +87,7 @@ RULES = {  # The engine's fields beyond the checks in `check` (types: check_type
     "optim.*.eps": V.above(0),
     "optim.*.clip": V.at_least(0, "a global-norm clip (0 = off)"),
     "optim.*.lr": V.within(0, 1, "a learning rate", lo_open=True),
-    "train.batch_size": V.at_least(1),
+    "train.batch_size": V.within(1, 1 << 20, "an int"),
     "train.grad_accum": V.at_least(1),
     "train.eval_every": V.at_least(0, "an int (0 = only the final evaluation)"),
     "train.ema_decays": V.each(V.within(0, 1, "a decay", lo_open=True, hi_open=True),
@@ -101,7 +101,7 @@ RULES = {  # The engine's fields beyond the checks in `check` (types: check_type
     "mesh.fsdp_min_size": V.at_least(0),
     **{f"diffusion.{k}": V.within(0, SIGMA_LIMIT, "a noise level", lo_open=True, hi_open=True)
        for k in ("sigma_min", "sigma_max", "sigma_data", "sigma_init")},
-    "eval.num_samples": V.at_least(1, "an int (samples per evaluation)"),
+    "eval.num_samples": V.within(1, 10 ** 7, "an int (samples per evaluation)"),
     "eval.fid_batch": V.at_least(1),
 }
 

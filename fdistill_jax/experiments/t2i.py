@@ -86,8 +86,8 @@ RULES = {  # Ranges of the PixArt fields (types and finiteness: config_checks.ch
     "teacher.max_length": V.within(1, 4096, "an int (tokens)"),
     "eval.guidance_scale": V.at_least(0, "a guidance scale (1 = no guidance)"),
     "eval.teacher_solver": V.one_of(*pixart_teacher.SOLVERS),
-    "eval.num_prompts": V.at_least(1),
-    "eval.grid_size": V.at_least(1),
+    "eval.num_prompts": V.within(1, 10 ** 6, "an int"),
+    "eval.grid_size": V.within(1, 4096, "an int"),
     "eval.per_prompt_samples": V.at_least(0, "an int (0 = off)"),
     "eval.per_prompt_train": V.at_least(0),
 }

@@ -56,9 +56,11 @@ RULES = {  # Ranges of the toy fields (types and finiteness: config_checks.check
     "disc.hidden": _WIDTH,
     "disc.depth": _DEPTH,
     "pretrain.steps": V.at_least(1),
-    "pretrain.batch": V.at_least(1),
+    "pretrain.batch": V.within(1, 1 << 20, "an int"),
+    "teacher.num_modes": V.within(1, 100_000, "an int"),
     "pretrain.lr": V.within(0, 1, "a learning rate", lo_open=True),
-    "pretrain.p_std": V.above(0),
+    "pretrain.p_mean": V.within(-20, 20, "a mean of ln σ"),
+    "pretrain.p_std": V.within(0, 10, "a std of ln σ", lo_open=True),
     "pretrain.seed": V.within(0, 2 ** 32 - 1, "an int"),
     "eval.teacher_nfe": V.within(1, 10_000, "an int"),
 }

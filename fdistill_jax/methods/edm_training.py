@@ -31,7 +31,8 @@ def init_extras(cfg) -> dict:
 
 
 def check_config(cfg) -> None:
-  V.check_fields(cfg, {"method.p_std": V.above(0)})
+  V.check_fields(cfg, {"method.p_mean": V.within(-20, 20, "a mean of ln σ"),
+                       "method.p_std": V.within(0, 10, "a std of ln σ", lo_open=True)})
   augment.check_p(cfg)
   rate = cfg.method.get("cond_drop", 0.0)
   need(0 <= rate < 1, "method.cond_drop", rate, "a probability in [0, 1)")

@@ -70,7 +70,8 @@ RULES = {
     "method.gan_weight_gen": V.at_least(0, "a finite weight"),
     "method.gan_weight_disc": V.at_least(0, "a finite weight"),
     "method.r1_weight": V.at_least(0, "a finite weight (0 = off)"),
-    "method.p_std": V.above(0),
+    "method.p_mean": V.within(-20, 20, "a mean of ln σ"),
+    "method.p_std": V.within(0, 10, "a std of ln σ", lo_open=True),
 }
 
 

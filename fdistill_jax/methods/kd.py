@@ -58,6 +58,8 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
 
 
 RULES = {  # Ranges beyond check_config's (types and finiteness: config_checks.check_types).
+    "method.pairs_num": V.within(1, 10 ** 7, "an int (cached teacher pairs)"),
+    "method.pairs_shard_size": V.within(1, 10 ** 6, "an int"),
     "method.pairs_seed": V.within(0, 2 ** 32 - 1, "an int"),
     "method.pairs_steps": V.within(1, 10_000, "an int (Heun steps)"),
     "method.reg_huber_c": V.at_least(0, "a finite number (0 = l2 in pseudo_huber)"),

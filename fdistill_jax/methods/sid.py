@@ -91,6 +91,8 @@ RULES = {  # Ranges beyond check_config's (types and finiteness: config_checks.c
     "method.generator_loss_scale": V.above(0, "a finite loss scale"),
     "method.fake_score_loss_scale": V.above(0, "a finite loss scale"),
     "method.fake_score_reduction": V.one_of(*REDUCTIONS),
+    "method.fake_p_mean": V.within(-20, 20, "a mean of ln σ"),
+    "method.fake_p_std": V.within(0, 10, "a std of ln σ", lo_open=True),
 }
 
 
