@@ -158,12 +158,12 @@ def npz_members(f: BinaryIO, source: str, max_bytes: int = NPZ_MAX_BYTES
   out: dict[str, Any] = {}
   total = 0
   magic = np.lib.format.MAGIC_PREFIX
+  start = f.tell()
   try:
-    start = f.tell()
     head = f.read(len(magic))
     f.seek(start)
-    if head == magic:  # A bare .npy.
-      size = f.seek(0, os.SEEK_END) - start
+    if head == magic:  # A bare .npy; positions below are absolute, as f.tell() in _npy_header.
+      size = f.seek(0, os.SEEK_END)
       f.seek(start)
       out["arr_0"] = _npy_header(f, "the .npy array", size)
       total = int(np.prod(out["arr_0"][0], dtype=object)) * out["arr_0"][1].itemsize

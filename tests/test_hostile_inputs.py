@@ -118,6 +118,16 @@ def _vae_folder(d: Path, cfg: dict, weights: dict | None = None,
   return lambda: vae.load_vae(str(folder))
 
 
+def _t5_folder(d: Path, cfg: dict, weights: dict | None = None) -> Callable[[], Any]:
+  from fdistill_jax.convert import t5  # pylint: disable=import-outside-toplevel
+  base = {"model_type": "t5", "vocab_size": 8, "d_model": 8, "d_kv": 4, "d_ff": 16,
+          "num_layers": 1, "num_heads": 2}
+  (d / "t5").mkdir()
+  (d / "t5" / "config.json").write_text(json.dumps({**base, **cfg}))
+  _st(d / "t5" / t5.WEIGHTS_NAME, weights or {"shared.weight": np.zeros((8, 8), np.float32)})
+  return lambda: t5.load_folder(str(d / "t5"))
+
+
 def _fid_stats(d: Path, mu, sigma, dim: int) -> Callable[[], Any]:
   from fdistill_jax.evaluation import fid  # pylint: disable=import-outside-toplevel
   path = d / "ref.npz"
@@ -197,6 +207,12 @@ def _npz_member_without_npy_suffix(d: Path, loader: str) -> Callable[[], Any]:
     return lambda: sources.load_npz_arrays(str(d / "forged.npz"))
   from fdistill_jax import fileio  # pylint: disable=import-outside-toplevel
   return lambda: fileio.load_npz(str(d / "forged.npz"))
+
+
+def _forged_bare_npy(d: Path) -> Callable[[], Any]:
+  from fdistill_jax import fileio  # pylint: disable=import-outside-toplevel
+  (d / "x.npy").write_bytes(_npy_header((2 ** 40,), "|u1") + bytes(16))  # Claims 1 TiB.
+  return lambda: fileio.load_npz(str(d / "x.npy"))
 
 
 def _png() -> bytes:
@@ -397,6 +413,9 @@ CASES = [
     Case("vae_index_absolute", lambda d: _vae_folder(
         d, {}, index={"weight_map": {"encoder.conv_in.bias": "/etc/passwd"}}),
          "ValueError", "index.json: file name '/etc/passwd' points outside"),
+    Case("pixart_index_url", lambda d: _pixart_folder(
+        d, index={"weight_map": {"proj_out.weight": "gs://bucket/x.safetensors"}}),
+         "ValueError", "index.json: file name 'gs://bucket/x.safetensors' points outside"),
     Case("prompt_cache_index_num_shards",
          lambda d: _prompt_cache(d, np.zeros((1, 2, 2), np.float32), {"num_shards": 10 ** 9}),
          "PromptCacheError", "index.json: 'num_shards' is 1000000000, expected 1"),
@@ -431,6 +450,8 @@ CASES = [
     Case("npz_member_without_npy_suffix_fileio",
          lambda d: _npz_member_without_npy_suffix(d, "fileio"), "ValueError",
          "forged.npz: cannot read (ValueError: member 'images' declares"),
+    Case("bare_npy_forged_header", _forged_bare_npy, "ValueError",
+         "x.npy: cannot read (ValueError: the .npy array declares"),
     Case("fid_stats_shape_before_inflating", _fid_stats_misshaped_and_corrupt, "ValueError",
          "ref.npz: 'sigma' has shape (64, 64, 8), expected (64, 64)"),
     Case("pixart_config_20000_layers",
@@ -441,6 +462,11 @@ CASES = [
                                           "num_attention_heads": 1024,
                                           "attention_head_dim": 1024}), "ValueError",
          "over the bound MAX_CONFIG_PARAMS"),
+    Case("t5_config_huge_vocab", lambda d: _t5_folder(d, {"vocab_size": 1 << 24}), "ValueError",
+         "config.json: field 'vocab_size' = 16777216; expected an int in [1, 1048576]"),
+    Case("t5_nan_weight", lambda d: _t5_folder(
+        d, {}, {"shared.weight": np.full((8, 8), np.nan, np.float32)}),
+         "ValueError", "t5: tensor 'shared.weight' has 64 non-finite"),
     Case("vae_config_huge_channels",
          lambda d: _vae_folder(d, {"block_out_channels": [1 << 20]}), "ValueError",
          "config.json: field 'block_out_channels' = 1048576; expected an int in [1, 8192]"),
