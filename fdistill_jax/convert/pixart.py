@@ -167,8 +167,8 @@ def check_config(cfg: Any, source: str) -> None:
   for key in ("norm_eps", "interpolation_scale"):
     if cfg.get(key) is not None:
       untrusted.check_real(cfg[key], f"field {key!r}", source, positive=True)
-  width = cfg.get("num_attention_heads", 16) * cfg.get("attention_head_dim", 72)
-  estimate = 16 * cfg.get("num_layers", 28) * width ** 2
+  width = (cfg.get("num_attention_heads") or 16) * (cfg.get("attention_head_dim") or 72)
+  estimate = 16 * (cfg.get("num_layers") or 28) * width ** 2
   if estimate > MAX_CONFIG_PARAMS:
     raise ValueError(f"{source}: num_layers x (num_attention_heads x attention_head_dim)^2 asks "
                      f"for about {estimate:.3g} parameters, over the bound "
