@@ -103,6 +103,25 @@ def _pth_legacy_bomb(d: Path) -> Callable[[], Any]:
   return load
 
 
+def _legit_pt(d: Path) -> Callable[[], Any]:
+  """A real module's state_dict (OrderedDict with _metadata), a Parameter, bf16 and int64
+  tensors, saved in both formats: the checks must not refuse ordinary files."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.convert import edm_state_dict  # pylint: disable=import-outside-toplevel
+  sd = torch.nn.Linear(3, 2).state_dict()
+  sd.update(p=torch.nn.Parameter(torch.ones(2)), h=torch.ones(2, dtype=torch.bfloat16),
+            n=torch.tensor(3), t=torch.arange(6.0).reshape(2, 3).t())
+  torch.save(sd, str(d / "zip.pt"))
+  torch.save(sd, str(d / "legacy.pt"), _use_new_zipfile_serialization=False)
+
+  def load():
+    for name in ("zip.pt", "legacy.pt"):
+      out = edm_state_dict.read_state_dict(str(d / name))
+      assert sorted(out) == ["bias", "h", "n", "p", "t", "weight"], out
+      np.testing.assert_array_equal(out["t"], np.arange(6.0).reshape(2, 3).T)
+  return load
+
+
 def _vae_folder(d: Path, cfg: dict, weights: dict | None = None,
                 index: dict | None = None) -> Callable[[], Any]:
   from fdistill_jax.convert import vae  # pylint: disable=import-outside-toplevel
@@ -430,6 +449,7 @@ CASES = [
          "orig.pth: member 'orig/data/0' is compressed", needs_torch=True),
     Case("pixart_pth_legacy_storage_bomb", _pth_legacy_bomb, "ValueError",
          "orig.pth: its storages declare 8589934588 bytes", needs_torch=True),
+    Case("pt_ordinary_files_still_load", _legit_pt, None, "", needs_torch=True),
     # 4. EDM .pkl budget: memoised payloads, views of one storage, one tensor under many names.
     Case("edm_pkl_memoised_payload", _memoised_payload_decoded_many_times, None, ""),
     Case("edm_pkl_views_of_one_storage", _views_of_one_storage, "ValueError",
