@@ -112,8 +112,8 @@ def read_index(cache_dir: str) -> dict:
       untrusted.check_int(index[key], f"field {key!r}", str(path), 0 if key == "num_prompts"
                           else 1, hi, error=PromptCacheError)
   if "num_shards" in index and "num_prompts" in index and "shard_size" in index:
-    want = max(1, -(-index["num_prompts"] // index["shard_size"]))
-    if index["num_shards"] != want:
+    want = -(-index["num_prompts"] // index["shard_size"])
+    if index["num_shards"] not in (want, max(1, want)):  # write_cache writes 1 for no prompts.
       raise PromptCacheError(f"{path}: 'num_shards' is {index['num_shards']!r}, expected {want} "
                              f"for {index['num_prompts']} prompts in shards of "
                              f"{index['shard_size']}")

@@ -127,7 +127,7 @@ def load_reference_stats(path: str | os.PathLike, dim: int | None = FEATURE_DIM
   if missing:
     raise KeyError(f"{path}: missing key(s) {missing}; expected arrays 'mu' and 'sigma', "
                    f"found {sorted(members)}")
-  (mu_shape, mu_dtype), (sigma_shape, sigma_dtype) = members["mu"], members["sigma"]
+  (mu_shape, _), (sigma_shape, _) = members["mu"], members["sigma"]
   d = mu_shape[0] if len(mu_shape) == 1 else None
   if d is None or (dim is not None and d != dim):
     raise ValueError(f"{path}: 'mu' has shape {mu_shape}, expected ({dim if dim else 'd'},)")
