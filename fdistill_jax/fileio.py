@@ -72,10 +72,18 @@ def save_npz(p: PathLike, **arrays: np.ndarray) -> None:
   write_bytes(p, buf.getvalue())
 
 
-def load_npz(p: PathLike) -> dict[str, np.ndarray]:
-  """{name: array} of an .npz (or {'arr_0': a} of an .npy) at p; never unpickles."""
-  with np.load(io.BytesIO(path(p).read_bytes()), allow_pickle=False) as z:
-    return {k: z[k] for k in z.files} if hasattr(z, "files") else {"arr_0": np.asarray(z)}
+def load_npz(p: PathLike, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+  """{name: array} of an .npz (or {'arr_0': a} of an .npy) at p; never unpickles. Every member's
+  declared size is checked against what it holds, and their sum against max_bytes (default
+  untrusted.NPZ_MAX_BYTES), before numpy allocates it; errors name p and the member."""
+  from fdistill_jax import untrusted  # pylint: disable=import-outside-toplevel
+  buf = io.BytesIO(path(p).read_bytes())
+  untrusted.npz_members(buf, str(p), untrusted.NPZ_MAX_BYTES if max_bytes is None else max_bytes)
+  try:
+    with np.load(buf, allow_pickle=False) as z:
+      return {k: z[k] for k in z.files} if hasattr(z, "files") else {"arr_0": np.asarray(z)}
+  except (ValueError, OSError, EOFError, KeyError) as e:
+    raise ValueError(f"{p}: cannot read as .npz/.npy ({type(e).__name__}: {e})") from e
 
 
 def save_safetensors(p: PathLike, arrays: dict[str, np.ndarray],

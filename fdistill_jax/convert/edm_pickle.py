@@ -108,16 +108,25 @@ def load_edm_pickle(path: str | os.PathLike, key: str = "ema"
   kwargs (e.g. {'img_resolution': 64, ..., 'model_type': 'DhariwalUNet', ...}).
   """
   path = os.fspath(path)
+  size = epath.Path(path).stat().length
   with epath.Path(path).open("rb") as f:  # Local or gs://.
     # Tensors are copies of storage bytes in the file, so together they fit in its size.
-    obj = restricted_load(f, source=path, max_tensor_bytes=epath.Path(path).stat().length)
+    obj = restricted_load(f, source=path, max_tensor_bytes=size)
   try:
     if isinstance(obj, dict):
       if key not in obj:
         raise ValueError(f"no {key!r} entry (found keys {sorted(map(str, obj))[:20]})")
       obj = obj[key]
     kwargs = precond_kwargs_of(obj, source=path)
-    return module_state_dict(obj), kwargs
+    state_dict = module_state_dict(obj)
+    # Each entry is copied on conversion, so a memoised tensor named thousands of times counts
+    # once per name: together they must still fit in the file.
+    total = sum(a.nbytes for a in state_dict.values())
+    if total > size:
+      raise ValueError(f"its state_dict entries hold {total} bytes, more than the {size}-byte "
+                       "file (one tensor referenced under many names); expected one tensor "
+                       "per entry")
+    return state_dict, kwargs
   except ValueError as e:
     msg = str(e)
     raise ValueError(msg if msg.startswith(path) else f"{path}: {msg}") from None

@@ -166,11 +166,14 @@ def _load_from_bytes(b: bytes) -> np.ndarray:
     if len(header) != 8:
       raise pickle.UnpicklingError("storage stream truncated (size header)")
     numel = int(np.frombuffer(header, "<i8")[0])
-    nbytes = numel * ref.dtype.itemsize
-    raw = f.read(nbytes)
-    if numel < 0 or len(raw) != nbytes:
-      raise pickle.UnpicklingError(f"storage {key} truncated: {len(raw)} of {nbytes} bytes")
-    arrays[str(key)] = np.frombuffer(raw, ref.dtype)
+    nbytes, pos = numel * ref.dtype.itemsize, f.tell()
+    if numel < 0 or pos + nbytes > len(b):
+      raise pickle.UnpicklingError(f"storage {key} truncated: {max(0, len(b) - pos)} of {nbytes} "
+                                   "bytes")
+    # A read-only view of the payload, not a copy: a pickle may memoise one big payload and
+    # decode it thousands of times, and only the tensors built from it count against the budget.
+    arrays[str(key)] = np.frombuffer(b, ref.dtype, count=numel, offset=pos)
+    f.seek(pos + nbytes)
   if ref.key not in arrays or arrays[ref.key].size != ref.numel:
     raise pickle.UnpicklingError(f"storage {ref.key} missing or of the wrong size")
   return arrays[ref.key]

@@ -17,7 +17,6 @@ unknown keys are an error (a different Inception, e.g. torchvision's ImageNet on
 from __future__ import annotations
 
 import functools
-import io
 import os
 from typing import Any, Mapping
 
@@ -27,7 +26,7 @@ import numpy as np
 from etils import epath
 from flax import traverse_util
 
-from fdistill_jax import fileio
+from fdistill_jax import fileio, untrusted
 from fdistill_jax.models.inception import FIDInceptionV3
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -46,16 +45,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         f"from {WEIGHTS_URL} (or an .npz/.safetensors of the same keys) and pass its path.")
   suffix = path.suffix.lower()
   if suffix in (".pth", ".pt"):
-    try:
-      import torch  # pylint: disable=import-outside-toplevel
-    except ImportError as e:
-      raise ImportError(f"reading {path} needs torch; convert it once to .npz with save_npz() "
-                        "on a machine with torch, or install the `torch` extra") from e
-    sd = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-    if not isinstance(sd, Mapping):
-      raise ValueError(f"{path}: expected a torch state_dict (a mapping of tensors), "
-                       f"got {type(sd).__name__}")
-    return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+    # EDM's .pt reader: storages sized before torch.load, views and copies bounded by the file.
+    from fdistill_jax.convert import edm_state_dict  # pylint: disable=import-outside-toplevel
+    return edm_state_dict.read_state_dict(str(path))
   if suffix == ".npz":
     return fileio.load_npz(path)
   if suffix == ".safetensors":
@@ -114,7 +106,7 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], source: str = 
         missing.append(key)
         continue
       remaining.discard(key)
-      arr = np.asarray(state_dict[key], dtype=np.float32)
+      arr = untrusted.check_float_array(state_dict[key], key, source).astype(np.float32)
       if how == "conv" and arr.ndim == 4:
         arr = arr.transpose(2, 3, 1, 0)  # OIHW -> HWIO
       elif how == "dense" and arr.ndim == 2:

@@ -29,9 +29,9 @@ import numpy as np
 from etils import epath
 from flax import traverse_util
 
-from fdistill_jax import fileio
+from fdistill_jax import fileio, untrusted
 from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, match_state_dict,
-                                                 read_state_dict)
+                                                 read_sharded_state_dict, read_state_dict)
 from fdistill_jax.models import pixart as pixart_lib
 
 StateDict = dict[str, np.ndarray]
@@ -110,7 +110,7 @@ def state_dict_to_params(state_dict: Mapping[str, Any], module, *, source: str =
   """
   sd = {k: v for k, v in state_dict.items() if k != "pos_embed.pos_embed"}
   flat = match_state_dict(
-      sd, _expected(module), to_flax=_from_torch, param_dtype=param_dtype,
+      sd, _expected(module), to_flax=_from_torch, param_dtype=param_dtype, source=source,
       header=f"{source}: state_dict does not match PixArtTransformer2DModel({_describe(module)}):")
   return traverse_util.unflatten_dict(flat)
 
@@ -146,15 +146,42 @@ def _describe(module) -> str:
 # ------------------------------------------------------------------------------------- files
 
 
+# Bounds on a config.json's sizes, checked before any module is built or traced (a hostile file
+# could ask for 20000 layers or 10^6-wide attention). The released PixArt-α/Σ models are far
+# inside them (28 layers, 16 x 72 heads, 4096 caption channels).
+CONFIG_INT_BOUNDS = {"num_layers": (1, 512), "num_attention_heads": (1, 1024),
+                     "attention_head_dim": (1, 1024), "in_channels": (1, 1024),
+                     "out_channels": (1, 2048), "sample_size": (1, 16384), "patch_size": (1, 64),
+                     "caption_channels": (1, 65536), "cross_attention_dim": (1, 65536)}
+MAX_CONFIG_PARAMS = 20 * 10 ** 9  # ~16 · num_layers · width² parameters (80 GB in float32).
+
+
+def check_config(cfg: Any, source: str) -> None:
+  """Raises ValueError naming `source`, the field and its bound if a diffusers PixArt config
+  asks for absurd sizes or non-finite scalars."""
+  if not isinstance(cfg, Mapping):
+    raise ValueError(f"{source}: config is a JSON {type(cfg).__name__}, expected an object")
+  for key, (lo, hi) in CONFIG_INT_BOUNDS.items():
+    if cfg.get(key) is not None:
+      untrusted.check_int(cfg[key], f"field {key!r}", source, lo, hi)
+  for key in ("norm_eps", "interpolation_scale"):
+    if cfg.get(key) is not None:
+      untrusted.check_real(cfg[key], f"field {key!r}", source, positive=True)
+  width = (cfg.get("num_attention_heads") or 16) * (cfg.get("attention_head_dim") or 72)
+  estimate = 16 * (cfg.get("num_layers") or 28) * width ** 2
+  if estimate > MAX_CONFIG_PARAMS:
+    raise ValueError(f"{source}: num_layers x (num_attention_heads x attention_head_dim)^2 asks "
+                     f"for about {estimate:.3g} parameters, over the bound "
+                     f"MAX_CONFIG_PARAMS={MAX_CONFIG_PARAMS:.3g}")
+
+
 def _read_config(folder: str) -> dict:
   path = epath.Path(folder) / "config.json"
-  try:
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-  except FileNotFoundError:
+  if not path.is_file():
     raise FileNotFoundError(f"{folder}: no config.json (expected a diffusers "
-                            f"{CLASS_NAME} folder)") from None
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: invalid JSON ({e})") from e
+                            f"{CLASS_NAME} folder)")
+  cfg = untrusted.read_json(path)  # Bounded (1 MiB), invalid JSON named.
+  check_config(cfg, str(path))
   name = cfg.get("_class_name", CLASS_NAME)
   if name not in (CLASS_NAME, "Transformer2DModel"):
     raise ValueError(f"{path}: _class_name is {name!r}, expected {CLASS_NAME!r}")
@@ -175,19 +202,7 @@ def read_diffusers_weights(folder: str | os.PathLike, weights_name: str = WEIGHT
              if epath.Path(folder).is_dir() else "no such folder")
     raise FileNotFoundError(f"{folder}: neither {weights_name} nor {index_name} (found: {found}); "
                             "only safetensors weights are read")
-  try:
-    weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-  except (json.JSONDecodeError, KeyError) as e:
-    raise ValueError(f"{index}: not a safetensors index (needs 'weight_map'): {e}") from e
-  out: StateDict = {}
-  for shard in sorted(set(weight_map.values())):
-    part = read_state_dict(epath.Path(folder) / shard)
-    listed = {k for k, s in weight_map.items() if s == shard}
-    if set(part) != listed:
-      raise ValueError(f"{index}: shard {shard} holds {sorted(set(part) ^ listed)[:10]} "
-                       "differently from the index")
-    out.update(part)
-  return out
+  return read_sharded_state_dict(folder, index)
 
 
 def load_diffusers_folder(folder: str | os.PathLike, **options):
@@ -198,7 +213,9 @@ def load_diffusers_folder(folder: str | os.PathLike, **options):
       (epath.Path(folder) / "transformer" / "config.json").is_file():
     folder = str(epath.Path(folder) / "transformer")
   module = pixart_lib.from_diffusers_config(_read_config(folder), **options)
-  params = state_dict_to_params(read_diffusers_weights(folder), module, source=folder)
+  single = epath.Path(folder) / WEIGHTS_NAME  # Errors name the weights file (or the index).
+  source = str(single if single.is_file() else epath.Path(folder) / INDEX_NAME)
+  params = state_dict_to_params(read_diffusers_weights(folder), module, source=source)
   return module, params
 
 

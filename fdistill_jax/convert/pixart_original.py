@@ -15,7 +15,6 @@ runs); `.safetensors` with original names need no torch.
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 from typing import Any, Mapping
@@ -23,9 +22,11 @@ from typing import Any, Mapping
 import numpy as np
 from etils import epath
 
-from fdistill_jax.convert.edm_state_dict import StateDictMismatchError, read_state_dict
-from fdistill_jax.convert.pixart import StateDict, state_dict_to_params
+from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, read_state_dict,
+                                                 read_torch_file, tensors_to_numpy)
+from fdistill_jax.convert.pixart import StateDict, check_config, state_dict_to_params
 from fdistill_jax.models import pixart as pixart_lib
+from fdistill_jax.untrusted import check_float_arrays
 
 _ORIG_SIMPLE = [  # (original prefix, diffusers prefix); weight and bias alike.
     ("x_embedder.proj", "pos_embed.proj"),
@@ -142,33 +143,25 @@ def read_original_checkpoint(path: str | os.PathLike, *, ema: bool = False) -> S
   via torch.load(weights_only=True), or `.safetensors`; numpy arrays by original name."""
   path = os.fspath(path)
   if path.lower().endswith(".safetensors"):
-    return read_state_dict(path)
+    out = read_state_dict(path)
+    check_float_arrays(out, path)
+    return out
   if not epath.Path(path).is_file():  # Local or gs://.
     raise FileNotFoundError(f"no such file: {path}")
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise ImportError(f"reading {path} needs PyTorch (pip install torch); convert it to "
-                      ".safetensors elsewhere to avoid it") from None
-  try:
-    obj = torch.load(io.BytesIO(epath.Path(path).read_bytes()), map_location="cpu",
-                     weights_only=True)
-  except Exception as e:
-    raise ValueError(f"{path}: cannot be read by torch.load(weights_only=True) "
-                     f"({type(e).__name__}: {e})") from e
+  # The same checks as EDM's .pt files: storages must fit in the file before torch.load runs,
+  # stride-0/oversized views and copies beyond the file's size are refused before allocating.
+  torch, obj, budget = read_torch_file(path)
   if not isinstance(obj, Mapping):
     raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
   key = "state_dict_ema" if ema else "state_dict"
   if key in obj:
     obj = obj[key]
   elif ema or "state_dict" in obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-    raise ValueError(f"{path}: no {key!r} entry (top-level keys: {sorted(obj)[:10]})")
-  out = {}
-  for k, v in obj.items():
-    if not isinstance(v, torch.Tensor):
-      raise ValueError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
-    v = v.detach().cpu()
-    out[k] = (v.float() if v.dtype == torch.bfloat16 else v).contiguous().numpy()
+    raise ValueError(f"{path}: no {key!r} entry (top-level keys: {sorted(map(str, obj))[:10]})")
+  if not isinstance(obj, Mapping):
+    raise ValueError(f"{path}: {key!r} is a {type(obj).__name__}, not a state_dict")
+  out = tensors_to_numpy(torch, obj, path, budget)
+  check_float_arrays(out, path)  # Weights, the null caption and the stored pos_embed alike.
   return out
 
 
@@ -176,6 +169,7 @@ def load_original_checkpoint(path: str | os.PathLike, config: Mapping[str, Any],
                              ema: bool = False, **options):
   """(module, params, extras) from an original PixArt checkpoint and a diffusers-style config
   (e.g. `pixart_alpha_config(512)`). extras: {'null_caption': [L, caption_channels]} if stored."""
+  check_config(config, f"config for {os.fspath(path)}")
   module = pixart_lib.from_diffusers_config(config, **options)
   sd, extras = original_to_diffusers(read_original_checkpoint(path, ema=ema))
   params = state_dict_to_params(sd, module, source=f"{os.fspath(path)} (original PixArt names)")

@@ -17,7 +17,6 @@ no missing or unexpected keys, with the byte tokenizer beside it when max_length
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Mapping
@@ -27,7 +26,7 @@ import numpy as np
 from etils import epath
 from flax import traverse_util
 
-from fdistill_jax import fileio
+from fdistill_jax import fileio, untrusted
 from fdistill_jax.convert.edm_state_dict import StateDictMismatchError, match_state_dict
 from fdistill_jax.convert.pixart import read_diffusers_weights
 from fdistill_jax.data import byte_tokenizer
@@ -81,7 +80,7 @@ def state_dict_to_params(state_dict: Mapping[str, Any], config: t5_lib.T5Config,
       raise StateDictMismatchError(f"{source}: {TIED} differs from shared.weight; "
                                    "T5EncoderModel ties them")
   flat = match_state_dict(
-      sd, _expected(config), to_flax=_to_torch,  # A transpose is its own inverse.
+      sd, _expected(config), to_flax=_to_torch, source=source,  # A transpose is self-inverse.
       header=f"{source}: state_dict does not match T5EncoderModel({_describe(config)}):")
   return traverse_util.unflatten_dict(flat)
 
@@ -124,10 +123,38 @@ def read_config(folder: str) -> t5_lib.T5Config:
   if not path.is_file():
     raise FileNotFoundError(f"{folder}: no config.json (expected a transformers T5EncoderModel "
                             "folder)")
-  cfg = json.loads(path.read_text(encoding="utf-8"))
+  cfg = untrusted.read_json(path)  # Bounded (1 MiB), invalid JSON named.
+  if not isinstance(cfg, dict):
+    raise ValueError(f"{path}: a JSON {type(cfg).__name__}, expected an object")
   if cfg.get("model_type", "t5") != "t5":
     raise ValueError(f"{path}: model_type is {cfg.get('model_type')!r}, expected 't5'")
+  check_config(cfg, str(path))
   return t5_lib.T5Config.from_dict(cfg)
+
+
+# Bounds on a config.json's sizes, checked before any module is traced; T5-XXL's encoder (4.7B
+# parameters: d_model 4096, 24 layers, 64 heads, d_ff 10240) is far inside them.
+CONFIG_INT_BOUNDS = {"vocab_size": (1, 1 << 20), "d_model": (1, 65536), "d_kv": (1, 4096),
+                     "d_ff": (1, 1 << 18), "num_layers": (1, 512), "num_heads": (1, 1024),
+                     "relative_attention_num_buckets": (1, 4096),
+                     "relative_attention_max_distance": (1, 1 << 20)}
+MAX_CONFIG_PARAMS = 20 * 10 ** 9
+
+
+def check_config(cfg: Mapping[str, Any], source: str) -> None:
+  """Raises ValueError naming `source`, the field and its bound for absurd T5 sizes."""
+  for key, (lo, hi) in CONFIG_INT_BOUNDS.items():
+    if key in cfg:
+      untrusted.check_int(cfg[key], f"field {key!r}", source, lo, hi)
+  if "layer_norm_epsilon" in cfg:
+    untrusted.check_real(cfg["layer_norm_epsilon"], "field 'layer_norm_epsilon'", source,
+                         positive=True)
+  c = t5_lib.T5Config.from_dict(cfg)
+  estimate = c.vocab_size * c.d_model + c.num_layers * (4 * c.d_model * c.num_heads * c.d_kv
+                                                        + 3 * c.d_model * c.d_ff)
+  if estimate > MAX_CONFIG_PARAMS:
+    raise ValueError(f"{source}: the sizes ask for about {estimate:.3g} parameters, over the "
+                     f"bound MAX_CONFIG_PARAMS={MAX_CONFIG_PARAMS:.3g}")
 
 
 def load_folder(folder: str | os.PathLike) -> tuple[t5_lib.T5Config, dict]:

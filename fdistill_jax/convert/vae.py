@@ -25,9 +25,9 @@ import numpy as np
 from etils import epath
 from flax import traverse_util
 
-from fdistill_jax import fileio
+from fdistill_jax import fileio, untrusted
 from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, match_state_dict,
-                                                 read_state_dict)
+                                                 read_sharded_state_dict, read_state_dict)
 from fdistill_jax.models.vae import AutoencoderKL
 
 StateDict = dict[str, np.ndarray]
@@ -44,10 +44,24 @@ def vae_from_config(config: Mapping[str, Any], *, source: str = "config", dtype=
   def bad(field, expected):
     raise ValueError(f"{source}: field {field!r} = {config.get(field)!r}; expected {expected}")
 
+  if not isinstance(config, Mapping):
+    raise ValueError(f"{source}: config is a {type(config).__name__}, expected a JSON object")
   cls = config.get("_class_name", "AutoencoderKL")
   if cls != "AutoencoderKL":
     bad("_class_name", "'AutoencoderKL'")
-  chans = tuple(int(c) for c in config.get("block_out_channels", (64,)))
+  # Sizes are bounded before anything is built (a hostile config.json could ask for 10^6
+  # channels); SD's VAE has 4 blocks of <= 512 channels, 2 layers each.
+  chans = config.get("block_out_channels", (64,))
+  if not (isinstance(chans, (list, tuple)) and 1 <= len(chans) <= 8):
+    bad("block_out_channels", "a list of 1 to 8 channel counts")
+  chans = tuple(untrusted.check_int(c, "field 'block_out_channels'", source, 1, 8192)
+                for c in chans)
+  for field, default, hi in (("in_channels", 3, 1024), ("out_channels", 3, 1024),
+                             ("latent_channels", 4, 1024), ("layers_per_block", 1, 64),
+                             ("norm_num_groups", 32, 8192)):
+    untrusted.check_int(config.get(field, default), f"field {field!r}", source, 1, hi)
+  scaling = untrusted.check_real(config.get("scaling_factor", 0.18215), "field 'scaling_factor'",
+                                 source, positive=True)
   down = tuple(config.get("down_block_types", ("DownEncoderBlock2D",)))
   up = tuple(config.get("up_block_types", ("UpDecoderBlock2D",)))
   if down != ("DownEncoderBlock2D",) * len(chans):
@@ -64,6 +78,8 @@ def vae_from_config(config: Mapping[str, Any], *, source: str = "config", dtype=
     if c % groups:
       bad("norm_num_groups", f"a divisor of every block_out_channels {list(chans)}")
   shift = config.get("shift_factor")
+  if shift is not None:
+    untrusted.check_real(shift, "field 'shift_factor'", source)
   return AutoencoderKL(
       in_channels=int(config.get("in_channels", 3)),
       out_channels=int(config.get("out_channels", 3)),
@@ -74,7 +90,7 @@ def vae_from_config(config: Mapping[str, Any], *, source: str = "config", dtype=
       use_quant_conv=bool(config.get("use_quant_conv", True)),
       use_post_quant_conv=bool(config.get("use_post_quant_conv", True)),
       mid_block_add_attention=bool(config.get("mid_block_add_attention", True)),
-      scaling_factor=float(config.get("scaling_factor", 0.18215)),
+      scaling_factor=scaling,
       shift_factor=None if shift is None else float(shift),
       dtype=dtype, param_dtype=param_dtype)
 
@@ -153,7 +169,7 @@ def state_dict_to_params(state_dict: Mapping[str, Any], module: AutoencoderKL, *
   """
   flat = match_state_dict(
       _rename_deprecated(state_dict), _expected(module), to_flax=_to_flax_layout,
-      adapt=_squeeze_1x1, param_dtype=param_dtype,
+      adapt=_squeeze_1x1, param_dtype=param_dtype, source=source,
       header=(f"{source}: state_dict does not match AutoencoderKL(block_out_channels="
               f"{list(module.block_out_channels)}, layers_per_block={module.layers_per_block}, "
               f"latent_channels={module.latent_channels}) built from the config:"))
@@ -193,14 +209,7 @@ def read_folder_state_dict(path: str, variant: str | None = None) -> tuple[State
   if epath.Path(single).is_file():
     return read_state_dict(single), single
   if epath.Path(index).is_file():
-    try:
-      weight_map = json.loads(epath.Path(index).read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-      raise ValueError(f"{index}: not a safetensors index (needs a 'weight_map')") from e
-    sd: StateDict = {}
-    for shard in sorted(set(weight_map.values())):
-      sd.update(read_state_dict(epath.Path(path) / shard))
-    return sd, index
+    return read_sharded_state_dict(path, index), index
   binary = str(epath.Path(path) / (stem + ".bin"))
   if epath.Path(binary).is_file():
     return read_state_dict(binary), binary
@@ -213,10 +222,7 @@ def load_vae(path: str | os.PathLike, *, variant: str | None = None, dtype=jnp.f
   """(module, variables) from a diffusers AutoencoderKL folder (or a pipeline folder's vae/)."""
   d = _vae_dir(os.fspath(path))
   cfg_path = str(epath.Path(d) / "config.json")
-  try:
-    config = json.loads(epath.Path(cfg_path).read_text(encoding="utf-8"))
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{cfg_path}: invalid JSON ({e})") from e
+  config = untrusted.read_json(cfg_path)  # Bounded (1 MiB), invalid JSON named.
   module = vae_from_config(config, source=cfg_path, dtype=dtype, param_dtype=param_dtype)
   sd, source = read_folder_state_dict(d, variant)
   return module, state_dict_to_params(sd, module, source=source, param_dtype=param_dtype)

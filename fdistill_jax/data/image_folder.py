@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import zipfile
 import zlib
 from typing import Any, Mapping, Sequence
@@ -25,10 +26,14 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".
 # dataset.json is read whole and parsed; ImageNet's (1.28M labels) is ~40 MB. Anything larger is
 # refused before it is inflated or parsed (a small zip can inflate to gigabytes).
 MAX_LABELS_JSON_BYTES = 256 << 20
+# One encoded image: an 8192x8192 RGB PNG stored without compression is 192 MiB. Larger members are
+# refused by their declared size, and by their actual size while inflating.
+MAX_IMAGE_BYTES = 256 << 20
 
 
 def _list_folder(path: str) -> list[str]:
-  """Every file under folder `path`, as '/'-separated names relative to it."""
+  """Every file under folder `path`, as '/'-separated names relative to it (symlinked folders
+  are not followed)."""
   if "://" not in path:
     return [os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
             for root, _, files in os.walk(path) for f in files]
@@ -38,6 +43,20 @@ def _list_folder(path: str) -> list[str]:
     rel = str(root).split("://", 1)[-1].rstrip("/")[len(base):].strip("/")
     names += [f"{rel}/{f}" if rel else f for f in files]
   return names
+
+
+def _read_regular_file(path: str, limit: int | None) -> bytes:
+  """Bytes of a local regular file (symlinks followed), at most limit + 1 of them. A FIFO, device
+  or socket (also behind a symlink) is refused by stat before it is opened, and the open is
+  non-blocking and checked again, so a read never blocks or streams forever."""
+  if not stat.S_ISREG(os.stat(path).st_mode):
+    raise ValueError(f"{path} is not a regular file (a FIFO, device or socket); only regular "
+                     "image files are read")
+  fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+  with os.fdopen(fd, "rb") as f:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # Swapped after the stat above.
+      raise ValueError(f"{path} is not a regular file; only regular image files are read")
+    return f.read(-1 if limit is None else limit + 1)
 
 
 def _decode_image(data: bytes, what: str) -> np.ndarray:
@@ -114,7 +133,9 @@ class ImageFolderSource:
                            f"{limit}-byte limit")
         with zf.open(name) as f:
           data = f.read(-1 if limit is None else limit + 1)
-      else:
+      elif "://" not in self.path:
+        data = _read_regular_file(os.path.join(self.path, name), limit)
+      else:  # Object stores hold only objects: no devices or FIFOs.
         with (epath.Path(self.path) / name).open("rb") as f:
           data = f.read(-1 if limit is None else limit + 1)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
@@ -162,7 +183,12 @@ class ImageFolderSource:
 
   def _load(self, index: int) -> np.ndarray:
     name = self.files[index]
-    return _decode_image(self._read_bytes(name), f"{self.path}:{name}")
+    try:
+      data = self._read_bytes(name, MAX_IMAGE_BYTES)
+    except ValueError as e:
+      msg = str(e)
+      raise ValueError(msg if msg.startswith(self.path) else f"{self.path}: {msg}") from None
+    return _decode_image(data, f"{self.path}:{name}")
 
   def __len__(self) -> int:
     return len(self.files)

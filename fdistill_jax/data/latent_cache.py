@@ -12,7 +12,6 @@ skips it. Reading needs numpy and safetensors only.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from fdistill_jax import fileio
+from fdistill_jax import fileio, untrusted
 
 FORMAT = "fdistill_latent_cache/1"
 INDEX = "index.json"
@@ -66,6 +65,10 @@ def _read_shard(path: str, rows: int, latent_shape) -> dict[str, np.ndarray]:
     if k not in arrays or tuple(arrays[k].shape) != shape:
       found = list(arrays[k].shape) if k in arrays else "absent"
       raise LatentCacheError(f"{path}: {k!r} is {found}, expected {list(shape)}")
+  untrusted.check_float_arrays(arrays, path, ("mean", "logvar"), error=LatentCacheError)
+  if arrays["label"].dtype.kind not in "iu":
+    raise LatentCacheError(f"{path}: tensor 'label' has dtype {arrays['label'].dtype}; expected "
+                           "int32")
   return arrays
 
 
@@ -123,14 +126,22 @@ def write_latent_cache(source: Any, out: str | os.PathLike, encode: EncodeFn, *,
 
 def read_index(cache_dir: str) -> dict:
   path = epath.Path(cache_dir) / INDEX
-  try:
-    index = json.loads(path.read_text(encoding="utf-8"))
-  except FileNotFoundError:
-    raise LatentCacheError(f"{path}: missing; {cache_dir} is not a latent cache") from None
-  except json.JSONDecodeError as e:
-    raise LatentCacheError(f"{path}: invalid JSON ({e})") from e
+  if not path.is_file():
+    raise LatentCacheError(f"{path}: missing; {cache_dir} is not a latent cache")
+  index = untrusted.read_json(path, error=LatentCacheError)  # Bounded (1 MiB).
   if not isinstance(index, dict) or index.get("format") != FORMAT:
     raise LatentCacheError(f"{path}: not a {FORMAT} index")
+  # The index names no files (shard names come from these counts); its scalars scale every latent.
+  for key, lo, hi in (("num_records", 0, 1 << 40), ("shard_size", 1, 1 << 30),
+                      ("num_shards", 0, 1 << 30)):
+    if key in index:
+      untrusted.check_int(index[key], f"field {key!r}", str(path), lo, hi, error=LatentCacheError)
+  if "scaling_factor" in index:
+    untrusted.check_real(index["scaling_factor"], "field 'scaling_factor'", str(path),
+                         positive=True, error=LatentCacheError)
+  if index.get("shift_factor") is not None:
+    untrusted.check_real(index["shift_factor"], "field 'shift_factor'", str(path),
+                         error=LatentCacheError)
   return index
 
 

@@ -27,9 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 from etils import epath
 
-from fdistill_jax import fileio
+from fdistill_jax import fileio, untrusted
 
 FORMAT = "fdistill_prompt_cache/1"
+MAX_INDEX_BYTES = 256 << 20
 INDEX = "index.json"
 NULL = "null.safetensors"
 
@@ -79,6 +80,9 @@ def read_shard(path: str, *, rows: int | None = None, max_length: int | None = N
   if emb.ndim != 3:
     raise PromptCacheError(f"{path}: 'embeddings' has shape {list(emb.shape)}, expected "
                            "[rows, max_length, dim]")
+  untrusted.check_float_array(emb, "embeddings", path, error=PromptCacheError)
+  if mask.dtype.kind not in "biu":
+    raise PromptCacheError(f"{path}: tensor 'mask' has dtype {mask.dtype}; expected uint8 0/1")
   want = (emb.shape[0] if rows is None else rows, emb.shape[1] if max_length is None
           else max_length, emb.shape[2] if dim is None else dim)
   if tuple(emb.shape) != want:
@@ -95,13 +99,24 @@ def read_index(cache_dir: str) -> dict:
   if not path.is_file():
     raise PromptCacheError(f"{path}: missing; {cache_dir} is not a prompt cache (write one with "
                            "python -m fdistill_jax.tools.encode_prompts)")
-  try:
-    index = json.loads(path.read_text(encoding="utf-8"))
-  except json.JSONDecodeError as e:
-    raise PromptCacheError(f"{path}: invalid JSON ({e})") from e
+  # Bounded: labels/heldout lists make an index of 10^7 prompts ~100 MB.
+  index = untrusted.read_json(path, MAX_INDEX_BYTES, error=PromptCacheError)
   found = index.get("format") if isinstance(index, dict) else None
   if found != FORMAT:
     raise PromptCacheError(f"{path}: 'format' is {found!r}, expected {FORMAT!r}")
+  # The index names no files (shard names are derived from these counts), so it cannot point
+  # outside the folder; the counts are checked so that they cannot ask for absurd reads either.
+  for key, hi in (("num_prompts", 1 << 40), ("shard_size", 1 << 30), ("max_length", 1 << 20),
+                  ("dim", 1 << 20)):
+    if key in index:
+      untrusted.check_int(index[key], f"field {key!r}", str(path), 0 if key == "num_prompts"
+                          else 1, hi, error=PromptCacheError)
+  if "num_shards" in index and "num_prompts" in index and "shard_size" in index:
+    want = -(-index["num_prompts"] // index["shard_size"])
+    if index["num_shards"] not in (want, max(1, want)):  # write_cache writes 1 for no prompts.
+      raise PromptCacheError(f"{path}: 'num_shards' is {index['num_shards']!r}, expected {want} "
+                             f"for {index['num_prompts']} prompts in shards of "
+                             f"{index['shard_size']}")
   return index
 
 

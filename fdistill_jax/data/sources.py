@@ -30,6 +30,8 @@ import numpy as np
 import PIL.Image
 from etils import epath
 
+from fdistill_jax import untrusted
+
 DIGITS_SPLITS = ("train", "test", "all")
 # Digits split: a fixed permutation (seed 0) of the 1,797 images; the last 297 are held out.
 DIGITS_NUM_TRAIN = 1500
@@ -109,39 +111,14 @@ class ArraySource:
            f"label_dim={self.label_dim})"
 
 
-NPZ_MAX_BYTES = 64 * 2 ** 30  # Largest array data an .npz may declare (all members together).
+NPZ_MAX_BYTES = untrusted.NPZ_MAX_BYTES  # Largest array data an .npz may declare (all members).
 
 
 def _check_npz_sizes(path: str, max_bytes: int) -> None:
-  """Refuses an .npz whose .npy headers declare more data than their members hold, or more than
-  max_bytes in all: numpy allocates the declared shape before it reads a member, so a small
-  file with a forged header would otherwise become a huge allocation."""
-  total = 0
-  try:
-    with epath.Path(path).open("rb") as raw, zipfile.ZipFile(raw) as zf:  # Local or gs://.
-      for info in zf.infolist():
-        if not info.filename.endswith(".npy"):
-          continue
-        with zf.open(info) as f:
-          version = np.lib.format.read_magic(f)
-          read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                         else np.lib.format.read_array_header_2_0)
-          shape, _, dtype = read_header(f)
-          header_len = f.tell()
-        if dtype.hasobject:
-          continue  # np.load refuses it (allow_pickle=False) with its own message.
-        declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if declared != info.file_size - header_len:
-          raise ValueError(f"member {info.filename!r} declares {shape} {dtype} ({declared} bytes) "
-                           f"but holds {info.file_size - header_len} bytes of data")
-        total += declared
-  except zipfile.BadZipFile:
-    return  # Not a zip (a bare .npy, or garbage): np.load reports it below, naming the path.
-  except (ValueError, OSError, EOFError, zlib.error) as e:
-    raise ValueError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
-  if total > max_bytes:
-    raise ValueError(f"{path}: its arrays declare {total} bytes, over the {max_bytes}-byte limit "
-                     "(sources.NPZ_MAX_BYTES)")
+  """Refuses an .npz whose members (whatever their names) declare more data than they hold, or
+  more than max_bytes in all, before numpy allocates the declared shapes."""
+  with epath.Path(path).open("rb") as raw:  # Local or gs://.
+    untrusted.npz_members(raw, path, max_bytes)
 
 
 def load_npz_arrays(path: str | os.PathLike, max_bytes: int = NPZ_MAX_BYTES

@@ -23,7 +23,7 @@ import scipy.linalg
 from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fdistill_jax import fileio
+from fdistill_jax import fileio, untrusted
 
 from fdistill_jax.convert.inception_weights import load_inception_variables
 from fdistill_jax.models.inception import FEATURE_DIM, INPUT_SIZE, FIDInceptionV3
@@ -117,24 +117,30 @@ def load_reference_stats(path: str | os.PathLike, dim: int | None = FEATURE_DIM
   if not path.is_file():
     raise FileNotFoundError(f"FID reference statistics not found: {path} (EDM's are at "
                             f"{EDM_REFS_URL}, e.g. cifar10-32x32.npz)")
+  buf = io.BytesIO(path.read_bytes())
+  # Shapes and dtypes from the .npy headers, checked before numpy allocates anything.
   try:
-    z = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
-  except Exception as e:  # np.load raises several types for a corrupt or non-npz file.
-    raise ValueError(f"{path}: not a readable .npz file ({e})") from e
-  with z:
-    missing = [k for k in ("mu", "sigma") if k not in z.files]
-    if missing:
-      raise KeyError(f"{path}: missing key(s) {missing}; expected 'mu' and 'sigma', "
-                     f"found {sorted(z.files)}")
-    mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
-  d = mu.shape[0] if mu.ndim == 1 else None
+    members = untrusted.npz_members(buf, str(path))
+  except ValueError as e:
+    raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+  missing = [k for k in ("mu", "sigma") if members.get(k) is None]
+  if missing:
+    raise KeyError(f"{path}: missing key(s) {missing}; expected arrays 'mu' and 'sigma', "
+                   f"found {sorted(members)}")
+  (mu_shape, _), (sigma_shape, _) = members["mu"], members["sigma"]
+  d = mu_shape[0] if len(mu_shape) == 1 else None
   if d is None or (dim is not None and d != dim):
-    raise ValueError(f"{path}: 'mu' has shape {mu.shape}, expected ({dim if dim else 'd'},)")
-  if sigma.shape != (d, d):
-    raise ValueError(f"{path}: 'sigma' has shape {sigma.shape}, expected ({d}, {d})")
-  if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-    raise ValueError(f"{path}: 'mu' or 'sigma' holds non-finite values")
-  return mu, sigma
+    raise ValueError(f"{path}: 'mu' has shape {mu_shape}, expected ({dim if dim else 'd'},)")
+  if sigma_shape != (d, d):
+    raise ValueError(f"{path}: 'sigma' has shape {sigma_shape}, expected ({d}, {d})")
+  try:
+    with np.load(buf, allow_pickle=False) as z:
+      mu, sigma = z["mu"], z["sigma"]
+  except Exception as e:  # np.load raises several types for a corrupt file.
+    raise ValueError(f"{path}: not a readable .npz file ({e})") from e
+  for name, a in (("mu", mu), ("sigma", sigma)):
+    untrusted.check_float_array(a, name, str(path), what="array")
+  return mu.astype(np.float64), sigma.astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from fdistill_jax import conditioning, fileio
+from fdistill_jax import conditioning, fileio, untrusted
 from fdistill_jax.diffusion import samplers
 from fdistill_jax.nets import Nets
 from fdistill_jax import validation as V
@@ -151,7 +151,16 @@ def load_pairs(paths: list[str]) -> dict[str, np.ndarray]:
   if missing:
     raise FileNotFoundError(f"pair cache incomplete: {len(missing)} shards missing, first "
                             f"{missing[0]}")
-  parts = [fileio.load_npz(p) for p in paths]
+  parts = [fileio.load_npz(p) for p in paths]  # Member sizes checked before allocating.
+  for p, part in zip(paths, parts):
+    missing = {"z", "y"} - set(part)
+    if missing or set(part) != set(parts[0]):
+      raise ValueError(f"{p}: pair shard holds {sorted(part)}; expected z, y and the same "
+                       f"condition arrays as {paths[0]} ({sorted(parts[0])})")
+    untrusted.check_float_arrays(part, str(p), ("z", "y"))
+    # Condition arrays: labels are ints; float ones (embeddings) must be finite.
+    untrusted.check_float_arrays(part, str(p), [k for k in part if k not in ("z", "y")
+                                                 and untrusted.is_float_dtype(part[k].dtype)])
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -119,17 +119,29 @@ def grid_mixture(size: int = 5, spacing: float = 1.0, scale: float = 0.1,
   return GaussianMixture.create(np.stack([xx.ravel(), yy.ravel()], axis=1), scale, weights)
 
 
+MAX_MIXTURE_FILE_BYTES = 1 << 30  # means [K, d] of a toy problem: far less.
+
+
 def load_mixture_file(path: str) -> dict:
   """{'means' [K, d], 'scales' [K] | [K, d] | scalar, 'weights' [K] (optional)} from a .npz or a
-  .json file with those keys."""
+  .json file with those keys. Every value must be real (npz: a float dtype; JSON: numbers, not
+  booleans or strings) and finite; errors name the file and key."""
+  from fdistill_jax import fileio, untrusted  # pylint: disable=import-outside-toplevel
   if path.endswith(".npz"):  # Local or gs://.
-    from fdistill_jax import fileio  # pylint: disable=import-outside-toplevel
-    out = fileio.load_npz(path)
+    out = fileio.load_npz(path, max_bytes=MAX_MIXTURE_FILE_BYTES)
   elif path.endswith(".json"):
-    import json
-    from etils import epath  # pylint: disable=import-outside-toplevel
-    raw = json.loads(epath.Path(path).read_text())
-    out = {k: np.asarray(v, np.float64) for k, v in raw.items()}
+    raw = untrusted.read_json(path, MAX_MIXTURE_FILE_BYTES)
+    if not isinstance(raw, dict):
+      raise ValueError(f"mixture file {path!r}: a JSON {type(raw).__name__}, expected an object")
+    out = {}
+    for k, v in raw.items():
+      try:
+        a = np.asarray(v)
+      except (ValueError, RecursionError) as e:  # Ragged or too deeply nested lists.
+        raise ValueError(f"mixture file {path!r}: {k!r} is not a rectangular array ({e})") from None
+      if a.dtype.kind not in "iuf":
+        raise ValueError(f"mixture file {path!r}: {k!r} holds {a.dtype} values; expected numbers")
+      out[k] = a.astype(np.float64)
   else:
     raise ValueError(f"mixture file {path!r}: expected a .npz or .json file")
   missing = {"means", "scales"} - set(out)
@@ -137,6 +149,7 @@ def load_mixture_file(path: str) -> dict:
   if missing or extra:
     raise ValueError(f"mixture file {path!r}: needs keys means, scales (and optional weights); "
                      f"missing {sorted(missing)}, unknown {sorted(extra)}")
+  untrusted.check_float_arrays(out, path, what="array")
   return out
 
 
