@@ -11,11 +11,20 @@ Atomicity. `write_bytes` never leaves a half-written file under the final name:
   final name directly is already all-or-nothing for one file. A "rename" there is copy + delete
   (two operations, not atomic) and so is avoided. Moving a *directory* (`move`) on GCS copies
   every object then deletes the source: a crash in between leaves both copies, never neither.
+
+Caches (`write_cache` / `read_cache`): a file this code rebuilds whenever it is missing (the toy's
+pretrained denoiser, the digits classifier) is one self-contained msgpack envelope holding the
+payload, the settings it was made for and the payload's sha256, so a copy of the one file carries
+its check and a flipped byte, a foreign file or other settings are detected (`CacheError`) and
+the caller rebuilds instead of using it.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -79,11 +88,59 @@ def load_npz(p: PathLike, max_bytes: int | None = None) -> dict[str, np.ndarray]
   from fdistill_jax import untrusted  # pylint: disable=import-outside-toplevel
   buf = io.BytesIO(path(p).read_bytes())
   untrusted.npz_members(buf, str(p), untrusted.NPZ_MAX_BYTES if max_bytes is None else max_bytes)
-  try:
+  try:  # zipfile checks each member's CRC-32 as np.load reads it to the end: a flipped byte.
     with np.load(buf, allow_pickle=False) as z:
       return {k: z[k] for k in z.files} if hasattr(z, "files") else {"arr_0": np.asarray(z)}
-  except (ValueError, OSError, EOFError, KeyError) as e:
+  except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
     raise ValueError(f"{p}: cannot read as .npz/.npy ({type(e).__name__}: {e})") from e
+
+
+# ------------------------------------------------------------------------------------- caches
+CACHE_FORMAT = "fdistill_jax.cache/1"
+MAX_CACHE_BYTES = 16 << 30  # Read bound of a cache file (the ones written here are megabytes).
+
+
+class CacheError(ValueError):
+  """A cache file that must not be used (damaged, foreign, or made for other settings); the
+  message names the file and why, and the caller rebuilds it."""
+
+
+def _cache_key_text(key: Any) -> str:
+  return json.dumps(key, sort_keys=True)  # Tuples and lists alike, as read back from JSON.
+
+
+def write_cache(p: PathLike, payload: bytes, key: Any) -> None:
+  """Writes cache file p (all-or-nothing): `payload` with the JSON-able settings `key` it was
+  made for and its sha256 (see module docstring)."""
+  import msgpack  # pylint: disable=import-outside-toplevel  (flax's dependency)
+  write_bytes(p, msgpack.packb({"format": CACHE_FORMAT, "key": _cache_key_text(key),
+                                "sha256": hashlib.sha256(payload).hexdigest(),
+                                "payload": bytes(payload)}))
+
+
+def read_cache(p: PathLike, key: Any, max_bytes: int = MAX_CACHE_BYTES) -> bytes:
+  """The payload of cache file p if it is an envelope of write_cache for settings `key` whose
+  payload matches its sha256; otherwise CacheError naming p and what differs."""
+  import msgpack  # pylint: disable=import-outside-toplevel
+  from fdistill_jax import untrusted  # pylint: disable=import-outside-toplevel
+  data = untrusted.read_bounded(p, max_bytes, error=CacheError)
+  try:
+    env = msgpack.unpackb(data, raw=False, strict_map_key=True)
+  except Exception as e:  # pylint: disable=broad-except  (msgpack's errors vary by damage)
+    raise CacheError(f"{p}: not a cache file of this code ({type(e).__name__}: "
+                     f"{str(e)[:120]})") from None
+  if not isinstance(env, dict) or env.get("format") != CACHE_FORMAT:
+    raise CacheError(f"{p}: not a {CACHE_FORMAT} cache file (written by an older version, or "
+                     "damaged)")
+  payload, digest = env.get("payload"), env.get("sha256")
+  if not isinstance(payload, bytes) or not isinstance(digest, str):
+    raise CacheError(f"{p}: damaged cache file (no payload bytes or sha256 string)")
+  if hashlib.sha256(payload).hexdigest() != digest:
+    raise CacheError(f"{p}: payload fails its sha256 (the file changed after it was written)")
+  if env.get("key") != _cache_key_text(key):
+    raise CacheError(f"{p}: made for other settings ({str(env.get('key'))[:200]}; this run "
+                     f"wants {_cache_key_text(key)[:200]})")
+  return payload
 
 
 def save_safetensors(p: PathLike, arrays: dict[str, np.ndarray],

@@ -82,8 +82,8 @@ def test_rounds_halve_steps_and_beat_the_teacher_at_equal_steps(tmp_path):
   with open(rounds[0]["params"], "rb") as f:
     student = flax.serialization.msgpack_restore(f.read())
   template = jax.tree.map(np.asarray, student)
-  with open(tmp_path / "round0_2steps" / "pretrained_denoiser.msgpack", "rb") as f:
-    init_params = flax.serialization.from_bytes(template, f.read())
+  init_params = toy.read_pretrained(tmp_path / "round0_2steps" / "pretrained_denoiser.msgpack",
+                                    template, toy.cache_key(cfg))
   z = np.asarray(jax.random.normal(jax.random.PRNGKey(42), (2048, 2)))
   grid4 = _karras(4)
   teacher4 = _euler(gmm.denoise, z, grid4)

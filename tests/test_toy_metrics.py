@@ -106,3 +106,23 @@ def test_pretrain_cache_is_keyed_by_its_settings(tmp_path):
     key = json.loads((tmp_path / "pretrained_denoiser.json").read_text())
     assert key == json.loads(json.dumps(toy.cache_key(c))), field
     assert os.path.getmtime(tmp_path / "pretrained_denoiser.msgpack") >= mtime
+
+
+def test_pretrain_cache_with_a_flipped_byte_is_rebuilt(tmp_path, caplog):
+  cfg = defaults.toy()
+  cfg.pretrain.update(dict(steps=3, batch=16))
+  cfg.student.update(dict(hidden=16, depth=1))
+  gmm = toy.make_mixture(cfg.teacher)
+  module = MLPDenoiser(dim=2, hidden=16, depth=1, sigma_data=cfg.diffusion.sigma_data)
+  first = toy.load_or_pretrain(module, gmm, cfg, str(tmp_path))
+  path = tmp_path / "pretrained_denoiser.msgpack"
+  good = path.read_bytes()
+  # Bytes of a float32 weight near the end of the payload: still valid msgpack, other numbers.
+  for where, bad in ((len(good) - 8, bytes([good[-8] ^ 0x40])), (None, b"foreign file")):
+    path.write_bytes(bad if where is None else good[:where] + bad + good[where + 1:])
+    caplog.clear()
+    again = toy.load_or_pretrain(module, gmm, cfg, str(tmp_path))
+    assert "pretraining again" in caplog.text and str(path) in caplog.text
+    assert ("sha256" in caplog.text) == (where is not None), caplog.text
+    jax.tree.map(np.testing.assert_array_equal, first, again)  # Same seed: the same init.
+    assert path.read_bytes() == good  # Rewritten whole; the next load verifies.

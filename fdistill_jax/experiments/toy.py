@@ -2,7 +2,8 @@
 
 As in the real method, the generator and the fake score start from a pretrained denoiser of the
 teacher, not from random weights: a small MLP trained briefly with the EDM loss on exact teacher
-samples (cached in the workdir as pretrained_denoiser.msgpack). The teacher's own denoiser is exact.
+samples (cached in the workdir as pretrained_denoiser.msgpack, sha256-checked: see load_or_pretrain).
+The teacher's own denoiser is exact.
 Discriminator features come from the frozen pretrained denoiser ('teacher', the analogue of
 FastGen's frozen-teacher encoder) or from the fake score ('fake_score', DMD2).
 """
@@ -164,24 +165,35 @@ def cache_key(cfg) -> dict:
 
 
 def load_or_pretrain(module, gmm, cfg, workdir: str) -> dict:
-  """Pretrained denoiser params, cached in workdir/pretrained_denoiser.msgpack with its cache_key
-  beside it (pretrained_denoiser.json); a cache made for other settings is replaced, one copied
-  without its key is used as is."""
+  """Pretrained denoiser params, cached in workdir/pretrained_denoiser.msgpack: a
+  fileio.write_cache envelope holding the params, their cache_key and sha256, so the one file can
+  be copied between workdirs. A cache that fails its sha256, was made for other settings or is
+  not such an envelope (an older version's bare params) is pretrained again with a warning;
+  pretrained_denoiser.json beside it shows the settings (informational, not read)."""
   path = epath.Path(workdir) / "pretrained_denoiser.msgpack"  # Local or gs://.
-  key_path = path.with_suffix(".json")
-  want = json.loads(json.dumps(cache_key(cfg)))  # Tuples -> lists, as read back from disk.
+  want = cache_key(cfg)
   key = jax.random.PRNGKey(cfg.pretrain.seed)
   template = module.init(key, jnp.zeros((1, gmm.dim)), jnp.ones((1,)))["params"]
   if path.exists():
-    have = fileio.read_json(key_path) if key_path.exists() else None
-    if have is None or have == want:
-      return flax.serialization.from_bytes(template, path.read_bytes())
-    logging.warning("%s was pretrained for other settings; pretraining again", path)
+    try:
+      return read_pretrained(path, template, want)
+    except fileio.CacheError as e:
+      logging.warning("%s; pretraining again", e)
   params = pretrain_denoiser(module, gmm, cfg, key)
-  for p, data in ((key_path, json.dumps(want, indent=1).encode()),
-                  (path, flax.serialization.to_bytes(params))):
-    fileio.write_bytes(p, data)  # All-or-nothing: a killed run never leaves a half-written cache.
+  fileio.write_json(path.with_suffix(".json"), json.loads(json.dumps(want)))
+  # All-or-nothing: a killed run never leaves a half-written cache.
+  fileio.write_cache(path, flax.serialization.to_bytes(params), want)
   return params
+
+
+def read_pretrained(path: epath.PathLike, template, want: dict) -> dict:
+  """The params of a pretrained-denoiser cache (shaped like `template`), checked by
+  fileio.read_cache against `want` (a cache_key); fileio.CacheError when it must not be used."""
+  payload = fileio.read_cache(path, want)
+  try:
+    return flax.serialization.from_bytes(template, payload)
+  except Exception as e:  # pylint: disable=broad-except  (a layout this module does not build)
+    raise fileio.CacheError(f"{path}: params do not fit the denoiser ({e})") from None
 
 
 def scatter_png(gmm, x: np.ndarray, path: str, title: str = "") -> None:
