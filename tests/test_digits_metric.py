@@ -84,10 +84,28 @@ def test_cache_reloads_the_same_classifier(metric, cache_dir, held_out):
   again = DigitsMetric.create(resolution=16, cache_dir=cache_dir)
   assert again.test_accuracy == metric.test_accuracy
   np.testing.assert_array_equal(again.features(held_out[0][:50]), metric.features(held_out[0][:50]))
-  (cache_dir / "broken").mkdir()
-  (cache_dir / "broken" / files[0]).write_bytes(b"not msgpack")
-  with pytest.raises(ValueError, match="delete it"):
-    DigitsMetric.create(resolution=16, cache_dir=cache_dir / "broken")
+
+
+
+def test_damaged_classifier_cache_is_retrained(metric, cache_dir, tmp_path, monkeypatch, caplog):
+  """A flipped byte in the weights (still valid msgpack) or a foreign file is never used: it is
+  retrained (stubbed here: the cached weights under a marked accuracy) and rewritten."""
+  from fdistill_jax.evaluation import digits_metric
+  name = next(f for f in os.listdir(cache_dir) if f.endswith(".msgpack"))
+  good = (cache_dir / name).read_bytes()
+  trained = []
+  monkeypatch.setattr(digits_metric, "train_classifier",
+                      lambda res, recipe: trained.append(res) or (metric.params, 0.5))
+  for i, bad in enumerate((good[:-100] + bytes([good[-100] ^ 0x40]) + good[-99:],
+                           b"not msgpack")):
+    (tmp_path / str(i)).mkdir()
+    (tmp_path / str(i) / name).write_bytes(bad)
+    caplog.clear()
+    got = DigitsMetric.create(resolution=16, cache_dir=tmp_path / str(i))
+    assert got.test_accuracy == 0.5 and len(trained) == i + 1
+    assert "training it again" in caplog.text and name in caplog.text
+    again = DigitsMetric.create(resolution=16, cache_dir=tmp_path / str(i))  # Verifies now.
+    assert again.test_accuracy == 0.5 and len(trained) == i + 1
 
 
 def test_bad_inputs_are_rejected(metric):

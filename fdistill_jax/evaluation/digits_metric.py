@@ -22,7 +22,9 @@ activations (before the ReLU) play the role of Inception features:
 The classifier's held-out accuracy (297 test images) is `DigitsMetric.test_accuracy`.
 
 Trained weights are cached in `cache_dir` (if given) under a name that encodes the resolution and
-the recipe, so a change of recipe never reads stale weights.
+the recipe, so a change of recipe never reads stale weights; the file is a fileio.write_cache
+envelope (the weights with their sha256 and settings), so a damaged or foreign file is retrained
+with a warning rather than scoring samples with wrong weights.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 from etils import epath
 
 from fdistill_jax import fileio
@@ -148,23 +151,25 @@ class DigitsMetric:
     params = accuracy = None
     template = DigitsClassifier(recipe.feature_dim, recipe.channels).init(
         jax.random.PRNGKey(0), jnp.zeros((1, resolution, resolution, 1)))
+    key = {"resolution": int(resolution), "recipe": recipe.tag()}
     if cache_dir is not None:
       path = str(epath.Path(cache_dir) / f"digits_classifier_r{resolution}_{recipe.tag()}"
                  f".msgpack")  # Local or gs://.
       if epath.Path(path).is_file():
         try:
-          blob = flax.serialization.msgpack_restore(epath.Path(path).read_bytes())
+          blob = flax.serialization.msgpack_restore(fileio.read_cache(path, key))
           params = flax.serialization.from_state_dict(template, blob["params"])
           accuracy = float(blob["test_accuracy"])
-        except Exception as e:  # Corrupt or foreign file: say which and how to fix.
-          raise ValueError(f"{path}: not a valid cached digits classifier ({e}); delete it to "
-                           f"retrain") from e
+        except Exception as e:  # pylint: disable=broad-except  (damaged, foreign or old format)
+          params = None
+          logging.warning("%s: not a valid cached digits classifier (%s); training it again",
+                          path, str(e)[:300])
     if params is None:
       params, accuracy = train_classifier(resolution, recipe)
       if path is not None:
         blob = {"params": flax.serialization.to_state_dict(params), "test_accuracy": accuracy}
         # All-or-nothing (fileio.write_bytes): a concurrent reader never sees half a file.
-        fileio.write_bytes(path, flax.serialization.msgpack_serialize(blob))
+        fileio.write_cache(path, flax.serialization.msgpack_serialize(blob), key)
     metric = cls(resolution, params, accuracy, np.zeros(0), np.zeros((0, 0)), recipe)
     real, _ = load_digits_arrays(resolution, "train")
     logits, feats = metric._apply(_to_model_input(real))
