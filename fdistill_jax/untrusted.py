@@ -7,13 +7,14 @@ etils are imported (no jax), so the memory-capped tests can load this file on it
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import zipfile
 import zlib
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO, Iterator, Mapping
 
 import numpy as np
 from etils import epath
@@ -93,11 +94,17 @@ def check_int(value: Any, key: str, source: str, lo: int, hi: int, *,
 def read_bounded(p: epath.PathLike, max_bytes: int, *, error: type[Exception] = ValueError
                  ) -> bytes:
   """The bytes of file p, refused above max_bytes without reading further."""
+  chunks, n = [], 0
   with epath.Path(p).open("rb") as f:
-    data = f.read(max_bytes + 1)
-  if len(data) > max_bytes:
+    while n <= max_bytes:  # In chunks: read(max_bytes + 1) allocates that much up front.
+      chunk = f.read(min(1 << 24, max_bytes + 1 - n))
+      if not chunk:
+        break
+      chunks.append(chunk)
+      n += len(chunk)
+  if n > max_bytes:
     raise error(f"{p}: larger than the {max_bytes}-byte limit for this kind of file")
-  return data
+  return b"".join(chunks)
 
 
 def read_json(p: epath.PathLike, max_bytes: int = MAX_CONFIG_JSON_BYTES, *,
@@ -147,6 +154,20 @@ def _npy_header(f: BinaryIO, what: str, data_bytes: int) -> tuple[tuple[int, ...
   return tuple(shape), dtype
 
 
+@contextlib.contextmanager
+def _damaged_member(source: str, name: str) -> Iterator[None]:
+  """A zip error while reading a member of an archive that opened (its CRC-32, its local
+  header) is damage to that member, named as such rather than as 'not an archive'."""
+  try:
+    yield
+  except zipfile.BadZipFile as e:
+    raise _DamagedMember(f"{source}: member {name!r} is damaged ({e})") from None
+
+
+class _DamagedMember(ValueError):
+  """Already names the file and member: passed on by npz_members as is."""
+
+
 def npz_members(f: BinaryIO, source: str, max_bytes: int = NPZ_MAX_BYTES
                 ) -> dict[str, tuple[tuple[int, ...], np.dtype] | None]:
   """{key: (shape, dtype)} of the arrays of the .npz (or bare .npy, key 'arr_0') in file object
@@ -171,7 +192,7 @@ def npz_members(f: BinaryIO, source: str, max_bytes: int = NPZ_MAX_BYTES
       with zipfile.ZipFile(f) as zf:
         for info in zf.infolist():
           key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-          with zf.open(info) as m:
+          with _damaged_member(source, info.filename), zf.open(info) as m:
             if m.read(len(magic)) != magic:
               out[key] = None  # np.load returns such a member as bytes.
               total += info.file_size
@@ -179,6 +200,8 @@ def npz_members(f: BinaryIO, source: str, max_bytes: int = NPZ_MAX_BYTES
             m.seek(0)
             out[key] = shape, dtype = _npy_header(m, f"member {info.filename!r}", info.file_size)
           total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+  except _DamagedMember:
+    raise
   except zipfile.BadZipFile as e:
     raise ValueError(f"{source}: cannot read: neither an .npz archive nor an .npy array "
                      f"({e})") from None

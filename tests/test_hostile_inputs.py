@@ -192,10 +192,33 @@ def _latent_cache(d: Path, mean: np.ndarray, index_edit: dict | None = None
   return lambda: latent_cache.load_latent_cache(str(d / "lc"))
 
 
-def _kd_pairs(d: Path, **arrays) -> Callable[[], Any]:
+def _flip_middle(path: Path) -> None:
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 1
+  path.write_bytes(bytes(data))
+
+
+def _kd_pairs(d: Path, flip: bool = False, **arrays) -> Callable[[], Any]:
   from fdistill_jax.methods import kd  # pylint: disable=import-outside-toplevel
   np.savez(d / "pairs-0.npz", **arrays)
+  if flip:  # A byte of the arrays' data: only the zip CRC-32 tells.
+    _flip_middle(d / "pairs-0.npz")
   return lambda: kd.load_pairs([str(d / "pairs-0.npz")])
+
+
+def _cache_file(d: Path, flip: bool = False, key: Any = None, bare: bool = False
+                ) -> Callable[[], Any]:
+  """A workdir cache (fileio.write_cache) read back for settings {'steps': 1}."""
+  from fdistill_jax import fileio  # pylint: disable=import-outside-toplevel
+  path = d / "den.msgpack"
+  if bare:  # An older version's cache: the params' msgpack without the envelope.
+    import msgpack  # pylint: disable=import-outside-toplevel
+    path.write_bytes(msgpack.packb({"w": b"\0" * 64}))
+  else:
+    fileio.write_cache(path, b"\1" * 4096, {"steps": 1} if key is None else key)
+  if flip:
+    _flip_middle(path)
+  return lambda: fileio.read_cache(path, {"steps": 1})
 
 
 def _mixture_npz(d: Path, **arrays) -> Callable[[], Any]:
@@ -416,6 +439,15 @@ CASES = [
     Case("kd_pairs_int_noise", lambda d: _kd_pairs(d, z=np.zeros((2, 2), np.int64),
                                                    y=np.zeros((2, 2), np.float32)),
          "ValueError", "pairs-0.npz: tensor 'z' has dtype int64"),
+    Case("kd_pairs_flipped_byte", lambda d: _kd_pairs(d, flip=True, z=np.zeros((64, 2), np.float32),
+                                                      y=np.ones((64, 2), np.float32)),
+         "ValueError", "pairs-0.npz: member 'y.npy' is damaged (Bad CRC-32"),
+    Case("cache_flipped_byte", lambda d: _cache_file(d, flip=True), "CacheError",
+         "den.msgpack: payload fails its sha256"),
+    Case("cache_other_settings", lambda d: _cache_file(d, key={"steps": 2}), "CacheError",
+         "den.msgpack: made for other settings"),
+    Case("cache_bare_msgpack", lambda d: _cache_file(d, bare=True), "CacheError",
+         "den.msgpack: not a fdistill_jax.cache/1 cache file"),
     Case("mixture_npz_int_means", lambda d: _mixture_npz(d, means=np.zeros((2, 2), np.int64),
                                                          scales=np.ones(2)),
          "ValueError", "mix.npz: array 'means' has dtype int64"),

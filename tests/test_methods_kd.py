@@ -55,6 +55,30 @@ def test_pair_cache_resumes_and_is_deterministic(tmp_path):
     _build(part, num_steps=13)
 
 
+def test_damaged_shard_is_set_aside_and_rebuilt(tmp_path, caplog):
+  args = dict(num_pairs=10, shard_size=4, num_steps=STEPS, seed=3, sigma_min=0.002,
+              sigma_max=80.0, data_shape=(2,))
+  paths = _build(tmp_path / "c")
+  full = kd.load_pairs(paths)
+  good = open(paths[1], "rb").read()
+  mid = len(good) // 2  # Inside the arrays' bytes: only the zip CRC-32 can tell.
+  with open(paths[1], "wb") as f:
+    f.write(good[:mid] + bytes([good[mid] ^ 1]) + good[mid + 1:])
+  with pytest.raises(ValueError, match=r"shard_00001\.npz.*CRC"):
+    kd.load_pairs(paths)  # A ValueError naming the shard, not a raw zipfile.BadZipFile.
+  got = kd.load_pair_cache(_sample_fn(), str(tmp_path / "c"), **args)
+  assert "shard_00001.npz" in caplog.text and "rebuilding shard 1" in caplog.text
+  for k in full:
+    np.testing.assert_array_equal(full[k], got[k], err_msg=k)
+  assert open(paths[1] + ".corrupt", "rb").read() != good
+  (tmp_path / "c" / "manifest.json").write_text("[1, 2")  # A torn manifest: refused, with the fix.
+  with pytest.raises(ValueError, match=r"manifest\.json: invalid JSON.*delete"):
+    kd.load_pair_cache(_sample_fn(), str(tmp_path / "c"), **args)
+  (tmp_path / "c" / "manifest.json").write_text("[1, 2]")
+  with pytest.raises(ValueError, match=r"manifest\.json: not a pair-cache manifest.*delete"):
+    kd.load_pair_cache(_sample_fn(), str(tmp_path / "c"), **args)
+
+
 def _config(name):
   spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
   mod = importlib.util.module_from_spec(spec)

@@ -7,7 +7,10 @@ is written to a temporary file and renamed, so a
 killed build leaves only complete shards and the next build continues from the first missing one.
 Shard i draws its noise from fold_in(PRNGKey(pairs_seed), i): the cache does not depend on how
 often the build was interrupted. A manifest.json pins the settings; a cache built with other
-settings is refused with the differing field named.
+settings, or whose manifest is unreadable, is refused naming the field (or the file) and the fix.
+Shards are checked as they are loaded (`load_pair_cache`): npz structure and member sizes, each
+member's zip CRC-32 (a flipped byte), float and finite z/y. A shard that fails is set aside as
+`<name>.corrupt` with a warning and rebuilt: it is a function of (pairs_seed, its index) alone.
 
 `prepare` (called by the engine's loop) builds/loads the cache and wraps `exp.batch` so every
 batch also holds z_pair, y_pair, cond_pair (drawn uniformly from the cache, deterministic in the
@@ -116,7 +119,14 @@ def build_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: i
                    cond_spec)
   mpath = cache / "manifest.json"
   if mpath.exists():
-    have = fileio.read_json(mpath)
+    fix = (f"delete {cache_dir} to rebuild the cache, or set another config.method.pairs_dir "
+           "(the shards cannot be matched to settings without it)")
+    try:
+      have = untrusted.read_json(mpath)
+    except ValueError as e:
+      raise ValueError(f"{e}; {fix}") from None
+    if not isinstance(have, dict):
+      raise ValueError(f"{mpath}: not a pair-cache manifest (a JSON {type(have).__name__}); {fix}")
     for k, v in want.items():
       if have.get(k) != v:
         raise ValueError(f"pair cache {cache_dir} was built with {k}={have.get(k)!r} but the "
@@ -151,16 +161,50 @@ def load_pairs(paths: list[str]) -> dict[str, np.ndarray]:
   if missing:
     raise FileNotFoundError(f"pair cache incomplete: {len(missing)} shards missing, first "
                             f"{missing[0]}")
-  parts = [fileio.load_npz(p) for p in paths]  # Member sizes checked before allocating.
-  for p, part in zip(paths, parts):
-    missing = {"z", "y"} - set(part)
-    if missing or set(part) != set(parts[0]):
-      raise ValueError(f"{p}: pair shard holds {sorted(part)}; expected z, y and the same "
-                       f"condition arrays as {paths[0]} ({sorted(parts[0])})")
-    untrusted.check_float_arrays(part, str(p), ("z", "y"))
-    # Condition arrays: labels are ints; float ones (embeddings) must be finite.
-    untrusted.check_float_arrays(part, str(p), [k for k in part if k not in ("z", "y")
-                                                 and untrusted.is_float_dtype(part[k].dtype)])
+  parts = []
+  for p in paths:
+    parts.append(_load_shard(p, parts[0] if parts else None, paths[0]))
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _load_shard(p: str, first: dict | None = None, first_path: str = "") -> dict[str, np.ndarray]:
+  """The arrays of shard p, checked (ValueError naming p): npz member sizes before allocating and
+  each member's CRC-32 (fileio.load_npz), z and y float and finite, float conditions finite, the
+  same keys as the `first` shard's."""
+  part = fileio.load_npz(p)
+  if {"z", "y"} - set(part) or (first is not None and set(part) != set(first)):
+    raise ValueError(f"{p}: pair shard holds {sorted(part)}; expected z, y" + (
+        f" and the same condition arrays as {first_path} ({sorted(first)})" if first else ""))
+  untrusted.check_float_arrays(part, str(p), ("z", "y"))
+  # Condition arrays: labels are ints; float ones (embeddings) must be finite.
+  untrusted.check_float_arrays(part, str(p), [k for k in part if k not in ("z", "y")
+                                               and untrusted.is_float_dtype(part[k].dtype)])
+  return part
+
+
+def load_pair_cache(sample_fn, cache_dir: str, **build_args) -> dict[str, np.ndarray]:
+  """build_pair_cache(sample_fn, cache_dir, **build_args), then every shard loaded and checked;
+  a shard that fails (damaged, truncated, non-finite) is moved to `<name>.corrupt` (replacing an
+  older one) with a warning naming it and why, rebuilt, and checked again (a second failure
+  raises)."""
+  paths = build_pair_cache(sample_fn, cache_dir, **build_args)
+  parts = []
+  for i, p in enumerate(paths):
+    first = parts[0] if parts else None
+    try:
+      parts.append(_load_shard(p, first, paths[0]))
+      continue
+    except FileNotFoundError:
+      raise
+    except ValueError as e:
+      logging.warning("kd pair cache: %s; moving it to %s.corrupt and rebuilding shard %d", e,
+                      p, i)
+    try:
+      fileio.move(p, p + ".corrupt")  # Kept for inspection, never read; replaces an older one.
+    except FileNotFoundError:  # Another process of this run moved it first.
+      pass
+    build_pair_cache(sample_fn, cache_dir, **build_args)
+    parts.append(_load_shard(p, first, paths[0]))
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -170,11 +214,9 @@ def cache_for(cfg, exp, workdir: str) -> dict[str, np.ndarray]:
   nets = exp.nets
   cache_dir = m.pairs_dir or str(epath.Path(workdir) / "kd_pairs")
   fn = teacher_sampler(nets, exp.frozen, m.pairs_steps, d.sigma_min, d.sigma_max)
-  paths = build_pair_cache(fn, cache_dir, num_pairs=m.pairs_num, shard_size=m.pairs_shard_size,
-                           num_steps=m.pairs_steps, seed=m.pairs_seed, sigma_min=d.sigma_min,
-                           sigma_max=d.sigma_max, data_shape=nets.data_shape,
-                           cond_spec=nets.cond)
-  return load_pairs(paths)
+  return load_pair_cache(fn, cache_dir, num_pairs=m.pairs_num, shard_size=m.pairs_shard_size,
+                         num_steps=m.pairs_steps, seed=m.pairs_seed, sigma_min=d.sigma_min,
+                         sigma_max=d.sigma_max, data_shape=nets.data_shape, cond_spec=nets.cond)
 
 
 def prepare(cfg, exp, workdir: str):
