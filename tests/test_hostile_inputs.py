@@ -206,6 +206,20 @@ def _kd_pairs(d: Path, flip: bool = False, **arrays) -> Callable[[], Any]:
   return lambda: kd.load_pairs([str(d / "pairs-0.npz")])
 
 
+def _t2i_reference(d: Path, flip: bool = False, name: str | None = "t2i_teacher_p_t",
+                   value: float = 0.5) -> Callable[[], Any]:
+  """A teacher-sample file of eval.reference_cache, read back as 't2i_teacher_p_t' with N = 2."""
+  from fdistill_jax.experiments import t2i_eval  # pylint: disable=import-outside-toplevel
+  path = d / "t2i_teacher_p_t.npz"
+  x = np.full((2, 4, 3, 2), value, np.float32)
+  np.savez(path, samples=x, **({} if name is None else {"key": np.asarray(name)}))
+  if flip:
+    data = bytearray(path.read_bytes())
+    data[data.index(b"samples.npy") + 200] ^= 1  # Inside the samples' data.
+    path.write_bytes(bytes(data))
+  return lambda: t2i_eval._read_reference(path, "t2i_teacher_p_t", 2)  # pylint: disable=protected-access
+
+
 def _cache_file(d: Path, flip: bool = False, key: Any = None, bare: bool = False
                 ) -> Callable[[], Any]:
   """A workdir cache (fileio.write_cache) read back for settings {'steps': 1}."""
@@ -448,6 +462,15 @@ CASES = [
          "den.msgpack: made for other settings"),
     Case("cache_bare_msgpack", lambda d: _cache_file(d, bare=True), "CacheError",
          "den.msgpack: not a fdistill_jax.cache/1 cache file"),
+    Case("t2i_reference_flipped_byte", lambda d: _t2i_reference(d, flip=True), "ValueError",
+         "t2i_teacher_p_t.npz: member 'samples.npy' is damaged (Bad CRC-32"),
+    Case("t2i_reference_renamed", lambda d: _t2i_reference(d, name="t2i_teacher_p_other"),
+         "ValueError", "t2i_teacher_p_t.npz: not the teacher-sample cache its name says"),
+    Case("t2i_reference_without_key", lambda d: _t2i_reference(d, name=None), "ValueError",
+         "t2i_teacher_p_t.npz: not the teacher-sample cache its name says"),
+    Case("t2i_reference_nan", lambda d: _t2i_reference(d, value=np.nan), "ValueError",
+         "t2i_teacher_p_t.npz: tensor 'samples' has 48 non-finite"),
+    Case("t2i_reference_sound", lambda d: _t2i_reference(d), None, ""),
     Case("mixture_npz_int_means", lambda d: _mixture_npz(d, means=np.zeros((2, 2), np.int64),
                                                          scales=np.ones(2)),
          "ValueError", "mix.npz: array 'means' has dtype int64"),

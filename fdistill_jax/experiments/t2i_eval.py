@@ -27,7 +27,10 @@ student is also measured against its guided teacher and per prompt (issue 25 §1
                  1 = as spread as a class of real digits, 0 = one image per prompt.
 Teacher samples are computed once per evaluator; with eval.reference_cache = a folder they are
 also kept there as .npz files named by a digest of everything they depend on (teacher weights,
-prompts, null, sampler, NFE, guidance, noise key, N), so sweeps over students share them.
+prompts, null, sampler, NFE, guidance, noise key, N), so sweeps over students share them. A file
+is used only when it verifies (`_read_reference`: its zip CRC-32s, a `key` member equal to the
+digest it is named by, N finite float samples); otherwise it is recomputed and rewritten, with a
+warning naming it.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from fdistill_jax import codecs, fileio
+from fdistill_jax import codecs, fileio, untrusted
 from fdistill_jax.evaluation import grids
 from fdistill_jax.experiments import t2i_text
 from fdistill_jax.nets import Nets
@@ -108,6 +111,20 @@ def _digest(*parts) -> str:
       h.update(f"{a.dtype}{a.shape}".encode())
       h.update(np.ascontiguousarray(a).tobytes())
   return h.hexdigest()[:24]
+
+
+def _read_reference(path, name: str, n: int) -> np.ndarray:
+  """The teacher samples of a reference-cache file, or ValueError naming it and why: read by
+  fileio.load_npz (sizes bounded, each member's zip CRC-32 checked), its `key` must be the digest
+  it is named by, and `samples` n finite floats."""
+  f = fileio.load_npz(path)
+  if "key" not in f or f["key"].dtype.kind != "U" or str(f["key"]) != name or "samples" not in f:
+    raise ValueError(f"{path}: not the teacher-sample cache its name says (members "
+                     f"{sorted(f)}; expected samples and key = {name!r})")
+  x = untrusted.check_float_array(f["samples"], "samples", str(path))
+  if x.ndim < 1 or x.shape[0] != n:
+    raise ValueError(f"{path}: samples have shape {x.shape}; expected {n} samples")
+  return x
 
 
 def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Codec, cache,
@@ -183,25 +200,24 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
                   np.asarray(shape))
     if tag in memo:
       return memo[tag]
-    path = None
+    path = name = None
     if ref_dir:
       params_tag = memo.setdefault("params", _digest(teacher_params))
-      path = epath.Path(ref_dir) / f"t2i_teacher_{params_tag}_{tag}.npz"
+      name = f"t2i_teacher_{params_tag}_{tag}"
+      path = epath.Path(ref_dir) / f"{name}.npz"
       if path.is_file():
         try:
-          with np.load(path, allow_pickle=False) as f:
-            x = np.asarray(f["samples"])
-          n = len(jax.tree.leaves(cs)[0])
-          if x.shape[0] == n and np.all(np.isfinite(x)):
-            memo[tag] = x
-            return x
-        except (OSError, ValueError, KeyError) as e:
-          logging.warning("%s: unreadable teacher-sample cache (%s); recomputing", path, e)
+          x = _read_reference(path, name, len(jax.tree.leaves(cs)[0]))
+          memo[tag] = x
+          return x
+        except ValueError as e:
+          logging.warning("%s; recomputing the teacher samples", e)
     x = multistep(teacher_params, key, nfe, w, cs=cs)
     memo[tag] = x
     if path is not None:
       fileio.makedirs(str(path.parent))
-      fileio.save_npz(str(path), samples=x)
+      # `key` binds the content to the digest in its name (a renamed or copied file is refused).
+      fileio.save_npz(str(path), samples=x, key=np.asarray(name))
     return x
 
   metric = None
