@@ -13,7 +13,7 @@ import os
 import jax
 
 from fdistill_jax import experiments
-from fdistill_jax.engine import loop
+from fdistill_jax.engine import loop, workdir_lock
 from fdistill_jax.evaluation import t2i_sampling
 from fdistill_jax.methods import registry
 
@@ -52,11 +52,16 @@ def sample_checkpoint(cfg, workdir: str, prompts: str | None = None,
                       prompt_cache: str | None = None) -> dict:
   """Samples of the latest checkpoint (or of the teacher when there is none); with `prompts`
   (a text file, text-to-image configs) one PNG per prompt and a captioned grid, the prompts'
-  embeddings read from `prompt_cache` (default config.teacher.prompt_cache)."""
-  if prompts:
-    return sample_prompts(cfg, workdir, prompts, prompt_cache)
-  return loop.sample_checkpoint(cfg, workdir, _problem(cfg, workdir),
-                                _problem(cfg, workdir, prepare=False))
+  embeddings read from `prompt_cache` (default config.teacher.prompt_cache).
+
+  Holds the workdir's lock (engine/workdir_lock.py), like training: restoring may move a step
+  that fails verification to checkpoints/corrupt/ (or adopt one), building the problem may
+  write the workdir's caches, and the samples are written into the workdir."""
+  with workdir_lock.hold(workdir, "sample"):
+    if prompts:
+      return sample_prompts(cfg, workdir, prompts, prompt_cache)
+    return loop.sample_checkpoint(cfg, workdir, _problem(cfg, workdir),
+                                  _problem(cfg, workdir, prepare=False))
 
 
 def sample_prompts(cfg, workdir: str, prompts: str, prompt_cache: str | None = None) -> dict:

@@ -25,7 +25,8 @@ plus the architecture's native format (NATIVE below):
 A one-step student samples as x = G(sigma_init * z, sigma_init, labels). `--step` picks any kept
 checkpoint (default: the latest), `--params` the EMA track (default: config.eval.params). Each
 file is written under a temporary name and renamed, so a failed export never leaves a partial
-file over a good one.
+file over a good one. While it restores, export holds the workdir's lock (engine/workdir_lock.py):
+restoring may set aside or adopt checkpoint steps, so it waits for a run training there.
 """
 from __future__ import annotations
 
@@ -147,7 +148,11 @@ def export_generator(cfg, workdir: str, out: str, which: str | None = None,
     raise ValueError(f"--out={out} must be a folder (the EDM state_dict is written as "
                      f"<out>/edm_precond.safetensors)")
   which = which or cfg.eval.params
-  _, state = compose.load_trained(cfg, workdir, step=step)
+  from fdistill_jax.engine import workdir_lock
+  # The workdir's lock, as for training: restoring may move a step that fails verification to
+  # checkpoints/corrupt/ (or adopt one) and building the problem may write the workdir's caches.
+  with workdir_lock.hold(workdir, "export"):
+    _, state = compose.load_trained(cfg, workdir, step=step)
   params = jax.device_get(compose.generator_params(state, which))
   dest = epath.Path(out)
   dest.mkdir(parents=True, exist_ok=True)
