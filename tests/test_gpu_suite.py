@@ -36,9 +36,15 @@ def _cli(args, timeout, env=None):
 
 def test_dry_run_lists_stages_and_runs_nothing(tmp_path):
   out = tmp_path / "out"
-  proc = _cli([f"--out={out}", "--dry_run", "--budget_s=600"], 120)
+  xdg = tmp_path / "xdg"
+  proc = _cli([f"--out={out}", "--dry_run", "--budget_s=600"], 120,
+              env={"XDG_CACHE_HOME": str(xdg)})
   assert proc.returncode == 0, proc.stderr[-2000:]
   text = proc.stdout
+  # The compilation cache (native code the suite runs, emptied first) is per user and host, apart
+  # from the runs' cache, never inside --out (which may be shared).
+  assert f"compilation cache {gpu_suite.default_cache_dir({'XDG_CACHE_HOME': str(xdg)})}" in text
+  assert str(xdg / "fdistill_jax" / "gpu_suite_jax_cache") in text and f"{out}/jax_cache" not in text
   names = [s.name for s in gpu_suite.STAGES]
   assert names == ["versus_torch", "mfu", "compile", "pixart", "profile"]
   pos = [text.index(f"{i}. {n}:") for i, n in enumerate(names, 1)]
@@ -204,7 +210,7 @@ def test_tiny_suite_mfu_compile_profile(tmp_path):
   and the profile of both steps on a run rebuilt from that cache."""
   out = tmp_path / "out"
   proc = _cli([f"--out={out}", "--tiny", "--stages=mfu,compile,profile", "--compile_mode=reuse",
-               "--budget_s=1500"], 900)
+               "--budget_s=1500"], 900, env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
   assert proc.returncode == 0, proc.stderr[-4000:]
   rec = json.load(open(out / "gpu_suite.json"))
   st = rec["stages"]

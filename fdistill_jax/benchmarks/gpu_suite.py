@@ -61,7 +61,10 @@ suite's wiring, tested on CPU by tests/test_gpu_suite.py. Without --tiny the sui
 run when jax sees no GPU (--allow_cpu overrides), and it stops at once, naming the missing
 packages, when the engine cannot be imported (the device machine's image lacks ml_collections,
 clu, grain and TensorFlow: see BENCHMARKS.md). The persistent compilation cache of this process
-is --cache_dir (default DIR/jax_cache), emptied at the start so that first compiles are cold.
+is --cache_dir, emptied at the start so that first compiles are cold. Its default follows main's
+per-user rule (engine/compile_cache.py), in a folder of its own so emptying it never touches the
+runs' cache: $XDG_CACHE_HOME (or ~/.cache)/fdistill_jax/gpu_suite_jax_cache/<hostname>, owner-only.
+Not DIR/jax_cache: the cache holds native code this process loads and runs, and DIR may be shared.
 """
 from __future__ import annotations
 
@@ -109,7 +112,9 @@ _COMPILE_MODE = flags.DEFINE_enum("compile_mode", "auto", ["auto", "fresh", "reu
                                   "Stage 3: two children on a fresh cache, one on ours, or auto.")
 _TRACE_DIR = flags.DEFINE_string("trace_dir", None, "Profiler traces (default DIR/traces).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "This process's persistent compilation "
-                                 "cache, emptied at the start (default DIR/jax_cache).")
+                                 "cache, emptied at the start (default: per user and host, "
+                                 "~/.cache/fdistill_jax/gpu_suite_jax_cache/<hostname>; see "
+                                 "default_cache_dir).")
 _CHILD = flags.DEFINE_string("child_compile", None, "Internal: build this run in a child.")
 _CHILD_CACHE = flags.DEFINE_string("child_cache", None, "Internal: the child's cache dir.")
 
@@ -929,7 +934,7 @@ def table(res: dict) -> str:
 def dry_run(stages: list[Stage], budget_s: float, tiny: bool, out: str) -> str:
   lines = [f"gpu_suite dry run: mode {'tiny' if tiny else 'full'}, budget {budget_s:.0f} s, "
            f"writes {os.path.join(out, 'gpu_suite.json')} after every stage (atomic rewrite), "
-           f"compilation cache {_CACHE_DIR.value or os.path.join(out, 'jax_cache')} (emptied "
+           f"compilation cache {_CACHE_DIR.value or default_cache_dir()} (emptied "
            "first)", ""]
   cum = 0.0
   for i, st in enumerate(stages, 1):
@@ -946,6 +951,14 @@ def dry_run(stages: list[Stage], budget_s: float, tiny: bool, out: str) -> str:
   lines += ["", "Packages (installed versions, nothing imported): " + json.dumps(
       {k: v for k, v in package_versions().items() if k in PACKAGES})]
   return "\n".join(lines)
+
+
+def default_cache_dir(environ=None, host: str | None = None) -> str:
+  """--cache_dir's default: main's per-user, per-host rule (compile_cache.user_cache_dir) in a
+  folder of the suite's own, since the suite empties it (never the runs' cache) and loads the
+  native code in it (never a folder in DIR, which may be shared)."""
+  from fdistill_jax.engine import compile_cache  # pylint: disable=import-outside-toplevel
+  return compile_cache.user_cache_dir(environ, host, name="gpu_suite_jax_cache")
 
 
 def select(names) -> list[Stage]:
@@ -981,7 +994,7 @@ def main(argv):
     print(f"gpu_suite: not run (see {suite.path})", flush=True)
     sys.exit(2)
   from fdistill_jax.engine import compile_cache  # pylint: disable=import-outside-toplevel
-  cache = _CACHE_DIR.value or os.path.join(out, "jax_cache")
+  cache = _CACHE_DIR.value or default_cache_dir()
   shutil.rmtree(cache, ignore_errors=True)  # Ours: first compiles are cold.
   compile_cache.enable(cache)
   suite.shared.update(cache_dir=cache, trace_dir=_TRACE_DIR.value or os.path.join(out, "traces"))

@@ -7,8 +7,10 @@
 # Environment: PYTHON (default python3: on the device image the one that has torch and jax),
 # WHEELS (default ./wheels: every *.whl there is installed with --no-index --no-deps first; see
 # BENCHMARKS.md "GPU figures" for what the device image lacks), TRACE_DIR (profiler traces,
-# default /tmp/gpu_suite_traces) and CACHE_DIR (the compilation cache, default
-# /tmp/gpu_suite_jax_cache): both kept out of OUT_DIR, which should hold only the JSON and log.
+# default /tmp/gpu_suite_traces) and CACHE_DIR (the compilation cache; default the suite's own
+# per-user folder, ~/.cache/fdistill_jax/gpu_suite_jax_cache/<hostname>, not a shared /tmp path:
+# it holds native code the suite runs): both kept out of OUT_DIR, which should hold only the JSON
+# and log.
 # Exit status: the suite's (2: preflight refused, the reasons printed and in OUT_DIR/gpu_suite.json;
 # 124: the hard timeout, everything measured until then is in the JSON).
 set -u
@@ -43,5 +45,5 @@ LIMIT=$(( ${BUDGET%.*} + 180 ))  # Compiles cannot be interrupted: the suite pla
 echo "== gpu_suite, budget ${BUDGET} s, hard limit ${LIMIT} s"
 timeout -k 30 "$LIMIT" "$PY" -m fdistill_jax.benchmarks.gpu_suite --out="$OUT" \
   --trace_dir="${TRACE_DIR:-/tmp/gpu_suite_traces}" \
-  --cache_dir="${CACHE_DIR:-/tmp/gpu_suite_jax_cache}" "$@" 2>&1 | tee "$OUT/gpu_suite.log"
+  ${CACHE_DIR:+--cache_dir="$CACHE_DIR"} "$@" 2>&1 | tee "$OUT/gpu_suite.log"
 exit "${PIPESTATUS[0]}"

@@ -23,11 +23,13 @@ from typing import Mapping
 from etils import epath
 
 
-def user_cache_dir(environ: Mapping[str, str] | None = None, host: str | None = None) -> str:
-  """$XDG_CACHE_HOME (or ~/.cache)/fdistill_jax/jax_cache/<hostname>."""
+def user_cache_dir(environ: Mapping[str, str] | None = None, host: str | None = None,
+                   name: str = "jax_cache") -> str:
+  """$XDG_CACHE_HOME (or ~/.cache)/fdistill_jax/<name>/<hostname>. Tools that empty their cache
+  (benchmarks/gpu_suite.py) use another `name`, so they never wipe the runs' cache."""
   environ = os.environ if environ is None else environ
   base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "fdistill_jax", "jax_cache", host or socket.gethostname())
+  return os.path.join(base, "fdistill_jax", name, host or socket.gethostname())
 
 
 def cache_dir(flag_value: str | None, workdir: str,
