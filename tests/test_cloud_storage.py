@@ -193,6 +193,13 @@ def test_kd_pair_cache_in_the_bucket(bucket):
   pairs = kd.load_pairs(kd.build_pair_cache(fn, f"{uri}/kd", **args))  # Resumes the third.
   assert paths[2].startswith(uri) and pairs["z"].shape == (5, 2)
   np.testing.assert_array_equal(pairs["y"], 2.0 * pairs["z"])
+  shard = root / "kd" / "shard_00001.npz"  # A flipped byte: set aside and rebuilt in the bucket.
+  data = bytearray(shard.read_bytes())
+  data[len(data) // 2] ^= 1
+  shard.write_bytes(bytes(data))
+  again = kd.load_pair_cache(fn, f"{uri}/kd", **args)
+  np.testing.assert_array_equal(again["z"], pairs["z"])
+  assert "kd/shard_00001.npz.corrupt" in _files(root)
 
 
 def test_edm_zip_folder_and_npz_datasets_read_from_the_bucket(bucket, tmp_path):
