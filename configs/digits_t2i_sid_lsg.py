@@ -25,8 +25,9 @@ from fdistill_jax.methods import sid
 
 def get_config():
   cfg = defaults.digits_t2i_distill()
-  cfg.method = sid.method_config(alpha=1.0, kappa_train_fake=2.0, kappa_fake=2.0,
-                                 kappa_real=2.0, cond_drop=0.1, critic_steps=4)
+  w = defaults.DIGITS_T2I_GUIDANCE
+  cfg.method = sid.method_config(alpha=1.0, kappa_train_fake=w, kappa_fake=w, kappa_real=w,
+                                 cond_drop=0.1, critic_steps=4)
   defaults.sid_style(cfg)
   cfg.dataset.name = "prompts"
   return defaults.eps_teacher(cfg)

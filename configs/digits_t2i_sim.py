@@ -25,5 +25,5 @@ def get_config():
   cfg.method = sim.method_config(distance="pseudo_huber", huber_c=1.0, critic_steps=4)
   defaults.sid_style(cfg)
   cfg.dataset.name = "prompts"
-  cfg.method.guidance_scale = 2.0
+  cfg.method.guidance_scale = defaults.DIGITS_T2I_GUIDANCE
   return defaults.eps_teacher(cfg)

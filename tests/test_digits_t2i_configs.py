@@ -26,19 +26,19 @@ def _config(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_builds(name):
   cfg = _config(name)
-  assert cfg.teacher.prompt_cache == defaults.asset("digits_t2i_prompts")
+  assert cfg.teacher.prompt_cache == defaults.asset("digits_t2i_text_prompts")
   config_checks.check(cfg, num_devices=1)
   exp, _ = compose.build(cfg, "/tmp/unused", prepare=False)
   batch = exp.batch(0)
-  assert batch["cond"]["embeddings"].shape == (cfg.train.batch_size, 16, 32)
+  assert batch["cond"]["embeddings"].shape == (cfg.train.batch_size, 64, 64)
   assert tuple(exp.nets.data_shape) == (16, 16, 1)
 
 
 def test_committed_teacher_is_the_configured_architecture():
-  path = defaults.asset("digits_t2i_teacher")
+  path = defaults.asset("digits_t2i_text_teacher")
   from fdistill_jax.convert import pixart as conv
   module, params = conv.load_diffusers_folder(path)
-  want = dict(defaults.DIGITS_T2I_PIXART)
+  want = dict(defaults.DIGITS_T2I_TEXT_PIXART)
   got = module.diffusers_config()
   assert {k: got[k] for k in ("num_layers", "num_attention_heads", "attention_head_dim",
                               "caption_channels", "patch_size", "sample_size")} == \

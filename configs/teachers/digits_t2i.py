@@ -2,6 +2,8 @@
 hidden 64, patch 2, 16×16×1 pixels, 320k parameters) on scikit-learn's digits paired with the
 committed prompts (fdistill_jax/assets/digits_t2i_prompts, encoded by the committed tiny T5,
 training phrasings only), 10 % prompt dropout to the cached "" for classifier-free guidance.
+Since issue 25 the distillation configs use the teacher that reads what people type
+(configs/teachers/digits_t2i_text.py), which starts from this one's transformer.
 
 How the committed fdistill_jax/assets/digits_t2i_teacher was made: one run of this config
 (12,000 steps, batch 64, ε-MSE weighting, lr 1e-3 with cosine decay to 0; 89 min on one CPU core
