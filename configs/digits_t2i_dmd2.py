@@ -1,21 +1,30 @@
-"""DMD2 (reverse KL + GAN, no regression loss) with teacher guidance (w = 2) of the committed
-digits text-to-image teacher into one step; the protocol of configs/digits_t2i_js.py.
+"""DMD2 (reverse KL + GAN, no regression loss) with teacher guidance of the digits
+text-to-image teacher into one step; the protocol of configs/digits_t2i_js.py.
 
-Discriminator on the fake score's last block (DMD2's placement), λ_disc 1e-2, 4 critic steps per
-generator step (DMD2's two-time-scale update), t ∈ [0.02, 0.98] as configs/digits_dmd2.py.
+Teacher: fdistill_jax/assets/digits_t2i_text_teacher (a 4-block PixArt-α-architecture
+transformer on 16×16×1 pixels reading a byte-level T5, configs/teachers/digits_t2i_text.py),
+frozen; prompts from its cache fdistill_jax/assets/digits_t2i_text_prompts (24 training and 4
+held-out phrasings per digit of assets/digits_prompts_v2.json; the held-out ones from templates
+the teacher never saw: "draw a 7", "an image of the numeral 7", "Seven", "7 written by hand").
+Recipe (issue 25): defaults.eps_teacher (σ_init 2.5; t uniform over the DDPM steps between
+σ 0.02 and SD's 14.6 for the generator and the fake score; ε-MSE fake-score loss), FastGen's 1:4
+schedule (4 fake-score steps per generator step), guidance w = 1.5 (defaults.DIGITS_T2I_GUIDANCE)
+in the loss and for the teacher it is scored against, 600 iterations, batch 32, evaluated as the
+0.99-EMA with ramp-up 0.5 (none of the teacher-copy initial weights left).
+Discriminator on the fake score's block 1 of 4 (mid-network, DMD2's bottleneck placement), λ_disc
+1e-2; its GAN loss trains the fake score's first half. The student matches JS's to 0.1 FD
+(the discriminator stays near chance: BENCHMARKS.md).
 
-Command:
+Command (about 4 minutes with the teacher's samples cached):
   python -m fdistill_jax.main --config=configs/digits_t2i_dmd2.py --workdir=runs/digits_t2i_dmd2
-The generator starts from σ_init = 2.5, as configs/digits_t2i_js.py: with the ε-parameterised
-teacher the one-step x0 = x − σ·ε̂ amplifies ε errors by σ (σ_init 80 measured FD 184.6,
-precision 0.006: noisy digits).
-Expected (measured 2026-12-01 with the 12,000-step teacher, 2 shared CPU cores, 338 s, 500
-samples over the 100 prompts): one-step student FD 37.6, class coverage 1.0, recall 0.34,
-prompt-class accuracy 0.97 (training phrasings 0.98, held-out 0.953): both issue targets
-(held-out ≥ 0.95, FD ≤ 1.5 × the guided 35-NFE teacher's 29.0 = 43.5) are met. BENCHMARKS.md
-"Digits text-to-image". Caveat (session 9): after 120 generator updates the evaluated 0.99-EMA
-still holds 30 % of the initial (teacher-copy) weights, and that share is what reaches FD 37.6:
-without it (--config.train.ema_rampup=0.5) the student scores FD 80.4, recall 0.21.
+Expected (measured 2026-12-07, one shared CPU core per run, seeds 0 / 1; 560 samples = 2
+per prompt, 50 per held-out prompt; the guided 35-NFE teacher at w = 1.5 as reference):
+FD 12.3 / 12.0 (≤ 1.2 × the teacher's 17.1 = 20.5), FD against the teacher's own
+samples 6.3 / 6.8 (the teacher's two draws: 2.1), recall 0.71 / 0.71 (≥ 0.65; teacher
+0.87), held-out prompt accuracy 0.965 / 0.968 (≥ 0.95; teacher 0.948), within-prompt
+diversity 0.65 / 0.70 (teacher 0.95); raw params FD 16.5 / 13.0, recall 0.78 / 0.77.
+Every tried variant, the old teacher's rows and the diagnostics: BENCHMARKS.md "Digits
+text-to-image students on their own (issue 25)".
 """
 from fdistill_jax import defaults
 

@@ -1,35 +1,31 @@
-"""f-distill (Jensen-Shannon) with teacher guidance of the committed digits text-to-image teacher
-into a one-step generator: the offline text-to-image quickstart.
+"""f-distill (Jensen-Shannon) with teacher guidance of the digits text-to-image teacher into a
+one-step generator: the offline text-to-image quickstart.
 
-Teacher: fdistill_jax/assets/digits_t2i_teacher (a 4-block PixArt-α-architecture transformer on
-16×16×1 pixels, trained by configs/teachers/digits_t2i.py), prompts from the committed cache
-fdistill_jax/assets/digits_t2i_prompts (tiny T5; 7 training and 3 held-out phrasings per digit).
-The teacher's score inside the generator loss is guided with w = method.guidance_scale (FastGen's
-placement); the GAN branch reads the teacher's last block on real digits paired with training
-prompts of their class. final_metrics.json: prompt-class accuracy (train / held-out phrasings),
-digits FD and class coverage for the student and the teacher at 1/2/4/35 NFE, guided and not.
+Teacher: fdistill_jax/assets/digits_t2i_text_teacher (a 4-block PixArt-α-architecture
+transformer on 16×16×1 pixels reading a byte-level T5, configs/teachers/digits_t2i_text.py),
+frozen; prompts from its cache fdistill_jax/assets/digits_t2i_text_prompts (24 training and 4
+held-out phrasings per digit of assets/digits_prompts_v2.json; the held-out ones from templates
+the teacher never saw: "draw a 7", "an image of the numeral 7", "Seven", "7 written by hand").
+Recipe (issue 25): defaults.eps_teacher (σ_init 2.5; t uniform over the DDPM steps between
+σ 0.02 and SD's 14.6 for the generator and the fake score; ε-MSE fake-score loss), FastGen's 1:4
+schedule (4 fake-score steps per generator step), guidance w = 1.5 (defaults.DIGITS_T2I_GUIDANCE)
+in the loss and for the teacher it is scored against, 600 iterations, batch 32, evaluated as the
+0.99-EMA with ramp-up 0.5 (none of the teacher-copy initial weights left).
+The GAN branch reads the teacher's block 3 on real digits paired with training prompts of
+their class. On this problem the discriminator stays near chance through 480 critic updates
+(logits ≈ 0.01, r ∈ [0.97, 1.06]), so h(r) ≈ 1 and the student matches DMD2's to 0.1 FD:
+BENCHMARKS.md.
 
-The generator starts from σ_init = 2.5 (SiD's value): with the ε-parameterised PixArt the x0 of
-a one-step generator is x − σ·ε̂, so σ_init = 80 multiplies every ε error by 80 (measured: FD 305,
-accuracy 0.76, noisy digits).
-
-Schedule: FastGen's 1:4 (one generator step per 4 critic steps, `method.critic_steps = 4`, its
-default student_update_freq 5), 600 iterations = 120 generator steps. At 1:1 the same 600
-iterations gave FD 78.5 (recall 0.17: the student collapsed within classes) and 1:3 over 1,200
-iterations FD 76.6; the better-trained fake score of 1:4 keeps the student's spread.
-
-Command (2 shared CPU cores, about 5.5 minutes: ~1.5 min compile, 600 iterations, evaluation of
-the student and the teacher at 1/2/4/35 NFE):
+Command (about 10 minutes on one core, 4 of them evaluating the teacher):
   python -m fdistill_jax.main --config=configs/digits_t2i_js.py --workdir=runs/digits_t2i_js
-Expected (measured 2026-12-01 with the 12,000-step teacher, 500 samples over the 100 prompts,
-seeds 0 / 1): one-step student FD 40.3 / 42.0, class coverage 1.0, prompt-class accuracy
-0.97 / 0.98 (training phrasings 0.98 / 0.98, held-out 0.96 / 0.967), recall 0.34 / 0.28; the
-teacher at 35 NFE guided (w = 2): FD 29.0, accuracy 0.96 (held-out 0.91), recall 0.77;
-unguided: FD 4.6, accuracy 0.81 (held-out 0.69). Both issue targets (held-out accuracy ≥ 0.95,
-FD ≤ 1.5 × 29.0 = 43.5) are met on both seeds. BENCHMARKS.md "Digits text-to-image" has every
-row. Caveat (session 9): after 120 generator updates the evaluated 0.99-EMA still holds 30 % of
-the initial (teacher-copy) weights, and that share is what reaches FD 40: the same EMA without it
-(--config.train.ema_rampup=0.5) scores FD 84.9 / 88.9, recall 0.22 / 0.21 (held-out 0.97 / 0.99).
+Expected (measured 2026-12-07, one shared CPU core per run, seeds 0 / 1; 560 samples = 2
+per prompt, 50 per held-out prompt; the guided 35-NFE teacher at w = 1.5 as reference):
+FD 12.3 / 12.0 (≤ 1.2 × the teacher's 17.1 = 20.5), FD against the teacher's own
+samples 6.3 / 6.8 (the teacher's two draws: 2.1), recall 0.71 / 0.71 (≥ 0.65; teacher
+0.87), held-out prompt accuracy 0.965 / 0.968 (≥ 0.95; teacher 0.948), within-prompt
+diversity 0.65 / 0.70 (teacher 0.95); raw params FD 16.5 / 13.0, recall 0.78 / 0.77.
+Every tried variant, the old teacher's rows and the diagnostics: BENCHMARKS.md "Digits
+text-to-image students on their own (issue 25)".
 """
 from fdistill_jax import defaults
 

@@ -1,23 +1,29 @@
-"""SiD-LSG (κ1 = κ2 = κ3 = κ4 = 2) of the committed digits text-to-image teacher into one step,
-data-free (training prompts only, no images).
+"""SiD-LSG (κ1 = κ2 = κ4 = w) of the digits text-to-image teacher into one step, data-free
+(training prompts only, no images); the protocol of configs/digits_t2i_js.py.
 
-Teacher and prompts as configs/digits_t2i_js.py; SiD's settings (σ_init 2.5, Adam β (0, 0.999),
-no discriminator), the SiD-LSG paper's α = 1, condition dropout 0.1 for the guided fake score,
-t_max 800 (SiD's EDM value; configs/pixart512_sid_lsg.py uses LSG's 1000).
-Schedule: two fake-score steps per generator step (`method.critic_steps = 2`; the official code
-alternates 1:1). Measured with this teacher: at 1:1 the student collapses within classes (FD 54.0,
-recall 0.24, held-out accuracy 0.987); at 1:3 / 1:4 it is more diverse than needed and guidance
-weakens (FD 28.0 / 25.8, held-out accuracy 0.927 / 0.893); 1:2 meets both targets.
+Teacher: fdistill_jax/assets/digits_t2i_text_teacher (a 4-block PixArt-α-architecture
+transformer on 16×16×1 pixels reading a byte-level T5, configs/teachers/digits_t2i_text.py),
+frozen; prompts from its cache fdistill_jax/assets/digits_t2i_text_prompts (24 training and 4
+held-out phrasings per digit of assets/digits_prompts_v2.json; the held-out ones from templates
+the teacher never saw: "draw a 7", "an image of the numeral 7", "Seven", "7 written by hand").
+Recipe (issue 25): defaults.eps_teacher (σ_init 2.5; t uniform over the DDPM steps between
+σ 0.02 and SD's 14.6 for the generator and the fake score; ε-MSE fake-score loss), FastGen's 1:4
+schedule (4 fake-score steps per generator step), guidance w = 1.5 (defaults.DIGITS_T2I_GUIDANCE)
+in the loss and for the teacher it is scored against, 600 iterations, batch 32, evaluated as the
+0.99-EMA with ramp-up 0.5 (none of the teacher-copy initial weights left).
+SiD's settings (Adam β (0, 0.999), no discriminator), the SiD-LSG paper's α = 1, condition
+dropout 0.1 for the guided fake score.
 
-Command:
+Command (about 4 minutes with the teacher's samples cached):
   python -m fdistill_jax.main --config=configs/digits_t2i_sid_lsg.py --workdir=runs/digits_t2i_sid_lsg
-Expected (measured 2026-12-01 with the 12,000-step teacher, 2 shared CPU cores, about 6.5 min,
-500 samples over the 100 prompts, seeds 0 / 1 / 2): one-step student FD 37.1 / 33.1 / 36.5,
-class coverage 1.0, recall 0.51 / 0.42 / 0.50, prompt-class accuracy 0.98 / 0.99 / 0.99
-(held-out phrasings 0.953 / 0.987 / 0.96). Both issue targets (held-out ≥ 0.95, FD ≤ 1.5 × the
-guided 35-NFE teacher's 29.0 = 43.5) are met on all three seeds. BENCHMARKS.md "Digits
-text-to-image". The evaluated 0.99-EMA still holds 13 % of the initial weights after 200
-generator updates; without that share (--config.train.ema_rampup=0.5, seed 0) FD 51.4, recall 0.46.
+Expected (measured 2026-12-07, one shared CPU core per run, seeds 0 / 1; 560 samples = 2
+per prompt, 50 per held-out prompt; the guided 35-NFE teacher at w = 1.5 as reference):
+FD 13.8 / 14.2 (≤ 1.2 × the teacher's 17.1 = 20.5), FD against the teacher's own
+samples 5.5 / 5.5 (the teacher's two draws: 2.1), recall 0.73 / 0.73 (≥ 0.65; teacher
+0.87), held-out prompt accuracy 0.958 / 0.967 (≥ 0.95; teacher 0.948), within-prompt
+diversity 0.71 / 0.71 (teacher 0.95); raw params FD 17.7 / 17.3, recall 0.65 / 0.72.
+Every tried variant, the old teacher's rows and the diagnostics: BENCHMARKS.md "Digits
+text-to-image students on their own (issue 25)".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import sid

@@ -35,5 +35,10 @@ def test_compile_cache_defaults_to_a_per_user_per_host_folder(tmp_path):
 
 
 def test_main_flag_default_is_the_user_cache():
-  from fdistill_jax import main
-  assert main._CACHE.default == "user"
+  # In a fresh interpreter: main defines absl's global --config flag, which another module
+  # imported earlier in this worker (a tool or benchmark) may already have defined.
+  out = subprocess.run([sys.executable, "-c", "from fdistill_jax import main; "
+                        "print(main._CACHE.default)"], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"})
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip().splitlines()[-1] == "user"
