@@ -5,19 +5,23 @@
 `run_rounds(cfg, workdir)` trains one round per student step count (progressive.round_steps), each
 with `compose.train` in workdir/round{r}_{N}steps, and saves its student as student.msgpack, which
 becomes the next round's frozen teacher (config.method.teacher_params); a finished round is
-skipped on rerun. It composes the engine and the method, so it lives above both.
+skipped on rerun. student.msgpack is a verified cache (progressive.save_params: a fileio.write_cache
+envelope keyed by progressive.student_key, i.e. the round's step count, pd_base_steps and a digest
+of the problem): one that fails its sha256, is foreign or belongs to another round/problem is never
+used; its round is run again instead, which resumes from the round's checkpoint (re-exporting the
+student with no training when that checkpoint is final, retraining only what is missing). It composes the engine and the method, so it lives above both.
 """
 from __future__ import annotations
 
 import copy
 import json
 
-import flax.serialization
 import jax
-import numpy as np
+from absl import logging
 from etils import epath
 
 from fdistill_jax import compose, fileio
+from fdistill_jax.methods import progressive
 from fdistill_jax.methods.progressive import round_steps
 
 
@@ -26,6 +30,19 @@ def _copy_cache(src_dir: str, dst_dir: str, name: str = "pretrained_denoiser.msg
   src, dst = epath.Path(src_dir) / name, epath.Path(dst_dir) / name
   if src.exists() and not dst.exists():
     fileio.write_bytes(dst, src.read_bytes())
+
+
+def _verified(path: str, key: dict) -> bool:
+  """Whether path is a sound student file for `key`; a damaged or foreign one is logged (and
+  later overwritten by the round's re-export)."""
+  if not epath.Path(path).exists():
+    return False
+  try:
+    fileio.read_cache(path, key)
+    return True
+  except fileio.CacheError as e:
+    logging.warning("%s; running its round again (resumes from the round's checkpoint)", e)
+    return False
 
 
 class RoundInterrupted(RuntimeError):
@@ -37,7 +54,9 @@ def run_rounds(cfg, workdir: str, devices=None) -> list[dict]:
   metrics (the round's final_metrics.json)}].
 
   Each round calls `compose.train` in its own workdir (checkpointed and resumable there) and saves
-  the student as student.msgpack, which becomes the next round's frozen teacher. `devices`
+  the student as student.msgpack, which becomes the next round's frozen teacher; a round whose
+  student.msgpack exists and passes fileio.read_cache is skipped, one whose file fails it is run
+  again (see the module docstring). `devices`
   (default: all) is handed to every round's `compose.train`.
   """
   m = cfg.method
@@ -51,7 +70,8 @@ def run_rounds(cfg, workdir: str, devices=None) -> list[dict]:
     rcfg.method.student_steps = n
     rcfg.method.teacher_params = teacher_path
     out = str(epath.Path(rdir) / "student.msgpack")
-    if not epath.Path(out).exists():
+    key = progressive.student_key(rcfg, n)
+    if not _verified(out, key):
       # Writes final_metrics.json (evaluated with the N-step sampler).
       res = compose.train(rcfg, rdir, devices=devices)
       if "preempted_at" in res:  # A partial round must not become the next round's teacher.
@@ -59,8 +79,7 @@ def run_rounds(cfg, workdir: str, devices=None) -> list[dict]:
                                f"rerun the same command to resume it from {rdir}")
       _, state = compose.load_trained(rcfg, rdir)
       params = jax.device_get(compose.generator_params(state, rcfg.eval.params))
-      fileio.write_bytes(out, flax.serialization.msgpack_serialize(jax.tree.map(np.asarray,
-                                                                                  params)))
+      progressive.save_params(out, params, key)
     _copy_cache(rdir, workdir)  # The root keeps the shared init too (round 0 may have made it).
     metrics = None  # Written by process 0; None on other hosts when workdirs are not shared.
     if (epath.Path(rdir) / "final_metrics.json").exists():

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fdistill_jax import config_checks
+from fdistill_jax import config_checks, fileio
 from fdistill_jax.experiments import toy
 from fdistill_jax import pd_rounds
 from fdistill_jax.methods import progressive
@@ -79,8 +79,8 @@ def test_rounds_halve_steps_and_beat_the_teacher_at_equal_steps(tmp_path):
   gmm = toy.make_mixture(cfg.teacher)
   module = MLPDenoiser(dim=2, hidden=cfg.student.hidden, depth=cfg.student.depth,
                        sigma_data=cfg.diffusion.sigma_data)
-  with open(rounds[0]["params"], "rb") as f:
-    student = flax.serialization.msgpack_restore(f.read())
+  student = flax.serialization.msgpack_restore(fileio.read_cache(
+      rounds[0]["params"], progressive.student_key(cfg, 2)))
   template = jax.tree.map(np.asarray, student)
   init_params = toy.read_pretrained(tmp_path / "round0_2steps" / "pretrained_denoiser.msgpack",
                                     template, toy.cache_key(cfg))
@@ -146,3 +146,45 @@ def test_round_schedule_halves_down_to_the_final_steps():
   assert progressive.round_steps(progressive.method_config(pd_base_steps=8, pd_final_steps=2)) == [4, 2]
   with pytest.raises(ValueError, match="pd_final_steps=3 must divide"):
     progressive.round_steps(progressive.method_config(pd_base_steps=8, pd_final_steps=3))
+
+
+def test_student_file_is_verified_and_a_damaged_one_is_rebuilt(tmp_path, monkeypatch):
+  """student.msgpack (a round's student, the next round's teacher) is a fileio cache: a flipped
+  byte or another round's file is refused by load_params, and run_rounds runs that round again
+  (here a stub of compose.train / load_trained) and re-exports it instead of using it."""
+  cfg = tiny_cfg(steps=10)
+  cfg.method = progressive.method_config(pd_base_steps=4, pd_final_steps=1)
+  cfg.disc.enabled = False
+  params = {"dense": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3),
+                      "bias": np.ones(3, np.float32)}}
+  path = str(tmp_path / "student.msgpack")
+  progressive.save_params(path, params, progressive.student_key(cfg, 2))
+  got = progressive.load_params(path, params, progressive.student_key(cfg, 2))
+  np.testing.assert_array_equal(got["dense"]["kernel"], params["dense"]["kernel"])
+  with pytest.raises(fileio.CacheError, match="other settings"):  # Another round's student.
+    progressive.load_params(path, params, progressive.student_key(cfg, 1))
+  with pytest.raises(ValueError, match="shape"):  # The structure/shape checks stay.
+    progressive.load_params(path, {"dense": {"kernel": np.zeros((3, 2)), "bias": np.zeros(3)}},
+                            progressive.student_key(cfg, 2))
+  data = bytearray(open(path, "rb").read())
+  data[-5] ^= 0x01  # Inside the payload (the envelope's last field).
+  open(path, "wb").write(bytes(data))
+  with pytest.raises(fileio.CacheError, match="sha256"):
+    progressive.load_params(path, params, progressive.student_key(cfg, 2))
+
+  # run_rounds: round 0's damaged student is re-exported, round 1's sound one is kept.
+  rdir0, rdir1 = tmp_path / "run" / "round0_2steps", tmp_path / "run" / "round1_1steps"
+  os.makedirs(rdir0)
+  os.makedirs(rdir1)
+  open(rdir0 / "student.msgpack", "wb").write(bytes(data))
+  progressive.save_params(str(rdir1 / "student.msgpack"), params,
+                          progressive.student_key(cfg, 1))
+  trained = []
+  monkeypatch.setattr(pd_rounds.compose, "train",
+                      lambda rcfg, rdir, devices=None: trained.append(rdir) or {})
+  monkeypatch.setattr(pd_rounds.compose, "load_trained", lambda rcfg, rdir: (None, {}))
+  monkeypatch.setattr(pd_rounds.compose, "generator_params", lambda state, which: params)
+  rounds = pd_rounds.run_rounds(cfg, str(tmp_path / "run"))
+  assert trained == [str(rdir0)]
+  for r in rounds:
+    progressive.load_params(r["params"], params, progressive.student_key(cfg, r["steps"]))

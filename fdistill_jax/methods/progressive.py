@@ -19,7 +19,10 @@ Training step of a round with N student steps (student initialised from its teac
        ε = (z_t − x0)/σ, computed from the student's x0 (the EDM-preconditioned network is
        already a v-type parameterisation); this equals the x-loss weighted by λ_EDM(σ).
 The round's teacher is the experiment's teacher (round 0) or the previous round's student,
-loaded in `prepare` from config.method.teacher_params into frozen['pd_teacher'].
+loaded in `prepare` from config.method.teacher_params into frozen['pd_teacher']. That file is a
+fileio.write_cache envelope (save_params / load_params) whose key (student_key) names the 2N-step
+student it holds and a digest of the problem, so a flipped byte, a foreign file or another round's
+student is refused (fileio.CacheError naming the file) instead of becoming a teacher.
 The round driver (K → K/2 → … → pd_final_steps, one training run per round) is
 fdistill_jax/pd_rounds.py; this module holds only the loss, grids, sampler and hooks.
 `prepare` replaces the experiment's `sample` by the N-step sampler, so the engine's evaluation
@@ -31,14 +34,16 @@ prediction, weighting.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import flax.serialization
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from etils import epath
 
+from fdistill_jax import fileio
 from fdistill_jax.diffusion import edm
 from fdistill_jax.nets import Nets
 from fdistill_jax.methods import common
@@ -110,9 +115,35 @@ def sample(denoise, z: jax.Array, grid) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- prepare
-def load_params(path: str, template):
-  """Generator params saved by run_rounds, checked against the template's tree and shapes."""
-  params = flax.serialization.msgpack_restore(epath.Path(path).read_bytes())  # Local or gs://.
+STUDENT_FILE = "progressive distillation student"  # The kind named in a student file's key.
+
+
+def student_key(cfg, steps: int) -> dict:
+  """Settings key of the file holding the `steps`-step student of a PD run of cfg: the kind, the
+  base grid and the step count (which fix the round: round r has pd_base_steps / 2^(r+1) steps),
+  and a digest of the teacher / student / diffusion configs the round distils, so a file is used
+  only as the teacher of the round right after its own, in a run of the same problem."""
+  m = cfg.method
+  problem = {k: (cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k])
+             for k in ("teacher", "student", "diffusion") if k in cfg}
+  digest = hashlib.sha256(json.dumps(problem, sort_keys=True, default=str).encode()).hexdigest()
+  return {"file": STUDENT_FILE, "pd_base_steps": int(m.pd_base_steps), "steps": int(steps),
+          "problem": digest[:16]}
+
+
+def save_params(path: str, params, key: dict) -> None:
+  """Writes generator params (all-or-nothing) as a fileio.write_cache envelope for `key`
+  (student_key): the file run_rounds writes and load_params reads."""
+  payload = flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params))
+  fileio.write_cache(path, payload, key)
+
+
+def load_params(path: str, template, key: dict):
+  """Generator params saved by save_params for settings `key` (student_key), checked against the
+  template's tree and shapes. fileio.CacheError (naming the file) when the file fails its sha256
+  (a flipped byte), is not such an envelope, or was written for another round or problem;
+  ValueError when its tree or shapes do not fit the student."""
+  params = flax.serialization.msgpack_restore(fileio.read_cache(path, key))  # Local or gs://.
   want = jax.tree_util.tree_structure(template)
   if jax.tree_util.tree_structure(params) != want:
     raise ValueError(f"config.method.teacher_params={path!r}: parameter tree does not match the "
@@ -151,7 +182,12 @@ def prepare(cfg, exp, workdir: str):
   if not path:
     return exp
   template = jax.eval_shape(exp.init_params, jax.random.PRNGKey(0))["generator"]
-  prev = load_params(path, template)
+  try:  # The teacher of the N-step round is the 2N-step student.
+    prev = load_params(path, template, student_key(cfg, 2 * cfg.method.student_steps))
+  except fileio.CacheError as e:
+    raise fileio.CacheError(f"{e}; config.method.teacher_params must be the previous round's "
+                            "student.msgpack as written by pd_rounds (rerun pd_rounds, which "
+                            "re-exports a damaged one from its round's checkpoint)") from None
   base_init = exp.init_params
 
   def init_params(key):
