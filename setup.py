@@ -1,7 +1,7 @@
 """fdistill_jax: one-step diffusion distillation (f-distill and peers) in JAX/Flax.
 
-Version pins: the core stack is pinned to the versions measured together on CPU (see
-../shared/docs/environment.md in the project workspace): jax 0.10.2 / flax 0.12.8 / orbax 0.12.8 /
+Version pins: the core stack is pinned to the versions measured together on CPU (measured
+together on CPU, 2026-11): jax 0.10.2 / flax 0.12.8 / orbax 0.12.8 /
 clu 0.0.12 resolve with numpy 2.x and protobuf 7 with a clean `pip check`.
 * clu's metric writers and `tfds.load` import TensorFlow at module level, so `tensorflow-cpu` and
   `tensorboard` are core dependencies (about 1.4 GB, ~30 s of install) rather than an option: the

@@ -1,6 +1,6 @@
 """SIM (pseudo-Huber, c = 1 in score units) of EDM's class-conditional CIFAR-10 teacher.
 
-SIM's optimiser, batch and EMA were not published (docs/sim.md §4), so this uses SiD's CIFAR-10
+SIM's optimiser, batch and EMA were not published (arXiv 2410.16794 gives none), so this uses SiD's CIFAR-10
 recipe (configs/cifar10_sid.py) with SIM's exact generator loss in place of SiD's.
 
 Command (a GPU cluster or TPU pod; see launch/README.md):

@@ -1,23 +1,14 @@
 """SIM (pseudo-Huber, c = 1) with teacher guidance of the digits text-to-image teacher into one
 step, data-free; the protocol of configs/digits_t2i_js.py.
 
-Teacher: fdistill_jax/assets/digits_t2i_text_teacher (a 4-block PixArt-α-architecture
-transformer on 16×16×1 pixels reading a byte-level T5, configs/teachers/digits_t2i_text.py),
-frozen; prompts from its cache fdistill_jax/assets/digits_t2i_text_prompts (24 training and 4
-held-out phrasings per digit of assets/digits_prompts_v2.json; the held-out ones from templates
-the teacher never saw: "draw a 7", "an image of the numeral 7", "Seven", "7 written by hand").
-Recipe (issue 25): defaults.eps_teacher (σ_init 2.5; t uniform over the DDPM steps between
-σ 0.02 and SD's 14.6 for the generator and the fake score; ε-MSE fake-score loss), FastGen's 1:4
-schedule (4 fake-score steps per generator step), guidance w = 1.5 (defaults.DIGITS_T2I_GUIDANCE)
-in the loss and for the teacher it is scored against, 600 iterations, batch 32, evaluated as the
-0.99-EMA with ramp-up 0.5 (none of the teacher-copy initial weights left).
+Teacher, prompts and recipe (ε-teacher σ laws, 1:4, w = 1.5, 600 iterations, EMA ramp-up):
+configs/digits_t2i_js.py.
 SiD's shared settings (Adam β (0, 0.999), no discriminator); the teacher's score in the SIM
 loss is guided, the fake score learns the student's unguided distribution.
 
 Command (about 4 minutes with the teacher's samples cached):
   python -m fdistill_jax.main --config=configs/digits_t2i_sim.py --workdir=runs/digits_t2i_sim
-Expected (measured 2026-12-07, one shared CPU core per run, seeds 0 / 1; 560 samples = 2
-per prompt, 50 per held-out prompt; the guided 35-NFE teacher at w = 1.5 as reference):
+Expected (measured 2026-12-07, seeds 0 / 1, protocol of configs/digits_t2i_js.py):
 FD 13.7 / 14.0 (≤ 1.2 × the teacher's 17.1 = 20.5), FD against the teacher's own
 samples 5.7 / 5.7 (the teacher's two draws: 2.1), recall 0.75 / 0.77 (≥ 0.65; teacher
 0.87), held-out prompt accuracy 0.957 / 0.964 (≥ 0.95; teacher 0.948), within-prompt

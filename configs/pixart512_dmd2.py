@@ -16,7 +16,7 @@ digits text-to-image teacher is configs/digits_t2i_dmd2.py (measured there).
 f-distill with divergence 'rkl' and no ratio normalisation (h ≡ 1) is DMD2's distribution
 matching loss. Values and where they come from:
 * DMD2's SD1.5 recipe (tianweiy/DMD2 main/train_sd.py and its SD1.5 launch script;
-  docs/algorithms.md §3): no regression loss, batch 2048, lr 1e-5, AdamW, GAN weight 1e-3 on
+  arXiv 2405.14867): no regression loss, batch 2048, lr 1e-5, AdamW, GAN weight 1e-3 on
   the generator and 1e-2 on the fake score's GAN head (the GAN loss also trains the fake score),
   fake-score update frequency 10 (critic_steps 9), real_guidance_scale 1.75, DM and fake-score
   times t ∈ [20, 980) uniform, i.e. SD σ ∈ [0.138, 12.97], the fake score's ε-MSE loss, fp32

@@ -1,6 +1,6 @@
 """f-distill (JS) of PixArt-α 512 into a one-step generator: teacher guidance and the GAN branch
 on real-image latents, FastGen's text-to-image f-distill settings at the noise levels of an
-ε-prediction teacher (docs/algorithms.md §1.5, issue 25 §3).
+ε-prediction teacher (f-distill, arXiv 2502.15681; issue 25 §3).
 
 Command (a TPU pod or GPU cluster; see launch/README.md):
   python -m fdistill_jax.main --config=configs/pixart512_js.py --workdir=gs://BUCKET/pixart_js \

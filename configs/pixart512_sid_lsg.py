@@ -15,7 +15,7 @@ text-to-image teacher is configs/digits_t2i_sid_lsg.py (measured there).
 
 Values and where they come from:
 * SiD-LSG (mingyuanzhou/SiD-LSG training/sid_training_loop.py, run_sid.sh;
-  docs/algorithms.md §4.5): κ1 = κ2 = κ3 = κ4 = 1.5 (the best-FID setting), α = 1, Adam β =
+  arXiv 2406.01561): κ1 = κ2 = κ3 = κ4 = 1.5 (the best-FID setting), α = 1, Adam β =
   (0, 0.999) with lr 1e-6 for both nets, batch 512, EMA half-life 0.05 Mimg with ramp-up 0.05,
   10 Mimg = 19,531 iterations of one fake-score and one generator update each (39,062 engine
   iterations here, which alternate them), loss scales 1 / 1 with pixel sums (run_sid.sh passes

@@ -14,7 +14,7 @@ prompts (loud warnings). The same recipe on the digits text-to-image teacher is
 configs/digits_t2i_sim.py (measured there).
 
 Values and where they come from:
-* SIM (arXiv 2410.16794, docs/sim.md): the pseudo-Huber distance, SiD-style alternating
+* SIM (arXiv 2410.16794): the pseudo-Huber distance, SiD-style alternating
   fake-score training, no real data; the released SIM-DiT inference script's init_sigma 2.5.
 * Ours: SiD-LSG's schedule and noise levels (configs/pixart512_sid_lsg.py: Adam β (0, 0.999),
   lr 1e-6, batch 512, EMA half-life 0.05 Mimg with ramp-up 0.05, 10 Mimg, σ ∈ [0.138, 12.97] with

@@ -211,7 +211,7 @@ def sid_style(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def sid_edm(dataset: str) -> ml_collections.ConfigDict:
-  """SiD on NVIDIA's EDM teachers with the released SiD recipe (docs/algorithms.md §4.4).
+  """SiD on NVIDIA's EDM teachers with the released SiD recipe (Zhou et al. 2024, arXiv 2404.04057, mingyuanzhou/SiD).
 
   'cifar10' (conditional): batch 256, lr 1e-5, fp32, 800 Mimg; 'imagenet64': batch 8192, lr
   4e-6, 1000 Mimg (SiD trains it in fp16; we use bf16 compute with fp32 master weights). Both:

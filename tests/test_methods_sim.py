@@ -1,6 +1,6 @@
 """SIM's generator loss has the gradient of the divergence it claims to minimise (exact Gaussians).
 
-docs/sim.md "Test idea": teacher p_0 = N(μ, diag s²); generator x_0 = m + a ⊙ z, θ = (m, a), so at
+An exact problem: teacher p_0 = N(μ, diag s²); generator x_0 = m + a ⊙ z, θ = (m, a), so at
 noise σ both diffused densities and denoisers are closed-form, and the fake score is the exact
 score of q_{θ̄,σ} (frozen at the current θ̄). The target is
   G* = ∇_θ E_{x ~ q_{θ̄,σ}}[d(s_p(x) − s_{q_θ,σ}(x))] at θ = θ̄ (π frozen, θ only inside s_q),

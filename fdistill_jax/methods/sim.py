@@ -1,4 +1,4 @@
-"""SIM: Score Implicit Matching (Luo et al. 2024), the exact fixed-π form of docs/sim.md §2.1.
+"""SIM: Score Implicit Matching (Luo et al. 2024), the exact fixed-π form (arXiv 2410.16794).
 
 Divergence: D(θ) = ∫ w(σ) E_{x~π_σ}[d(s_p(x) − s_{q_θ,σ}(x))] dσ with π_σ = q_{sg θ,σ}. Its
 θ-gradient equals the gradient of the tractable surrogate (x0 form, x_t = x_g + σ n):
@@ -16,7 +16,7 @@ Weighting w (config.method.weighting):
   'none':  w = 1, the raw integrand (the Gaussian score-gradient test uses this);
   'sid':   w = σ⁴ · sg(1/max(mean|x_g − D_p|, 1e-5)), SiD's normaliser times σ⁴, so that
            'l2' is exactly 2·SiD(α=1) and training scales like SiD.
-Ablation form='sp' (docs/sim.md §2.2): ℓ = w·sg(d'(y))ᵀ(D_p − x_g)/σ² (not the exact gradient
+Ablation form='sp' (the paper's score-projection variant): ℓ = w·sg(d'(y))ᵀ(D_p − x_g)/σ² (not the exact gradient
 when the generator's Jacobian varies per sample; kept only as a regression guard).
 The fake score is trained exactly as in SiD (methods/sid.py), one fake step per generator step.
 Teacher guidance (text-to-image): D_p is the teacher guided at method.guidance_scale (only at

@@ -1,6 +1,6 @@
 """PyTorch reference of the f-distill step, for the JAX-vs-PyTorch benchmark only.
 
-Written from the architecture description (shared docs/models.md §1) and this project's Flax
+Written from the architecture description (EDM, Karras et al. 2022, arXiv 2206.00364) and this project's Flax
 port (fdistill_jax/models/edm), not copied from EDM or FastGen. NCHW, with EDM's state_dict
 names, so the weights of a Flax run load through `fdistill_jax.convert.edm_state_dict`:
 
