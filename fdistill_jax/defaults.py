@@ -300,6 +300,20 @@ def t2i() -> ml_collections.ConfigDict:
 SD_SIGMA_T1, SD_SIGMA_T20, SD_SIGMA_T979, SD_SIGMA_MAX = 0.041314, 0.137991, 12.96632, 14.614641
 
 
+def sd_sigmas(timesteps) -> tuple[float, ...]:
+  """σ = √((1 − ᾱ_t)/ᾱ_t) of SD 1.x's DDPM steps t (scaled_linear β 0.00085 → 0.012), float64:
+  the references' few-step lists in σ (DMD2's 4-step [999, 749, 499, 249] is 14.61, 4.08, 1.61,
+  0.693)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.diffusion import ddpm  # pylint: disable=import-outside-toplevel
+  abar = np.cumprod(1.0 - ddpm.make_betas("scaled_linear", 1000, 0.00085, 0.012))
+  return tuple(float(np.sqrt((1.0 - abar[t]) / abar[t])) for t in timesteps)
+
+
+# DMD2's SDXL 4-step timesteps (tianweiy/DMD2 experiments/sdxl: denoising 4 steps from t 999).
+DMD2_4STEP_TIMESTEPS = (999, 749, 499, 249)
+
+
 def eps_teacher(cfg: ml_collections.ConfigDict, sigma_min: float | None = None,
                 sigma_max: float = SD_SIGMA_MAX) -> ml_collections.ConfigDict:
   """Noise levels and fake-score loss for an ε-prediction (DDPM) teacher, in place, for any

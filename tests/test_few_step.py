@@ -363,3 +363,12 @@ def test_two_step_toy_student_moves_toward_the_teacher(tmp_path):
   assert run.exp.nets.steps == 2
   assert student["sw"] < 0.6 * init["sw"], (student["sw"], init["sw"])
   assert student["mean_log_prob"] > init["mean_log_prob"] + 1.0
+
+
+def test_summary_names_the_students_step_count():
+  from fdistill_jax.engine import progress  # pylint: disable=import-outside-toplevel
+  final = {"step": 5, "student_steps": 4, "student": {"fd": 1.0},
+           "student_raw": {"fd": 2.0}, "teacher_nfe35": {"fd": 0.5}}
+  text = progress.summary(final, {})
+  assert "student (4 steps)" in text and "student raw params (4 steps)" in text
+  assert "student (1 step)" in progress.summary({"student": {"fd": 1.0}}, {})

@@ -4,7 +4,7 @@ A K-step student samples from pure noise at σ_1 along σ_1 > σ_2 > … > σ_K:
   x^(1) = σ_1 z;   x0^(k) = G_θ(x^(k), σ_k);   x^(k+1) = renoise(x0^(k), x^(k), σ_k, σ_{k+1});
 and returns x0^(K). Re-noising rules (`renoise`):
   'stochastic'     x^(k+1) = x0^(k) + σ_{k+1} ε_k with fresh ε_k ~ N(0, I): DMD2's multi-step
-                   sampler and consistency models' multistep sampling (FastGen's default);
+                   sampler and consistency models' multistep sampling;
   'deterministic'  x^(k+1) = x0^(k) + σ_{k+1} (x^(k) − x0^(k)) / σ_k: the DDIM/Euler step of the
                    probability-flow ODE with the student's x0 (no fresh noise).
 K = 1 is the one-step generator x0^(1) = G_θ(σ_1 z, σ_1).

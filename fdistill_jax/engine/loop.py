@@ -267,7 +267,7 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
     exp.write_samples(x, str(epath.Path(workdir) / f"samples_{step:07d}.png"),
                       f"{cfg.method.name}/{cfg.method.get('divergence', '')} step {step}")
   if final:
-    out = {"step": step, "student": res}
+    out = {"step": step, "student_steps": exp.nets.steps, "student": res}
     if cfg.eval.params != "raw" and cfg.eval.get("score_raw", True):  # The EMA beside the parameters it averages (issue 25 §1).
       raw = generator_params(state, "raw")
       if jax.process_count() > 1:

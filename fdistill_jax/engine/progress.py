@@ -137,10 +137,12 @@ _COLUMNS = (("FD", "fd", "{:.2f}"), ("FD@297", "fd_n297", "{:.2f}"), ("FID", "fi
 def summary(final: dict, paths: dict) -> str:
   """A plain-text table of the student and every reference sampler in `final` (the dict
   train() returns: 'student', 'teacher_nfe35', ...), then `paths` ({what: path})."""
-  rows = [("student (1 step)", final["student"])]
+  k_steps = final.get("student_steps", 1)
+  steps = f"{k_steps} step{'s' if k_steps > 1 else ''}"
+  rows = [(f"student ({steps})", final["student"])]
   for k, v in final.items():
     if isinstance(v, dict) and k != "student":
-      rows.append((_row_name(k), v))
+      rows.append((_row_name(k, steps), v))
   cols = [c for c in _COLUMNS if any(c[1] in r for _, r in rows)]
   table = [["sampler"] + [c[0] for c in cols]]
   for name, r in rows:
@@ -153,13 +155,13 @@ def summary(final: dict, paths: dict) -> str:
   return "\n".join(lines)
 
 
-def _row_name(key: str) -> str:
+def _row_name(key: str, steps: str = "1 step") -> str:
   if key.startswith("teacher_nfe"):
     return f"teacher ({key[len('teacher_nfe'):]} NFE)"
   if key.startswith("teacher_heun"):
     return f"teacher (Heun, {key[len('teacher_heun'):]} NFE)"
   if key == "student_raw":
-    return "student raw params (1 step)"
+    return f"student raw params ({steps})"
   if key == "real_heldout":
     return "real held-out digits"
   return key.replace("_", " ")

@@ -97,7 +97,8 @@ def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str
     conditions (`key` is the one both were drawn with)."""
     t = teacher_x.pop("x", None)
     t = decode(sample_multistep(teacher_params, key, nfe=ev.nfe)) if t is None else t
-    blocks = [("student, 1 step", x), (f"teacher, {ev.nfe} NFE", t)]
+    k = nets.steps
+    blocks = [(f"student, {k} step{'s' if k > 1 else ''}", x), (f"teacher, {ev.nfe} NFE", t)]
     if not labelled:
       c = min(cols, n_eval)
       r = min(8, n_eval // c)

@@ -1,0 +1,26 @@
+"""f-distill (Jensen-Shannon) with teacher guidance of the digits text-to-image teacher into a
+4-step student.
+
+The recipe of configs/digits_t2i_js.py (teacher, prompts, ε-teacher σ laws, 1:4 schedule,
+w = 1.5, 600 iterations, 0.99-EMA with ramp-up) with a student that samples at DMD2's 4-step
+timesteps [999, 749, 499, 249], taken on SD's DDPM schedule like every noise level of the
+digits text-to-image recipes (defaults.eps_teacher): σ = 14.61, 4.08, 1.61, 0.693, so the
+first step starts from pure noise at SD's σ(999) instead of the one-step student's 2.5.
+Between steps it re-noises with fresh noise and trains by backward simulation (DMD2's SDXL
+4-step recipe: its own chain, no gradient through the earlier steps; diffusion/few_step.py).
+
+Command:
+  python -m fdistill_jax.main --config=configs/digits_t2i_js_4step.py --workdir=runs/digits_t2i_js_4step
+Expected: BENCHMARKS.md "Few-step students (issue 27)" (measured 2026-12-07).
+"""
+from fdistill_jax import defaults
+
+def get_config():
+  cfg = defaults.digits_t2i_distill()
+  cfg.method.divergence = "js"
+  cfg.method.guidance_scale = defaults.DIGITS_T2I_GUIDANCE
+  cfg.method.critic_steps = 4
+  sigmas = defaults.sd_sigmas(defaults.DMD2_4STEP_TIMESTEPS)
+  cfg.diffusion.sigma_init = sigmas[0]
+  cfg.few_step.update(dict(sigmas=sigmas, source="backward", renoise="stochastic"))
+  return cfg
