@@ -72,6 +72,7 @@ def check(cfg, num_devices: int | None = None) -> None:
   method = registry.get(m.name)
   if hasattr(method, "check_config"):
     method.check_config(cfg)
+  registry.check_method_fields(cfg)  # Also the method fields the chosen method does not read.
   _need(cfg.teacher.kind in experiments.KINDS, "teacher.kind", cfg.teacher.kind,
         f"allowed: {experiments.KINDS}")
   experiments.check_config(cfg)
