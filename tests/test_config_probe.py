@@ -281,3 +281,80 @@ def test_every_method_field_has_a_rule():
     fields = {p for p in config_checks._reference(kind)  # pylint: disable=protected-access
               if p.startswith("method.") and p != "method.name"}
     assert fields <= ruled, sorted(fields - ruled)
+
+
+# ------------------------------------------------------------------------ missing required fields
+def _without(source: str, field: str) -> ml_collections.ConfigDict:
+  import copy  # pylint: disable=import-outside-toplevel
+  raw = copy.deepcopy(_raw(source))
+  *path, last = field.split(".")
+  node = raw
+  for p in path:
+    node = node[p]
+  del node[last]
+  return ml_collections.ConfigDict(raw)
+
+
+MISSING = [  # (config, deleted field, the field the error names, fragment of what is expected)
+    ("toy", "train.steps", "train.steps", "expected an int"),
+    ("toy", "optim.generator.lr", "optim.generator.lr", "a learning rate in (0, 1]"),
+    ("toy", "method.ratio_ema", "method.ratio_ema", "in [0, 1)"),
+    ("toy", "teacher.mixture", "teacher.mixture", "a string"),
+    ("toy", "student", "student", "a block of fields"),
+    ("toy", "student.depth", "student.depth", "an int in [1, 256]"),
+    ("toy", "train", "train.steps", "expected an int"),
+    ("toy", "method.name", "method.name", "allowed: ("),
+    ("toy", "teacher.kind", "teacher.kind", "allowed: ("),
+    ("toy2d_kd", "method.pairs_steps", "method.pairs_steps", "an int in [1, 10000] (Heun steps)"),
+    ("toy2d_pd", "method.pd_base_steps", "method.pd_base_steps", "a power of 2"),
+    ("digits_js", "dataset.resolution", "dataset.resolution", "an int in [1, 8192] (pixels)"),
+    ("digits_js", "diffusion.sigma_max", "diffusion.sigma_max", "a noise level in (0, 100000.0)"),
+    ("digits_js", "optim.fake_score.b1", "optim.fake_score.b1", "a finite number"),
+    ("digits_sid", "method.t_max", "method.t_max", "in (0, 1000]"),
+    ("digits_sim_huber", "method.huber_space", "method.huber_space", "allowed: ('score', 'x0')"),
+    ("digits_t2i_js", "eval.num_samples", "eval.num_samples", "an int in [1, 10000000]"),
+    ("digits_t2i_js", "eval.sampler", "eval.sampler", "expected allowed: ("),
+    ("digits_js", "eval.sampler", "eval.sampler", "expected allowed: ("),
+    ("digits_t2i_sid_lsg", "method.kappa_real", "method.kappa_real", "a guidance scale >= 0"),
+    ("teachers/edm_cifar10", "method.p_mean", "method.p_mean", "a mean of ln σ in [-20, 20]"),
+    ("teachers/edm_cifar10", "train.keep_checkpoints", "train.keep_checkpoints", "an int"),
+    ("teachers/digits", "seed", "seed", "an int in [0, 4294967295]"),
+    ("teachers/digits_t2i", "method.p_std", "method.p_std", "a std of ln σ in (0, 10]"),
+]
+
+
+@pytest.mark.parametrize("source,field,named,fragment", MISSING,
+                         ids=[f"{s}:-{f}" for s, f, _, _ in MISSING])
+def test_missing_required_field_is_named(source, field, named, fragment):
+  cfg = _without(source, field)
+  with pytest.raises(config_checks.ConfigError) as e:
+    config_checks.check(cfg, num_devices=8)
+  msg = str(e.value)
+  assert re.search(re.escape("config." + named) + r"\b", msg), msg
+  assert fragment in msg, msg
+
+
+def test_a_field_read_with_a_default_may_be_left_out():
+  """Optional fields (read with .get) are not required: leaving them out still passes."""
+  for source, field in [("toy", "train.grad_accum"), ("toy", "train.tensorboard"),
+                        ("digits_js", "teacher.remat"), ("toy", "optim.generator.schedule"),
+                        ("toy2d_sid", "method.alpha"), ("toy2d_kd", "optim.fake_score"),
+                        ("toy2d_sid", "optim.discriminator")]:
+    config_checks.check(_without(source, field), num_devices=8)
+
+
+def test_fields_read_with_a_default_are_never_required():
+  """config_checks._DEFAULTED holds every config-field name the package reads with a default
+  (`.get("name"` or `"name" in ...`): re-derived here from the source."""
+  leaves = set()
+  for kind in ("gmm", "edm", "pixart"):
+    leaves |= {p.rsplit(".", 1)[-1] for p in config_checks._reference(kind)}  # pylint: disable=protected-access
+  found = set()
+  for path in glob.glob(os.path.join(REPO, "fdistill_jax", "**", "*.py"), recursive=True):
+    if path.endswith("config_checks.py"):  # Reads absent fields only to name them.
+      continue
+    src = open(path, encoding="utf-8").read()
+    found |= set(re.findall(r"""\.get\(\s*["']([A-Za-z_0-9]+)["']""", src))
+    found |= set(re.findall(r"""["']([A-Za-z_0-9]+)["']\s+(?:not )?in\s+(?:cfg|m|t|o|d)\b""", src))
+  missing = (found & leaves) - config_checks._DEFAULTED  # pylint: disable=protected-access
+  assert not missing, sorted(missing)

@@ -90,6 +90,7 @@ RULES = {  # Ranges of the PixArt fields (types and finiteness: config_checks.ch
     "eval.grid_size": V.within(1, 4096, "an int"),
     "eval.per_prompt_samples": V.at_least(0, "an int (0 = off)"),
     "eval.per_prompt_train": V.at_least(0),
+    "eval.sampler": V.one_of(*t2i_eval.SAMPLERS),
 }
 
 
