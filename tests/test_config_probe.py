@@ -358,3 +358,34 @@ def test_fields_read_with_a_default_are_never_required():
     found |= set(re.findall(r"""["']([A-Za-z_0-9]+)["']\s+(?:not )?in\s+(?:cfg|m|t|o|d)\b""", src))
   missing = (found & leaves) - config_checks._DEFAULTED  # pylint: disable=protected-access
   assert not missing, sorted(missing)
+
+
+# ------------------------------------------------------------------ every field, a hostile value
+def _leaves(d: dict, prefix: str = ""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _leaves(v, prefix + k + ".")
+    else:
+      yield prefix + k, v
+
+
+SWEEP = ("toy", "toy2d_kd", "toy2d_pd", "digits_js", "digits_sid_lsg", "digits_t2i_js",
+         "teachers/digits_t2i_text", "teachers/edm_cifar10")
+
+
+@pytest.mark.parametrize("source", SWEEP)
+def test_every_field_refuses_a_value_of_the_wrong_kind_by_name(source):
+  """The probe over every field (not a hand-picked table): each leaf of the config, set to NaN
+  (and, where it holds a number, bool or tuple, to a string), is refused with a ConfigError
+  naming that field or the block it sits in. Free-form strings (paths, keys) take any string."""
+  accepted = []
+  for field, v in _leaves(_raw(source)):
+    for bad in (NAN,) + (() if isinstance(v, str) else ("bogus",)):
+      try:
+        config_checks.check(_with(source, field, bad), num_devices=8)
+      except config_checks.ConfigError as e:
+        parent = field.rsplit(".", 1)[0]
+        assert f"config.{field}" in str(e) or f"config.{parent}" in str(e), (field, str(e))
+      else:
+        accepted.append((field, bad))
+  assert not accepted, accepted
