@@ -15,6 +15,7 @@ import numbers
 import jax
 
 from fdistill_jax import experiments, validation
+from fdistill_jax.diffusion import few_step
 from fdistill_jax.methods import registry
 
 
@@ -74,6 +75,7 @@ def check(cfg, num_devices: int | None = None) -> None:
   if hasattr(method, "check_config"):
     method.check_config(cfg)
   registry.check_method_fields(cfg)  # Also the method fields the chosen method does not read.
+  few_step.check_config(cfg, allow_steps=getattr(method, "FEW_STEP_STUDENTS", True))
   _need(cfg.teacher.kind in experiments.KINDS, "teacher.kind", cfg.teacher.kind,
         f"allowed: {experiments.KINDS}")
   experiments.check_config(cfg)

@@ -22,10 +22,12 @@ plus the architecture's native format (NATIVE below):
                       tokenizer, the --model of tools/encode_prompts for its prompt cache.
   gmm (toy MLP)       params.safetensors is the format; `fdistill_jax.convert.mlp_torch.load`
                       builds the PyTorch MLPDenoiser from metadata.json and loads it.
-A one-step student samples as x = G(sigma_init * z, sigma_init, labels). `--step` picks any kept
-checkpoint (default: the latest), `--params` the EMA track (default: config.eval.params). Each
-file is written under a temporary name and renamed, so a failed export never leaves a partial
-file over a good one. While it restores, export holds the workdir's lock (engine/workdir_lock.py):
+A one-step student samples as x = G(sigma_init * z, sigma_init, labels); a K-step student as the
+chain of diffusion/few_step.py over metadata's sampling.sigmas with its re-noising rule
+(sampling.renoise: 'stochastic' x <- x0 + σ_next·ε, 'deterministic' the DDIM step). `--step`
+picks any kept checkpoint (default: the latest), `--params` the EMA track (default:
+config.eval.params). Each file is written under a temporary name and renamed, so a failed export
+never leaves a partial file over a good one. While it restores, export holds the workdir's lock (engine/workdir_lock.py):
 restoring may set aside or adopt checkpoint steps, so it waits for a run training there.
 """
 from __future__ import annotations
@@ -131,6 +133,16 @@ NATIVE: dict[str, Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]] = {
 }
 
 
+def sampling_metadata(cfg) -> dict:
+  """How the student samples: steps K, σ_1 … σ_K (EDM σ units) and the re-noising rule between
+  steps (diffusion/few_step.py; None for one step)."""
+  from fdistill_jax.diffusion import few_step
+  chain = few_step.from_config(cfg)
+  if chain is None:
+    return {"steps": 1, "sigmas": [float(cfg.diffusion.sigma_init)], "renoise": None}
+  return {"steps": chain.steps, "sigmas": list(chain.sigmas), "renoise": chain.renoise}
+
+
 # ------------------------------------------------------------------ entry point
 def export_generator(cfg, workdir: str, out: str, which: str | None = None,
                      step: int | None = None) -> dict:
@@ -165,7 +177,8 @@ def export_generator(cfg, workdir: str, out: str, which: str | None = None,
   m = cfg.method
   meta = {"format": FORMAT, "method": m.name, "divergence": m.get("divergence"),
           "teacher": {"kind": kind, "checkpoint": cfg.teacher.get("checkpoint")},
-          "sigma_init": float(cfg.diffusion.sigma_init), "step": got_step, "params": which,
+          "sigma_init": float(cfg.diffusion.sigma_init), "sampling": sampling_metadata(cfg),
+          "step": got_step, "params": which,
           "architecture": arch, "files": ["params.safetensors", *files],
           "config": json.loads(cfg.to_json_best_effort())}
   _write_bytes(dest / "metadata.json", json.dumps(meta, indent=1).encode())

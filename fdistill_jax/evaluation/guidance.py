@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fdistill_jax import conditioning
+from fdistill_jax.diffusion import few_step
 from fdistill_jax.nets import Nets
 
 SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 14.6, 20.0, 40.0, 80.0, 157.0)
@@ -83,7 +84,7 @@ def diagnose(nets: Nets, params: dict, frozen, batch: dict, key: jax.Array, w: f
   cond = batch["cond"]
   kz, ks = jax.random.split(key)
   z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
-  x_g = jax.jit(nets.generate)(params["generator"], z, cond)
+  x_g = jax.jit(nets.generate)(params["generator"], z, cond, noise_key=few_step.chain_key(kz))
   # σ is traced (one compile for every σ).
   push = jax.jit(lambda x, c, s, k: push_at(nets, params["fake_score"], frozen, x, c, s, k, w,
                                             fake_scale))

@@ -30,6 +30,7 @@ from etils import epath
 from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
 from fdistill_jax import experiments
+from fdistill_jax.diffusion import few_step
 from fdistill_jax import validation as V
 from fdistill_jax.experiments import Experiment, image_eval
 from fdistill_jax.models.edm import build_edm_precond
@@ -160,6 +161,7 @@ def networks(cfg, module, variables, spec: conditioning.ConditionSpec):
   head = MultiConvHead(tuple(d.feature_keys), d.channels) if d.enabled else None
   disc = None if head is None else (lambda p, f, s: head.apply({"params": p}, f, s))
   nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
+              chain=few_step.from_config(cfg),
               data_shape=shape, cond=spec)
   teacher_params = variables["params"]
 

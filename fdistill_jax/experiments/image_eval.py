@@ -15,7 +15,7 @@ from absl import logging
 from etils import epath
 
 from fdistill_jax import codecs
-from fdistill_jax.diffusion import samplers
+from fdistill_jax.diffusion import few_step, samplers
 from fdistill_jax.evaluation import grids
 from fdistill_jax.nets import Nets
 
@@ -55,7 +55,7 @@ def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str
   @jax.jit
   def sample_one_step(params, key):
     z = jax.random.normal(key, (n_eval,) + shape)
-    return nets.generate(params, z, eval_cond)
+    return nets.generate(params, z, eval_cond, noise_key=few_step.chain_key(key))
 
   def sample(params, key):
     if ev.sampler == "one_step":
@@ -135,7 +135,9 @@ def fid_metric(cfg, nets: Nets, decode=lambda x: x):
   @jax.jit
   def from_seeds(params, seeds):
     z = jax.vmap(lambda s: jax.random.normal(jax.random.PRNGKey(s), shape))(seeds)
-    return nets.generate(params, z, nets.cond.from_index(seeds))
+    # A K-step student's re-noising noise comes from the chunk's first seed.
+    noise_key = few_step.chain_key(jax.random.PRNGKey(seeds[0]))
+    return nets.generate(params, z, nets.cond.from_index(seeds), noise_key=noise_key)
 
   def metric(params):
     fn = lambda seeds: np.asarray(decode(from_seeds(params, jnp.asarray(seeds, jnp.int32))))

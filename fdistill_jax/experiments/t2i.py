@@ -51,6 +51,7 @@ from etils import epath
 from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
 from fdistill_jax.data import prompt_cache as pc
+from fdistill_jax.diffusion import few_step
 from fdistill_jax.diffusion import parameterisations as param_lib
 from fdistill_jax import experiments
 from fdistill_jax import validation as V
@@ -326,6 +327,7 @@ def networks(cfg, module, params, spec: conditioning.Text, ad: param_lib.Teacher
                      f"{module.num_layers} blocks (block0 … block{module.num_layers - 1})")
   disc = None if head is None else (lambda p, f, s: head.apply({"params": p}, f, s))
   nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
+              chain=few_step.from_config(cfg),
               data_shape=shape, cond=spec, time=ad.time)
 
   def init_params(key):

@@ -44,6 +44,7 @@ from absl import logging
 from etils import epath
 
 from fdistill_jax import codecs, fileio, untrusted
+from fdistill_jax.diffusion import few_step
 from fdistill_jax.evaluation import grids
 from fdistill_jax.experiments import t2i_text
 from fdistill_jax.nets import Nets
@@ -150,8 +151,11 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
     return pixart_teacher.sample(net, z, cond_e, num_steps=nfe, guidance_scale=w, solver=how)
 
   @jax.jit
-  def _one_step(params, z, cond):
-    return nets.generate(params, z, cond)
+  def _one_step(params, z, cond, noise_key=None):
+    # noise_key: a K-step student's re-noising noise (default: derived from z's first entries).
+    if noise_key is None:
+      noise_key = few_step.noise_key_from(z)
+    return nets.generate(params, z, cond, noise_key=noise_key)
 
   def _chunks(fn, params, key, cs=None):
     """Decoded samples of fn for conditions cs (default the evaluation set), noise from key."""

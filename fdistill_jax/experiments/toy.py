@@ -23,7 +23,7 @@ from absl import logging
 from etils import epath
 
 from fdistill_jax import conditioning, fileio
-from fdistill_jax.diffusion import edm, samplers
+from fdistill_jax.diffusion import edm, few_step, samplers
 from fdistill_jax.nets import Nets
 from fdistill_jax.evaluation import toy_metrics
 from fdistill_jax.experiments import Experiment
@@ -241,6 +241,7 @@ def build(cfg, workdir: str) -> Experiment:
 
   disc = None if head is None else (lambda p, f, sig: head.apply({"params": p}, f, sig))
   nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
+              chain=few_step.from_config(cfg),
               data_shape=(gmm.dim,), cond=conditioning.Unconditional())
 
   def init_params(key):
@@ -262,7 +263,8 @@ def build(cfg, workdir: str) -> Experiment:
   @jax.jit
   def _samples(gen_params, key):
     z = jax.random.normal(key, (n_eval, gmm.dim))
-    return nets.generate(gen_params, z, nets.cond.from_index(jnp.arange(n_eval)))
+    return nets.generate(gen_params, z, nets.cond.from_index(jnp.arange(n_eval)),
+                         noise_key=few_step.chain_key(key))
 
   def score(x, key):
     return toy_metrics.evaluate(gmm, x, jax.random.fold_in(key, 1))

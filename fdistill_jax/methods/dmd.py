@@ -12,6 +12,7 @@ pair/distance keys (pairs_*, reg_distance, reg_huber_c). config.disc.enabled mus
 """
 from __future__ import annotations
 
+import jax
 import ml_collections
 
 from fdistill_jax.methods import fdistill, kd
@@ -65,7 +66,7 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(DM + λ_reg·regression, (metrics, extras)); w.r.t. params['generator']."""
   _check(nets, cfg)
   dm, (metrics, extras) = fdistill.generator_loss(params, frozen, batch, key, extras, nets, cfg)
-  reg = kd.regression_loss(params["generator"], batch, nets, cfg)
+  reg = kd.regression_loss(params["generator"], batch, nets, cfg, jax.random.fold_in(key, 1))
   metrics = {**metrics, "regression": reg}
   return dm + cfg.method.reg_weight * reg, (metrics, extras)
 

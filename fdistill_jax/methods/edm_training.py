@@ -20,6 +20,8 @@ from fdistill_jax.methods import common
 from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
+# Trains a denoiser, not a sampler: config.few_step does not apply.
+FEW_STEP_STUDENTS = False
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ()
 NEEDS_TEACHER = False

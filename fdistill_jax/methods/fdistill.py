@@ -1,7 +1,7 @@
 """f-distill (Xu, Nie & Vahdat 2025), as NVIDIA FastGen computes it; rkl is DMD2.
 
 Generator step (fake score and discriminator frozen):
-  x_g = G_θ(σ_init z);  σ ~ Karras index draw;  x_σ = x_g + σ ε
+  x_g = G_θ(σ_init z) (a few-step student: G_θ at a chain position, diffusion/few_step.py);  σ ~ Karras index draw;  x_σ = x_g + σ ε
   D_fake = sg D_ψ(x_σ);  (D_teacher, feats) = teacher(x_σ)   [gradient flows through the input]
   ℓ = Disc(feats);  h̃ = h(r)/mean h(r), r = exp ℓ (time-bin normalised, stop-gradiented)
   L_G = ½·mean((x_g − sg(x_g − g))²) + λ_G·mean softplus(−ℓ),  g = h̃ (D_fake − D_teacher)/mean|x_g − D_teacher|
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fdistill_jax import conditioning, divergences
-from fdistill_jax.diffusion import sigma_laws
+from fdistill_jax.diffusion import few_step, sigma_laws
 from fdistill_jax.methods import common
 from fdistill_jax.nets import Nets
 from fdistill_jax import validation as V
@@ -169,7 +169,8 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   cond = batch["cond"]
   kz, kt, kd = jax.random.split(key, 3)
   z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
-  x_g = nets.generate(params["generator"], z, cond, key=kd)
+  x_g = nets.train_generate(params["generator"], z, cond, key=kd,
+                            chain_key=few_step.chain_key(key), data=batch["x"])
   x_t, sigma = _noised(kt, x_g, cfg, nets)
   fake_x0 = common.sg(nets.student(common.sg(params["fake_score"]), x_t, sigma, cond))
   frozen_params = jax.tree.map(common.sg, params)  # Critic nets are frozen in this step.
@@ -211,7 +212,8 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   cond = batch["cond"]
   kz, kt, kr, kd, kp = jax.random.split(key, 5)
   z = jax.random.normal(kz, batch["x"].shape, jnp.float32)
-  x_g = common.sg(nets.generate(common.sg(params["generator"]), z, cond))
+  x_g = common.sg(nets.train_generate(common.sg(params["generator"]), z, cond,
+                                      chain_key=few_step.chain_key(key), data=batch["x"]))
   x_t, sigma = _noised(kt, x_g, cfg, nets)
   metrics = {}
   if nets.disc is not None and m.disc_features == "fake_score":

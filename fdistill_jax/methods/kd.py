@@ -32,7 +32,7 @@ from absl import logging
 from etils import epath
 
 from fdistill_jax import conditioning, fileio, untrusted
-from fdistill_jax.diffusion import samplers
+from fdistill_jax.diffusion import few_step, samplers
 from fdistill_jax.nets import Nets
 from fdistill_jax import validation as V
 from fdistill_jax.validation import need
@@ -270,17 +270,20 @@ def regression_distance(pred: jax.Array, target: jax.Array, distance: str,
   raise ValueError(f"config.method.reg_distance={distance!r}; allowed: {DISTANCES}")
 
 
-def regression_loss(gen_params, batch, nets: Nets, cfg) -> jax.Array:
-  """mean_b d(G_θ(z_pair), y_pair): scalar float32."""
-  x = nets.generate(gen_params, batch["z_pair"], batch["cond_pair"])
+def regression_loss(gen_params, batch, nets: Nets, cfg, key=None) -> jax.Array:
+  """mean_b d(G_θ(z_pair), y_pair): scalar float32. A few-step student regresses its x0 at each
+  sample's chain position onto y_pair (from the pair's noise; 'noised_data' noises y_pair itself);
+  key draws the positions (required then)."""
+  chain = {} if key is None else {"chain_key": few_step.chain_key(key), "data": batch["y_pair"]}
+  x = nets.train_generate(gen_params, batch["z_pair"], batch["cond_pair"], **chain)
   return jnp.mean(regression_distance(x, batch["y_pair"], cfg.method.reg_distance,
                                       cfg.method.reg_huber_c))
 
 
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(regression loss, (metrics, extras)); w.r.t. params['generator']."""
-  del frozen, key
-  loss = regression_loss(params["generator"], batch, nets, cfg)
+  del frozen
+  loss = regression_loss(params["generator"], batch, nets, cfg, key)
   return loss, ({"regression": loss}, extras)
 
 

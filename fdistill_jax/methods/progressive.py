@@ -50,6 +50,9 @@ from fdistill_jax.methods import common
 from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
+# Progressive distillation halves its own sampler round by round (pd_rounds); config.few_step
+# stays one step.
+FEW_STEP_STUDENTS = False
 GENERATOR_NETS = ("generator",)
 CRITIC_NETS = ()
 PREDICTIONS = ("x", "v")

@@ -3,7 +3,8 @@
 A method module defines GENERATOR_NETS, CRITIC_NETS, init_extras(cfg),
 generator_loss(params, frozen, batch, key, extras, nets, cfg) and critic_loss(...), each
 returning (loss, (metrics, new_extras)); optionally method_config(**overrides) (its defaults),
-check_config(cfg) (its own fields) and prepare(cfg, exp, workdir) (an experiment hook).
+check_config(cfg) (its own fields), prepare(cfg, exp, workdir) (an experiment hook) and
+FEW_STEP_STUDENTS = False where config.few_step cannot apply (default True).
 Adding a method is one file in methods/ and one line here.
 """
 from __future__ import annotations

@@ -55,7 +55,7 @@ import ml_collections
 from fdistill_jax import conditioning
 from fdistill_jax import validation as V
 from fdistill_jax.validation import need
-from fdistill_jax.diffusion import augment, sigma_laws
+from fdistill_jax.diffusion import augment, few_step, sigma_laws
 from fdistill_jax.methods import common
 from fdistill_jax.nets import Nets
 
@@ -199,9 +199,16 @@ def generator_draws(batch, key, cfg, nets: Nets):
           jax.random.normal(kn, shape, jnp.float32))
 
 
-def generator_sample(gen_params, z, sigma, n, cond, nets: Nets):
-  """(x_g, x_t, keep): x_g = G_θ(σ_init z) carries ∂/∂θ, x_t = x_g + σ n; keep [B] finite rows."""
-  x_g = nets.generate(gen_params, z, cond)
+def chain_inputs(batch, key) -> dict:
+  """What a few-step student's training sample needs beyond z (Nets.train_generate); a K = 1
+  student ignores it, so its draws are those of a one-step run."""
+  return {"chain_key": few_step.chain_key(key), "data": batch["x"]}
+
+
+def generator_sample(gen_params, z, sigma, n, cond, nets: Nets, chain: dict | None = None):
+  """(x_g, x_t, keep): x_g = G_θ(σ_init z) carries ∂/∂θ, x_t = x_g + σ n; keep [B] finite rows.
+  chain: `chain_inputs` for a few-step student (x_g at its chain positions)."""
+  x_g = nets.train_generate(gen_params, z, cond, **(chain or {}))
   # A non-finite generator sample must not reach the denoisers (NaN·0 in the backward pass).
   ok = finite_rows(sg(x_g))
   x_g = jnp.where(common.bcast(ok, x_g), x_g, 0.0)
@@ -217,10 +224,11 @@ def denoisers(params, frozen, nets: Nets):
 
 
 # ----------------------------------------------------------------------------- losses
-def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
+def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg,
+                      chain: dict | None = None):
   """SiD(-LSG) generator loss at given draws; returns (loss, metrics)."""
   m = cfg.method
-  x_g, x_t, ok = generator_sample(params["generator"], z, sigma, n, cond, nets)
+  x_g, x_t, ok = generator_sample(params["generator"], z, sigma, n, cond, nets, chain)
   teacher, fake = denoisers(params, frozen, nets)
   f_real = conditioning.guided(teacher, x_t, sigma, cond, m.kappa_real, nets.cond,
                                m.guidance_sigma_max)
@@ -239,7 +247,8 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_G, (metrics, extras)); differentiable w.r.t. params['generator'] through x_g and x_t."""
   z, sigma, n = generator_draws(batch, key, cfg, nets)
-  loss, metrics = generator_loss_at(params, frozen, batch["cond"], z, sigma, n, nets, cfg)
+  loss, metrics = generator_loss_at(params, frozen, batch["cond"], z, sigma, n, nets, cfg,
+                                    chain_inputs(batch, key))
   return loss, (metrics, extras)
 
 
@@ -262,14 +271,14 @@ def fake_score_draws(batch, key, cfg, nets: Nets):
 
 
 def fake_score_loss_at(params, cond, z, sigma, n, drop, nets: Nets, cfg, key=None,
-                       augment_key=None):
+                       augment_key=None, chain: dict | None = None):
   """EDM loss of the fake score on sg(x_g) with κ1 guidance; conditions of `drop` rows set to ∅.
 
   x_g is augmented first when method.augment_p > 0 and augment_key is given (critic_loss gives
   one). Returns (loss, metrics); differentiable w.r.t. params['fake_score'] only.
   """
   m = cfg.method
-  x_g = sg(nets.generate(sg(params["generator"]), z, cond))
+  x_g = sg(nets.train_generate(sg(params["generator"]), z, cond, **(chain or {})))
   ok = finite_rows(x_g)
   x_g = jnp.where(common.bcast(ok, x_g), x_g, 0.0)
   cond = nets.cond.replace(cond, drop)
@@ -296,5 +305,6 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   z, sigma, n, drop = fake_score_draws(batch, kd, cfg, nets)
   # fold_in, not a 3rd split: with augment_p = 0 the draws are those of before.
   loss, metrics = fake_score_loss_at(params, batch["cond"], z, sigma, n, drop, nets, cfg, key=kf,
-                                     augment_key=jax.random.fold_in(key, 1))
+                                     augment_key=jax.random.fold_in(key, 1),
+                                     chain=chain_inputs(batch, key))
   return loss, (metrics, extras)

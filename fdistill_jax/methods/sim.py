@@ -133,10 +133,11 @@ def sim_per_sample(x_g, teacher_x0, fake_x0, sigma, *, distance: str, c: float,
   raise ValueError(f"config.method.weighting={weighting!r}; allowed: {WEIGHTINGS}")
 
 
-def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
+def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg,
+                      chain: dict | None = None):
   """SIM generator loss at given draws (z, σ, n as sid.generator_draws); (loss, metrics)."""
   m = cfg.method
-  x_g, x_t, ok = sid.generator_sample(params["generator"], z, sigma, n, cond, nets)
+  x_g, x_t, ok = sid.generator_sample(params["generator"], z, sigma, n, cond, nets, chain)
   teacher, fake = sid.denoisers(params, frozen, nets)
   # Teacher guidance (text-to-image, e.g. SIM-DiT from PixArt-α); w = 1 is one unguided call.
   f_real = conditioning.guided(teacher, x_t, sigma, cond, m.guidance_scale, nets.cond,
@@ -154,7 +155,8 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg):
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_G, (metrics, extras)); differentiable w.r.t. params['generator']."""
   z, sigma, n = sid.generator_draws(batch, key, cfg, nets)
-  loss, metrics = generator_loss_at(params, frozen, batch["cond"], z, sigma, n, nets, cfg)
+  loss, metrics = generator_loss_at(params, frozen, batch["cond"], z, sigma, n, nets, cfg,
+                                    sid.chain_inputs(batch, key))
   return loss, (metrics, extras)
 
 
