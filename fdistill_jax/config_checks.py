@@ -28,6 +28,7 @@ def check(cfg, num_devices: int | None = None) -> None:
   num_devices = num_devices or jax.device_count()
   _need(cfg.get("teacher") is not None and cfg.teacher.get("kind") in experiments.KINDS,
         "teacher.kind", cfg.get("teacher", {}).get("kind"), f"allowed: {experiments.KINDS}")
+  check_required(cfg)
   check_types(cfg)
   m = cfg.method
   _need(m.name in registry.names(), "method.name", m.name, f"allowed: {registry.names()}")
@@ -73,6 +74,7 @@ def check(cfg, num_devices: int | None = None) -> None:
   method = registry.get(m.name)
   if hasattr(method, "check_config"):
     method.check_config(cfg)
+  registry.check_method_fields(cfg)  # Also the method fields the chosen method does not read.
   few_step.check_config(cfg, allow_steps=getattr(method, "FEW_STEP_STUDENTS", True))
   _need(cfg.teacher.kind in experiments.KINDS, "teacher.kind", cfg.teacher.kind,
         f"allowed: {experiments.KINDS}")
@@ -199,6 +201,18 @@ def _flatten(cfg, prefix: str, out: dict) -> None:
       _flatten(v, path + ".", out)
 
 
+def _BUILDERS(defaults) -> dict:  # pylint: disable=invalid-name
+  """The default config builders of each teacher kind."""
+  return {
+      "gmm": (defaults.toy,),
+      "edm": (defaults.image, lambda: defaults.fastgen_edm("cifar10"),
+              lambda: defaults.fastgen_edm("imagenet64"), lambda: defaults.digits_teacher(0.1),
+              defaults.digits_distill, lambda: defaults.sid_edm("cifar10")),
+      "pixart": (defaults.t2i, defaults.digits_t2i_teacher, defaults.digits_t2i_text_teacher,
+                 defaults.digits_t2i_distill, defaults.pixart512),
+  }
+
+
 @functools.lru_cache(maxsize=None)
 def _reference(kind: str) -> dict:
   """{path: _Spec} of every field a config with teacher.kind `kind` may have."""
@@ -206,14 +220,7 @@ def _reference(kind: str) -> dict:
   import ml_collections
   from fdistill_jax import defaults
   from fdistill_jax.methods import dmd, fdistill, kd, progressive, sid, sim
-  builders = {
-      "gmm": (defaults.toy,),
-      "edm": (defaults.image, lambda: defaults.fastgen_edm("cifar10"),
-              lambda: defaults.fastgen_edm("imagenet64"), lambda: defaults.digits_teacher(0.1),
-              defaults.digits_distill, lambda: defaults.sid_edm("cifar10")),
-      "pixart": (defaults.t2i, defaults.digits_t2i_teacher, defaults.digits_t2i_text_teacher,
-                 defaults.digits_t2i_distill, defaults.pixart512),
-  }[kind]
+  builders = _BUILDERS(defaults)[kind]
   out: dict = {}
   for build in builders:
     _flatten(build(), "", out)
@@ -287,3 +294,128 @@ def check_types(cfg) -> None:
         walk(v, path + ".")
 
   walk(cfg, "")
+
+
+# ----------------------------------------------------------------------------- required fields
+# A config missing a field that is read without a default fails here, naming the dotted path and
+# what is expected, instead of an AttributeError ('key not found') minutes later. Required:
+# * the engine's fields below, and optim.<net> (with _OPTIM_REQUIRED) for each network the
+#   method trains (the discriminator only while disc.enabled);
+# * the chosen method's (registry.required_fields: each method module's REQUIRED);
+# * of the other blocks, every field that every default config of the teacher kind has
+#   (_reference's builders), except those whose name is read with a default somewhere
+#   (_DEFAULTED: `.get("name", ...)` or `"name" in ...`; tests/test_config_probe.py re-derives it
+#   from the source) and the keys of the open blocks (their owners check them).
+ENGINE_REQUIRED = (
+    "seed", "train.steps", "train.batch_size", "train.ema_decays", "train.log_every",
+    "train.eval_every", "train.keep_checkpoints", "train.ckpt_every",
+    "train.max_nonfinite_streak", "train.async_checkpoints", "mesh.fsdp", "mesh.data",
+    "diffusion.sigma_min", "diffusion.sigma_max", "diffusion.sigma_data", "diffusion.sigma_init",
+    "eval.params", "eval.num_samples")
+_OPTIM_REQUIRED = ("lr", "b1", "b2", "eps", "weight_decay", "clip")
+_DEFAULTED = frozenset((
+    "adopt_unverified_checkpoints", "alpha", "attention_head_dim", "augment_dim", "augment_p",
+    "batch_size", "cache_dir", "caption_channels", "captions", "checkpoint", "compute_dtype",
+    "cond_drop", "critic_steps", "default_tactic", "disc_features", "divergence", "dm_normalize",
+    "dropout", "dsm_weighting", "dtype", "ema", "ema_rampup", "end_lr_ratio",
+    "fake_score_loss_scale", "fake_score_reduction", "fake_sigma_law", "fid_batch",
+    "few_step", "fid_reference", "fid_weights", "final_eval", "fsdp_min_size", "generator",
+    "grad_accum",
+    "grid_size",
+    "guidance_scale", "guidance_sigma_max", "in_channels", "init_seed", "kappa_fake",
+    "kappa_train_fake", "kind", "label_dim", "lr_scales", "max_length", "metric", "model_type",
+    "num_attention_heads", "num_layers", "num_prompts", "out_channels", "per_prompt_samples",
+    "per_prompt_train", "pixart_config", "precond_kwargs", "prompt_cache", "prompts",
+    "r1_weight", "ratio_bin_space", "reference_cache", "remat", "restart_from_scratch", "rules",
+    "schedule", "score_raw", "sigma_data", "sigma_max", "sigma_min", "source", "steps", "teacher",
+    "teacher_nfes",
+    "teacher_solver", "tensor", "tensorboard", "text_encoder", "train_prompts", "use_labels",
+    "vae", "xflip"))
+
+
+@functools.lru_cache(maxsize=None)
+def _common(kind: str) -> tuple[str, ...]:
+  """Fields outside method and optim that every default config of teacher kind `kind` has."""
+  # pylint: disable=import-outside-toplevel
+  from fdistill_jax import defaults
+  builders = _BUILDERS(defaults)[kind]
+  common = None
+  for build in builders:
+    flat: dict = {}
+    _flatten(build(), "", flat)
+    common = set(flat) if common is None else common & set(flat)
+  return tuple(sorted(
+      p for p in common if p.split(".", 1)[0] not in ("method", "optim")
+      and p.rsplit(".", 1)[-1] not in _DEFAULTED
+      and not any(p.startswith(b + ".") for b in _OPEN_BLOCKS)))
+
+
+def _has(cfg, path: str) -> bool:
+  node = cfg
+  for k in path.split("."):
+    if not hasattr(node, "keys") or k not in node:
+      return False
+    node = node[k]
+  return True
+
+
+def _expected(path: str, kind: str) -> str:
+  """What `path` should hold: its range rule where an owner states one, else its type."""
+  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.experiments import image, t2i, t2i_text, toy
+  tables = [RULES] + {"gmm": [toy.RULES], "edm": [experiments.IMAGE_RULES, image.RULES],
+                      "pixart": [experiments.IMAGE_RULES, t2i.RULES, t2i_text.RULES]}[kind]
+  tables += [registry.field_rules(n) for n in registry.names()]
+  generic = "optim.*." + path.rsplit(".", 1)[-1] if path.startswith("optim.") else None
+  for table in tables:
+    for key in (path, generic):
+      if key in table:
+        return table[key].allowed
+  spec = _reference(kind).get(path)
+  return _describe(spec) if spec is not None else "a value (see defaults.py)"
+
+
+def required_fields(cfg) -> tuple[str, ...]:
+  """The dotted paths `cfg` must have (see the comment above ENGINE_REQUIRED)."""
+  kind = cfg.teacher.kind
+  paths = list(ENGINE_REQUIRED) + list(_common(kind))
+  name = cfg.get("method", {}).get("name")
+  if name in registry.names():
+    method = registry.get(name)
+    nets = list(method.GENERATOR_NETS) + [
+        n for n in method.CRITIC_NETS
+        if n != "discriminator" or cfg.get("disc", {}).get("enabled", False)]
+    paths += [f"optim.{n}.{k}" for n in nets for k in _OPTIM_REQUIRED]
+    paths += registry.required_fields(name)
+  return tuple(dict.fromkeys(paths))
+
+
+def check_required(cfg) -> None:
+  """Raises ConfigError naming the first required field (dotted path) `cfg` lacks and what it
+  should hold."""
+  kind = cfg.teacher.kind
+  _need(_has(cfg, "method.name") and cfg.method.name in registry.names(), "method.name",
+        cfg.get("method", {}).get("name"), f"allowed: {registry.names()}")
+  for path in required_fields(cfg):
+    if not _has(cfg, path):
+      parent = path.rsplit(".", 1)[0] if "." in path else ""
+      where = f"; config.{parent} has {sorted(_get(cfg, parent))}" if parent and _has(
+          cfg, parent) else ""
+      raise ConfigError(
+          f"config.{path} is missing: expected {_expected(path, kind)} (required by "
+          f"{_owner(path, cfg)}; defaults.py sets it in every {kind!r} config){where}")
+
+
+def _get(cfg, path: str):
+  node = cfg
+  for k in path.split("."):
+    node = node[k]
+  return list(node.keys()) if hasattr(node, "keys") else []
+
+
+def _owner(path: str, cfg) -> str:
+  if path.startswith("method."):
+    return f"method {cfg.method.name}"
+  if path in ENGINE_REQUIRED or path.startswith("optim."):
+    return "the training engine"
+  return f"teacher.kind {cfg.teacher.kind!r}"

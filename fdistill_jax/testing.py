@@ -103,6 +103,22 @@ def fake_gcs(root: str | os.PathLike) -> Iterator[pathlib.Path]:
     def makedirs(self, path, exist_ok=False):
       pass
 
+    def pipe_file(self, path, value, mode="overwrite", **kwargs):
+      if mode != "create":
+        return super().pipe_file(path, value, **kwargs)
+      # gcsfs sends mode='create' as an upload with ifGenerationMatch=0: GCS stores the object
+      # only if none of that name exists (else 412 -> FileExistsError), and a reader sees the
+      # whole object or none. Here: a complete temporary file hard-linked into place.
+      full = pathlib.Path(self._join(path))
+      full.parent.mkdir(parents=True, exist_ok=True)
+      tmp = full.with_name(f".{full.name}.{os.getpid()}.{id(value)}.upload")
+      tmp.write_bytes(value)
+      try:
+        os.link(tmp, full)
+      finally:
+        tmp.unlink()
+      return None
+
     def mv(self, path1, path2, recursive=False, maxdepth=None, **kwargs):
       self.copy(path1, path2, recursive=recursive)  # GCS: copy each object, then delete.
       self.rm(path1, recursive=recursive)

@@ -68,6 +68,14 @@ def each(rule: Rule, *, nonempty: bool = False, distinct: bool = False) -> Rule:
   return Rule(ok, f"a tuple, each {rule.allowed}{extra}")
 
 
+def flag() -> Rule:
+  return Rule(lambda v: isinstance(v, bool), "True or False")
+
+
+def text(what: str = "a string") -> Rule:
+  return Rule(lambda v: isinstance(v, str), what)
+
+
 def optional(rule: Rule) -> Rule:
   """None, or what `rule` allows."""
   return Rule(lambda v: v is None or rule.ok(v), f"None or {rule.allowed}")

@@ -103,6 +103,25 @@ def _pth_legacy_bomb(d: Path) -> Callable[[], Any]:
   return load
 
 
+def _pixart_pth_legacy_reads(d: Path) -> Callable[[], Any]:
+  """An original PixArt checkpoint ({'state_dict', 'state_dict_ema'}) in the legacy format."""
+  import torch  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.convert import pixart_original  # pylint: disable=import-outside-toplevel
+  path = d / "orig.pth"
+  sd = {"x_embedder.proj.weight": torch.ones(4, 4, 2, 2), "y_embedder.y_embedding":
+        torch.zeros(3, 4, dtype=torch.float16), "pos_embed": torch.zeros(1, 4, 4)}
+  torch.save({"state_dict": sd, "state_dict_ema": {k: v + 1 for k, v in sd.items()}},
+             str(path), _use_new_zipfile_serialization=False)
+  assert path.read_bytes()[:4] != b"PK\x03\x04"
+
+  def load():
+    out = pixart_original.read_original_checkpoint(str(path))
+    ema = pixart_original.read_original_checkpoint(str(path), ema=True)
+    assert sorted(out) == sorted(sd) and out["y_embedder.y_embedding"].dtype == np.float16
+    np.testing.assert_array_equal(ema["x_embedder.proj.weight"], 2.0)
+  return load
+
+
 def _legit_pt(d: Path) -> Callable[[], Any]:
   """A real module's state_dict (OrderedDict with _metadata), a Parameter, bf16 and int64
   tensors, saved in both formats: the checks must not refuse ordinary files."""
@@ -401,6 +420,91 @@ def _one_tensor_under_many_names(d: Path) -> Callable[[], Any]:
   return lambda: edm_pickle.load_edm_pickle(str(path), key="ema")
 
 
+# pytorch-fid's pt_inception-2015-12-05-6726825d.pth is a legacy (pre-zip, torch < 1.6)
+# torch.save of an OrderedDict state_dict with `_metadata`, float32 weights and int64
+# `num_batches_tracked` per batch norm. These files have that format and every key name the
+# loader expects (taken from its own mapping), with tiny tensors (the real one is 95 MB).
+_INCEPTION_PTH = "pt_inception-2015-12-05-6726825d.pth"
+
+
+def _inception_legacy(d: Path, edit: Callable[[Any, dict], None] | None = None,
+                      only: tuple[str, ...] = ()) -> Path:
+  import collections  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  from flax import traverse_util  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.convert import inception_weights as iw  # pylint: disable=import-outside-toplevel
+  sd = collections.OrderedDict()
+  for coll, tree in iw._expected_variables().items():  # pylint: disable=protected-access
+    for path in traverse_util.flatten_dict(tree):
+      key, _ = iw._torch_key(coll, path)  # pylint: disable=protected-access
+      sd[key] = torch.full((2,), 0.5)
+      if key.endswith(".bn.running_var"):
+        sd[key[:-len("running_var")] + "num_batches_tracked"] = torch.tensor(0)
+  if only:
+    sd = collections.OrderedDict((k, sd[k]) for k in only)
+  sd._metadata = collections.OrderedDict({"": {"version": 1}})  # pylint: disable=protected-access
+  if edit is not None:
+    edit(torch, sd)
+  path = d / _INCEPTION_PTH
+  torch.save(sd, str(path), _use_new_zipfile_serialization=False)
+  assert path.read_bytes()[:4] != b"PK\x03\x04"  # Legacy format, as pytorch-fid's file.
+  return path
+
+
+def _inception_legacy_reads(d: Path) -> Callable[[], Any]:
+  from fdistill_jax.convert import inception_weights as iw  # pylint: disable=import-outside-toplevel
+  path = _inception_legacy(d)
+
+  def load():
+    sd = iw.read_state_dict(path)
+    assert len(sd) > 400 and sd["fc.bias"].dtype == np.float32, len(sd)
+    np.testing.assert_array_equal(sd["Mixed_7c.branch_pool.conv.weight"], [0.5, 0.5])
+    assert sd["Conv2d_1a_3x3.bn.num_batches_tracked"].dtype == np.int64
+    try:
+      iw.load_inception_variables(path)
+    except ValueError as e:  # Every key found, the int64 counters ignored: only shapes refused.
+      assert "missing" not in str(e) and "unexpected" not in str(e), e
+      raise
+  return load
+
+
+def _inception_legacy_load(d: Path, **kw) -> Callable[[], Any]:
+  from fdistill_jax.convert import inception_weights as iw  # pylint: disable=import-outside-toplevel
+  path = _inception_legacy(d, **kw)
+  return lambda: iw.load_inception_variables(path)
+
+
+def _inception_legacy_bomb(d: Path) -> Callable[[], Any]:
+  load = _inception_legacy_load(d, only=("fc.bias",))
+  path = d / _INCEPTION_PTH
+  data = path.read_bytes()
+  # The storage's numel (2) in its persistent id -> 2^31 - 1 floats (8 GiB) torch would allocate.
+  forged = re.sub(rb"(cpuq.)K\x02N", lambda m: m.group(1) + b"J" + struct.pack("<i", 2 ** 31 - 1)
+                  + b"N", data)
+  assert forged != data
+  path.write_bytes(forged)
+  return load
+
+
+def _inception_legacy_forbidden_global(d: Path) -> Callable[[], Any]:
+  """The legacy container (magic, protocol, system info), then an object pickle that calls
+  os.system: refused by the pre-load scan, before torch.load runs."""
+  from fdistill_jax.convert import inception_weights as iw  # pylint: disable=import-outside-toplevel
+  head = b"".join(pickle.dumps(o, protocol=2) for o in (
+      0x1950a86a20f9469cfc6c, 1001, dict(protocol_version=1001, little_endian=True)))
+  path = d / _INCEPTION_PTH
+  marker = d / "pwned"
+  path.write_bytes(head + b"\x80\x02" + _call(_g("os", "system"), _u(f"touch {marker}")) + b"."
+                   + pickle.dumps([], protocol=2))
+
+  def load():
+    try:
+      iw.load_inception_variables(path)
+    finally:
+      assert not marker.exists(), "the pickle ran"
+  return load
+
+
 # --------------------------------------------------------------------------------------- table
 
 NAN = np.array([1.0, np.nan], np.float32)
@@ -505,6 +609,31 @@ CASES = [
     Case("pixart_pth_legacy_storage_bomb", _pth_legacy_bomb, "ValueError",
          "orig.pth: its storages declare 8589934588 bytes", needs_torch=True),
     Case("pt_ordinary_files_still_load", _legit_pt, None, "", needs_torch=True),
+    # 3b. Legacy-format (pre-zip) .pth: pytorch-fid's Inception file and PixArt's original.
+    Case("inception_pth_legacy_format_reads", _inception_legacy_reads, "ValueError",
+         f"{_INCEPTION_PTH} is not the FID Inception-v3 (2015-12-05) state_dict: 472 shape "
+         "mismatches: Conv2d_1a_3x3.bn.running_mean: got (2,)", needs_torch=True),
+    Case("inception_pth_legacy_nan", lambda d: _inception_legacy_load(
+        d, edit=lambda torch, sd: sd.__setitem__("Mixed_6e.branch7x7_1.bn.running_var",
+                                                 torch.tensor([1.0, float("nan")]))),
+         "ValueError", f"{_INCEPTION_PTH}: tensor 'Mixed_6e.branch7x7_1.bn.running_var' has 1 "
+         "non-finite", needs_torch=True),
+    Case("inception_pth_legacy_int_weight", lambda d: _inception_legacy_load(
+        d, edit=lambda torch, sd: sd.__setitem__("Conv2d_1a_3x3.conv.weight",
+                                                 torch.zeros(2, dtype=torch.int32))),
+         "ValueError", f"{_INCEPTION_PTH}: tensor 'Conv2d_1a_3x3.conv.weight' has dtype int32",
+         needs_torch=True),
+    Case("inception_pth_legacy_storage_bomb", _inception_legacy_bomb, "ValueError",
+         f"{_INCEPTION_PTH}: its storages declare 8589934588 bytes", needs_torch=True),
+    Case("inception_pth_legacy_forbidden_global", _inception_legacy_forbidden_global,
+         "ValueError", f"{_INCEPTION_PTH}: not a readable torch.save file (UnsafePickleError: "
+         "global os.system is not expected in a state_dict", needs_torch=True),
+    Case("pixart_pth_legacy_reads", lambda d: _pixart_pth_legacy_reads(d), None, "",
+         needs_torch=True),
+    Case("pixart_pth_legacy_nan", lambda d: _pixart_pth(
+        d, lambda torch: {"proj_out.bias": torch.tensor([1.0, float("nan")])},
+        _use_new_zipfile_serialization=False),
+         "ValueError", "orig.pth: tensor 'proj_out.bias' has 1 non-finite", needs_torch=True),
     # 4. EDM .pkl budget: memoised payloads, views of one storage, one tensor under many names.
     Case("edm_pkl_memoised_payload", _memoised_payload_decoded_many_times, None, ""),
     Case("edm_pkl_views_of_one_storage", _views_of_one_storage, "ValueError",

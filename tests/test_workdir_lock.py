@@ -130,3 +130,137 @@ def test_sample_and_export_take_the_lock_before_restoring(tmp_path, monkeypatch,
     else:
       export.export_generator(defaults.toy(), wd, str(tmp_path / "out"))
   assert _lock(wd)["pid"] == os.getppid()  # Left alone.
+
+
+# ------------------------------------------------------------------- pid reuse after a crash
+def test_lock_records_the_process_start_time_and_boot(tmp_path):
+  wd = str(tmp_path / "w")
+  with wl.hold(wd):
+    rec = _lock(wd)
+  assert rec["proc_start"] == wl.proc_start(os.getpid())
+  assert rec["boot_id"] == wl.boot_id() and len(rec["token"]) == 32
+  if os.path.exists("/proc/self/stat"):
+    assert isinstance(rec["proc_start"], int) and rec["boot_id"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_a_reused_pid_is_a_stale_lock(tmp_path, caplog):
+  """A run crashed; its pid now belongs to an unrelated live process (here: the parent of this
+  test, alive, but started at another tick than the lock says). The lock is stale."""
+  wd = str(tmp_path / "w")
+  other = os.getppid()
+  _write_lock(wd, pid=other, proc_start=wl.proc_start(other) + 12345, boot_id=wl.boot_id())
+  with wl.hold(wd):
+    assert _lock(wd)["pid"] == os.getpid()
+  assert "stale lock" in caplog.text and "now belongs to another process" in caplog.text
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_a_lock_naming_this_very_pid_with_another_start_time_is_stale(tmp_path, caplog):
+  """The crashed run's pid is now ours: not 'already locked by this process'."""
+  wd = str(tmp_path / "w")
+  _write_lock(wd, pid=os.getpid(), proc_start=wl.proc_start(os.getpid()) - 1)
+  with wl.hold(wd):
+    assert _lock(wd)["token"]
+  assert "now belongs to another process" in caplog.text
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_a_live_holder_with_its_own_start_time_is_refused(tmp_path):
+  wd = str(tmp_path / "w")
+  other = os.getppid()
+  _write_lock(wd, pid=other, proc_start=wl.proc_start(other), boot_id=wl.boot_id())
+  with pytest.raises(wl.WorkdirLockedError, match=f"in use by pid {other}"):
+    wl.acquire(wd)
+  _write_lock(wd, pid=os.getpid(), proc_start=wl.proc_start(os.getpid()))
+  with pytest.raises(wl.WorkdirLockedError, match="already locked by this process"):
+    wl.acquire(wd)
+
+
+def test_a_lock_from_before_a_reboot_is_stale(tmp_path, caplog):
+  wd = str(tmp_path / "w")
+  _write_lock(wd, pid=os.getppid(), boot_id="another-boot")
+  if wl.boot_id() is None:
+    pytest.skip("no boot id on this system")
+  with wl.hold(wd):
+    pass
+  assert "rebooted" in caplog.text
+
+
+@pytest.mark.parametrize("pid", [0, -1, True])
+def test_a_lock_with_a_nonsense_pid_is_not_a_record(tmp_path, pid):
+  wd = str(tmp_path / "w")
+  _write_lock(wd, pid=pid)
+  with pytest.raises(wl.WorkdirLockedError, match="not a readable lock record"):
+    wl.acquire(wd, break_foreign=False)
+
+
+# ------------------------------------------------------------------------- gs:// workdirs
+def test_gcs_lock_is_created_exclusively(gcs_bucket, tmp_path):
+  """gs://: one conditional create (fsspec pipe_file mode='create', gcsfs: ifGenerationMatch=0);
+  a second acquire sees the object and is refused naming the holder."""
+  wd = f"{gcs_bucket}/run1"
+  with wl.hold(wd, "train"):
+    obj = tmp_path / "fake_gcs" / "test-bucket" / "run1" / wl.LOCK_NAME
+    assert json.loads(obj.read_text())["pid"] == os.getpid()
+    _set_host(obj, "elsewhere-9")
+    with pytest.raises(wl.WorkdirLockedError, match="'elsewhere-9'"):
+      wl.acquire(wd, break_foreign=False)
+    assert json.loads(obj.read_text())["host"] == "elsewhere-9"  # Not overwritten.
+  assert obj.exists()  # Not ours any more: left in place.
+
+
+def _set_host(obj, host):
+  rec = json.loads(obj.read_text())
+  obj.write_text(json.dumps({**rec, "host": host, "token": "theirs"}))
+
+
+def test_gcs_create_uses_the_conditional_write(gcs_bucket, monkeypatch):
+  """No check-then-write: a create that finds an object raises FileExistsError in the store
+  itself (here the fake's emulation of ifGenerationMatch=0), even when exists() says no."""
+  import fsspec
+  fs, key = fsspec.core.url_to_fs(f"{gcs_bucket}/w/{wl.LOCK_NAME}")
+  fs.pipe_file(key, b'{"host": "x", "pid": 7}', mode="create")
+  monkeypatch.setattr(type(fs), "exists", lambda self, path, **kw: False)  # A racing reader.
+  with pytest.raises(wl.WorkdirLockedError, match="in use by|locked by"):
+    wl.acquire(f"{gcs_bucket}/w", break_foreign=False)
+
+
+def test_gcs_lost_race_on_a_non_atomic_backend_is_refused(gcs_bucket, tmp_path, monkeypatch):
+  """A backend without exclusive create: another run's upload lands between our write and our
+  read-back. We read its token back and refuse, leaving its lock alone."""
+  import fsspec
+  fs, _ = fsspec.core.url_to_fs(f"{gcs_bucket}/w")
+  cls = type(fs)
+  original = cls.pipe_file
+  other = {"host": "elsewhere-3", "pid": 99, "token": "theirs", "started_utc": "now"}
+
+  def old_gcsfs(self, path, value, mode="overwrite", **kw):
+    if mode != "overwrite":
+      raise TypeError("_pipe_file() got an unexpected keyword argument 'mode'")
+    original(self, path, value, **kw)
+    original(self, path, json.dumps(other).encode(), **kw)  # The racing run's upload.
+  monkeypatch.setattr(cls, "pipe_file", old_gcsfs)
+  with pytest.raises(wl.WorkdirLockedError, match="at the same moment.*'elsewhere-3'"):
+    wl.acquire(f"{gcs_bucket}/w")
+  obj = tmp_path / "fake_gcs" / "test-bucket" / "w" / wl.LOCK_NAME
+  assert json.loads(obj.read_text())["token"] == "theirs"
+
+
+def test_lease_check_stops_a_run_whose_lock_was_replaced(tmp_path):
+  """The residual races end at the loser's next checkpoint: Lease.check (called before every
+  save) raises once the lock holds another run's token, and release leaves that lock alone."""
+  wd = str(tmp_path / "w")
+  with pytest.raises(wl.WorkdirLockedError, match="no longer names this run.*'elsewhere-5'"):
+    with wl.hold(wd) as lease:
+      lease.check()  # Still ours.
+      _write_lock(wd, host="elsewhere-5", pid=5, token="theirs")
+      lease.check()
+  assert _lock(wd)["token"] == "theirs"
+
+
+def test_training_checks_the_lease_before_each_save():
+  import inspect
+  from fdistill_jax.engine import loop
+  src = inspect.getsource(loop._train)  # pylint: disable=protected-access
+  assert src.index("lease.check()") < src.index("ckpt.save(")

@@ -178,11 +178,11 @@ def train(cfg, workdir: str, problem, devices=None) -> dict:
   """Trains problem() = (experiment, method) per cfg in workdir (local or gs://, resuming);
   final metrics. devices: the mesh's devices (default every device, as Run). Holds the workdir's
   lock (engine/workdir_lock.py) throughout: one run per workdir."""
-  with workdir_lock.hold(workdir, "train"):
-    return _train(cfg, workdir, problem, devices)
+  with workdir_lock.hold(workdir, "train") as lease:
+    return _train(cfg, workdir, problem, devices, lease)
 
 
-def _train(cfg, workdir: str, problem, devices=None) -> dict:
+def _train(cfg, workdir: str, problem, devices=None, lease=None) -> dict:
   fileio.makedirs(workdir)
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   progress_lib.note("building the run and compiling its steps ...")
@@ -199,6 +199,8 @@ def _train(cfg, workdir: str, problem, devices=None) -> dict:
   signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
 
   def save(step, force=False):
+    if lease is not None:  # Still ours? (a lost lock race: workdir_lock's module docstring)
+      lease.check()
     ckpt.save(step, run.state, exp.data_state(), force=force)
 
   # ---------------------------------------------------------------- loop

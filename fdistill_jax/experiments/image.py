@@ -53,6 +53,7 @@ RULES = {  # Beyond teachers/edm.check_precond_kwargs (types and finiteness: che
     f"{_KW}.decoder_type": V.one_of("standard", "skip"),
     f"{_KW}.sigma_data": V.within(0, 1e5, "a noise level", lo_open=True, hi_open=True),
     "eval.metric": V.one_of(*METRICS),
+    "eval.sampler": V.one_of(*image_eval.SAMPLERS),
 }
 
 

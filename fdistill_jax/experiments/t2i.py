@@ -84,6 +84,7 @@ RULES = {  # Ranges of the PixArt fields (types and finiteness: config_checks.ch
     f"{_PC}.patch_size": V.within(1, 64, "an int"),
     f"{_PC}.norm_eps": V.within(0, 1, lo_open=True),
     f"{_PC}.interpolation_scale": V.optional(V.above(0)),
+    f"{_PC}.use_additional_conditions": V.optional(V.flag()),
     "teacher.max_length": V.within(1, 4096, "an int (tokens)"),
     "eval.guidance_scale": V.at_least(0, "a guidance scale (1 = no guidance)"),
     "eval.teacher_solver": V.one_of(*pixart_teacher.SOLVERS),
@@ -91,6 +92,7 @@ RULES = {  # Ranges of the PixArt fields (types and finiteness: config_checks.ch
     "eval.grid_size": V.within(1, 4096, "an int"),
     "eval.per_prompt_samples": V.at_least(0, "an int (0 = off)"),
     "eval.per_prompt_train": V.at_least(0),
+    "eval.sampler": V.one_of(*t2i_eval.SAMPLERS),
 }
 
 

@@ -17,6 +17,7 @@ import ml_collections
 
 from fdistill_jax.methods import fdistill, kd
 from fdistill_jax.nets import Nets
+from fdistill_jax import validation as V
 from fdistill_jax.validation import need
 
 GENERATOR_NETS = ("generator",)
@@ -38,10 +39,16 @@ def method_config(base: ml_collections.ConfigDict, **overrides) -> ml_collection
   return ml_collections.ConfigDict(m)
 
 
+FIELDS = {"method.reg_weight": V.at_least(0, "a finite weight")}  # Beyond f-distill's and KD's.
+REQUIRED = fdistill.REQUIRED + kd.REQUIRED + ("reg_weight",)
+USES = (fdistill, kd)  # Whose fields (and required fields) DMD reads as well as its own.
+
+
 def check_config(cfg) -> None:
   """f-distill's keys, DMD's own (rkl, no GAN) and the pair-cache keys."""
   fdistill.check_config(cfg)
   kd.check_config(cfg)
+  V.check_fields(cfg, FIELDS)
   need(cfg.method.divergence == "rkl", "method.divergence", cfg.method.divergence,
        "method dmd needs 'rkl'")
   need(not cfg.disc.enabled, "disc.enabled", cfg.disc.enabled, "method dmd has no GAN: False")

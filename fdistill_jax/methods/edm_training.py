@@ -32,9 +32,17 @@ def init_extras(cfg) -> dict:
   return {}
 
 
+FIELDS = {  # Every field it reads (fdistill.FIELDS says why).
+    "method.p_mean": V.within(-20, 20, "a mean of ln σ"),
+    "method.p_std": V.within(0, 10, "a std of ln σ", lo_open=True),
+    "method.cond_drop": V.within(0, 1, "a probability", hi_open=True),
+    "method.augment_p": V.probability(),
+}
+REQUIRED = ("p_mean", "p_std")
+
+
 def check_config(cfg) -> None:
-  V.check_fields(cfg, {"method.p_mean": V.within(-20, 20, "a mean of ln σ"),
-                       "method.p_std": V.within(0, 10, "a std of ln σ", lo_open=True)})
+  V.check_fields(cfg, FIELDS)
   augment.check_p(cfg)
   rate = cfg.method.get("cond_drop", 0.0)
   need(0 <= rate < 1, "method.cond_drop", rate, "a probability in [0, 1)")

@@ -75,10 +75,38 @@ RULES = {
 }
 
 
+# Every field of f-distill's method block, one rule each: applied to the fields of the chosen
+# method by its check_config and, to fields present but unread (e.g. the f-distill block an
+# edm_training config carries), by registry.check_method_fields. Cross-field rules: check_config.
+FIELDS = {
+    **RULES,
+    "method.divergence": V.one_of(*divergences.NAMES),
+    "method.critic_steps": V.at_least(1, "an int (critic steps per generator step)"),
+    "method.ratio_normalization": V.flag(),
+    "method.ratio_ema": V.within(0, 1, hi_open=True),
+    "method.ratio_lower": V.above(0),
+    "method.ratio_upper": V.above(0),
+    "method.disc_features": V.one_of(*DISC_FEATURES),
+    "method.dsm_weighting": V.one_of(*DSM_WEIGHTINGS),
+    "method.sigma_law": V.one_of(*SIGMA_LAWS),
+    "method.ratio_bin_space": V.one_of(*BIN_SPACES),
+    "method.time_lo": V.within(0, 1, "a fraction of the Karras levels", hi_open=True),
+    "method.time_hi": V.within(0, 1, "a fraction of the Karras levels", lo_open=True),
+    "method.dm_normalize": V.flag(),
+    "method.guidance_scale": V.at_least(0, "a guidance scale (1 = no guidance)"),
+    "method.guidance_sigma_max": V.above(0, "a noise level (inf = guidance at every σ)"),
+}
+# Read without a default: a config of this method without them fails before anything runs.
+REQUIRED = ("critic_steps", "disc_features", "divergence", "dm_normalize", "dsm_weighting",
+            "gan_weight_disc", "gan_weight_gen", "guidance_scale", "guidance_sigma_max",
+            "logit_clip", "r1_weight", "ratio_bin_space", "ratio_bins", "ratio_ema", "ratio_lower",
+            "ratio_normalization", "ratio_upper", "sigma_law", "time_hi", "time_lo")
+
+
 def check_config(cfg) -> None:
   """Validates the f-distill keys of cfg.method; raises ConfigError naming the field."""
   m = cfg.method
-  V.check_fields(cfg, RULES)
+  V.check_fields(cfg, FIELDS)
   need(m.divergence in divergences.NAMES, "method.divergence", m.divergence,
        f"allowed: {divergences.NAMES}")
   need(isinstance(m.critic_steps, int) and m.critic_steps >= 1, "method.critic_steps",

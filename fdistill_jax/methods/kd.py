@@ -70,10 +70,16 @@ RULES = {  # Ranges beyond check_config's (types and finiteness: config_checks.c
 }
 
 
+FIELDS = {**RULES, "method.pairs_dir": V.text("a folder ('' = <workdir>/kd_pairs)"),
+          "method.reg_distance": V.one_of(*DISTANCES)}  # Every field (fdistill.FIELDS says why).
+REQUIRED = ("pairs_dir", "pairs_num", "pairs_seed", "pairs_shard_size", "pairs_steps",
+            "reg_distance", "reg_huber_c")
+
+
 def check_config(cfg) -> None:
   """Validates the pair-cache and regression keys of cfg.method (kd and dmd)."""
   m = cfg.method
-  V.check_fields(cfg, RULES)
+  V.check_fields(cfg, FIELDS)
   need(m.reg_distance in DISTANCES, "method.reg_distance", m.reg_distance,
        f"allowed: {DISTANCES}")
   need(m.pairs_num >= 1 and m.pairs_shard_size >= 1, "method.pairs_num/pairs_shard_size",

@@ -74,10 +74,24 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(m)
 
 
+FIELDS = {  # Every field (fdistill.FIELDS says why).
+    "method.pd_base_steps": V.Rule(lambda b: 2 <= b <= 4096 and not b & (b - 1),
+                                   "a power of 2 in [2, 4096]"),
+    "method.pd_final_steps": V.within(1, 4096, "an int"),
+    "method.student_steps": V.within(1, 4096, "an int"),
+    "method.teacher_params": V.text("a parameter file ('' in round 0)"),
+    "method.prediction": V.one_of(*PREDICTIONS),
+    "method.weighting": V.one_of(*WEIGHTINGS),
+}
+REQUIRED = ("pd_base_steps", "pd_final_steps", "prediction", "student_steps", "teacher_params",
+            "weighting")
+
+
 def check_config(cfg) -> None:
   """Validates progressive distillation's keys of cfg.method; raises ConfigError."""
   m = cfg.method
   V.check_fields(cfg, {"method.pd_base_steps": V.within(2, 4096, "an int")})
+  V.check_fields(cfg, FIELDS)
   b = m.pd_base_steps
   need(b >= 2 and not b & (b - 1), "method.pd_base_steps", b, "a power of 2 >= 2")
   need(m.student_steps >= 1 and b % m.student_steps == 0, "method.student_steps",

@@ -96,10 +96,30 @@ RULES = {  # Ranges beyond check_config's (types and finiteness: config_checks.c
 }
 
 
+FIELDS = {  # Every field (fdistill.FIELDS says why).
+    **RULES,
+    "method.alpha": V.at_least(0, "a finite number (SiD uses 1.2, or 1.0)"),
+    "method.t_max": V.within(0, 1000, "a finite number", lo_open=True),
+    "method.sigma_law": V.one_of(*SIGMA_LAWS),
+    "method.fake_sigma_law": V.one_of(*FAKE_SIGMA_LAWS),
+    "method.dsm_weighting": V.one_of("edm", "eps"),
+    **{f"method.{k}": V.at_least(0, "a guidance scale (1 = no guidance)")
+       for k in ("kappa_train_fake", "kappa_fake", "kappa_real")},
+    "method.guidance_sigma_max": V.above(0, "a noise level (inf = guidance at every σ)"),
+    "method.cond_drop": V.within(0, 1, "a probability", hi_open=True),
+    "method.augment_p": V.probability(),
+    "method.critic_steps": V.at_least(1, "an int (critic steps per generator step)"),
+}
+# Read without a default (SIM, whose generator loss is its own, needs SHARED_REQUIRED only).
+SHARED_REQUIRED = ("critic_steps", "dsm_weighting", "fake_p_mean", "fake_p_std",
+                   "fake_sigma_law", "sigma_law", "t_max")
+REQUIRED = SHARED_REQUIRED + ("generator_loss_scale", "kappa_fake", "kappa_real")
+
+
 def check_config(cfg) -> None:
   """Validates SiD's keys of cfg.method (SIM calls it for the shared ones); raises ConfigError."""
   m = cfg.method
-  V.check_fields(cfg, RULES)
+  V.check_fields(cfg, FIELDS)
   if "alpha" in m:
     need(m.alpha >= 0, "method.alpha", m.alpha, "must be >= 0 (SiD uses 1.2, or 1.0)")
   need(0 < m.t_max <= 1000, "method.t_max", m.t_max, "must be in (0, 1000]")

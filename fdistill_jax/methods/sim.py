@@ -69,11 +69,24 @@ RULES = {
 }
 
 
+FIELDS = {  # Beyond SiD's shared fake-score fields (fdistill.FIELDS says why).
+    **RULES,
+    "method.distance": V.one_of(*DISTANCES),
+    "method.huber_c": V.at_least(0, "a finite number (score units; > 0 for pseudo_huber)"),
+    "method.huber_space": V.one_of(*HUBER_SPACES),
+    "method.weighting": V.one_of(*WEIGHTINGS),
+    "method.form": V.one_of(*FORMS),
+}
+REQUIRED = sid.SHARED_REQUIRED + ("distance", "form", "guidance_scale", "guidance_sigma_max",
+                                  "huber_c", "huber_space", "loss_scale", "weighting")
+USES = (sid,)
+
+
 def check_config(cfg) -> None:
   """Validates SIM's keys of cfg.method (and the fake-score keys it shares with SiD)."""
   m = cfg.method
   sid.check_config(cfg)
-  V.check_fields(cfg, RULES)
+  V.check_fields(cfg, FIELDS)
   need(m.distance in DISTANCES, "method.distance", m.distance, f"allowed: {DISTANCES}")
   need(m.huber_c > 0 or m.distance == "l2", "method.huber_c", m.huber_c,
        "must be > 0 (score units) for pseudo_huber")
