@@ -1,9 +1,13 @@
-"""Test helpers: locating the shared reference fixtures (EDM and FastGen outputs), and a fake
-GCS bucket (`fake_gcs`) for testing gs:// workdirs and inputs without a network.
+"""Test helpers: locating the reference fixtures (EDM and FastGen outputs), and a fake GCS bucket
+(`fake_gcs`) for testing gs:// workdirs and inputs without a network.
 
-Fixtures: one place decides where ../shared/fixtures lives: the env var FDISTILL_FIXTURES wins,
-otherwise the `shared/fixtures` folder beside the repository checkout. A user's clone has none, and tests
-that need it skip with the reason.
+Fixtures come in two sets. `DATA_DIR` (tests/data in the repository) holds the slim set every
+clone has: outputs of the official EDM and FastGen code for small networks (see
+tests/data/README.md); the parity tests always run on it. The larger set of the project's
+`shared/fixtures` may sit beside the checkout; where `fixtures_dir()` finds it, the tests also
+run on it as extra cases. One place decides where it lives: the env var FDISTILL_FIXTURES wins
+(a path that is not a folder means "no larger set"), otherwise the `shared/fixtures` folder
+beside the repository checkout.
 """
 from __future__ import annotations
 
@@ -15,10 +19,11 @@ from typing import Iterator
 
 ENV_VAR = "FDISTILL_FIXTURES"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA_DIR = _REPO / "tests" / "data"
 
 
 def fixtures_dir() -> pathlib.Path | None:
-  """The fixtures folder, or None if it is absent."""
+  """The larger (shared) fixtures folder, or None if it is absent."""
   env = os.environ.get(ENV_VAR)
   candidates = [pathlib.Path(env)] if env else [_REPO.parent / "shared" / "fixtures",
                                                  _REPO / "shared" / "fixtures"]
@@ -28,9 +33,20 @@ def fixtures_dir() -> pathlib.Path | None:
   return None
 
 
+def fixture_sets() -> dict[str, pathlib.Path]:
+  """{name: folder with edm/ (and fastgen/)}: 'repo' (tests/data, always) and, when present,
+  'shared' (the larger set of `fixtures_dir()`)."""
+  sets = {"repo": DATA_DIR}
+  shared = fixtures_dir()
+  if shared is not None:
+    sets["shared"] = shared
+  return sets
+
+
 def missing_reason() -> str:
-  return (f"reference fixtures not found: set {ENV_VAR} or place the project's shared/fixtures "
-          f"beside the checkout ({_REPO.parent / 'shared' / 'fixtures'})")
+  return (f"larger reference fixtures not found: set {ENV_VAR} or place the project's "
+          f"shared/fixtures beside the checkout ({_REPO.parent / 'shared' / 'fixtures'}); "
+          f"the slim set in {DATA_DIR} is always used")
 
 
 # ------------------------------------------------------------------------- small FID detector

@@ -1,5 +1,6 @@
 """Test setup: 8 fake CPU devices and one JAX compilation cache for the session (both set before
-jax is imported), the most expensive files scheduled first, and the fixtures locator."""
+jax is imported), the most expensive files scheduled first, and the reference fixtures
+(tests/data, plus ../shared/fixtures where present)."""
 import os
 import shutil
 import tempfile
@@ -48,13 +49,14 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(os.environ[_CACHE_ENV], ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def fixtures_path():
-  """Path of ../shared/fixtures; skips the test with the reason when it is absent."""
-  path = testing.fixtures_dir()
-  if path is None:
-    pytest.skip(testing.missing_reason())
-  return path
+_FIXTURE_SETS = testing.fixture_sets()
+
+
+@pytest.fixture(scope="session", params=list(_FIXTURE_SETS))
+def fixtures_path(request):
+  """A reference-fixture folder (edm/, fastgen/): the repository's tests/data always, and the
+  larger ../shared/fixtures as extra cases ([shared] in the test id) where it is present."""
+  return _FIXTURE_SETS[request.param]
 
 
 @pytest.fixture

@@ -20,9 +20,12 @@ NETS = ("songunet_tiny", "songunet_ncsnpp_tiny", "dhariwalunet_tiny", "dhariwalu
 
 
 def _net(fixtures_path, name):
+  """(folder, precond_kwargs, state_dict as float32). tests/data stores float16-exact weights as
+  float16; the official code ran them as float32, which is what EDM files hold."""
   d = fixtures_path / "edm" / name
   kw = json.loads((d / "config.json").read_text())["precond_kwargs"]
-  return d, kw, esd.read_state_dict(d / "state_dict.safetensors")
+  sd = esd.read_state_dict(d / "state_dict.safetensors")
+  return d, kw, {k: v.astype(np.float32) for k, v in sd.items()}
 
 
 # ------------------------------------------------------------------------------- EDM snapshot
@@ -31,7 +34,8 @@ def _net(fixtures_path, name):
 def test_snapshot_pkl_matches_safetensors(fixtures_path):
   d, kw, ref = _net(fixtures_path, "dhariwalunet_tiny")
   sd, pkl_kw = edm_pickle.load_edm_pickle(d / "edm_snapshot_like.pkl")
-  assert set(sd) == set(ref) and len(sd) == 225
+  derived = json.loads((d / "config.json").read_text())["derived"]
+  assert set(sd) == set(ref) and len(sd) == derived["num_state_dict_entries"]
   for k, v in ref.items():
     assert sd[k].dtype == v.dtype and sd[k].shape == v.shape, k
     assert sd[k].tobytes() == v.tobytes(), k  # Bit-identical.

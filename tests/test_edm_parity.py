@@ -1,7 +1,8 @@
 """Numerical parity of the Flax EDM port with NVIDIA's PyTorch networks.
 
-Reference data: shared/fixtures/edm (4 tiny networks run by the official code; see its README).
-Tolerances come from the README's measured float32-vs-float64 spread (about 20x headroom).
+Reference data: tests/data/edm (4 small networks run by the official code; see
+tests/data/README.md), and the larger ../shared/fixtures/edm as extra [shared] cases where present.
+Tolerances come from the measured float32-vs-float64 spread (about 20x headroom).
 Every network is compiled twice only (float32 forward, also reused by the Heun sampler, and
 float64 forward), inside one `jax.enable_x64(True)` block so that the sampler can keep EDM's
 float64 state around a float32 network; x64 never leaks out of the fixture. XLA's backend

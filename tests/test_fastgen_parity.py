@@ -1,4 +1,5 @@
-"""Parity with NVIDIA FastGen's own f-distill functions (fixtures/fastgen, computed by FastGen).
+"""Parity with NVIDIA FastGen's own f-distill functions (tests/data/fastgen, computed by FastGen;
+provenance in tests/data/fastgen/fastgen_fdistill_vectors.md).
 
 Covers h for every divergence × ratio normalisation on/off × bin EMA 0/0.5 over three successive
 calls (bins carried), the VSD/DM generator loss and its gradient, and both GAN losses with their
@@ -10,14 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fdistill_jax import testing
 from fdistill_jax.methods import common
 
 DIVS = ["kl", "js", "sf", "neyman", "sh", "jf"]
 
 
 @pytest.fixture(scope="module")
-def ref(fixtures_path):
-  return dict(np.load(fixtures_path / "fastgen" / "fastgen_fdistill_vectors.npz"))
+def ref():
+  # The repository's copy only: ../shared/fixtures/fastgen holds the same bytes (5837c3eb…).
+  return dict(np.load(testing.DATA_DIR / "fastgen" / "fastgen_fdistill_vectors.npz"))
 
 
 def _run_calls(ref, div, norm, ema):

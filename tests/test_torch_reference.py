@@ -1,8 +1,9 @@
 """The PyTorch reference of the benchmark is the same network and the same f-distill maths.
 
 * Networks: the torch SongUNet/DhariwalUNet + EDMPrecond reproduce the EDM fixtures
-  (shared/fixtures/edm) at the tolerances tests/test_edm_parity.py holds the Flax port to, and
-  EDM's Heun sampler (sampler.npz) at the same 2e-4.
+  (tests/data/edm; also ../shared/fixtures/edm where present) at the tolerances
+  tests/test_edm_parity.py holds the Flax port to, and EDM's Heun sampler (sampler.npz) at the
+  same 2e-4.
 * Losses: on a tiny cifar10_kl architecture with distinct random weights for the generator, fake
   score, teacher and head (shared through the state-dict converter), float32, the torch generator
   and critic losses, their parts, the ratio bins and the gradient norms of every trained net equal
@@ -46,7 +47,7 @@ def test_torch_networks_reproduce_edm_fixtures(fixtures_path, name):
   io, sp = dict(np.load(d / "io.npz")), dict(np.load(d / "sampler.npz"))
   net = tnet.build_edm_precond(kw).eval()
   sd = esd.read_state_dict(d / "state_dict.safetensors")
-  net.load_state_dict({k: _t(v) for k, v in sd.items()}, strict=True)
+  net.load_state_dict({k: _t(v.astype(np.float32)) for k, v in sd.items()}, strict=True)
   labels, aug = _t(io.get("class_labels")), _t(io.get("augment_labels"))
   with torch.no_grad():
     d_x = net(_t(io["x"]), _t(io["sigma"]), labels, aug).numpy()
