@@ -197,6 +197,70 @@ class Tokens(Text):
     return {"condition": "tokens", "length": self.length, "prompts": num}
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class WithGuidance(ConditionSpec):
+  """A base condition plus the guidance scale w that the student takes as an input:
+  {"cond": the base condition, "w": float32 [B]}.
+
+  Training conditions (`sample`, `with_scales`) draw w per sample uniformly from
+  [w_min, w_max]; evaluation conditions (`from_index`, `null`) carry w_eval. The null condition
+  keeps each row's w (∅ replaces the base condition only), so a guided denoiser and the fake
+  score's ∅ branch see the w their sample was made with. Teachers read only cond["cond"];
+  methods guide each sample at its own w (`scale_of`).
+  """
+  base: ConditionSpec
+  w_min: float = 1.0
+  w_max: float = 1.0
+  w_eval: float = 1.0
+
+  @property
+  def conditional(self) -> bool:  # type: ignore[override]
+    return self.base.conditional
+
+  def _w(self, n: int, w: float | None = None) -> jax.Array:
+    return jnp.full((n,), self.w_eval if w is None else w, jnp.float32)
+
+  def null(self, n: int) -> dict:
+    return {"cond": self.base.null(n), "w": self._w(n)}
+
+  def null_like(self, cond: dict) -> dict:
+    return {"cond": self.base.null_like(cond["cond"]), "w": cond["w"]}
+
+  def from_index(self, idx) -> dict:
+    return {"cond": self.base.from_index(idx), "w": self._w(idx.shape[0])}
+
+  def with_scales(self, key: jax.Array, base_cond: Cond) -> dict:
+    """base_cond with w ~ U[w_min, w_max] drawn per row."""
+    n = batch_size(base_cond)
+    return {"cond": base_cond,
+            "w": jax.random.uniform(key, (n,), jnp.float32, self.w_min, self.w_max)}
+
+  def at_scale(self, base_cond: Cond, w: float) -> dict:
+    """base_cond with every row at guidance scale w (sampling at a chosen w)."""
+    return {"cond": base_cond, "w": self._w(batch_size(base_cond), w)}
+
+  def sample(self, key, n):
+    kc, kw = jax.random.split(key)
+    return self.with_scales(kw, self.base.sample(kc, n))
+
+  def replace(self, cond: dict, mask: jax.Array) -> dict:
+    return {"cond": self.base.replace(cond["cond"], mask), "w": cond["w"]}
+
+  def describe(self) -> dict:
+    return {**self.base.describe(), "guidance_input": [float(self.w_min), float(self.w_max)]}
+
+
+def base_condition(cond: Cond) -> Cond:
+  """The base condition of a WithGuidance condition (cond itself otherwise)."""
+  return cond["cond"] if isinstance(cond, dict) and set(cond) == {"cond", "w"} else cond
+
+
+def scale_of(spec: ConditionSpec, cond: Cond, default):
+  """The guidance scale to apply: each row's w [B] for a WithGuidance spec (the student takes
+  it as an input and is trained against the teacher guided at it), `default` otherwise."""
+  return cond["w"] if isinstance(spec, WithGuidance) else default
+
+
 def batch_size(cond: Cond) -> int:
   leaves = jax.tree.leaves(cond)
   if not leaves:
@@ -205,9 +269,14 @@ def batch_size(cond: Cond) -> int:
 
 
 # ----------------------------------------------------------------------------- guidance
-def needs_guidance(scale: float, spec: ConditionSpec) -> bool:
-  """Whether guidance at `scale` costs a second (∅) evaluation: not at w = 1 or without a condition."""
-  return spec.conditional and float(scale) != 1.0
+def needs_guidance(scale, spec: ConditionSpec) -> bool:
+  """Whether guidance at `scale` costs a second (∅) evaluation: not at w = 1 or without a
+  condition; always for per-sample scales (an array: WithGuidance's w)."""
+  if not spec.conditional:
+    return False
+  if isinstance(scale, (jax.Array, np.ndarray)) and np.ndim(scale) > 0:
+    return True
+  return float(scale) != 1.0
 
 
 def combine(cond_out: jax.Array, uncond_out: jax.Array, scale) -> jax.Array:
@@ -222,7 +291,8 @@ def interval_scale(scale: float, sigma: jax.Array | None, sigma_max: float | Non
   Kynkäänniemi et al. 2024), per sample [B]; the plain scale when no interval is set."""
   if sigma_max is None or sigma is None or sigma_max == float("inf"):
     return scale
-  return jnp.where(jnp.asarray(sigma) <= sigma_max, jnp.float32(scale), jnp.float32(1.0))
+  return jnp.where(jnp.asarray(sigma) <= sigma_max, jnp.asarray(scale, jnp.float32),
+                   jnp.float32(1.0))
 
 
 def guide(cond_out: jax.Array, uncond_fn: Callable[[], jax.Array], scale: float,

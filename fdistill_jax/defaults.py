@@ -283,6 +283,10 @@ def t2i() -> ml_collections.ConfigDict:
   cfg.dataset.captions = "class"
   cfg.diffusion = ml_collections.ConfigDict(dict(
       sigma_min=0.02, sigma_max=80.0, sigma_data=0.5, sigma_init=80.0))
+  # A student that takes the guidance scale as an input (experiments/t2i.py): training draws w
+  # per sample from [w_min, w_max] and guides the teacher at it; evaluation uses
+  # eval.guidance_scale (one checkpoint serves every w).
+  cfg.guidance_input = ml_collections.ConfigDict(dict(enabled=False, w_min=1.0, w_max=3.0))
   cfg.disc = ml_collections.ConfigDict(dict(enabled=True, feature_keys=("block1",),
                                             channels=32))
   # per_prompt_samples: samples per prompt of the digits metric's per-prompt set (held-out

@@ -116,6 +116,11 @@ def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
     text = {"text_encoder": t2i_text.write_text_encoder(cfg, params["text_encoder"],
                                                         str(out / "text_encoder"))}
     params, files = params["transformer"], files + ["text_encoder"]
+  if "guidance_embedder" in params:
+    raise ValueError("export: this student takes the guidance scale as an input "
+                     "(config.guidance_input) and diffusers' PixArtTransformer2DModel has no "
+                     "guidance embedding; its parameters are in params.safetensors only after "
+                     "that format gains one (issue 27 §3)")
   module = pixart_lib.from_diffusers_config(t2i.module_config(cfg))
   conv.to_diffusers_folder(params, module, str(out / "diffusers"))
   sigma = float(cfg.diffusion.sigma_init)

@@ -372,3 +372,5 @@ def test_summary_names_the_students_step_count():
   text = progress.summary(final, {})
   assert "student (4 steps)" in text and "student raw params (4 steps)" in text
   assert "student (1 step)" in progress.summary({"student": {"fd": 1.0}}, {})
+  text = progress.summary({"student": {"fd": 1.0}, "teacher_nfe4_unguided": {"fd": 2.0}}, {})
+  assert "teacher (4 NFE, unguided)" in text

@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+# One intra-op thread: these are tiny tensors, and under two busy xdist workers torch's default
+# thread pool made each case take 1-26 s at random instead of 0.2 s. Numerics are unaffected.
+torch.set_num_threads(1)
 
 from fdistill_jax.benchmarks import versus_torch  # noqa: E402
 from fdistill_jax.benchmarks.common import load_config  # noqa: E402

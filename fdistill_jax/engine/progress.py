@@ -157,7 +157,8 @@ def summary(final: dict, paths: dict) -> str:
 
 def _row_name(key: str, steps: str = "1 step") -> str:
   if key.startswith("teacher_nfe"):
-    return f"teacher ({key[len('teacher_nfe'):]} NFE)"
+    nfe, unguided = key[len("teacher_nfe"):], key.endswith("_unguided")
+    return f"teacher ({nfe.removesuffix('_unguided')} NFE{', unguided' if unguided else ''})"
   if key.startswith("teacher_heun"):
     return f"teacher (Heun, {key[len('teacher_heun'):]} NFE)"
   if key == "student_raw":

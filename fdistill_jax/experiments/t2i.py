@@ -139,6 +139,13 @@ def check_config(cfg) -> None:
        f"allowed: {t2i_eval.METRICS}")
   if t2i_text.enabled(cfg):
     t2i_text.check_config(cfg)
+  gi = cfg.get("guidance_input")
+  if gi is not None and gi.enabled:
+    need(0 <= gi.w_min <= gi.w_max < 100, "guidance_input.w_min/w_max", (gi.w_min, gi.w_max),
+         "0 <= w_min <= w_max < 100 (the range of guidance scales the student is trained at)")
+    need(not t2i_text.enabled(cfg), "guidance_input.enabled", gi.enabled,
+         "False with teacher.text_encoder (the student with a guidance input reads a prompt "
+         "cache)")
   ad, diff = adapter(cfg), cfg.diffusion
   try:
     param_lib.check_sigma_range(ad, diff.sigma_min, diff.sigma_max)
@@ -300,25 +307,41 @@ def condition_spec(cache: pc.PromptCache, eval_rows: np.ndarray) -> conditioning
 
 
 # ============================================================================== networks
-def networks(cfg, module, params, spec: conditioning.Text, ad: param_lib.TeacherAdapter,
-             encode=t2i_text.frozen_encode):
-  """(Nets, init_params): every net is D(x; σ, cond) of the PixArt module via the adapter, after
-  encode(params, cond) -> (PixArt params, text cond) (t2i_text; the identity for a cache)."""
-  shape = (module.sample_size, module.sample_size, module.in_channels)
+def guidance_input(cfg) -> bool:
+  """Whether the student takes the guidance scale as an input (config.guidance_input)."""
+  gi = cfg.get("guidance_input")
+  return gi is not None and bool(gi.enabled)
 
-  def apply(p, x, sigma, cond, features):
-    p, cond = encode(p, cond)
-    net = pixart_teacher.PixArtTeacher(module, p, ad)
+
+def networks(cfg, module, params, spec: conditioning.ConditionSpec,
+             ad: param_lib.TeacherAdapter, encode=t2i_text.frozen_encode):
+  """(Nets, init_params): every net is D(x; σ, cond) of the PixArt module via the adapter, after
+  encode(params, cond) -> (PixArt params, text cond) (t2i_text; the identity for a cache).
+  With a WithGuidance spec the student (generator and fake score) is the module with a
+  zero-initialised guidance embedding reading each row's w; the teacher reads the text only."""
+  shape = (module.sample_size, module.sample_size, module.in_channels)
+  takes_w = isinstance(spec, conditioning.WithGuidance)
+  student_module = module.clone(guidance_embedding=True) if takes_w else module
+
+  def apply(mod, p, x, sigma, cond, features):
+    base = conditioning.base_condition(cond)
+    p, text = encode(p, base)
+    if mod.guidance_embedding:
+      if base is cond:
+        raise ValueError("the guidance-input student needs {'cond': ..., 'w': [B]} conditions")
+      text = {**text, "guidance": cond["w"]}
+    cond = text
+    net = pixart_teacher.PixArtTeacher(mod, p, ad)
     return net(x, sigma, cond, guidance_scale=1.0, return_features=features)
 
   def student(p, x, sigma, cond, *, key=None, features=False, augment_labels=None):
     del key  # PixArt has no dropout.
     if augment_labels is not None:
       raise ValueError("PixArt students take no augment labels: set method.augment_p = 0")
-    return apply(p, x, sigma, cond, features)
+    return apply(student_module, p, x, sigma, cond, features)
 
   def teacher(frozen, x, sigma, cond, *, features=False):
-    return apply(frozen["teacher"], x, sigma, cond, features)
+    return apply(module, frozen["teacher"], x, sigma, cond, features)
 
   d = cfg.disc
   head = MultiConvHead(tuple(d.feature_keys), d.channels) if d.enabled else None
@@ -330,10 +353,22 @@ def networks(cfg, module, params, spec: conditioning.Text, ad: param_lib.Teacher
               chain=few_step.from_config(cfg),
               data_shape=shape, cond=spec, time=ad.time)
 
+  def with_guidance_embedder(key):
+    """The teacher's parameters plus the student's guidance embedder (its output layer zero:
+    at initialisation the student is the teacher at every w)."""
+    if not takes_w:
+      return params
+    d = module.inner_dim
+    mlp = pixart_lib.Mlp2(d, d, "silu", zero_out=True, param_dtype=module.param_dtype)
+    emb = mlp.init(key, jnp.zeros((1, pixart_lib.TIMESTEP_SINUSOID_DIM)))["params"]
+    return {**params, "guidance_embedder": emb}
+
   def init_params(key):
-    out = {"generator": params, "fake_score": jax.tree.map(jnp.copy, params)}
+    student_params = with_guidance_embedder(jax.random.fold_in(key, 1))
+    out = {"generator": student_params,
+           "fake_score": jax.tree.map(jnp.copy, student_params)}
     if head is not None:
-      _, feats = student(params, jnp.zeros((1,) + shape), jnp.ones((1,)), spec.null(1),
+      _, feats = student(student_params, jnp.zeros((1,) + shape), jnp.ones((1,)), spec.null(1),
                          features=True)
       out["discriminator"] = head.init(key, feats)["params"]
     return out
@@ -382,6 +417,14 @@ def input_data(cfg, cache: pc.PromptCache, spec: conditioning.Text, codec: codec
   """batch / batch_spec / state hooks: {'x': real data in the teacher's space, 'cond'}."""
   g = cfg.train.batch_size
 
+  def with_w(cond, rng):
+    """A WithGuidance spec's training condition: each row's w ~ U[w_min, w_max] (numpy, drawn
+    after the batch's own draws so that those stay the same)."""
+    if not isinstance(spec, conditioning.WithGuidance):
+      return cond
+    n = len(cond["mask"])
+    return {"cond": cond, "w": rng.uniform(spec.w_min, spec.w_max, n).astype(np.float32)}
+
   def batch_spec():
     return {"x": jax.ShapeDtypeStruct((g,) + tuple(data_shape), jnp.float32),
             "cond": spec.shapes(g)}
@@ -395,7 +438,7 @@ def input_data(cfg, cache: pc.PromptCache, spec: conditioning.Text, codec: codec
       pick = rng.integers(0, len(rows), g)
       shape = (g,) + tuple(data_shape)  # 'prompts': x only carries the shape (data-free).
       x = rng.standard_normal(shape, np.float32) if synthetic else np.zeros(shape, np.float32)
-      return {"x": x, "cond": condition(cache, rows[pick])}
+      return {"x": x, "cond": with_w(condition(cache, rows[pick]), rng)}
 
     return dict(batch=prompt_batch, batch_spec=batch_spec, global_batch=True)
 
@@ -413,7 +456,8 @@ def input_data(cfg, cache: pc.PromptCache, spec: conditioning.Text, codec: codec
     if by_class:  # A training prompt of each image's class, drawn from (seed, step, process).
       u = np.random.default_rng([cfg.seed, int(step), jax.process_index()]).random(len(lab))
       lab = table[lab, (u * counts[lab]).astype(np.int64)]
-    return {"x": encode(b["images"]), "cond": condition(cache, lab)}
+    w_rng = np.random.default_rng([cfg.seed, int(step), jax.process_index(), 0x77])
+    return {"x": encode(b["images"]), "cond": with_w(condition(cache, lab), w_rng)}
 
   return dict(batch=batch, batch_spec=batch_spec, data_state=pipe.get_state,
               restore_data=lambda s: s and pipe.set_state(s), global_batch=False)
@@ -436,6 +480,10 @@ def build(cfg, workdir: str, method=None) -> Experiment:
     params = text.generator_params(params)
   rows = t2i_eval.eval_rows(cfg, cache)
   spec = condition_spec(cache, rows) if text is None else text.condition_spec(rows)
+  if guidance_input(cfg):
+    spec = conditioning.WithGuidance(spec, float(cfg.guidance_input.w_min),
+                                     float(cfg.guidance_input.w_max),
+                                     float(cfg.eval.get("guidance_scale", 1.0)))
   nets, init_params = networks(cfg, module, params, spec, ad, encode)
   io = input_data(cfg, pool, spec, codec, nets.data_shape)
   ev = t2i_eval.evaluator(cfg, nets, module, params, ad, codec, cache, rows, workdir, encode)

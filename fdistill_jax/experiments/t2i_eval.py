@@ -43,7 +43,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from fdistill_jax import codecs, fileio, untrusted
+from fdistill_jax import codecs, conditioning, fileio, untrusted
 from fdistill_jax.diffusion import few_step
 from fdistill_jax.evaluation import grids
 from fdistill_jax.experiments import t2i_text
@@ -142,11 +142,22 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
   idx = np.arange(n_eval) % len(rows)
   sample_rows = rows[idx]
   conds = nets.cond.from_index(jnp.asarray(idx))  # [n_eval] conditions of the samples
-  null = nets.cond.null(1)
+  # A student that takes w as an input samples at w_eval (conditioning.WithGuidance); teachers
+  # read the text only.
+  base = conditioning.base_condition
+  takes_w = isinstance(nets.cond, conditioning.WithGuidance)
+
+  def at_w_eval(cond):
+    if not takes_w or (isinstance(cond, dict) and set(cond) == {"cond", "w"}):
+      return cond
+    return nets.cond.at_scale(cond, w_eval)
+
+  teacher_conds = base(conds)
+  null = base(nets.cond.null(1))
 
   @functools.partial(jax.jit, static_argnames=("nfe", "w", "how"))
   def _multistep(params, z, cond, nfe: int, w: float, how: str):
-    tp, cond_e = encode(params, cond)  # Encoded once, outside the solver loop.
+    tp, cond_e = encode(params, base(cond))  # Encoded once, outside the solver loop.
     net = pixart_teacher.PixArtTeacher(module, tp, adapter, null_cond=encode(params, null)[1])
     return pixart_teacher.sample(net, z, cond_e, num_steps=nfe, guidance_scale=w, solver=how)
 
@@ -185,7 +196,7 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
     if teacher:
       x = _multistep(params, z, cond, nfe=int(ev.nfe), w=w_eval, how=solver)
     elif ev.sampler == "one_step":
-      x = _one_step(params, z, cond)
+      x = _one_step(params, z, at_w_eval(cond))
     else:
       x = _multistep(params, z, cond, nfe=int(ev.nfe), w=w_eval, how=ev.sampler)
     return np.asarray(decode(x))
@@ -198,7 +209,7 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
   def teacher_samples(key, nfe: int, w: float, which: str = "eval") -> np.ndarray:
     """The teacher's decoded samples of the evaluation set ('eval') or the per-prompt set
     ('per_prompt'), memoised in memory and, with eval.reference_cache, on disk."""
-    cs = conds if which == "eval" else per_conds
+    cs = teacher_conds if which == "eval" else per_conds
     tag = _digest(np.asarray(jax.random.key_data(key)), cs, null_arrays,
                   np.asarray([nfe, w]), np.frombuffer(solver.encode(), np.uint8),
                   np.asarray(shape))
@@ -279,7 +290,7 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
       return {}
     key = per_key(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99))
     if ev.sampler == "one_step":
-      x = _chunks(_one_step, params, key, per_conds)
+      x = _chunks(_one_step, params, key, at_w_eval(per_conds))
     else:
       x = multistep(params, key, int(ev.nfe), w_eval, ev.sampler, cs=per_conds)
     return per_prompt_metrics(x)

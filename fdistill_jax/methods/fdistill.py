@@ -181,7 +181,8 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
     _, feats = _disc_feats(nets, frozen_params, frozen, x_t, sigma, cond, "fake_score")
   teacher_x0 = conditioning.guide(
       teacher_x0, lambda: nets.teacher(frozen, x_t, sigma, nets.cond.null_like(cond)),
-      m.guidance_scale, nets.cond, sigma, m.guidance_sigma_max)
+      conditioning.scale_of(nets.cond, cond, m.guidance_scale), nets.cond, sigma,
+      m.guidance_sigma_max)
   constant_h = divergences.get(m.divergence).constant_weight
   metrics = {}
   h, new_extras = None, extras

@@ -145,6 +145,12 @@ def any_guidance(m) -> bool:
   return any(float(m.get(k, 1.0)) != 1.0 for k in ("kappa_train_fake", "kappa_fake", "kappa_real"))
 
 
+def ties_kappas(m, nets: Nets) -> bool:
+  """SiD-LSG with a student that takes w as an input: every κ is each sample's own w, so its
+  fake score learns the ∅ branch (label dropout) too. SIM guides only the teacher."""
+  return "kappa_real" in m and isinstance(nets.cond, conditioning.WithGuidance)
+
+
 def finite_rows(*xs: jax.Array) -> jax.Array:
   """bool [B]: True where every array is finite in that sample."""
   ok = jnp.ones((xs[0].shape[0],), bool)
@@ -230,9 +236,11 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg,
   m = cfg.method
   x_g, x_t, ok = generator_sample(params["generator"], z, sigma, n, cond, nets, chain)
   teacher, fake = denoisers(params, frozen, nets)
-  f_real = conditioning.guided(teacher, x_t, sigma, cond, m.kappa_real, nets.cond,
+  # A student that takes w as an input: every κ is each sample's own w (conditioning.scale_of).
+  kappa = lambda k: conditioning.scale_of(nets.cond, cond, k)
+  f_real = conditioning.guided(teacher, x_t, sigma, cond, kappa(m.kappa_real), nets.cond,
                                m.guidance_sigma_max)
-  f_fake = conditioning.guided(fake, x_t, sigma, cond, m.kappa_fake, nets.cond,
+  f_fake = conditioning.guided(fake, x_t, sigma, cond, kappa(m.kappa_fake), nets.cond,
                                m.guidance_sigma_max)
   keep = ok & finite_rows(sg(f_real), sg(f_fake))
   # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.
@@ -258,8 +266,8 @@ def fake_score_draws(batch, key, cfg, nets: Nets):
   m = cfg.method
   kz, ks, kn, kdrop = jax.random.split(key, 4)
   shape = batch["x"].shape
-  drop = nets.cond.drop_mask(kdrop, m.get("cond_drop", 0.0) if any_guidance(m) else 0.0,
-                             shape[0])
+  guides = any_guidance(m) or ties_kappas(m, nets)
+  drop = nets.cond.drop_mask(kdrop, m.get("cond_drop", 0.0) if guides else 0.0, shape[0])
   if m.fake_sigma_law == "generator":
     sigma = generator_sigma(ks, shape[0], cfg, nets)
   else:
@@ -286,8 +294,10 @@ def fake_score_loss_at(params, cond, z, sigma, n, drop, nets: Nets, cfg, key=Non
   x_g, aug = augment.for_denoiser(augment_key, x_g, p)
   x_t = x_g + common.bcast(sigma, x_g) * n
   fake = lambda x, s, c: nets.student(params["fake_score"], x, s, c, key=key, **aug)
-  f_fake = conditioning.guided(fake, x_t, sigma, cond, m.get("kappa_train_fake", 1.0), nets.cond,
-                               m.guidance_sigma_max)
+  k1 = m.get("kappa_train_fake", 1.0)
+  f_fake = conditioning.guided(
+      fake, x_t, sigma, cond, conditioning.scale_of(nets.cond, cond, k1) if ties_kappas(m, nets)
+      else k1, nets.cond, m.guidance_sigma_max)
   keep = ok & finite_rows(sg(f_fake))
   f_fake = zero_rows(f_fake, keep)
   w = common.dsm_weight(sigma, m.dsm_weighting, cfg.diffusion.sigma_data)

@@ -140,8 +140,9 @@ def generator_loss_at(params, frozen, cond, z, sigma, n, nets: Nets, cfg,
   x_g, x_t, ok = sid.generator_sample(params["generator"], z, sigma, n, cond, nets, chain)
   teacher, fake = sid.denoisers(params, frozen, nets)
   # Teacher guidance (text-to-image, e.g. SIM-DiT from PixArt-α); w = 1 is one unguided call.
-  f_real = conditioning.guided(teacher, x_t, sigma, cond, m.guidance_scale, nets.cond,
-                               m.guidance_sigma_max)
+  f_real = conditioning.guided(teacher, x_t, sigma, cond,
+                               conditioning.scale_of(nets.cond, cond, m.guidance_scale),
+                               nets.cond, m.guidance_sigma_max)
   f_fake = fake(x_t, sigma, cond)
   keep = ok & sid.finite_rows(sg(f_real), sg(f_fake))
   # Zero the dropped rows (select, not multiply) so no NaN reaches the backward pass.

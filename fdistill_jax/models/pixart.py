@@ -73,7 +73,11 @@ def sincos_2d(dim: int, grid_hw: tuple[int, int], base_size: int,
   return emb.astype(np.float32)
 
 
-def timestep_sinusoid(t: jax.Array, dim: int = 256, max_period: float = 10000.0) -> jax.Array:
+TIMESTEP_SINUSOID_DIM = 256
+
+
+def timestep_sinusoid(t: jax.Array, dim: int = TIMESTEP_SINUSOID_DIM,
+                      max_period: float = 10000.0) -> jax.Array:
   """diffusers `Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)`: t [M] -> [M, dim]
   = [cos(t f), sin(t f)], f_i = exp(-ln(max_period) i / (dim/2)), float32."""
   half = dim // 2
@@ -110,12 +114,14 @@ class Mlp2(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   precision: Any = None
+  zero_out: bool = False  # linear_2 starts at zero (an added embedding that starts as a no-op).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     h = _dense(self.hidden, "linear_1", self.dtype, self.param_dtype, self.precision)(x)
     h = nn.silu(h) if self.act == "silu" else jax.nn.gelu(h, approximate=True)
-    return _dense(self.out, "linear_2", self.dtype, self.param_dtype, self.precision)(h)
+    return _dense(self.out, "linear_2", self.dtype, self.param_dtype, self.precision,
+                  zero=self.zero_out)(h)
 
 
 class Attention(nn.Module):
@@ -230,6 +236,9 @@ class PixArtTransformer(nn.Module):
   feature_blocks: Sequence[int] | None = None
   attention_impl: str | None = None
   final_float32: bool = False
+  # A student that takes the guidance scale w [B] as an input (`guidance=`): sinusoid(1000·w) →
+  # MLP whose last layer starts at zero, added to the timestep embedding; not a diffusers field.
+  guidance_embedding: bool = False
 
   # ------------------------------------------------------------------ derived configuration
   @property
@@ -277,7 +286,7 @@ class PixArtTransformer(nn.Module):
   @nn.compact
   def __call__(self, x, timestep, encoder_hidden_states, encoder_attention_mask=None,
                added_cond_kwargs: Mapping[str, jax.Array] | None = None, *,
-               return_features: bool = False):
+               return_features: bool = False, guidance: jax.Array | None = None):
     self._check()
     b, hh, ww, c = x.shape
     p, d = self.patch_size, self.inner_dim
@@ -297,6 +306,14 @@ class PixArtTransformer(nn.Module):
     t = jnp.broadcast_to(jnp.asarray(timestep, jnp.float32).reshape(-1), (b,))
     emb = Mlp2(d, d, "silu", name="timestep_embedder", **common)(timestep_sinusoid(t))
     emb = emb.astype(jnp.float32)
+    if self.guidance_embedding:
+      if guidance is None:
+        raise ValueError("PixArt with guidance_embedding needs guidance=[B] (the scale w)")
+      g = jnp.broadcast_to(jnp.asarray(guidance, jnp.float32).reshape(-1), (b,))
+      emb = emb + Mlp2(d, d, "silu", zero_out=True, name="guidance_embedder", **common)(
+          timestep_sinusoid(1000.0 * g)).astype(jnp.float32)
+    elif guidance is not None:
+      raise ValueError("PixArt: guidance= given to a transformer without guidance_embedding")
     if self.micro_conditioned:
       if not added_cond_kwargs or "resolution" not in added_cond_kwargs \
           or "aspect_ratio" not in added_cond_kwargs:

@@ -76,14 +76,16 @@ class PixArtTeacher:
     return np.asarray(self.adapter.time.alphas_cumprod)
 
   def network(self, x_t: jax.Array, t: jax.Array, cond: Any, *, return_features: bool = False):
-    """The raw transformer on DDPM inputs: x_t [B,H,W,4], t [B] -> [B,H,W,8] (or (out, feats))."""
+    """The raw transformer on DDPM inputs: x_t [B,H,W,4], t [B] -> [B,H,W,8] (or (out, feats)).
+    A transformer with guidance_embedding reads the scale from cond["guidance"] [B]."""
     b, h, w, _ = x_t.shape
     added = (pixart_lib.micro_conditions(b, VAE_FACTOR * h, VAE_FACTOR * w)
              if self.module.micro_conditioned else None)
     emb = jnp.broadcast_to(cond["embeddings"], (b,) + cond["embeddings"].shape[1:])
     mask = jnp.broadcast_to(cond["mask"], (b,) + cond["mask"].shape[1:])
+    extra = {"guidance": cond["guidance"]} if self.module.guidance_embedding else {}
     return self.module.apply({"params": self.params}, x_t, t, emb, mask, added,
-                             return_features=return_features)
+                             return_features=return_features, **extra)
 
   def eps(self, x_t: jax.Array, t: jax.Array, cond: Any) -> jax.Array:
     """ε̂ [B,H,W,4] (learned-σ channels dropped): the `ddpm_samplers` EpsFn."""
