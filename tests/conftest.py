@@ -28,18 +28,30 @@ from fdistill_jax import testing  # noqa: E402
 
 # Files in the order xdist should start them (pytest.ini: --dist=loadfile, no reorder): the longest
 # first, so that the two CI workers finish together instead of one waiting on a late long file.
-# Single-process seconds on a quiet 2-core machine, 2026-12-01; only the schedule depends on them.
+# (full suite, quick tier `-m "not slow"`) seconds per file: half the per-file sums of --durations
+# under -n 2 on a busy 2-core machine, 2026-12-07; only the schedule depends on them.
 _SLOW_FILES = {
-    "test_image_engine.py": 150,
-    "test_resume_multiprocess.py": 150,
-    "test_perf_benchmarks.py": 120,
-    "test_t2i_engine.py": 110,
+    "test_peer_methods_image.py": (170, 0),
+    "test_gpu_suite.py": (135, 4),
+    "test_perf_benchmarks.py": (110, 4),
+    "test_t2i_engine.py": (105, 85),
+    "test_toy_engine.py": (85, 30),
+    "test_image_engine.py": (60, 85),
+    "test_methods_dmd.py": (67, 0),
+    "test_t2i_text.py": (64, 55),
+    "test_torch_reference.py": (61, 35),
+    "test_conditioning.py": (58, 45),
+    "test_resume_multiprocess.py": (58, 0),
+    "test_fid.py": (38, 43),
+    "test_edm_parity.py": (34, 33),
+    "test_cloud_storage.py": (38, 29),
+    "test_engine_mechanics.py": (25, 29),
 }
 
 
 def pytest_collection_modifyitems(config, items):
-  del config
-  order = {name: -cost for name, cost in _SLOW_FILES.items()}
+  quick = "not slow" in (config.getoption("markexpr") or "")
+  order = {name: -cost[quick] for name, cost in _SLOW_FILES.items()}
   items.sort(key=lambda item: order.get(item.path.name, 0))  # Stable: keeps the rest in order.
 
 

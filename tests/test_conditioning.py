@@ -178,7 +178,8 @@ def test_sid_lsg_text_guidance_and_condition_dropout():
   assert float(m["label_drop_frac"]) == pytest.approx(3 / 8)
 
 
-@pytest.mark.parametrize("method", ["fdistill", "sid"])
+# sid (a second method through the same pytree path) only in the full suite.
+@pytest.mark.parametrize("method", ["fdistill", pytest.param("sid", marks=pytest.mark.slow)])
 def test_engine_steps_train_through_a_text_condition_pytree(method):
   nets, params, frozen, batch, _ = _setup()
   if method == "fdistill":

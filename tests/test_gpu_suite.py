@@ -139,6 +139,7 @@ def test_peak_table_names_its_source():
   assert p["tflops"] is None and "not in" in p["reason"]
 
 
+@pytest.mark.slow
 def test_pixart_stage_numerics_and_batch_search(tmp_path, monkeypatch):
   """The PixArt stage in process at tiny sizes, with the step timing faked: batch 2 fits, 4 runs
   out of memory, so the search stops at 2 (granularity 2) and records both tries."""
@@ -188,6 +189,7 @@ runpy.run_module("fdistill_jax.benchmarks.gpu_suite", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_missing_packages_and_no_gpu_are_reported(tmp_path):
   """As on a device image without ml_collections, on a host where jax sees no GPU: the suite
   says both, writes the JSON with the environment, runs no stage and exits 2."""

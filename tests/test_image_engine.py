@@ -62,6 +62,7 @@ def test_fdistill_steps_on_edm_are_finite_and_update(single_run):
   assert diff > 0  # the generator moved away from its teacher initialisation
 
 
+@pytest.mark.slow
 def test_data_fsdp_mesh_step_equals_single_device(single_run, tmp_path):
   ref, _ = single_run
   cfg = tiny_image_cfg()

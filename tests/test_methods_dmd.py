@@ -80,6 +80,7 @@ def test_dmd_config_checks():
     config_checks.check(cfg, num_devices=8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,steps", [("toy2d_vsd", 300), ("toy2d_dmd2", 400)])
 def test_fdistill_peer_configs_learn(tmp_path, shared, name, steps):
   cfg = _shrink(_config(name), steps)
@@ -88,6 +89,7 @@ def test_fdistill_peer_configs_learn(tmp_path, shared, name, steps):
   assert student["mean_log_prob"] > init["mean_log_prob"] + 20.0
 
 
+@pytest.mark.slow
 def test_dmd_learns_and_its_loss_is_dm_plus_regression(tmp_path, shared):
   cfg = _shrink(_config("toy2d_dmd"), 300)
   init, student, history, run = short_run(cfg, tmp_path, shared)

@@ -86,6 +86,7 @@ def _config(name):
   return mod.get_config()
 
 
+@pytest.mark.slow
 def test_kd_short_run_lowers_regression_and_distance(tmp_path):
   cfg = _config("toy2d_kd")
   small = tiny_cfg(steps=300, batch_size=128, log_every=50, ckpt_every=0)

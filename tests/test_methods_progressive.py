@@ -60,6 +60,7 @@ def _euler(denoise, z, grid):
   return x
 
 
+@pytest.mark.slow
 def test_rounds_halve_steps_and_beat_the_teacher_at_equal_steps(tmp_path):
   cfg = tiny_cfg(steps=250, batch_size=128, log_every=50, ckpt_every=0)
   cfg.pretrain.steps = 400

@@ -291,6 +291,7 @@ def test_lsg_fake_training_uses_kappa1_and_label_dropout():
 
 
 # ----------------------------------------------------------------------------- toy run
+@pytest.mark.slow
 def test_sid_short_toy_run_moves_student_toward_teacher(tmp_path):
   cfg = tiny_cfg(steps=300, batch_size=128, log_every=100, ckpt_every=0)
   cfg.pretrain.steps = 400

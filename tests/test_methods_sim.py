@@ -123,6 +123,7 @@ def test_huber_constant_is_in_score_units():
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distance", ["l2", "pseudo_huber"])
 def test_sim_short_toy_run_moves_student_toward_teacher(tmp_path_factory, tmp_path, distance):
   root = tmp_path_factory.getbasetemp() / "sim_shared"

@@ -52,6 +52,7 @@ def _changed(a, b) -> bool:
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PEERS)
 def test_peer_method_steps_on_edm(name, tmp_path):
   cfg = _config(name)

@@ -118,6 +118,7 @@ def test_profile_self_times_nest():
   assert profile_steps._self_times([(0, 10), (2, 5), (6, 8), (11, 12)]) == [5, 3, 2, 1]
 
 
+@pytest.mark.slow
 def test_profile_names_the_steps_ops(tmp_path):
   """The engine's toy f-distill steps (MLPs: an image UNet's steps take minutes to compile on this
   CPU), traced as engine_speed --profile traces them."""

@@ -104,6 +104,7 @@ def test_js_trains_sharded_and_evaluates(trained):
   assert os.path.exists(os.path.join(workdir, "samples_0000004.png"))
 
 
+@pytest.mark.slow
 def test_resumed_on_one_device_equals_the_sharded_run(trained, tmp_path):
   cfg, workdir, _ = trained
   shutil.copytree(os.path.join(workdir, "checkpoints"), tmp_path / "checkpoints")
@@ -175,6 +176,7 @@ def test_sid_lsg_sim_dmd2_build_and_trace(files, name):
     assert jax.tree.structure(new) == jax.tree.structure(state) and metrics
 
 
+@pytest.mark.slow
 def test_edm_training_with_condition_dropout(files, tmp_path):
   cfg = config("pixart512_js", files)
   cfg.method.update(dict(name="edm_training", cond_drop=0.2))
@@ -261,6 +263,7 @@ def test_bad_fields_fail_clearly(files):
     compose.build(cfg, "/tmp/unused", prepare=False)
 
 
+@pytest.mark.slow
 def test_memory_plan_compiles_pixart512_js_tiny_on_two_devices():
   from fdistill_jax.benchmarks import engine_speed, memory_plan
   cfg = engine_speed.synthetic_config(os.path.join(REPO, "configs", "pixart512_js.py"), {}, 4)
