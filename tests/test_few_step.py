@@ -15,6 +15,7 @@ from fdistill_jax import config_checks, defaults
 from fdistill_jax.diffusion import few_step
 from fdistill_jax.methods import dmd, fdistill, kd, sid, sim
 from fdistill_jax.nets import Nets
+from tests.test_t2i_engine import files  # noqa: F401  (a fixture)
 
 D, B, SIGMA_INIT = 3, 8, 80.0
 SIGMAS = (80.0, 8.0, 1.0, 0.2)
@@ -374,3 +375,21 @@ def test_summary_names_the_students_step_count():
   assert "student (1 step)" in progress.summary({"student": {"fd": 1.0}}, {})
   text = progress.summary({"student": {"fd": 1.0}, "teacher_nfe4_unguided": {"fd": 2.0}}, {})
   assert "teacher (4 NFE, unguided)" in text
+
+
+def test_pixart512_dmd2_4step_builds_and_traces(files):  # noqa: F811
+  """The 4-step PixArt recipe (tiny PixArt override, as tests/test_t2i_engine.py) builds a
+  4-step student at DMD2's timesteps and traces both steps (no compile)."""
+  from fdistill_jax import compose  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.engine import loop  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.engine import steps as steps_lib  # pylint: disable=import-outside-toplevel
+  from tests.test_t2i_engine import config  # pylint: disable=import-outside-toplevel
+  cfg = config("pixart512_dmd2_4step", files)
+  exp, method, txs, init, key = loop._build(cfg, lambda: compose.build(cfg, "/tmp/unused"))  # pylint: disable=protected-access
+  assert exp.nets.steps == 4
+  np.testing.assert_allclose(exp.nets.chain.sigmas, defaults.sd_sigmas((999, 749, 499, 249)))
+  state = jax.eval_shape(init, key)
+  for phase in ("generator", "critic"):
+    new, metrics = jax.eval_shape(steps_lib.make_step(method, exp.nets, txs, cfg, phase), state,
+                                  exp.frozen, exp.batch_spec())
+    assert jax.tree.structure(new) == jax.tree.structure(state) and metrics
