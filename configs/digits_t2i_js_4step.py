@@ -11,7 +11,10 @@ Between steps it re-noises with fresh noise and trains by backward simulation (D
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_t2i_js_4step.py --workdir=runs/digits_t2i_js_4step
-Expected: BENCHMARKS.md "Few-step students (issue 27)" (measured 2026-12-07).
+Expected (measured 2026-12-07, seed 0, one shared CPU core, 12 min; BENCHMARKS.md "Few-step
+students and guidance as an input"): FD 21.9 (teacher at 35 NFE, w 1.5: 17.1), FD→teacher 15.5,
+recall 0.58, held-out accuracy 0.993, within-prompt diversity 0.51: accuracy meets the issue's
+target (≥ 0.95), FD and recall (≥ 0.70) do not; the one-step recipe scores FD 12.3, recall 0.71.
 """
 from fdistill_jax import defaults
 
