@@ -380,16 +380,7 @@ def test_summary_names_the_students_step_count():
 def test_pixart512_dmd2_4step_builds_and_traces(files):  # noqa: F811
   """The 4-step PixArt recipe (tiny PixArt override, as tests/test_t2i_engine.py) builds a
   4-step student at DMD2's timesteps and traces both steps (no compile)."""
-  from fdistill_jax import compose  # pylint: disable=import-outside-toplevel
-  from fdistill_jax.engine import loop  # pylint: disable=import-outside-toplevel
-  from fdistill_jax.engine import steps as steps_lib  # pylint: disable=import-outside-toplevel
-  from tests.test_t2i_engine import config  # pylint: disable=import-outside-toplevel
-  cfg = config("pixart512_dmd2_4step", files)
-  exp, method, txs, init, key = loop._build(cfg, lambda: compose.build(cfg, "/tmp/unused"))  # pylint: disable=protected-access
+  from tests.test_t2i_engine import build_and_trace, config  # pylint: disable=import-outside-toplevel
+  exp = build_and_trace(config("pixart512_dmd2_4step", files))
   assert exp.nets.steps == 4
   np.testing.assert_allclose(exp.nets.chain.sigmas, defaults.sd_sigmas((999, 749, 499, 249)))
-  state = jax.eval_shape(init, key)
-  for phase in ("generator", "critic"):
-    new, metrics = jax.eval_shape(steps_lib.make_step(method, exp.nets, txs, cfg, phase), state,
-                                  exp.frozen, exp.batch_spec())
-    assert jax.tree.structure(new) == jax.tree.structure(state) and metrics

@@ -162,18 +162,24 @@ def test_export_is_a_diffusers_pixart_that_reproduces_the_student(trained, tmp_p
   assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-5
 
 
+def build_and_trace(cfg):
+  """Builds cfg's experiment and traces both train steps (jax.eval_shape: no compile); each
+  must keep the state's structure and report metrics. Returns the Experiment."""
+  exp, method, txs, init, key = loop._build(cfg, lambda: compose.build(cfg, "/tmp/unused"))  # pylint: disable=protected-access
+  state = jax.eval_shape(init, key)
+  for phase in ("generator", "critic"):
+    new, metrics = jax.eval_shape(steps_lib.make_step(method, exp.nets, txs, cfg, phase), state,
+                                  exp.frozen, exp.batch_spec())
+    assert jax.tree.structure(new) == jax.tree.structure(state) and metrics
+  return exp
+
+
 @pytest.mark.parametrize("name", ["pixart512_sid_lsg", "pixart512_sim", "pixart512_dmd2"])
 def test_sid_lsg_sim_dmd2_build_and_trace(files, name):
   cfg = config(name, files)
   if name != "pixart512_dmd2":
     assert cfg.dataset.name == "prompts"  # data-free
-  exp, method, txs, init, key = loop._build(cfg, lambda: compose.build(cfg, "/tmp/unused"))  # pylint: disable=protected-access
-  state = jax.eval_shape(init, key)
-  batch = exp.batch_spec()
-  for phase in ("generator", "critic"):
-    new, metrics = jax.eval_shape(steps_lib.make_step(method, exp.nets, txs, cfg, phase), state,
-                                  exp.frozen, batch)
-    assert jax.tree.structure(new) == jax.tree.structure(state) and metrics
+  build_and_trace(cfg)
 
 
 @pytest.mark.slow
