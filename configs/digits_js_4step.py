@@ -13,7 +13,7 @@ Command:
   python -m fdistill_jax.main --config=configs/digits_js_4step.py --workdir=runs/digits_js_4step
 Expected (measured 2026-12-07, seed 0, shared 2-core CPU, 38 min; BENCHMARKS.md "Few-step
 students and guidance as an input"): the 4-step student scores FD 21.5, recall 0.72, precision
-0.61: worse than the one-step quickstart (FD 3.94) and short of the issue's target (within 5 % of
+0.61 (seed 1: FD 19.2, recall 0.85; 13 min with one core to itself): worse than the one-step quickstart (FD 3.94) and short of the issue's target (within 5 % of
 the teacher's 35-NFE FD 3.45). Deterministic re-noising: FD 21.9; noised_data: FD 15.7 (precision
 0.46); 2 steps at σ 80, 0.821: FD 10.6 (10.7 with twice the iterations).
 """
