@@ -339,6 +339,18 @@ def test_config_errors_name_the_few_step_field(field, value, match):
   assert match in str(e.value)
 
 
+def test_noised_data_needs_data():
+  cfg = defaults.t2i()
+  cfg.dataset.name = "prompts"
+  cfg.diffusion.sigma_init = 80.0
+  cfg.few_step.update(dict(sigmas=(80.0, 2.0), source="noised_data"))
+  with pytest.raises(config_checks.ConfigError, match=r"few_step\.source") as e:
+    few_step.check_config(cfg)
+  assert "prompts" in str(e.value)
+  cfg.few_step.source = "backward"
+  few_step.check_config(cfg)
+
+
 def test_progressive_distillation_keeps_its_own_schedule():
   from fdistill_jax.methods import progressive  # pylint: disable=import-outside-toplevel
   cfg = defaults.image()
