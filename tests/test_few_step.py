@@ -346,7 +346,7 @@ def test_noised_data_needs_data():
   cfg.few_step.update(dict(sigmas=(80.0, 2.0), source="noised_data"))
   with pytest.raises(config_checks.ConfigError, match=r"few_step\.source") as e:
     few_step.check_config(cfg)
-  assert "prompts" in str(e.value)
+  assert "no data to noise" in str(e.value)
   cfg.few_step.source = "backward"
   few_step.check_config(cfg)
 

@@ -210,10 +210,9 @@ def check_config(cfg, allow_steps: bool = True) -> None:
     return
   need(allow_steps, "few_step.sigmas", sig,
        f"() for method {cfg.method.name!r}, which trains one-step students only")
-  data_free = cfg.get("dataset") is not None and cfg.dataset.get("name") in DATA_FREE
+  data_free = hasattr(cfg, "dataset") and cfg.dataset.name in DATA_FREE  # (toy: none)
   need(not (f.source == "noised_data" and data_free), "few_step.source", f.source,
-       f"'backward' or 'rollout': dataset.name={cfg.dataset.get('name')!r} carries no data to "
-       "noise")
+       "'backward' or 'rollout': this dataset.name carries no data to noise")
   need(all(b < a for a, b in zip(sig, sig[1:])), "few_step.sigmas", sig,
        "strictly decreasing σ_1 > σ_2 > … > σ_K")
   need(abs(float(sig[0]) - float(cfg.diffusion.sigma_init)) <= 1e-6 * float(sig[0]),
