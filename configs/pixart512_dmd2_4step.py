@@ -27,14 +27,7 @@ from fdistill_jax import defaults
 
 
 def get_config():
-  cfg = defaults.pixart512()
-  cfg.method.update(dict(
-      name="fdistill", divergence="rkl", guidance_scale=1.75, critic_steps=9,
-      ratio_normalization=False, gan_weight_gen=1e-3, gan_weight_disc=1e-2, r1_weight=0.0,
-      disc_features="fake_score"))
-  defaults.pixart512_fastgen_optim(cfg, steps=60_000)
-  cfg = defaults.eps_teacher(cfg, sigma_min=defaults.SD_SIGMA_T20,
-                             sigma_max=defaults.SD_SIGMA_T979)
+  cfg = defaults.pixart512_dmd2()
   sigmas = defaults.sd_sigmas(defaults.DMD2_4STEP_TIMESTEPS)
   cfg.diffusion.sigma_init = sigmas[0]
   cfg.few_step.update(dict(sigmas=sigmas, source="backward", renoise="stochastic"))

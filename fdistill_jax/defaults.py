@@ -412,6 +412,18 @@ def pixart512_sid_lsg_schedule(cfg: ml_collections.ConfigDict, batch: int = 512,
   cfg.eval.params = str(ema)
 
 
+def pixart512_dmd2() -> ml_collections.ConfigDict:
+  """DMD2's SD1.5 recipe on PixArt-α 512 (configs/pixart512_dmd2.py gives each value's source;
+  configs/pixart512_dmd2_4step.py adds the 4-step chain)."""
+  cfg = pixart512()
+  cfg.method.update(dict(
+      name="fdistill", divergence="rkl", guidance_scale=1.75, critic_steps=9,
+      ratio_normalization=False, gan_weight_gen=1e-3, gan_weight_disc=1e-2, r1_weight=0.0,
+      disc_features="fake_score"))
+  pixart512_fastgen_optim(cfg, steps=60_000)
+  return eps_teacher(cfg, sigma_min=SD_SIGMA_T20, sigma_max=SD_SIGMA_T979)
+
+
 def pixart_sharding_rules():
   from fdistill_jax.models import pixart
   return pixart.sharding_rules()
