@@ -55,6 +55,9 @@ def _define_flags() -> None:
 
 
 FORMAT = "fdistill_jax.export/1"
+# The diffusers scheduler of K-step PixArt students, copied into their pipeline folders.
+SCHEDULER_MODULE = "fdistill_few_step"
+SCHEDULER_SOURCE = epath.Path(__file__).parent / "convert" / "few_step_scheduler.py"
 
 
 def _write_bytes(path: epath.Path, data: bytes) -> None:
@@ -83,7 +86,8 @@ def _write_edm(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
   kwargs = cfg.teacher.precond_kwargs.to_dict()
   sd = esd.variables_to_state_dict({"params": params}, build_edm_precond(kwargs))
   kw = esd._jsonable(kwargs)  # pylint: disable=protected-access
-  meta = {"precond_kwargs": json.dumps(kw), "sigma_init": str(cfg.diffusion.sigma_init)}
+  meta = {"precond_kwargs": json.dumps(kw), "sigma_init": str(cfg.diffusion.sigma_init),
+          "sampling": json.dumps(sampling_metadata(cfg))}
   _write_bytes(out / "edm_precond.safetensors",
                _safetensors_bytes({k: np.ascontiguousarray(v) for k, v in sd.items()}, meta))
   return {"kind": "EDMPrecond", "kwargs": kw}, ["edm_precond.safetensors"]
@@ -104,30 +108,91 @@ def _write_mlp(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
   return {"kind": "MLPDenoiser", "kwargs": mlp_kwargs(params, cfg.diffusion.sigma_data)}, []
 
 
+def _pipeline_components(cfg) -> dict:
+  """model_index.json's component entries of a PixArtAlphaPipeline folder for this student."""
+  return {"_class_name": "PixArtAlphaPipeline", "_diffusers_version": _diffusers_version(),
+          "transformer": ["diffusers", "PixArtTransformer2DModel"],
+          "scheduler": [SCHEDULER_MODULE, "FewStepScheduler"],
+          "vae": ["diffusers", "AutoencoderKL"] if cfg.teacher.get("vae") else [None, None],
+          # Prompts come as prompt_embeds (our cache or the teacher's T5); the T5 is not copied.
+          "text_encoder": [None, None], "tokenizer": [None, None]}
+
+
+def _diffusers_version() -> str:
+  try:
+    import diffusers  # pylint: disable=import-outside-toplevel
+    return diffusers.__version__
+  except ImportError:
+    return "0.30.0"
+
+
+def _copy_vae(src: str, dest: epath.Path) -> None:
+  """The teacher's AutoencoderKL folder's config and weights, copied byte for byte."""
+  from fdistill_jax.convert import vae as vae_conv
+  folder = epath.Path(vae_conv._vae_dir(src))  # pylint: disable=protected-access
+  dest.mkdir(parents=True, exist_ok=True)
+  names = [p.name for p in folder.iterdir()
+           if p.name == "config.json" or p.name.startswith(vae_conv.WEIGHTS_NAME)]
+  for name in sorted(names):
+    _write_bytes(dest / name, (folder / name).read_bytes())
+
+
+def scheduler_config(cfg) -> dict:
+  """FewStepScheduler's config: the student's σ's, their DDPM timesteps (float32, the values
+  the student runs at) and its re-noising rule."""
+  from fdistill_jax.experiments import t2i
+  s = sampling_metadata(cfg)
+  time = t2i.adapter(cfg).time
+  ts = [float(np.float32(time.sigma_to_t(np.float32(v)))) for v in s["sigmas"]]
+  return {"_class_name": "FewStepScheduler", "_diffusers_version": _diffusers_version(),
+          "sigmas": s["sigmas"], "timesteps": ts, "renoise": s["renoise"],
+          "num_train_timesteps": int(time.num_timesteps), "prediction_type": "epsilon"}
+
+
 def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
-  """A diffusers PixArtTransformer2DModel folder `diffusers/` (config.json + float32
-  safetensors) that `from_pretrained` loads strictly; the student is ε-prediction at the DDPM
-  timestep t* = t(σ_init) with input x_t = σ_init·z/√(1 + σ_init²) (see README 'Text to image')."""
+  """`diffusers/`: a PixArtAlphaPipeline folder that samples the student as `--mode=sample`:
+  transformer/ (PixArtTransformer2DModel, float32), scheduler/ (FewStepScheduler of
+  convert/few_step_scheduler.py, copied in as remote code, with the student's K σ's, timesteps
+  and re-noising rule), vae/ (the teacher's AutoencoderKL, where it has one), model_index.json.
+  Load it with `PixArtAlphaPipeline.from_pretrained(folder, trust_remote_code=True)` (pass
+  `vae=None` for a pixel-space student) and call it with prompt_embeds/prompt_attention_mask,
+  num_inference_steps=K, guidance_scale=1.0, use_resolution_binning=False. A student trained
+  with its own T5 (teacher.text_encoder) also gets text_encoder/ beside the pipeline folder (a
+  transformers T5EncoderModel with the byte tokenizer, tools/encode_prompts' --model). A student
+  that takes the guidance scale as an input is not expressible there (the pipeline's transformer
+  has no guidance embedding): it gets params.safetensors and metadata.json only."""
   from fdistill_jax.convert import pixart as conv
   from fdistill_jax.experiments import t2i, t2i_text
   from fdistill_jax.models import pixart as pixart_lib
-  files, text = ["diffusers"], {}
+  files, text = [], {}
   if t2i_text.enabled(cfg):  # {"transformer", "text_encoder"}: the T5 goes to its own folder.
     text = {"text_encoder": t2i_text.write_text_encoder(cfg, params["text_encoder"],
                                                         str(out / "text_encoder"))}
     params, files = params["transformer"], files + ["text_encoder"]
-  if "guidance_embedder" in params:
-    raise ValueError("export: this student takes the guidance scale as an input "
-                     "(config.guidance_input) and diffusers' PixArtTransformer2DModel has no "
-                     "guidance embedding; its parameters are in params.safetensors only after "
-                     "that format gains one (issue 27 §3)")
   module = pixart_lib.from_diffusers_config(t2i.module_config(cfg))
-  conv.to_diffusers_folder(params, module, str(out / "diffusers"))
   sigma = float(cfg.diffusion.sigma_init)
   t_star = float(t2i.adapter(cfg).time.sigma_to_t(sigma))
-  return ({"kind": "PixArtTransformer2DModel", "kwargs": module.diffusers_config(),
-           "prediction": "epsilon", "timestep": t_star,
-           "input_scale": sigma / (1.0 + sigma ** 2) ** 0.5, **text}, files)
+  arch = {"kind": "PixArtTransformer2DModel", "kwargs": module.diffusers_config(),
+          "prediction": "epsilon", "timestep": t_star,
+          "input_scale": sigma / (1.0 + sigma ** 2) ** 0.5, **text}
+  if "guidance_embedder" in params:
+    arch["pipeline"] = None
+    arch["why_no_pipeline"] = (
+        "this student takes the guidance scale as an input (config.guidance_input) and "
+        "diffusers' PixArtTransformer2DModel has no guidance embedding")
+    return arch, files
+  pipe = out / "diffusers"
+  conv.to_diffusers_folder(params, module, str(pipe / "transformer"))
+  (pipe / "scheduler").mkdir(parents=True, exist_ok=True)
+  _write_bytes(pipe / "scheduler" / "scheduler_config.json",
+               json.dumps(scheduler_config(cfg), indent=1).encode())
+  _write_bytes(pipe / "scheduler" / f"{SCHEDULER_MODULE}.py", SCHEDULER_SOURCE.read_bytes())
+  if cfg.teacher.get("vae"):
+    _copy_vae(cfg.teacher.vae, pipe / "vae")
+  _write_bytes(pipe / "model_index.json",
+               json.dumps(_pipeline_components(cfg), indent=1).encode())
+  arch["pipeline"] = "diffusers"
+  return arch, ["diffusers", *files]
 
 
 # config.teacher.kind -> writer of the architecture's native files.
@@ -139,13 +204,19 @@ NATIVE: dict[str, Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]] = {
 
 
 def sampling_metadata(cfg) -> dict:
-  """How the student samples: steps K, σ_1 … σ_K (EDM σ units) and the re-noising rule between
-  steps (diffusion/few_step.py; None for one step)."""
+  """How the student samples: steps K, σ_1 … σ_K (EDM σ units), the re-noising rule between
+  steps (diffusion/few_step.py; None for one step) and, for a student that takes the guidance
+  scale as an input, its trained range {w_min, w_max} (None otherwise)."""
   from fdistill_jax.diffusion import few_step
+  gi = cfg.get("guidance_input")
+  guidance = ({"w_min": float(gi.w_min), "w_max": float(gi.w_max)}
+              if gi is not None and gi.enabled else None)
   chain = few_step.from_config(cfg)
   if chain is None:
-    return {"steps": 1, "sigmas": [float(cfg.diffusion.sigma_init)], "renoise": None}
-  return {"steps": chain.steps, "sigmas": list(chain.sigmas), "renoise": chain.renoise}
+    return {"steps": 1, "sigmas": [float(cfg.diffusion.sigma_init)], "renoise": None,
+            "guidance_input": guidance}
+  return {"steps": chain.steps, "sigmas": list(chain.sigmas), "renoise": chain.renoise,
+          "guidance_input": guidance}
 
 
 # ------------------------------------------------------------------ entry point
@@ -171,23 +242,30 @@ def export_generator(cfg, workdir: str, out: str, which: str | None = None,
   with workdir_lock.hold(workdir, "export"):
     _, state = compose.load_trained(cfg, workdir, step=step)
   params = jax.device_get(compose.generator_params(state, which))
+  return write_export(cfg, params, out, step=int(state["step"]), which=which)
+
+
+def write_export(cfg, params, out: str, *, step: int, which: str) -> dict:
+  """Writes generator `params` (host arrays, the nested Flax tree) of cfg's student into folder
+  `out` (module docstring); step / which are recorded. Returns export_generator's summary."""
+  kind = cfg.teacher.kind
+  if kind not in NATIVE:
+    raise ValueError(f"export: config.teacher.kind={kind!r} has no exporter; have {sorted(NATIVE)}")
   dest = epath.Path(out)
   dest.mkdir(parents=True, exist_ok=True)
   arch, files = NATIVE[kind](cfg, params, dest)
-  got_step = int(state["step"])
   flat = flatten(params)
   _write_bytes(dest / "params.safetensors",
-               _safetensors_bytes(flat, {"format": FORMAT, "step": str(got_step),
-                                         "params": which}))
+               _safetensors_bytes(flat, {"format": FORMAT, "step": str(step), "params": which}))
   m = cfg.method
   meta = {"format": FORMAT, "method": m.name, "divergence": m.get("divergence"),
           "teacher": {"kind": kind, "checkpoint": cfg.teacher.get("checkpoint")},
           "sigma_init": float(cfg.diffusion.sigma_init), "sampling": sampling_metadata(cfg),
-          "step": got_step, "params": which,
+          "step": step, "params": which,
           "architecture": arch, "files": ["params.safetensors", *files],
           "config": json.loads(cfg.to_json_best_effort())}
   _write_bytes(dest / "metadata.json", json.dumps(meta, indent=1).encode())
-  return {"out": str(dest), "step": got_step, "params": which, "tensors": len(flat),
+  return {"out": str(dest), "step": step, "params": which, "tensors": len(flat),
           "files": meta["files"] + ["metadata.json"]}
 
 

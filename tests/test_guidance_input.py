@@ -2,6 +2,8 @@
 its own w in every method that guides, the PixArt guidance embedding that starts as a no-op, and
 the text-to-image experiment whose student reads w (initially the teacher at every w), trains
 and samples at the chosen w."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,7 +151,7 @@ def test_pixart_guidance_embedding_starts_as_a_no_op():
 
 
 @pytest.mark.slow
-def test_t2i_student_reads_w_trains_and_samples(files):  # noqa: F811
+def test_t2i_student_reads_w_trains_and_samples(files, tmp_path):  # noqa: F811
   cfg = config("pixart512_js", files)
   cfg.guidance_input.update(dict(enabled=True, w_min=1.0, w_max=3.0))
   cfg.eval.guidance_scale = 2.5
@@ -171,3 +173,13 @@ def test_t2i_student_reads_w_trains_and_samples(files):  # noqa: F811
     np.testing.assert_allclose(np.asarray(got), np.asarray(teacher), rtol=1e-6, atol=1e-6)
   samples = exp.sample(params["generator"], jax.random.PRNGKey(2))
   assert samples.shape[0] == cfg.eval.num_samples and np.isfinite(samples).all()
+  # Export: its weights and metadata, and no pipeline folder (diffusers' PixArt transformer has
+  # no guidance embedding), said in the metadata instead of failing or dropping the embedding.
+  from fdistill_jax import export
+  out = export.write_export(cfg, jax.device_get(params["generator"]), str(tmp_path / "ex"),
+                            step=0, which="raw")
+  meta = json.loads((tmp_path / "ex" / "metadata.json").read_text())
+  arch = meta["architecture"]
+  assert meta["sampling"]["guidance_input"] == {"w_min": 1.0, "w_max": 3.0}
+  assert arch["pipeline"] is None and "guidance embedding" in arch["why_no_pipeline"]
+  assert "diffusers" not in out["files"] and not (tmp_path / "ex" / "diffusers").exists()

@@ -100,6 +100,11 @@ def test_train_resume_and_export(tmp_path):
   meta = json.loads((tmp_path / "ex" / "metadata.json").read_text())
   assert (meta["step"], meta["params"], meta["architecture"]["kind"]) == (4, "0.999", "EDMPrecond")
   assert meta["architecture"]["kwargs"]["model_channels"] == 8 and meta["sigma_init"] == 80.0
+  # The state dict carries how the student samples beside its constructor kwargs.
+  from safetensors import safe_open
+  with safe_open(str(tmp_path / "ex" / "edm_precond.safetensors"), "np") as f:
+    assert json.loads(f.metadata()["sampling"]) == meta["sampling"] == {
+        "steps": 1, "sigmas": [80.0], "renoise": None, "guidance_input": None}
   out = compose.sample_checkpoint(cfg, str(tmp_path))
   saved = np.load(out["npz"])
   assert saved["samples"].shape == (16, 8, 8, 1) and len(os.listdir(out["pngs"])) == 16

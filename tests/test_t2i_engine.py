@@ -142,7 +142,7 @@ def test_export_is_a_diffusers_pixart_that_reproduces_the_student(trained, tmp_p
                      np.arange(len(abar)))
   assert arch["kind"] == "PixArtTransformer2DModel" and abs(arch["timestep"] - t_star) < 1e-3
   model, info = diffusers.PixArtTransformer2DModel.from_pretrained(
-      tmp_path / "diffusers", output_loading_info=True)
+      tmp_path / "diffusers" / "transformer", output_loading_info=True)
   assert all(not v for v in info.values()), info  # strict: nothing missing or unexpected
   from flax import traverse_util
   from safetensors.numpy import load_file
@@ -160,6 +160,78 @@ def test_export_is_a_diffusers_pixart_that_reproduces_the_student(trained, tmp_p
         encoder_attention_mask=torch.from_numpy(np.asarray(cond["mask"]))).sample.numpy()
   got = (x_t * np.sqrt(1 + sigma ** 2) - sigma * out[:, :1]).transpose(0, 2, 3, 1)
   assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-5
+
+
+def _tiny_vae_folder(path):
+  """A diffusers AutoencoderKL folder (one latent channel, 2× down) with random weights."""
+  torch = pytest.importorskip("torch")
+  diffusers = pytest.importorskip("diffusers")
+  torch.manual_seed(0)
+  vae = diffusers.AutoencoderKL(in_channels=1, out_channels=1, latent_channels=1,
+                                down_block_types=("DownEncoderBlock2D",) * 2,
+                                up_block_types=("UpDecoderBlock2D",) * 2,
+                                block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4)
+  vae.save_pretrained(str(path))
+  return str(path)
+
+
+@pytest.mark.parametrize("name,renoise,vae", [("pixart512_js", None, False),
+                                              ("pixart512_dmd2_4step", "stochastic", True),
+                                              ("pixart512_dmd2_4step", "deterministic", False)])
+def test_the_exported_pipeline_folder_samples_as_we_do(files, tmp_path, monkeypatch, name,
+                                                       renoise, vae):
+  """Issue 27 §3: PixArtAlphaPipeline.from_pretrained(export/diffusers) with the exported
+  FewStepScheduler gives the latents of our sampler (nets.generate, what --mode=sample runs)
+  for the one-step and the 4-step student, both re-noising rules: ≤ 1e-4 relative, float32."""
+  torch = pytest.importorskip("torch")
+  diffusers = pytest.importorskip("diffusers")
+  from diffusers.utils import dynamic_modules_utils
+  from fdistill_jax import export
+  monkeypatch.setattr(dynamic_modules_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+  cfg = config(name, files)
+  if renoise:
+    cfg.few_step.renoise = renoise
+  if vae:
+    cfg.teacher.vae = _tiny_vae_folder(tmp_path / "vae")
+  k_steps = len(cfg.few_step.sigmas) or 1
+  exp, _ = compose.build(cfg, str(tmp_path / "wd"), prepare=False)
+  _, teacher = conv.load_diffusers_folder(files[1])
+  rng = np.random.default_rng(1)  # A "student": the teacher's weights, moved.
+  params = jax.tree.map(lambda p: p + 0.02 * rng.standard_normal(p.shape).astype(p.dtype),
+                        jax.device_get(teacher))
+  export.write_export(cfg, params, str(tmp_path / "ex"), step=7, which="raw")
+  meta = json.loads((tmp_path / "ex" / "metadata.json").read_text())
+  assert meta["sampling"]["steps"] == k_steps and meta["architecture"]["pipeline"] == "diffusers"
+  folder = tmp_path / "ex" / "diffusers"
+  index = json.loads((folder / "model_index.json").read_text())
+  assert index["scheduler"] == [export.SCHEDULER_MODULE, "FewStepScheduler"]
+  assert index["vae"] == (["diffusers", "AutoencoderKL"] if vae else [None, None])
+  # The one line (a pixel-space student has no VAE to ship: vae=None says so).
+  pipe = diffusers.PixArtAlphaPipeline.from_pretrained(
+      str(folder), trust_remote_code=True, **({} if vae else {"vae": None}))
+  assert type(pipe.scheduler).__name__ == "FewStepScheduler" and pipe.scheduler.order == 1
+  b, s = 3, TINY["sample_size"]
+  z = jax.random.normal(jax.random.key(5), (b, s, s, 1))
+  noise_key = jax.random.key(6)
+  cond = {k: np.array(v) for k, v in exp.nets.cond.from_index(jnp.arange(b)).items()}
+  want = np.asarray(jax.jit(exp.nets.generate)(params, z, cond, noise_key=noise_key))
+  nchw = lambda a: torch.from_numpy(np.array(np.asarray(a).transpose(0, 3, 1, 2)))  # A copy.
+  if k_steps > 1 and renoise == "stochastic":  # Replays our chain's fresh noise.
+    from fdistill_jax.diffusion import few_step
+    pipe.scheduler.set_renoise_noise(
+        [nchw(n) for n in few_step.renoise_noise(noise_key, k_steps, z.shape)])
+  got = pipe(prompt_embeds=torch.from_numpy(cond["embeddings"]),
+             prompt_attention_mask=torch.from_numpy(cond["mask"]), latents=nchw(z),
+             num_inference_steps=k_steps, guidance_scale=1.0, use_resolution_binning=False,
+             height=s * pipe.vae_scale_factor, width=s * pipe.vae_scale_factor,
+             output_type="latent").images.numpy().transpose(0, 2, 3, 1)
+  err = np.linalg.norm(got - want) / np.linalg.norm(want)
+  assert err <= 1e-4, err  # Measured 5e-7 to 7e-7.
+  # Any other step count is refused by name rather than sampled at the wrong σ's.
+  with pytest.raises(ValueError, match=f"num_inference_steps={k_steps}"):
+    pipe(prompt_embeds=torch.from_numpy(cond["embeddings"]),
+         prompt_attention_mask=torch.from_numpy(cond["mask"]), num_inference_steps=20,
+         guidance_scale=1.0, use_resolution_binning=False, output_type="latent")
 
 
 def build_and_trace(cfg):

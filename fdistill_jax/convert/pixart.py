@@ -12,7 +12,7 @@ Name mapping (diffusers `PixArtTransformer2DModel.state_dict()` key <-> Flax par
 The non-persistent `pos_embed.pos_embed` buffer is not stored (it is recomputed).
 
 Original PixArt `.pth` checkpoints: `fdistill_jax.convert.pixart_original`. Export back to
-diffusers (and the one-step PixArtAlphaPipeline snippet): `to_diffusers_folder`.
+diffusers (the transformer of an exported pipeline folder): `to_diffusers_folder`.
 
 Diffusers folders need only safetensors (no torch).
 """
@@ -242,24 +242,9 @@ def to_diffusers_folder(params: Mapping[str, Any], config: Mapping[str, Any] | A
   config: the diffusers config dict or the PixArtTransformer module. Writes `config.json` and a
   float32 `diffusion_pytorch_model.safetensors` (every parameter; the non-persistent position
   embedding is not stored), which `PixArtTransformer2DModel.from_pretrained(out_dir)` loads with
-  no missing or unexpected keys. A one-step student in PixArtAlphaPipeline::
-
-      import torch
-      from diffusers import DDPMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
-      tr = PixArtTransformer2DModel.from_pretrained(out_dir, torch_dtype=torch.float16)
-      pipe = PixArtAlphaPipeline.from_pretrained("PixArt-alpha/PixArt-XL-2-512x512",
-                                                 transformer=tr, torch_dtype=torch.float16)
-      # With num_inference_steps=1 the pipeline takes scheduler.step(...)[1], the predicted x0,
-      # which DDPMScheduler returns (DPMSolverMultistepScheduler does not).
-      pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
-      image = pipe(prompt, num_inference_steps=1, timesteps=[t_star],
-                   guidance_scale=1.0).images[0]
-
-  The pipeline feeds N(0, I) latents as x_{t*} at timestep t* (the student's fixed timestep,
-  e.g. 400 in PixArt's DMD recipe, 999 for a student that starts from pure noise) and maps the
-  ε output to x0 = (x - sqrt(1 - ᾱ) ε) / sqrt(ᾱ); guidance_scale=1 because the student already
-  contains the guidance it was distilled with. Channels 4..7 (learned sigma) are written as
-  they are; the pipeline drops them.
+  no missing or unexpected keys. fdistill_jax.export puts it in a PixArtAlphaPipeline folder
+  (`transformer/`) with the FewStepScheduler that samples a student exactly (README 'Text to
+  image'). Channels 4..7 (learned sigma) are written as they are; the pipeline drops them.
   """
   module = config if isinstance(config, pixart_lib.PixArtTransformer) else \
       pixart_lib.from_diffusers_config(config)

@@ -105,15 +105,21 @@ def sample(student: Callable[..., Any], params, z: jax.Array, cond, chain: Chain
   if k_steps > 1 and chain.renoise == "stochastic" and noise_key is None:
     raise ValueError("a few-step student with stochastic re-noising needs noise_key to sample")
   net_keys = _keys(key, k_steps)
-  noise_keys = _keys(noise_key, k_steps)
+  noises = (renoise_noise(noise_key, k_steps, z.shape, z.dtype)
+            if chain.renoise == "stochastic" and k_steps > 1 else [None] * (k_steps - 1))
   x = chain.sigmas[0] * z
   for k, s in enumerate(chain.sigmas):
     x0 = student(params, x, _full(b, s), cond, key=net_keys[k])
     if k + 1 < k_steps:
-      noise = (None if chain.renoise == "deterministic"
-               else jax.random.normal(noise_keys[k], z.shape, z.dtype))
-      x = renoise(x0, x, _full(b, s), _full(b, chain.sigmas[k + 1]), chain.renoise, noise)
+      x = renoise(x0, x, _full(b, s), _full(b, chain.sigmas[k + 1]), chain.renoise, noises[k])
   return x0
+
+
+def renoise_noise(noise_key: jax.Array, k_steps: int, shape, dtype=jnp.float32) -> list:
+  """The fresh noise ε_1 … ε_{K−1} [shape] that `sample` draws from noise_key for stochastic
+  re-noising (exported pipelines replay it: convert/few_step_scheduler.py)."""
+  keys = jax.random.split(noise_key, k_steps)
+  return [jax.random.normal(keys[k], shape, dtype) for k in range(k_steps - 1)]
 
 
 def chain_key(key: jax.Array) -> jax.Array:
