@@ -8,7 +8,7 @@ protocol that configs/digits_js.py started from).
 Command:
   python -m fdistill_jax.main --config=configs/digits_dmd.py --workdir=runs/digits_dmd
 Expected: FD 18.2, 10/10 classes, confidence 0.976 (600 iterations, 500 samples; one H100);
-see BENCHMARKS.md "Digits".
+see BENCHMARKS.md "Every method on digits".
 Since issue 25 the evaluated 0.99-EMA ramps up (train.ema_rampup 0.5: none of the initial
 weights left at the end); measured so on 2 shared CPU cores (2026-12-07, seed 0, 600
 iterations): FD 18.4, recall 0.22; raw params FD 161.0. The figures above it were

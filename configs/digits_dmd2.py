@@ -10,7 +10,7 @@ Command:
   python -m fdistill_jax.main --config=configs/digits_dmd2.py --workdir=runs/digits_dmd2
 Expected: FD 17.5 after 600 iterations (120 generator updates), FD 6.2 after 1,500
 (300 updates); 10/10 classes (500 samples; one H100);
-see BENCHMARKS.md "Digits".
+see BENCHMARKS.md "Every method on digits".
 Since issue 25 the evaluated 0.99-EMA ramps up (train.ema_rampup 0.5: none of the initial
 weights left at the end); measured so on 2 shared CPU cores (2026-12-07, seed 0, 600
 iterations): FD 8.9, recall 0.84; raw params FD 7.8. The figures above it were

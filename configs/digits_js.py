@@ -24,7 +24,8 @@ Expected (measured 2026-12-01, 500 samples, 0.98-EMA): the one-step student scor
 FD 20.0, at 1 NFE 85.7). With --config.seed=1 (6 min 59 s): FD 4.21 (6.16 at N = 297), recall
 0.92, diversity 1.08 (its teacher 3.50, 0.96, 1.15).
 Other divergences: --config.method.divergence=kl|rkl|...; the shared 1:1 600-iteration protocol
-of the other digits configs is defaults.digits_distill (FD 38.0 for JS, BENCHMARKS.md "Digits").
+of the other digits configs is defaults.digits_distill (FD 38.0 for JS, BENCHMARKS.md "Every method
+on digits").
 """
 from fdistill_jax import defaults
 

@@ -6,7 +6,7 @@
 Command:
   python -m fdistill_jax.main --config=configs/digits_kd.py --workdir=runs/digits_kd
 Expected: FD 3.2 (the teacher at 35 NFE: 3.3), 10/10 classes, confidence 0.944 (500 samples; one H100);
-see BENCHMARKS.md "Digits".
+see BENCHMARKS.md "Every method on digits".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import kd

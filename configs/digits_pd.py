@@ -8,7 +8,7 @@ Command (all rounds, one sub-folder and student.msgpack each):
   python -m fdistill_jax.pd_rounds --config=configs/digits_pd.py --workdir=runs/digits_pd
 Expected: the 1-step student scores FD 6.6 (8/4/2-step students 6.2/6.7/6.6), 10/10
 classes (500 samples; one H100);
-see BENCHMARKS.md "Digits".
+see BENCHMARKS.md "Every method on digits".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import progressive

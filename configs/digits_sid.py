@@ -8,7 +8,7 @@ time draw (t_max 800), fake score trained 1:1 by the EDM loss (ln σ ~ N(−1.2,
 Command:
   python -m fdistill_jax.main --config=configs/digits_sid.py --workdir=runs/digits_sid
 Expected: FD 10.0, 10/10 classes, confidence 0.971 (the 0.99-EMA after 600 iterations, 500 samples; one H100);
-see BENCHMARKS.md "Digits".
+see BENCHMARKS.md "Every method on digits".
 Since issue 25 the evaluated 0.99-EMA ramps up (train.ema_rampup 0.5: none of the initial
 weights left at the end); measured so on 2 shared CPU cores (2026-12-07, seed 0, 600
 iterations): FD 10.3, recall 0.68; raw params FD 19.3. The figures above it were

@@ -9,7 +9,7 @@ Command:
   python -m fdistill_jax.main --config=configs/digits_sid_lsg.py --workdir=runs/digits_sid_lsg
 Expected: FD 29.5, confidence 0.988, class-histogram TV 0.004, against SiD (κ = 1) on
 the same teacher FD 34.3, confidence 0.944, TV 0.044 (600 iterations, 500 samples; one H100);
-see BENCHMARKS.md "Digits".
+see BENCHMARKS.md "Every method on digits".
 Since issue 25 the evaluated 0.99-EMA ramps up (train.ema_rampup 0.5: none of the initial
 weights left at the end); measured so on 2 shared CPU cores (2026-12-07, seed 0, 600
 iterations): FD 32.5, recall 0.26; raw params FD 46.0. The figures above it were

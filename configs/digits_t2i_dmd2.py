@@ -15,7 +15,7 @@ samples 6.3 / 6.8 (the teacher's two draws: 2.1), recall 0.71 / 0.71 (≥ 0.65; 
 0.87), held-out prompt accuracy 0.965 / 0.968 (≥ 0.95; teacher 0.948), within-prompt
 diversity 0.65 / 0.70 (teacher 0.95); raw params FD 16.5 / 13.0, recall 0.78 / 0.77.
 Every tried variant, the old teacher's rows and the diagnostics: BENCHMARKS.md "Digits
-text-to-image students on their own (issue 25)".
+text-to-image students".
 """
 from fdistill_jax import defaults
 

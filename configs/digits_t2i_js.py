@@ -29,7 +29,7 @@ Met only one way: the recall target needs w = 1.5 (at w = 2, seed 0, JS and DMD2
 held-out 0.988 but recall 0.46), and the teacher's own held-out accuracy is ≥ 0.95 only at w = 2
 (0.975; 0.948 at w = 1.5). Two seeds per method.
 Every tried variant, the old teacher's rows and the diagnostics: BENCHMARKS.md "Digits
-text-to-image students on their own (issue 25)".
+text-to-image students".
 """
 from fdistill_jax import defaults
 

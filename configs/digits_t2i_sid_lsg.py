@@ -14,7 +14,7 @@ samples 5.5 / 5.5 (the teacher's two draws: 2.1), recall 0.73 / 0.73 (≥ 0.65; 
 0.87), held-out prompt accuracy 0.958 / 0.967 (≥ 0.95; teacher 0.948), within-prompt
 diversity 0.71 / 0.71 (teacher 0.95); raw params FD 17.7 / 17.3, recall 0.65 / 0.72.
 Every tried variant, the old teacher's rows and the diagnostics: BENCHMARKS.md "Digits
-text-to-image students on their own (issue 25)".
+text-to-image students".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import sid

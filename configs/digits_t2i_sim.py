@@ -14,7 +14,7 @@ samples 5.7 / 5.7 (the teacher's two draws: 2.1), recall 0.75 / 0.77 (≥ 0.65; 
 0.87), held-out prompt accuracy 0.957 / 0.964 (≥ 0.95; teacher 0.948), within-prompt
 diversity 0.75 / 0.76 (teacher 0.95); raw params FD 18.2 / 17.9, recall 0.74 / 0.77.
 Every tried variant, the old teacher's rows and the diagnostics: BENCHMARKS.md "Digits
-text-to-image students on their own (issue 25)".
+text-to-image students".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import sim

@@ -8,7 +8,7 @@ Command:
   python -m fdistill_jax.main --config=configs/digits_vsd.py --workdir=runs/digits_vsd
 Expected: FD 137.3, 9/10 classes, confidence 0.920 (600 iterations, 500 samples; one H100):
 without the DMD normaliser the steps are tiny at this learning rate;
-see BENCHMARKS.md "Digits".
+see BENCHMARKS.md "Every method on digits".
 Since issue 25 the evaluated 0.99-EMA ramps up (train.ema_rampup 0.5: none of the initial
 weights left at the end); measured so on 2 shared CPU cores (2026-12-07, seed 0, 600
 iterations): FD 136.1, recall 0.00; raw params FD 339.4. The figures above it were

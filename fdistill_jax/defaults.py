@@ -331,8 +331,7 @@ def eps_teacher(cfg: ml_collections.ConfigDict, sigma_min: float | None = None,
     (SiD/SIM: the same law, so the fake score is trained wherever the generator loss reads it)
     and f-distill's time bins ('law': equal shares);
   * the fake score's DSM loss weighted 1/σ²: the ε-MSE of DMD2-SD, SiD-LSG and PixArt-DMD.
-  Measured on the digits text-to-image teachers: BENCHMARKS.md "Digits text-to-image students on
-  their own (issue 25)".
+  Measured on the digits text-to-image teachers: BENCHMARKS.md "Digits text-to-image students".
   """
   d, m = cfg.diffusion, cfg.method
   d.sigma_init, d.sigma_max = 2.5, sigma_max

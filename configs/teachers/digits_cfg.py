@@ -8,7 +8,8 @@ Command:
   cp runs/digits_teacher_cfg/export/edm_precond.safetensors fdistill_jax/assets/digits_teacher_cfg.safetensors
 Expected: the committed file is this run's 0.999-EMA at step 2,042 (an H100 run stopped there by
 its time limit): 35-NFE Heun FD 16.1, 4 NFE 50.1, 10/10 classes, confidence 0.90 (500 samples);
-weaker than configs/teachers/digits.py's 2,700-step teacher (FD 3.3). BENCHMARKS.md "Digits".
+weaker than configs/teachers/digits.py's 2,700-step teacher (FD 3.3).
+BENCHMARKS.md "SiD-LSG on a class-conditional teacher".
 """
 from fdistill_jax import defaults
 

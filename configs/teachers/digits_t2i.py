@@ -16,7 +16,8 @@ Expected (measured 2026-12-01, step 12,000, raw params, DPM-Solver++(2M) 35 NFE,
 500 samples over all 100 prompts): digits FD 29.0, class coverage 1.0, prompt-class accuracy 0.96
 (training phrasings 0.98, held-out 0.91), confidence 0.98, precision / recall 0.53 / 0.77.
 The previous teacher (3,200 steps at a constant lr, the first 2,157 of them at EDM's σ law) scored
-FD 39.5 and accuracy 0.83 (held-out 0.71): BENCHMARKS.md "Digits text-to-image".
+FD 39.5 and accuracy 0.83 (held-out 0.71): BENCHMARKS.md "Digits text-to-image: the earlier
+teachers".
 """
 from fdistill_jax import defaults
 

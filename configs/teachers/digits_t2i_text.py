@@ -44,7 +44,7 @@ precision 0.53, prompt accuracy 0.98 (training phrasings 0.988, held-out 0.95; w
 per held-out prompt, as the distillation configs evaluate it: see configs/digits_t2i_js.py).
 With the T5 at 0.1 × the transformer's lr (TEXT_LR_SCALE = 0.1) the same run reached only 0.81
 (held-out 0.725): the pretrained T5 must still move for the transformer's new caption layer.
-BENCHMARKS.md "Digits text-to-image students on their own (issue 25)".
+BENCHMARKS.md "Digits text-to-image students".
 """
 from fdistill_jax import defaults
 

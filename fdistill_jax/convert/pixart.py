@@ -243,8 +243,9 @@ def to_diffusers_folder(params: Mapping[str, Any], config: Mapping[str, Any] | A
   float32 `diffusion_pytorch_model.safetensors` (every parameter; the non-persistent position
   embedding is not stored), which `PixArtTransformer2DModel.from_pretrained(out_dir)` loads with
   no missing or unexpected keys. fdistill_jax.export puts it in a PixArtAlphaPipeline folder
-  (`transformer/`) with the FewStepScheduler that samples a student exactly (README 'Text to
-  image'). Channels 4..7 (learned sigma) are written as they are; the pipeline drops them.
+  (`transformer/`) with the FewStepScheduler that samples a student exactly (docs/text_to_image.md
+  'Export to a diffusers pipeline'). Channels 4..7 (learned sigma) are written as they are; the
+  pipeline drops them.
   """
   module = config if isinstance(config, pixart_lib.PixArtTransformer) else \
       pixart_lib.from_diffusers_config(config)

@@ -372,7 +372,7 @@ def reference_statistics(cfg, workdir: str, extractor=None) -> dict:
   if extractor is None:
     if not cfg.eval.get("fid_weights"):
       raise ValueError("--mode=ref needs config.eval.fid_weights (pytorch-fid's Inception .pth "
-                       "or its .npz); see README 'Evaluation'")
+                       "or its .npz); see docs/evaluation.md 'FID'")
     extractor = fid.FeatureExtractor.from_weight_file(cfg.eval.fid_weights,
                                                       int(cfg.eval.get("fid_batch", 250)))
   bs = 256

@@ -103,7 +103,8 @@ def teacher_network(cfg, needs_teacher: bool = True):
   if t.checkpoint:
     if not epath.Path(t.checkpoint).exists():  # Local or gs://.
       raise FileNotFoundError(f"config.teacher.checkpoint={t.checkpoint!r} does not exist "
-                              "(see README: 'Teachers' for where to get NVIDIA's EDM files)")
+                              "(see docs/teachers.md 'Pretrained EDM teachers' for where to get "
+                              "NVIDIA's EDM files)")
     return load_edm(t.checkpoint, kwargs, dtype=dtype, remat=t.get("remat", False))
   if kwargs is None:
     raise ValueError("config.teacher needs a checkpoint or precond_kwargs")

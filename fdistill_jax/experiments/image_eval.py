@@ -123,12 +123,12 @@ def fid_metric(cfg, nets: Nets, decode=lambda x: x):
   ev = cfg.eval
   if not ev.get("fid_weights") or not ev.get("fid_reference"):
     logging.warning("config.eval.metric='fid' but eval.fid_weights / eval.fid_reference are not "
-                    "set: FID is skipped (see README 'Evaluation' for the two files)")
+                    "set: FID is skipped (see docs/evaluation.md 'FID' for the two files)")
     return None
   for field in ("fid_weights", "fid_reference"):
     if not epath.Path(ev[field]).exists():  # Local or gs://.
-      raise FileNotFoundError(f"config.eval.{field}={ev[field]!r} does not exist (see README "
-                              "'Evaluation')")
+      raise FileNotFoundError(f"config.eval.{field}={ev[field]!r} does not exist (see "
+                              "docs/evaluation.md 'FID')")
   batch = int(ev.get("fid_batch", 250))
   extractor = fid.FeatureExtractor.from_weight_file(ev.fid_weights, batch)
   shape = tuple(nets.data_shape)
