@@ -48,6 +48,7 @@ def single_run(tmp_path_factory):
   return run, metrics
 
 
+@pytest.mark.slow  # test_train_resume_and_export asserts the same of its run in the quick tier.
 def test_fdistill_steps_on_edm_are_finite_and_update(single_run):
   run, metrics = single_run
   assert [run.phase(k) for k in range(4)] == ["generator", "critic"] * 2
@@ -88,6 +89,22 @@ def test_train_resume_and_export(tmp_path):
   cfg.train.steps = 6
   exp, state = compose.load_trained(cfg, str(tmp_path))
   assert int(state["step"]) == 4 and exp.data_state()["grain"]
+  # The f-distill steps alternate, stay finite, log the ratio weights and the GAN loss, and move
+  # the generator away from its teacher initialisation.
+  from fdistill_jax.engine import loop
+  from fdistill_jax.methods import registry
+  method = registry.get(cfg.method.name)
+  assert [loop._phase_of(k, method, cfg) for k in range(4)] == ["generator", "critic"] * 2  # pylint: disable=protected-access
+  logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  steps_logged = [m for m in logged if "generator/h_mean" in m]
+  assert [m["step"] for m in steps_logged] == [2, 4]
+  assert all("critic/gan_disc" in m and all(np.isfinite(v) for v in m.values()
+                                            if isinstance(v, float)) for m in steps_logged)
+  assert int(state["nonfinite"]["total"]) == 0
+  diff = max(float(np.abs(a - b).max()) for a, b in zip(
+      jax.tree.leaves(jax.device_get(exp.frozen["teacher"])),
+      jax.tree.leaves(jax.device_get(state["params"]["generator"]))))
+  assert diff > 0
   from safetensors.numpy import load_file
 
   from fdistill_jax import export
