@@ -41,6 +41,11 @@ def tiny_config(prompts_json):
   return cfg
 
 
+# The tests on the trained run are the full suite's (a second text-to-image training run; the
+# quick tier's is tests/test_t2i_engine.py, and the T5 parity is tests/test_t5.py's).
+_E2E = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   root = tmp_path_factory.mktemp("t2i_text")
@@ -56,6 +61,7 @@ def run(tmp_path_factory):
   return cfg, root, r.exp, init, jax.device_get(r.state["params"]["generator"])
 
 
+@_E2E
 def test_conditions_are_byte_ids_of_training_phrasings(run):
   cfg, _, exp, _, _ = run
   cond = exp.batch(0)["cond"]
@@ -68,6 +74,7 @@ def test_conditions_are_byte_ids_of_training_phrasings(run):
   assert exp.nets.cond.describe() == {"condition": "tokens", "length": L, "prompts": 16}
 
 
+@_E2E
 def test_both_the_transformer_and_the_encoder_train(run):
   _, _, _, init, trained = run
   for part in ("transformer", "text_encoder"):
@@ -77,6 +84,7 @@ def test_both_the_transformer_and_the_encoder_train(run):
                       - trained["text_encoder"]["shared"]["embedding"]).max()) > 0
 
 
+@_E2E
 def test_export_then_encode_prompts_equals_our_encoder(run):
   pytest.importorskip("torch")
   pytest.importorskip("transformers")
@@ -108,6 +116,7 @@ def test_export_then_encode_prompts_equals_our_encoder(run):
   assert err <= 1e-5, err
 
 
+@_E2E
 def test_configs_that_cannot_work_fail_clearly(run):
   cfg, _, exp, _, trained = run
   bad = tiny_config(cfg.teacher.prompts)
