@@ -7,7 +7,7 @@ import os
 import re
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", "runs"}
+SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", "runs", ".jax_test_cache"}
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 DOC_CITATION = re.compile(r"(?<![\w/.])docs/[\w./-]+\.md")
 # A document named (README, README.md or any path ending in .md), then optional ',' or ':', space
