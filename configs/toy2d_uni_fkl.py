@@ -8,7 +8,8 @@ Uni-Instruct generator loss: SiD (α = 1) weighted per sample by the density rat
 fake score's last hidden layer (its mean as the logit, the fake score also trained as the
 discriminator), r normalised by its batch mean, plus the non-saturating GAN term at 0.01.
 This is the paper's ratio (method.ratio 'logit'), not the released code's (see
-docs/uni_instruct.md). Measured numbers: BENCHMARKS.md "Uni-Instruct on ring8 and digits".
+docs/uni_instruct.md).
+Expected: BENCHMARKS.md "Uni-Instruct on ring8 and digits" (3,000 steps, seeds 0 and 1).
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import uni_instruct

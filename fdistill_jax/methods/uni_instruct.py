@@ -51,8 +51,10 @@ Fake-score + discriminator step (generator frozen; one loss, both train the fake
   (f_ψ, ℓ_fake) = D_ψ(x_g + σ n);  ℓ_real = encoder logits of D_ψ(x_real + σ n)
   L = ls/B Σ_b λ_b R_pix (f_ψ − x_g)²                       (R: fake_score_reduction, code: sum)
     + lsd/B Σ_b λ_b · ½[mean_{B,P} softplus(−ℓ_real) + mean_{B,P} softplus(ℓ_fake)]
-The code clips the fake score's gradients to |g| ≤ 1 elementwise (clip_grad_value_, 1): the
-released recipes set optim.fake_score.clip_value where the engine offers it (defaults.uni_edm).
+With method.augment_p > 0 both branches are EDM-augmented first (independently, as the code's
+augment_pipe; CIFAR-10's --augment 0.12). The code also clips the fake score's gradients
+elementwise to |g| ≤ 1 (clip_grad_value_) and zeroes non-finite gradient entries; the engine has
+neither (docs/uni_instruct.md).
 
 Shared pieces: the draws, the SiD per-sample loss, non-finite-row dropping and the fake-score
 EDM loss are methods/sid.py's; the f-distill weights h(r) are divergences.py's; teacher guidance
@@ -61,7 +63,7 @@ Config keys (config.method, defaults in method_config): divergence, ratio,
 ratio_normalization, logit_clip, ratio_lower, ratio_upper, jeffrey_fkl_weight, alpha,
 generator_loss_scale (lsg), gan_loss_scale_gen (lsg_gan), fake_score_loss_scale (ls),
 gan_loss_scale_disc (lsd), fake_score_reduction, generator_start_step, divergence_start_step,
-guidance_scale, guidance_sigma_max and SiD's σ laws (sigma_law, t_max, fake_sigma_law,
+guidance_scale, guidance_sigma_max, augment_p (0 = off) and SiD's σ laws (sigma_law, t_max, fake_sigma_law,
 fake_p_mean, fake_p_std, dsm_weighting), critic_steps.
 """
 from __future__ import annotations
@@ -72,6 +74,7 @@ import ml_collections
 
 from fdistill_jax import conditioning, divergences
 from fdistill_jax import validation as V
+from fdistill_jax.diffusion import augment
 from fdistill_jax.methods import common, sid
 from fdistill_jax.nets import Nets
 from fdistill_jax.validation import need
@@ -108,7 +111,8 @@ def method_config(**overrides) -> ml_collections.ConfigDict:
            alpha=1.0, generator_loss_scale=1.0, gan_loss_scale_gen=0.01,
            fake_score_loss_scale=1.0, gan_loss_scale_disc=1.0, fake_score_reduction="mean",
            generator_start_step=0, divergence_start_step=0, guidance_scale=1.0,
-           guidance_sigma_max=float("inf"), sigma_law="truncated_karras", t_max=800.0,
+           guidance_sigma_max=float("inf"), augment_p=0.0, sigma_law="truncated_karras",
+           t_max=800.0,
            fake_sigma_law="lognormal", fake_p_mean=-1.2, fake_p_std=1.2, dsm_weighting="edm",
            critic_steps=1)
   m.update(overrides)
@@ -141,6 +145,7 @@ FIELDS = {
     "method.divergence_start_step": V.at_least(0, "an int (generator steps)"),
     "method.guidance_scale": V.at_least(0, "a guidance scale (1 = no guidance)"),
     "method.guidance_sigma_max": V.above(0, "a noise level (inf = guidance at every σ)"),
+    "method.augment_p": V.probability(),
     "method.t_max": V.within(0, 1000, "a finite number", lo_open=True),
     "method.sigma_law": V.one_of(*sid.SIGMA_LAWS),
     "method.fake_sigma_law": V.one_of(*sid.FAKE_SIGMA_LAWS),
@@ -174,6 +179,7 @@ def check_config(cfg) -> None:
          m[k], "an int >= 0" if k != "critic_steps" else "an int >= 1")
   need(0 < m.t_max <= 1000, "method.t_max", m.t_max, "must be in (0, 1000]")
   need(m.fake_p_std > 0, "method.fake_p_std", m.fake_p_std, "must be > 0")
+  augment.check_p(cfg)
   need(not cfg.disc.enabled, "disc.enabled", cfg.disc.enabled,
        "must be False: Uni-Instruct reads its logits off the fake score's encoder (no head)")
 
@@ -355,17 +361,25 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   return loss, (metrics, {**extras, "gen_step": step + 1})
 
 
-def critic_loss_at(params, x_g, x_real, cond, sigma, n, nets: Nets, cfg, key=None):
-  """Fake-score EDM loss + encoder GAN loss at given draws; x_g is stop-gradiented here.
+def critic_loss_at(params, x_g, x_real, cond, sigma, n, nets: Nets, cfg, key=None,
+                   augment_key=None):
+  """Fake-score EDM loss + encoder GAN loss at given draws; x_g is stop-gradiented here. With
+  method.augment_p > 0 and an augment_key, generator and real images are augmented
+  independently (EDM's pipeline, each with its own labels), as the code's augment_pipe does.
   Returns (loss, metrics); differentiable w.r.t. params['fake_score']."""
   m = cfg.method
   x_g = sg(x_g)
   ok = sid.finite_rows(x_g)
   x_g = jnp.where(common.bcast(ok, x_g), x_g, 0.0)
-  fake = lambda x: nets.student(params["fake_score"], x, sigma, cond, key=key, features=True)
-  f_fake, feats = fake(x_g + common.bcast(sigma, x_g) * n)
+  p = m.augment_p if augment_key is not None else 0.0
+  ka, kb = jax.random.split(augment_key) if p else (None, None)
+  x_g, aug_f = augment.for_denoiser(ka, x_g, p)
+  x_real, aug_r = augment.for_denoiser(kb, x_real, p)
+  fake = lambda x, aug: nets.student(params["fake_score"], x, sigma, cond, key=key,
+                                     features=True, **aug)
+  f_fake, feats = fake(x_g + common.bcast(sigma, x_g) * n, aug_f)
   logits_fake = encoder_logits(feats)
-  logits_real = encoder_logits(fake(x_real + common.bcast(sigma, x_real) * n)[1])
+  logits_real = encoder_logits(fake(x_real + common.bcast(sigma, x_real) * n, aug_r)[1])
   keep = ok & sid.finite_rows(sg(f_fake), sg(logits_fake), sg(logits_real))
   f_fake = sid.zero_rows(f_fake, keep)
   lam = common.dsm_weight(sigma, m.dsm_weighting, cfg.diffusion.sigma_data)
@@ -388,5 +402,5 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   x_g = nets.train_generate(sg(params["generator"]), z, batch["cond"],
                             **sid.chain_inputs(batch, key))
   loss, metrics = critic_loss_at(params, x_g, batch["x"], batch["cond"], sigma, n, nets, cfg,
-                                 key=kf)
+                                 key=kf, augment_key=jax.random.fold_in(key, 1))
   return loss, (metrics, extras)

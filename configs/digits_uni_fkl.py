@@ -1,0 +1,23 @@
+"""Uni-Instruct, forward KL, of the packaged digits teacher into a one-step generator.
+
+Same teacher, data, batch (32), steps (600), learning rate (2e-4) and metric as
+defaults.digits_distill, with SiD's choices (defaults.sid_style: σ_init 2.5, truncated Karras
+draw with t_max 800, fake score trained 1:1 by the EDM loss, Adam β = (0, 0.999)) and the
+Uni-Instruct loss: SiD (α = 1) weighted per sample by the paper's density ratio (the fake
+score's lowest-resolution encoder map averaged over channels as the GAN logit, the fake score
+also trained as that discriminator on real digits), ratio normalised by its batch mean, plus the
+GAN term at 0.01; unit loss scales as the other digits configs.
+
+Command:
+  python -m fdistill_jax.main --config=configs/digits_uni_fkl.py --workdir=runs/digits_uni_fkl
+Expected: see BENCHMARKS.md "Uni-Instruct on ring8 and digits" (measured on 2 shared CPU cores).
+"""
+from fdistill_jax import defaults
+from fdistill_jax.methods import uni_instruct
+
+
+def get_config():
+  cfg = defaults.digits_distill()
+  cfg.method = uni_instruct.method_config(divergence="fkl")
+  defaults.sid_style(cfg)
+  return cfg

@@ -1,0 +1,21 @@
+"""Uni-Instruct, reverse KL (SiD α = 1 + the encoder GAN term, i.e. SiDA's loss), of the exact 8-mode 2-D Gaussian-mixture teacher.
+
+Command:
+  python -m fdistill_jax.main --config=configs/toy2d_uni_rkl.py --workdir=runs/toy2d_uni_rkl
+Settings: configs/toy2d_uni_fkl.py with method.divergence = 'rkl' (the paper's ratio).
+Expected: BENCHMARKS.md "Uni-Instruct on ring8 and digits" (3,000 steps, seeds 0 and 1).
+"""
+from fdistill_jax import defaults
+from fdistill_jax.methods import uni_instruct
+
+
+def get_config():
+  cfg = defaults.toy()
+  cfg.method = uni_instruct.method_config(divergence="rkl", fake_p_mean=cfg.pretrain.p_mean,
+                                          fake_p_std=cfg.pretrain.p_std)
+  cfg.diffusion.sigma_init = 2.5
+  cfg.disc.enabled = False
+  cfg.optim.generator.b2 = 0.999
+  cfg.optim.fake_score.b2 = 0.999
+  cfg.train.steps = 2000
+  return cfg
