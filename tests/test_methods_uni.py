@@ -135,3 +135,32 @@ def test_short_toy_run_moves_student_toward_teacher(tmp_path, div):
   assert int(run.state["extras"]["gen_step"]) == len(gens)
   assert student["sw"] < 0.5 * init["sw"], (student["sw"], init["sw"])
   assert student["mean_log_prob"] > init["mean_log_prob"] + 5.0
+
+
+def test_released_recipes_carry_the_official_settings():
+  import importlib.util
+  import os
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "configs", name))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config()
+  c10, in64 = load("cifar10_uni_fkl.py"), load("imagenet64_uni_fkl.py")
+  for cfg, batch, lr, start in ((c10, 256, 1e-5, (391, 782)), (in64, 8192, 4e-6, (13, 25))):
+    m = cfg.method
+    assert (m.name, m.divergence, m.ratio, m.ratio_normalization) == (
+        "uni_instruct", "fkl", "official", "none")
+    assert (m.generator_loss_scale, m.gan_loss_scale_gen, m.fake_score_loss_scale,
+            m.gan_loss_scale_disc, m.fake_score_reduction, m.alpha) == (
+                100.0, 0.01, 1.0, 1.0, "sum", 1.0)
+    assert (m.generator_start_step, m.divergence_start_step) == start
+    assert (cfg.train.batch_size, cfg.optim.generator.lr, cfg.optim.fake_score.lr) == (
+        batch, lr, lr)
+    assert cfg.train.steps == int(300e6 // batch) and cfg.diffusion.sigma_init == 2.5
+    assert (m.t_max, cfg.optim.generator.b1, cfg.optim.generator.b2) == (800.0, 0.0, 0.999)
+  assert c10.method.augment_p == 0.12 and in64.method.augment_p == 0.0
+  assert c10.teacher.precond_kwargs.dropout == 0.13 and in64.teacher.precond_kwargs.dropout == 0.1
+  assert tuple(c10.train.ema_decays) == (round(0.5 ** (256 / 0.5e6), 6),)
+  assert tuple(in64.train.ema_decays) == (round(0.5 ** (8192 / 2e6), 6),)

@@ -64,9 +64,9 @@ def setup():
             (("teacher", sd), ("fake_score", drv.perturbed(sd, drv.FAKE_SEED)),
              ("generator", drv.perturbed(sd, drv.GEN_SEED)))}
 
-  def student(p, x, sigma, cond, *, key=None, features=False):
+  def student(p, x, sigma, cond, *, key=None, features=False, augment_labels=None):
     del key
-    return module.apply({"params": p}, x, sigma, cond, None, return_features=features)
+    return module.apply({"params": p}, x, sigma, cond, augment_labels, return_features=features)
 
   nets = Nets(student=student, teacher=lambda f, x, s, c, features=False: student(f, x, s, c),
               disc=None, sigma_init=meta["sigma_init"], data_shape=(16, 16, 3))
@@ -217,3 +217,18 @@ def test_the_code_cannot_backpropagate_these_branches(setup):
   assert sorted(meta["errors"]) == sorted(
       f"gen/{d}/vr{v}" for d, v in CASES if d not in ("Forward-KL", "Forward-Clean",
                                                       "Jeffrey-KL"))
+
+
+def test_augmented_critic_runs_and_differs(setup):
+  """method.augment_p > 0 (the CIFAR-10 recipe's 0.12): both branches get EDM-augmented inputs
+  with their own labels; p = 0 and no key give the unaugmented loss above."""
+  ref, _, _, params, nets = setup
+  cfg = _cfg("Forward-KL", 0)
+  args = (params, _nhwc(ref["fake/x_g"]), _nhwc(ref["inputs/x_real"]),
+          jnp.asarray(ref["inputs/labels"]), jnp.asarray(ref["inputs/fake_sigma"]),
+          _nhwc(ref["inputs/fake_n"]), nets)
+  plain = float(uni.critic_loss_at(*args, cfg)[0])
+  cfg.method.augment_p = 1.0
+  aug = float(uni.critic_loss_at(*args, cfg, augment_key=jax.random.PRNGKey(0))[0])
+  assert np.isfinite(aug) and abs(aug - plain) > 1e-3 * abs(plain)
+  np.testing.assert_allclose(float(uni.critic_loss_at(*args, cfg)[0]), plain, rtol=1e-6)
