@@ -6,7 +6,9 @@ draw with t_max 800, fake score trained 1:1 by the EDM loss, Adam β = (0, 0.999
 Uni-Instruct loss: SiD (α = 1) weighted per sample by the paper's density ratio (the fake
 score's lowest-resolution encoder map averaged over channels as the GAN logit, the fake score
 also trained as that discriminator on real digits), ratio normalised by its batch mean, plus the
-GAN term at 0.01; unit loss scales as the other digits configs.
+GAN term, in the released code's balance (method_config's defaults: GAN 1e-4 next to the SiD
+term's 1, as the code's 0.01 : 100; the fake-score loss summed over pixels beside the
+discriminator's batch mean).
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_uni_fkl.py --workdir=runs/digits_uni_fkl

@@ -6,7 +6,9 @@ Settings: toy2d_sid.py's (σ_init 2.5, truncated Karras draw with t_max 800, fak
 1:1 with the EDM loss at the toy's pretraining σ law, Adam β = (0, 0.999), 2000 steps) with the
 Uni-Instruct generator loss: SiD (α = 1) weighted per sample by the density ratio r read off the
 fake score's last hidden layer (its mean as the logit, the fake score also trained as the
-discriminator), r normalised by its batch mean, plus the non-saturating GAN term at 0.01.
+discriminator), r normalised by its batch mean, plus the non-saturating GAN term; loss scales in the released
+code's balance (method_config's defaults: GAN 1e-4 next to the SiD term's 1, i.e. the code's
+0.01 : 100; fake-score loss summed over pixels beside the discriminator's batch mean).
 This is the paper's ratio (method.ratio 'logit'), not the released code's (see
 docs/uni_instruct.md).
 Expected: BENCHMARKS.md "Uni-Instruct on ring8 and digits" (3,000 steps, seeds 0 and 1).

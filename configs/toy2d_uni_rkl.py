@@ -1,8 +1,9 @@
-"""Uni-Instruct, reverse KL (SiD α = 1 + the encoder GAN term, i.e. SiDA's loss), of the exact 8-mode 2-D Gaussian-mixture teacher.
+"""Uni-Instruct, reverse KL, of the exact 8-mode 2-D Gaussian-mixture teacher.
 
 Command:
   python -m fdistill_jax.main --config=configs/toy2d_uni_rkl.py --workdir=runs/toy2d_uni_rkl
 Settings: configs/toy2d_uni_fkl.py with method.divergence = 'rkl' (the paper's ratio).
+Reverse KL is SiD (α = 1) plus the encoder GAN term, i.e. SiDA's loss.
 Expected: BENCHMARKS.md "Uni-Instruct on ring8 and digits" (3,000 steps, seeds 0 and 1).
 """
 from fdistill_jax import defaults

@@ -42,7 +42,7 @@ def test_reverse_kl_is_sida():
   """rkl: lsg/B Σ SiD(α) + lsg_gan/B Σ g, no ratio at all (the code's branch multiplies by an
   undefined ratio; the paper's r² f''(r) is 1)."""
   x_g, fr, ff, lg, keep = _arrays(1)
-  cfg = _cfg(divergence="rkl", generator_loss_scale=100.0, alpha=1.0)
+  cfg = _cfg(divergence="rkl", generator_loss_scale=100.0, gan_loss_scale_gen=0.01, alpha=1.0)
   loss, _ = uni.divergence_loss(x_g, fr, ff, lg, keep, cfg)
   wf = uni.weight_factor(x_g, fr)
   want = (100.0 * jnp.mean(sid.sid_per_sample(x_g, fr, ff, 1.0))
@@ -164,3 +164,17 @@ def test_released_recipes_carry_the_official_settings():
   assert c10.teacher.precond_kwargs.dropout == 0.13 and in64.teacher.precond_kwargs.dropout == 0.1
   assert tuple(c10.train.ema_decays) == (round(0.5 ** (256 / 0.5e6), 6),)
   assert tuple(in64.train.ema_decays) == (round(0.5 ** (8192 / 2e6), 6),)
+
+
+def test_encoder_logits_read_the_lowest_resolution_map():
+  x8 = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 5))
+  x16 = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  want = jnp.mean(x8, -1).reshape(2, 64)
+  nested = {"encoder": {16: x16, 8: x8}, "bottleneck": x8 + 1}
+  flat = {"enc16": x16, "enc8": x8, "bottleneck": x8 + 1}  # experiments/image.py's names
+  for feats in (nested, flat):
+    np.testing.assert_allclose(uni.encoder_logits(feats), want, rtol=1e-6)
+  np.testing.assert_allclose(uni.encoder_logits(x16[:, 0, 0, :]), jnp.mean(x16[:, 0, 0, :], -1,
+                                                                         keepdims=True))
+  with pytest.raises(ValueError, match="encoder features"):
+    uni.encoder_logits({"block1": x8})

@@ -63,8 +63,8 @@ Config keys (config.method, defaults in method_config): divergence, ratio,
 ratio_normalization, logit_clip, ratio_lower, ratio_upper, jeffrey_fkl_weight, alpha,
 generator_loss_scale (lsg), gan_loss_scale_gen (lsg_gan), fake_score_loss_scale (ls),
 gan_loss_scale_disc (lsd), fake_score_reduction, generator_start_step, divergence_start_step,
-guidance_scale, guidance_sigma_max, augment_p (0 = off) and SiD's σ laws (sigma_law, t_max, fake_sigma_law,
-fake_p_mean, fake_p_std, dsm_weighting), critic_steps.
+guidance_scale, guidance_sigma_max, augment_p (0 = off) and SiD's σ laws (sigma_law, t_max,
+fake_sigma_law, fake_p_mean, fake_p_std, dsm_weighting), critic_steps.
 """
 from __future__ import annotations
 
@@ -105,11 +105,14 @@ def init_extras(cfg: ml_collections.ConfigDict) -> dict:
 
 
 def method_config(**overrides) -> ml_collections.ConfigDict:
-  """config.method for Uni-Instruct (paper ratio, SiD's σ laws, unit loss scales)."""
+  """config.method for Uni-Instruct (paper ratio, SiD's σ laws). The loss scales keep the
+  released code's balance between terms (GAN : SiD = 0.01 : 100 in the generator loss, pixel
+  sums for the fake score next to the batch-mean discriminator loss) with the generator's
+  main term at unit scale; OFFICIAL_SCALING is the code's units (100× the generator loss)."""
   m = dict(name="uni_instruct", divergence="fkl", ratio="logit", ratio_normalization="mean",
            logit_clip=10.0, ratio_lower=1e-3, ratio_upper=1e3, jeffrey_fkl_weight=0.4,
-           alpha=1.0, generator_loss_scale=1.0, gan_loss_scale_gen=0.01,
-           fake_score_loss_scale=1.0, gan_loss_scale_disc=1.0, fake_score_reduction="mean",
+           alpha=1.0, generator_loss_scale=1.0, gan_loss_scale_gen=1e-4,
+           fake_score_loss_scale=1.0, gan_loss_scale_disc=1.0, fake_score_reduction="sum",
            generator_start_step=0, divergence_start_step=0, guidance_scale=1.0,
            guidance_sigma_max=float("inf"), augment_p=0.0, sigma_law="truncated_karras",
            t_max=800.0,
@@ -192,10 +195,16 @@ def encoder_logits(feats) -> jax.Array:
   if isinstance(feats, dict) and "encoder" in feats:
     x = feats["encoder"][min(feats["encoder"])]
     return jnp.mean(x.astype(jnp.float32), axis=-1).reshape(x.shape[0], -1)
+  enc = ({int(k[3:]): v for k, v in feats.items() if k.startswith("enc") and k[3:].isdigit()}
+         if isinstance(feats, dict) else {})
+  if enc:
+    x = enc[min(enc)]  # experiments/image.py's flat names {'enc<res>': map, 'bottleneck': map}.
+    return jnp.mean(x.astype(jnp.float32), axis=-1).reshape(x.shape[0], -1)
   if hasattr(feats, "ndim") and feats.ndim == 2:
     return jnp.mean(feats.astype(jnp.float32), axis=-1, keepdims=True)
   raise ValueError("uni_instruct needs the fake score's encoder features: an EDM UNet's "
-                   "{'encoder': {res: map}} or a toy MLP's [B, F] features")
+                   "{'encoder': {res: map}} (or {'enc<res>': map}) or a toy MLP's [B, F] "
+                   "features")
 
 
 def weight_factor(x_g, teacher_x0) -> jax.Array:
