@@ -232,3 +232,21 @@ def test_augmented_critic_runs_and_differs(setup):
   aug = float(uni.critic_loss_at(*args, cfg, augment_key=jax.random.PRNGKey(0))[0])
   assert np.isfinite(aug) and abs(aug - plain) > 1e-3 * abs(plain)
   np.testing.assert_allclose(float(uni.critic_loss_at(*args, cfg)[0]), plain, rtol=1e-6)
+
+
+def test_adm_encoder_logits_match_official(setup):
+  """The ImageNet-64 recipe's discriminator: DhariwalUNet_EncoderDecoder's encoder logits equal
+  the channel mean of our DhariwalUNet's lowest-resolution encoder map (edm/dhariwalunet_tiny)."""
+  ref = setup[0]
+  d = testing.DATA_DIR / "edm" / "dhariwalunet_tiny"
+  kw = json.loads((d / "config.json").read_text())["precond_kwargs"]
+  module = build_edm_precond(kw)
+  v = esd.state_dict_to_variables({k: np.asarray(a, np.float32) for k, a in
+                                   esd.read_state_dict(d / "state_dict.safetensors").items()},
+                                  module)
+  d_x, feats = module.apply(v, _nhwc(ref["adm/x"]), jnp.asarray(ref["adm/sigma"]),
+                            jnp.asarray(ref["adm/labels"]), None, return_features=True)
+  np.testing.assert_allclose(_nchw(d_x), ref["adm/D_x"], rtol=1e-5, atol=1e-5)
+  want = ref["adm/logits"].reshape(2, -1)
+  np.testing.assert_allclose(np.asarray(uni.encoder_logits(feats)), want, rtol=1e-5,
+                             atol=1e-5 * float(np.max(np.abs(want))))

@@ -27,6 +27,8 @@ Recorded (B = 4, labels one-hot, z ~ N(0, I), σ_init = 2.5, real images in [−
   fake-score step: FSIM_EDMLoss.fakescore_discriminator_share_encoder_loss with its draws
   captured: both losses, the logits, and the gradient of ls/B·Σ loss + lsd/B·Σ loss_D w.r.t.
   every fake-score parameter.
+  ADM: DhariwalUNet_EncoderDecoder's output and encoder logits (the ImageNet-64 discriminator)
+  on tests/data/edm/dhariwalunet_tiny's weights.
 """
 from __future__ import annotations
 
@@ -323,6 +325,26 @@ def main(argv=None) -> None:
   for (k, p), gr in zip(fake.named_parameters(), grads):
     if stored_grad(k, p.numel()):
       out[f"fake/grad/{k}"] = gr.numpy()
+
+  # ---------------------------------------------------------------- ADM encoder logits
+  # The ImageNet-64 recipe's discriminator: DhariwalUNet_EncoderDecoder's encoder logits on the
+  # weights of tests/data/edm/dhariwalunet_tiny (two inputs, σ 0.7 and 3.0, classes 1 and 2).
+  adm_dir = TINY.parent / "dhariwalunet_tiny"
+  akw = json.loads((adm_dir / "config.json").read_text())["precond_kwargs"]
+  adm = fsim_networks.EDMPrecond_EncoderDecoder(
+      **dict(akw, model_type="DhariwalUNet_EncoderDecoder")).float().eval()
+  adm.load_state_dict({k: torch.from_numpy(v.astype(np.float32)) for k, v in
+                       load_file(str(adm_dir / "state_dict.safetensors")).items()}, strict=True)
+  ars = np.random.RandomState(IO_SEED + 1)
+  ax = ars.standard_normal((2, akw["img_channels"], akw["img_resolution"],
+                            akw["img_resolution"])).astype(np.float32)
+  asig = np.array([0.7, 3.0], np.float32)
+  alab = np.eye(akw["label_dim"], dtype=np.float32)[[1, 2]]
+  with torch.no_grad():
+    ad, alg = adm(torch.from_numpy(ax), torch.from_numpy(asig), torch.from_numpy(alab),
+                  return_flag="encoder_decoder")
+  out.update({"adm/x": ax, "adm/sigma": asig, "adm/labels": alab, "adm/D_x": ad.numpy(),
+              "adm/logits": alg.numpy()})
 
   args.out.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(args.out / "uni_instruct_vectors.npz", **out)
