@@ -12,7 +12,8 @@ discriminator's batch mean).
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_uni_fkl.py --workdir=runs/digits_uni_fkl
-Expected: see BENCHMARKS.md "Uni-Instruct on ring8 and digits" (measured on 2 shared CPU cores).
+Expected: FD 9.0 / 9.1 (seeds 0 / 1), recall 0.70 / 0.72, 10/10 classes, on 2 shared CPU cores
+(2026-12-07); BENCHMARKS.md "Uni-Instruct on ring8 and digits".
 """
 from fdistill_jax import defaults
 from fdistill_jax.methods import uni_instruct
