@@ -219,14 +219,14 @@ def _reference(kind: str) -> dict:
   # pylint: disable=import-outside-toplevel
   import ml_collections
   from fdistill_jax import defaults
-  from fdistill_jax.methods import dmd, fdistill, kd, progressive, sid, sim
+  from fdistill_jax.methods import dmd, fdistill, kd, progressive, sid, sim, uni_instruct
   builders = _BUILDERS(defaults)[kind]
   out: dict = {}
   for build in builders:
     _flatten(build(), "", out)
   methods = (fdistill.method_config(), sid.method_config(), sim.method_config(),
              kd.method_config(), dmd.method_config(fdistill.method_config()),
-             progressive.method_config(), defaults.image().method,
+             progressive.method_config(), uni_instruct.method_config(), defaults.image().method,
              defaults.digits_t2i_teacher().method)
   for block in methods:
     _flatten(ml_collections.ConfigDict({"method": block}), "", out)

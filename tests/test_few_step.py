@@ -13,7 +13,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fdistill_jax import config_checks, defaults
 from fdistill_jax.diffusion import few_step
-from fdistill_jax.methods import dmd, fdistill, kd, sid, sim
+from fdistill_jax.methods import dmd, fdistill, kd, sid, sim, uni_instruct
 from fdistill_jax.nets import Nets
 from tests.test_t2i_engine import files  # noqa: F401  (a fixture)
 
@@ -78,12 +78,16 @@ def _cfg(method: str, divergence: str = "js"):
     cfg.method = sim.method_config()
   elif method == "kd":
     cfg.method = kd.method_config()
+  elif method == "uni_instruct":
+    cfg.method = uni_instruct.method_config(divergence=divergence)
   return cfg
 
 
-METHODS = {"fdistill": fdistill, "dmd": dmd, "sid": sid, "sim": sim, "kd": kd}
+METHODS = {"fdistill": fdistill, "dmd": dmd, "sid": sid, "sim": sim, "kd": kd,
+           "uni_instruct": uni_instruct}
 CASES = [("fdistill", "js"), ("fdistill", "rkl"), ("fdistill", "kl"), ("dmd", None),
-         ("sid", None), ("sim", None), ("kd", None)]
+         ("sid", None), ("sim", None), ("kd", None), ("uni_instruct", "fkl"),
+         ("uni_instruct", "chi2")]
 
 
 def _uses_disc(method):

@@ -9,7 +9,8 @@ Adding a method is one file in methods/ and one line here.
 """
 from __future__ import annotations
 
-from fdistill_jax.methods import dmd, edm_training, fdistill, kd, progressive, sid, sim
+from fdistill_jax.methods import (dmd, edm_training, fdistill, kd, progressive, sid, sim,
+                                  uni_instruct)
 
 _METHODS = {
     "fdistill": fdistill,
@@ -19,6 +20,7 @@ _METHODS = {
     "dmd": dmd,
     "kd": kd,
     "progressive": progressive,
+    "uni_instruct": uni_instruct,
 }
 
 
