@@ -36,6 +36,7 @@ _SLOW_FILES = {
     "test_peer_methods_image.py": (170, 0),
     "test_gpu_suite.py": (135, 4),
     "test_perf_benchmarks.py": (110, 4),
+    "test_uni_instruct_parity.py": (150, 45),
     "test_t2i_engine.py": (105, 85),
     "test_toy_engine.py": (85, 30),
     "test_image_engine.py": (60, 85),
