@@ -120,8 +120,9 @@ def test_the_heading_check_sees_a_missing_heading(tmp_path):
   good = (f"see README {q}What works{q}, {guide} ({q}Running on a TPU{q}) and {guide} 'Guide'; "
           f"see {guide}: {q}Running\n    # on a TPU pod{q}; README's own text; open({q}README.md{q}, {q}r{q})")
   assert missing_headings(good, str(tmp_path)) == []
+  gone = "docs" + "/gone.md"
   bad = (f"README {q}What fails{q}, README 'not a heading', {guide} {q}Walking{q}, "
-         f"{'docs' + '/gone.md'} {q}Guide{q}")
+         f"{gone} {q}Guide{q}")
   assert missing_headings(bad, str(tmp_path)) == [
       "README.md has no heading 'What fails'", "README.md has no heading 'not a heading'",
-      "docs/guide.md has no heading 'Walking'", "docs/gone.md (no such file) 'Guide'"]
+      f"{guide} has no heading 'Walking'", f"{gone} (no such file) 'Guide'"]
