@@ -12,12 +12,4 @@ from fdistill_jax.methods import uni_instruct
 
 
 def get_config():
-  cfg = defaults.toy()
-  cfg.method = uni_instruct.method_config(divergence="chi2", fake_p_mean=cfg.pretrain.p_mean,
-                                          fake_p_std=cfg.pretrain.p_std)
-  cfg.diffusion.sigma_init = 2.5
-  cfg.disc.enabled = False
-  cfg.optim.generator.b2 = 0.999
-  cfg.optim.fake_score.b2 = 0.999
-  cfg.train.steps = 2000
-  return cfg
+  return defaults.toy_score_distill(uni_instruct.method_config, divergence="chi2")

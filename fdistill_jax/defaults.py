@@ -58,6 +58,22 @@ def toy() -> ml_collections.ConfigDict:
   return cfg
 
 
+def toy_score_distill(method_config, **method_overrides) -> ml_collections.ConfigDict:
+  """defaults.toy() with the toy settings of the score-based methods (SiD, SIM, Uni-Instruct;
+  configs/toy2d_sid.py): method_config(**method_overrides) with its fake score trained at the
+  toy pretraining's σ law, σ_init 2.5, no separate discriminator, Adam β = (0, 0.999), 2,000
+  steps. method_config: a method module's method_config function."""
+  cfg = toy()
+  cfg.method = method_config(fake_p_mean=cfg.pretrain.p_mean, fake_p_std=cfg.pretrain.p_std,
+                             **method_overrides)
+  cfg.diffusion.sigma_init = 2.5
+  cfg.disc.enabled = False
+  cfg.optim.generator.b2 = 0.999
+  cfg.optim.fake_score.b2 = 0.999
+  cfg.train.steps = 2000
+  return cfg
+
+
 def dataset_config(**overrides) -> ml_collections.ConfigDict:
   """The dataset block, carrying the keys of every source (data.make_source), so any source can
   be chosen from the command line on any config, e.g. `--config.dataset.name=edm_zip
