@@ -110,7 +110,8 @@ def _write_mlp(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
 
 def _pipeline_components(cfg) -> dict:
   """model_index.json's component entries of a PixArtAlphaPipeline folder for this student."""
-  return {"_class_name": "PixArtAlphaPipeline", "_diffusers_version": _diffusers_version(),
+  from fdistill_jax.convert import pixart as conv
+  return {"_class_name": "PixArtAlphaPipeline", "_diffusers_version": conv.diffusers_version(),
           "transformer": ["diffusers", "PixArtTransformer2DModel"],
           "scheduler": [SCHEDULER_MODULE, "FewStepScheduler"],
           "vae": ["diffusers", "AutoencoderKL"] if cfg.teacher.get("vae") else [None, None],
@@ -118,18 +119,10 @@ def _pipeline_components(cfg) -> dict:
           "text_encoder": [None, None], "tokenizer": [None, None]}
 
 
-def _diffusers_version() -> str:
-  try:
-    import diffusers  # pylint: disable=import-outside-toplevel
-    return diffusers.__version__
-  except ImportError:
-    return "0.30.0"
-
-
 def _copy_vae(src: str, dest: epath.Path) -> None:
   """The teacher's AutoencoderKL folder's config and weights, copied byte for byte."""
   from fdistill_jax.convert import vae as vae_conv
-  folder = epath.Path(vae_conv._vae_dir(src))  # pylint: disable=protected-access
+  folder = epath.Path(vae_conv.vae_dir(src))
   dest.mkdir(parents=True, exist_ok=True)
   names = [p.name for p in folder.iterdir()
            if p.name == "config.json" or p.name.startswith(vae_conv.WEIGHTS_NAME)]
@@ -140,11 +133,12 @@ def _copy_vae(src: str, dest: epath.Path) -> None:
 def scheduler_config(cfg) -> dict:
   """FewStepScheduler's config: the student's σ's, their DDPM timesteps (float32, the values
   the student runs at) and its re-noising rule."""
+  from fdistill_jax.convert import pixart as conv
   from fdistill_jax.experiments import t2i
   s = sampling_metadata(cfg)
   time = t2i.adapter(cfg).time
   ts = [float(np.float32(time.sigma_to_t(np.float32(v)))) for v in s["sigmas"]]
-  return {"_class_name": "FewStepScheduler", "_diffusers_version": _diffusers_version(),
+  return {"_class_name": "FewStepScheduler", "_diffusers_version": conv.diffusers_version(),
           "sigmas": s["sigmas"], "timesteps": ts, "renoise": s["renoise"],
           "num_train_timesteps": int(time.num_timesteps), "prediction_type": "epsilon"}
 
@@ -203,20 +197,26 @@ NATIVE: dict[str, Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]] = {
 }
 
 
+def native_writer(cfg) -> Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]:
+  """NATIVE's writer for config.teacher.kind; a ValueError naming the kinds that have one."""
+  kind = cfg.teacher.kind
+  if kind not in NATIVE:
+    raise ValueError(f"export: config.teacher.kind={kind!r} has no exporter; have {sorted(NATIVE)}")
+  return NATIVE[kind]
+
+
 def sampling_metadata(cfg) -> dict:
   """How the student samples: steps K, σ_1 … σ_K (EDM σ units), the re-noising rule between
   steps (diffusion/few_step.py; None for one step) and, for a student that takes the guidance
   scale as an input, its trained range {w_min, w_max} (None otherwise)."""
   from fdistill_jax.diffusion import few_step
   gi = cfg.get("guidance_input")
-  guidance = ({"w_min": float(gi.w_min), "w_max": float(gi.w_max)}
-              if gi is not None and gi.enabled else None)
   chain = few_step.from_config(cfg)
-  if chain is None:
-    return {"steps": 1, "sigmas": [float(cfg.diffusion.sigma_init)], "renoise": None,
-            "guidance_input": guidance}
-  return {"steps": chain.steps, "sigmas": list(chain.sigmas), "renoise": chain.renoise,
-          "guidance_input": guidance}
+  sigmas = [float(cfg.diffusion.sigma_init)] if chain is None else list(chain.sigmas)
+  return {"steps": len(sigmas), "sigmas": sigmas,
+          "renoise": None if chain is None else chain.renoise,
+          "guidance_input": ({"w_min": float(gi.w_min), "w_max": float(gi.w_max)}
+                             if gi is not None and gi.enabled else None)}
 
 
 # ------------------------------------------------------------------ entry point
@@ -229,9 +229,7 @@ def export_generator(cfg, workdir: str, out: str, which: str | None = None,
   import jax
 
   from fdistill_jax import compose
-  kind = cfg.teacher.kind
-  if kind not in NATIVE:
-    raise ValueError(f"export: config.teacher.kind={kind!r} has no exporter; have {sorted(NATIVE)}")
+  native_writer(cfg)  # An unexportable kind fails before the checkpoint is restored.
   if epath.Path(out).suffix in (".safetensors", ".pt", ".pth"):
     raise ValueError(f"--out={out} must be a folder (the EDM state_dict is written as "
                      f"<out>/edm_precond.safetensors)")
@@ -249,11 +247,10 @@ def write_export(cfg, params, out: str, *, step: int, which: str) -> dict:
   """Writes generator `params` (host arrays, the nested Flax tree) of cfg's student into folder
   `out` (module docstring); step / which are recorded. Returns export_generator's summary."""
   kind = cfg.teacher.kind
-  if kind not in NATIVE:
-    raise ValueError(f"export: config.teacher.kind={kind!r} has no exporter; have {sorted(NATIVE)}")
+  writer = native_writer(cfg)
   dest = epath.Path(out)
   dest.mkdir(parents=True, exist_ok=True)
-  arch, files = NATIVE[kind](cfg, params, dest)
+  arch, files = writer(cfg, params, dest)
   flat = flatten(params)
   _write_bytes(dest / "params.safetensors",
                _safetensors_bytes(flat, {"format": FORMAT, "step": str(step), "params": which}))

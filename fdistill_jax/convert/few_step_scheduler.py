@@ -77,11 +77,8 @@ class FewStepScheduler(SchedulerMixin, ConfigMixin):
     sig = np.asarray(s, np.float64)
     self._a = (1.0 / np.sqrt(1.0 + sig ** 2)).tolist()
     self._b = (sig / np.sqrt(1.0 + sig ** 2)).tolist()
-    self.timesteps = torch.tensor([float(t) for t in timesteps], dtype=torch.float32)
-    self.num_inference_steps = len(s)
-    self._step_index: Optional[int] = None
-    self._begin_index: Optional[int] = None
     self._noise: list = []
+    self.set_timesteps()  # register_to_config has stored the config before this body runs.
 
   @property
   def init_noise_sigma(self) -> float:
@@ -112,8 +109,8 @@ class FewStepScheduler(SchedulerMixin, ConfigMixin):
     self.timesteps = torch.tensor([float(t) for t in self.config.timesteps],
                                   dtype=torch.float32, device=device)
     self.num_inference_steps = k
-    self._step_index = None
-    self._begin_index = None
+    self._step_index: Optional[int] = None
+    self._begin_index: Optional[int] = None
 
   def set_renoise_noise(self, noise: Sequence[torch.Tensor]) -> None:
     """Replays given re-noising noise n_1 … n_{K−1} ([B, C, H, W] each) in the next chain

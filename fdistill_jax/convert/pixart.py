@@ -251,14 +251,14 @@ def to_diffusers_folder(params: Mapping[str, Any], config: Mapping[str, Any] | A
       pixart_lib.from_diffusers_config(config)
   sd = params_to_state_dict(params, module)
   out_dir = os.fspath(out_dir)
-  cfg = {"_class_name": CLASS_NAME, "_diffusers_version": _diffusers_version(),
+  cfg = {"_class_name": CLASS_NAME, "_diffusers_version": diffusers_version(),
          **module.diffusers_config()}
   fileio.write_text(epath.Path(out_dir) / "config.json", json.dumps(cfg, indent=2, sort_keys=True))
   fileio.save_safetensors(epath.Path(out_dir) / WEIGHTS_NAME, sd, metadata={"format": "pt"})
   return out_dir
 
 
-def _diffusers_version() -> str:
+def diffusers_version() -> str:
   try:
     from importlib.metadata import version  # pylint: disable=import-outside-toplevel
     return version("diffusers")

@@ -190,7 +190,7 @@ def params_to_state_dict(variables: Mapping[str, Any]) -> StateDict:
 # ----------------------------------------------------------------------------------- folders
 
 
-def _vae_dir(path: str) -> str:
+def vae_dir(path: str) -> str:
   if (epath.Path(path) / "config.json").is_file():
     return path
   sub = str(epath.Path(path) / "vae")
@@ -220,7 +220,7 @@ def read_folder_state_dict(path: str, variant: str | None = None) -> tuple[State
 def load_vae(path: str | os.PathLike, *, variant: str | None = None, dtype=jnp.float32,
              param_dtype=jnp.float32) -> tuple[AutoencoderKL, dict]:
   """(module, variables) from a diffusers AutoencoderKL folder (or a pipeline folder's vae/)."""
-  d = _vae_dir(os.fspath(path))
+  d = vae_dir(os.fspath(path))
   cfg_path = str(epath.Path(d) / "config.json")
   config = untrusted.read_json(cfg_path)  # Bounded (1 MiB), invalid JSON named.
   module = vae_from_config(config, source=cfg_path, dtype=dtype, param_dtype=param_dtype)
