@@ -344,8 +344,9 @@ def t2i() -> ml_collections.ConfigDict:
   # accuracy, within-prompt diversity; 0 = off); reference_cache: folder for the teacher's
   # samples ('' = in memory only; t2i_eval).
   cfg.eval.update(dict(sampler="one_step", nfe=20, teacher_nfes=(1, 2, 4, 35),
-                       metric=EVAL_METRIC, guidance_scale=1.0, teacher_solver="dpm_solver_pp_2m", num_prompts=16,
-                       grid_size=16, batch_size=0, per_prompt_samples=0, per_prompt_train=1,
+                       metric=EVAL_METRIC, guidance_scale=1.0,
+                       teacher_solver="dpm_solver_pp_2m", num_prompts=16, grid_size=16,
+                       batch_size=0, per_prompt_samples=0, per_prompt_train=1,
                        reference_cache=""))
   return cfg
 
