@@ -4,6 +4,11 @@ import ml_collections
 from fdistill_jax.diffusion import few_step
 from fdistill_jax.methods import fdistill
 
+# config.eval.metric of the image and text-to-image configs, and what their evaluators and checks
+# read when a config omits it (experiments.eval_metric): 'auto' picks the digits metric on the
+# digits dataset (pixel space) and none elsewhere.
+EVAL_METRIC = "auto"
+
 
 def optim_config(lr: float, *, b1: float, b2: float, weight_decay: float,
                  clip: float) -> ml_collections.ConfigDict:
@@ -114,7 +119,7 @@ def image() -> ml_collections.ConfigDict:
   cfg.mesh.default_tactic = "fsdp"
   cfg.eval = ml_collections.ConfigDict(dict(
       num_samples=500, sampler="one_step", nfe=35, params="0.999", teacher_nfes=(1, 2, 4, 35),
-      metric="auto", cache_dir="", score_raw=True))
+      metric=EVAL_METRIC, cache_dir="", score_raw=True))
   return cfg
 
 
@@ -338,9 +343,10 @@ def t2i() -> ml_collections.ConfigDict:
   # per_prompt_samples: samples per prompt of the digits metric's per-prompt set (held-out
   # accuracy, within-prompt diversity; 0 = off); reference_cache: folder for the teacher's
   # samples ('' = in memory only; t2i_eval).
-  cfg.eval.update(dict(sampler="one_step", nfe=20, teacher_nfes=(1, 2, 4, 35), metric="auto",
-                       guidance_scale=1.0, teacher_solver="dpm_solver_pp_2m", num_prompts=16,
-                       grid_size=16, batch_size=0, per_prompt_samples=0, per_prompt_train=1,
+  cfg.eval.update(dict(sampler="one_step", nfe=20, teacher_nfes=(1, 2, 4, 35),
+                       metric=EVAL_METRIC, guidance_scale=1.0,
+                       teacher_solver="dpm_solver_pp_2m", num_prompts=16, grid_size=16,
+                       batch_size=0, per_prompt_samples=0, per_prompt_train=1,
                        reference_cache=""))
   return cfg
 

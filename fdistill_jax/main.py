@@ -78,9 +78,11 @@ def main(argv):
   elif _MODE.value == "eval":
     out = compose.evaluate_checkpoint(cfg, _WORKDIR.value)
   elif _MODE.value == "sample":
-    out = compose.sample_checkpoint(cfg, _WORKDIR.value, _PROMPTS.value, _PROMPT_CACHE.value)
+    from fdistill_jax import modes
+    out = modes.sample_checkpoint(cfg, _WORKDIR.value, _PROMPTS.value, _PROMPT_CACHE.value)
   else:
-    out = compose.reference_statistics(cfg, _WORKDIR.value)
+    from fdistill_jax import modes
+    out = modes.reference_statistics(cfg, _WORKDIR.value)
   if jax.process_index() == 0 and _MODE.value in ("train", "eval") and "student" in out:
     print("\n" + progress.summary(out, progress.output_paths(_WORKDIR.value)))
   elif jax.process_index() == 0:

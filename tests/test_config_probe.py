@@ -167,6 +167,7 @@ CASES = [
     ("digits_t2i_js", "eval.num_prompts", 0, "[1, 1000000]"),
     ("digits_t2i_js", "eval.per_prompt_samples", -1, ">= 0"),
     ("digits_t2i_js", "train.batch_size", "32", "an int"),
+    ("digits_t2i_js", "eval.metric", "fid", "allowed"),
     ("teachers/digits_t2i_text", "teacher.text_encoder.num_layers", -1, "[1, 1024]"),
     ("teachers/digits_t2i_text", "teacher.text_encoder.d_model", "64", "an int"),
 ]
@@ -181,6 +182,51 @@ def test_bad_value_is_refused_naming_the_field(source, field, value, fragment):
   msg = str(e.value)
   assert re.search(re.escape("config." + field) + r"\b", msg), msg
   assert fragment in msg, msg
+
+
+# A typo in eval.metric once meant no FID and no error: each kind names the field, the value and
+# its choices (experiments.eval_metric), in the checks and in the evaluators the Python API builds.
+METRIC_CHOICES = [("digits_js", ("auto", "digits", "fid", "none")),
+                  ("digits_t2i_js", ("auto", "none", "digits")),
+                  ("pixart512_js", ("auto", "none", "digits"))]
+
+
+@pytest.mark.parametrize("source,allowed", METRIC_CHOICES, ids=[s for s, _ in METRIC_CHOICES])
+def test_a_typo_in_eval_metric_names_the_field_value_and_choices(source, allowed):
+  from fdistill_jax import experiments  # pylint: disable=import-outside-toplevel
+  want = re.escape(f"config.eval.metric='fdi' is invalid: allowed: {allowed}")
+  cfg = _with(source, "eval.metric", "fdi")
+  with pytest.raises(config_checks.ConfigError, match=want):
+    config_checks.check(cfg, num_devices=8)
+  with pytest.raises(config_checks.ConfigError, match=want):
+    experiments.eval_metric(cfg, allowed)
+
+
+def test_image_and_t2i_evaluators_refuse_a_metric_typo_unchecked():
+  """Built without config_checks (compose.build, the Python API): the evaluators refuse it too,
+  before building anything (so no networks are passed here)."""
+  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.experiments import image_eval, t2i_eval
+  with pytest.raises(config_checks.ConfigError, match=r"config\.eval\.metric='fdi'"):
+    image_eval.evaluator(_with("digits_js", "eval.metric", "fdi"), None, None, None, "")
+  with pytest.raises(config_checks.ConfigError, match=r"config\.eval\.metric='fdi'"):
+    t2i_eval.eval_rows(_with("digits_t2i_js", "eval.metric", "fdi"), None)
+
+
+def test_image_and_t2i_configs_without_eval_metric_read_one_default():
+  """A config that leaves eval.metric out gets defaults.EVAL_METRIC in both evaluations (the
+  t2i fallback was 'none', the image one 'auto'); 'auto' is the digits metric on pixel digits."""
+  # pylint: disable=import-outside-toplevel
+  from fdistill_jax import experiments
+  from fdistill_jax.experiments import image_eval, t2i_eval
+  assert defaults.EVAL_METRIC == defaults.image().eval.metric == defaults.t2i().eval.metric
+  for source, allowed in (("digits_js", image_eval.METRICS), ("digits_t2i_js", t2i_eval.METRICS)):
+    raw = _raw(source)
+    cfg = ml_collections.ConfigDict({**raw, "eval": {k: v for k, v in raw["eval"].items()
+                                                     if k != "metric"}})
+    config_checks.check(cfg, num_devices=8)
+    assert experiments.eval_metric(cfg, allowed) == defaults.EVAL_METRIC
+  assert t2i_eval._metric(cfg) == "digits"  # pylint: disable=protected-access
 
 
 def test_every_shipped_config_passes():

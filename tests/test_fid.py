@@ -394,8 +394,7 @@ def test_precision_recall_matches_brute_force():
 
 def test_reference_mode_writes_edm_format_stats_of_a_dataset(small_detector, tmp_path):
   from fdistill_jax import defaults
-  from fdistill_jax import compose
-  from fdistill_jax.engine import loop
+  from fdistill_jax import modes
   rng = np.random.default_rng(1)
   images = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
   np.savez(tmp_path / "data.npz", images=images)
@@ -403,7 +402,7 @@ def test_reference_mode_writes_edm_format_stats_of_a_dataset(small_detector, tmp
   cfg.dataset.name, cfg.dataset.path = "arrays", str(tmp_path / "data.npz")
   extractor = fid.FeatureExtractor(small_detector, batch_size=8, preprocess="nvlabs",
                                    input_size=75)
-  out = compose.reference_statistics(cfg, str(tmp_path / "ref"), extractor)
+  out = modes.reference_statistics(cfg, str(tmp_path / "ref"), extractor)
   mu, sigma = fid.load_reference_stats(out["reference"], dim=2048)
   want_mu, want_sigma = fid.compute_statistics(extractor(images))
   assert out["num_images"] == 40

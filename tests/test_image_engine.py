@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fdistill_jax import defaults
-from fdistill_jax import compose
+from fdistill_jax import compose, modes
 
 
 def tiny_image_cfg():
@@ -122,6 +122,6 @@ def test_train_resume_and_export(tmp_path):
   with safe_open(str(tmp_path / "ex" / "edm_precond.safetensors"), "np") as f:
     assert json.loads(f.metadata()["sampling"]) == meta["sampling"] == {
         "steps": 1, "sigmas": [80.0], "renoise": None, "guidance_input": None}
-  out = compose.sample_checkpoint(cfg, str(tmp_path))
+  out = modes.sample_checkpoint(cfg, str(tmp_path))
   saved = np.load(out["npz"])
   assert saved["samples"].shape == (16, 8, 8, 1) and len(os.listdir(out["pngs"])) == 16

@@ -14,7 +14,7 @@ import PIL.Image
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as PS
 
-from fdistill_jax import compose, defaults
+from fdistill_jax import compose, defaults, modes
 from fdistill_jax.convert import pixart as conv
 from fdistill_jax.data import prompt_cache as pc
 from fdistill_jax.evaluation import grids, t2i_sampling
@@ -108,11 +108,11 @@ def test_prompt_file_samples_pngs_grid_and_noise_per_index(files, tmp_path, monk
   g = np.stack([_png(os.path.join(one["pngs"], f"{i:06d}.png")) for i in range(3)])
   want = grids.to_uint8(exp.sample_cond(exp.frozen["teacher"], z, cond))[..., 0]
   np.testing.assert_array_equal(g[:2], want)
-  # --mode=sample --prompts: compose picks the teacher (no checkpoint), the tag and the folder.
+  # --mode=sample --prompts: modes picks the teacher (no checkpoint), the tag and the folder.
   seen = {}
   monkeypatch.setattr(t2i_sampling, "write_prompt_samples",
                       lambda *a, **k: seen.update(args=a, kwargs=k) or {})
-  compose.sample_checkpoint(cfg, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"))
+  modes.sample_checkpoint(cfg, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"))
   e, params, prompts, cache_dir, out_dir, k = seen["args"]
   assert (prompts, cache_dir, out_dir) == (str(tmp_path / "p.txt"), files[0],
                                            str(tmp_path / "run" / "samples_teacher_nfe2_p"))
@@ -126,7 +126,7 @@ def test_clear_errors(files, tmp_path):
   (tmp_path / "p.txt").write_text("the digit 3, phrasing 3\na prompt nobody encoded\n")
   with pytest.raises(KeyError, match=r"1 of 2 prompts of .*p.txt are not in the prompt cache .*"
                      r"line 2: 'a prompt nobody encoded'.*encode_prompts"):
-    compose.sample_checkpoint(cfg, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"))
+    modes.sample_checkpoint(cfg, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"))
   with pytest.raises(ValueError, match="takes a text file.*--write_prompts"):
     t2i_sampling.read_prompts(str(tmp_path / "captions.json"))
   with pytest.raises(FileNotFoundError, match="prompt file not found"):
@@ -140,8 +140,8 @@ def test_clear_errors(files, tmp_path):
                  np.ones((2, 6), np.uint8), ["the digit 3, phrasing 3", "x"],
                  np.zeros((1, 6, 4), np.float32), np.ones((1, 6), np.uint8))
   with pytest.raises(ValueError, match=r"wide holds embeddings \[L, D\] = \[6, 4\].*\[6, 8\]"):
-    compose.sample_checkpoint(cfg, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"),
+    modes.sample_checkpoint(cfg, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"),
                               prompt_cache=str(tmp_path / "wide"))
   cfg.teacher.checkpoint = ""
   with pytest.raises(FileNotFoundError, match="nothing to sample"):
-    compose.sample_checkpoint(cfg, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"))
+    modes.sample_checkpoint(cfg, str(tmp_path / "run"), prompts=str(tmp_path / "p.txt"))

@@ -114,7 +114,7 @@ def test_train_and_eval_take_the_lock_before_building_anything(tmp_path, entry):
 def test_sample_and_export_take_the_lock_before_restoring(tmp_path, monkeypatch, entry):
   """Both may move or adopt checkpoint steps and write the workdir's caches, so they wait for
   the run that holds the workdir (nothing is restored or built meanwhile)."""
-  from fdistill_jax import compose, defaults, export
+  from fdistill_jax import compose, defaults, export, modes
   from fdistill_jax.engine import loop
   wd = str(tmp_path / "w")
   _write_lock(wd, pid=os.getppid())  # A live process on this host.
@@ -122,11 +122,11 @@ def test_sample_and_export_take_the_lock_before_restoring(tmp_path, monkeypatch,
   def fail(*args, **kwargs):
     raise AssertionError("restored or built while another run holds the workdir")
   monkeypatch.setattr(loop, "load_trained", fail)
-  monkeypatch.setattr(loop, "sample_checkpoint", fail)
+  monkeypatch.setattr(modes, "sample_grid", fail)
   monkeypatch.setattr(compose, "build", fail)
   with pytest.raises(wl.WorkdirLockedError, match=f"in use by pid {os.getppid()}"):
     if entry == "sample":
-      compose.sample_checkpoint(defaults.toy(), wd)
+      modes.sample_checkpoint(defaults.toy(), wd)
     else:
       export.export_generator(defaults.toy(), wd, str(tmp_path / "out"))
   assert _lock(wd)["pid"] == os.getppid()  # Left alone.

@@ -8,12 +8,17 @@ Flow of one run (`train(cfg, workdir, problem)`):
   compile      one jitted generator step and one critic step, compiled up front (time logged)
   loop         FastGen schedule: step k is a generator step iff k mod (critic_steps + 1) == 0;
                metrics are fetched from the device only at log steps
-  outputs      metrics.jsonl + TensorBoard + logs, samples PNG, checkpoints, final_metrics.json
+  outputs      metrics.jsonl + TensorBoard + logs, samples PNG, checkpoints, final_metrics.json,
+               and the metrics plot through the caller's `plot` hook
+The engine only trains, scores through the problem it is handed and loads checkpoints; the
+sample and ref modes live in fdistill_jax/modes.py (tests/test_layers.py keeps data, evaluation,
+methods and experiments out of fdistill_jax/engine/).
 """
 from __future__ import annotations
 
 import signal
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +35,10 @@ from fdistill_jax.engine import sharding as shard_lib
 from fdistill_jax.engine import state as state_lib
 from fdistill_jax.engine import steps as steps_lib
 from fdistill_jax.engine import workdir_lock
+
+
+# workdir -> anything: the metrics plot, drawn by the caller's code (evaluation/plots.py).
+Plot = Callable[[str], Any]
 
 
 class NonFiniteHalt(RuntimeError):
@@ -174,15 +183,16 @@ class Run:
 
 
 # ============================================================================== train
-def train(cfg, workdir: str, problem, devices=None) -> dict:
+def train(cfg, workdir: str, problem, devices=None, plot: Plot | None = None) -> dict:
   """Trains problem() = (experiment, method) per cfg in workdir (local or gs://, resuming);
-  final metrics. devices: the mesh's devices (default every device, as Run). Holds the workdir's
-  lock (engine/workdir_lock.py) throughout: one run per workdir."""
+  final metrics. devices: the mesh's devices (default every device, as Run). plot(workdir) draws
+  the metrics plot after the final evaluation (the caller's: the engine draws no plots). Holds
+  the workdir's lock (engine/workdir_lock.py) throughout: one run per workdir."""
   with workdir_lock.hold(workdir, "train") as lease:
-    return _train(cfg, workdir, problem, devices, lease)
+    return _train(cfg, workdir, problem, devices, lease, plot)
 
 
-def _train(cfg, workdir: str, problem, devices=None, lease=None) -> dict:
+def _train(cfg, workdir: str, problem, devices=None, lease=None, plot: Plot | None = None) -> dict:
   fileio.makedirs(workdir)
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   progress_lib.note("building the run and compiling its steps ...")
@@ -246,7 +256,8 @@ def _train(cfg, workdir: str, problem, devices=None, lease=None) -> dict:
       progress_lib.note(f"trained {total} steps; not evaluated (config.train.final_eval=False): "
                         f"--mode=eval scores the checkpoint in {workdir}")
       return {"step": total}
-    final = _evaluate(exp, run.state, cfg, writer, total, eval_key, workdir, final=True)
+    final = _evaluate(exp, run.state, cfg, writer, total, eval_key, workdir, final=True,
+                      plot=plot)
   finally:
     progress.close()
     signal.signal(signal.SIGTERM, prev)
@@ -255,7 +266,8 @@ def _train(cfg, workdir: str, problem, devices=None, lease=None) -> dict:
   return final
 
 
-def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
+def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False,
+              plot: Plot | None = None) -> dict:
   params = generator_params(state, cfg.eval.params)
   if jax.process_count() > 1:  # Every process evaluates the full generator on its own devices.
     params = multihost_utils.process_allgather(params, tiled=True)
@@ -283,12 +295,12 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False) -> dict:
     out.update(exp.reference(key))
     if jax.process_index() == 0:
       fileio.write_json(epath.Path(workdir) / "final_metrics.json", out)
-      progress_lib.final_pictures(exp, x, key, workdir, step)
+      progress_lib.final_pictures(exp, x, key, workdir, step, plot)
     return out
   return res
 
 
-# ============================================================================== eval / sample
+# ============================================================================== eval / load
 def load_trained(cfg, workdir: str, problem, step: int | None = None):
   """(experiment, state) of checkpoint `step` (default the latest) in workdir."""
   exp, _, _, init, init_key = _build(cfg, problem)
@@ -310,78 +322,16 @@ def load_trained(cfg, workdir: str, problem, step: int | None = None):
     ckpt.close()
 
 
-def evaluate_checkpoint(cfg, workdir: str, problem) -> dict:
+def evaluate_checkpoint(cfg, workdir: str, problem, plot: Plot | None = None) -> dict:
   """Scores the latest checkpoint (writes final_metrics.json and metrics.jsonl, so it holds the
-  workdir's lock like a training run)."""
+  workdir's lock like a training run); plot as in train."""
   with workdir_lock.hold(workdir, "eval"):
-    return _evaluate_checkpoint(cfg, workdir, problem)
+    return _evaluate_checkpoint(cfg, workdir, problem, plot)
 
 
-def _evaluate_checkpoint(cfg, workdir: str, problem) -> dict:
+def _evaluate_checkpoint(cfg, workdir: str, problem, plot: Plot | None = None) -> dict:
   exp, state = load_trained(cfg, workdir, problem)
   step = int(state["step"])
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99)
-  return _evaluate(exp, state, cfg, writer, step, key, workdir, final=True)
-
-
-def sample_checkpoint(cfg, workdir: str, problem, teacher_problem) -> dict:
-  """Samples of the latest student checkpoint in workdir (its eval.sampler and eval.params), or,
-  when workdir has no checkpoint and config.teacher.checkpoint is set, of the teacher with its
-  eval.nfe-NFE sampler. Writes a PNG grid, an .npz (samples, and labels for images) and, for
-  images, numbered PNGs for external FID tools. teacher_problem: problem() without the method's
-  prepare hook (sampling the teacher needs no pair cache)."""
-  key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 123)
-  ckpt_dir = epath.Path(workdir) / "checkpoints"
-  has_ckpt = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
-  if has_ckpt:
-    exp, state = load_trained(cfg, workdir, problem)
-    tag = f"{int(state['step']):07d}_{cfg.eval.params}"
-    x = exp.sample(generator_params(state, cfg.eval.params), key)
-  else:
-    if not cfg.teacher.get("checkpoint"):
-      raise FileNotFoundError(f"nothing to sample: no checkpoint under {ckpt_dir} and "
-                              "config.teacher.checkpoint is empty")
-    exp, _ = teacher_problem()
-    tag = f"teacher_nfe{cfg.eval.nfe}"
-    x = exp.sample_teacher(key)
-  wd = fileio.makedirs(workdir)
-  grid = str(wd / f"samples_{tag}.png")
-  exp.write_samples(x, grid, tag)
-  x = np.asarray(x)
-  out = {"grid": grid, "npz": str(wd / f"samples_{tag}.npz"), "num": len(x)}
-  arrays = {"samples": x}
-  if x.ndim == 4:
-    from fdistill_jax.evaluation import grids
-    classes = getattr(exp.nets.cond, "num_classes", 0)  # The class index of each sample.
-    arrays["labels"] = np.asarray(classes and np.arange(len(x)) % max(classes, 1))
-    out["pngs"] = str(epath.Path(grids.save_numbered(x, wd / f"samples_{tag}")[0]).parent)
-  fileio.save_npz(out["npz"], **arrays)
-  return out
-
-
-def reference_statistics(cfg, workdir: str, extractor=None) -> dict:
-  """FID reference statistics (EDM's npz format: mu, sigma) of every image of config.dataset.
-
-  Written to workdir/fid_reference.npz; pass it as config.eval.fid_reference. The Inception
-  weights come from config.eval.fid_weights unless an extractor is given.
-  """
-  from fdistill_jax import data as data_lib
-  from fdistill_jax.evaluation import fid
-  source = data_lib.make_source(cfg.dataset)
-  if extractor is None:
-    if not cfg.eval.get("fid_weights"):
-      raise ValueError("--mode=ref needs config.eval.fid_weights (pytorch-fid's Inception .pth "
-                       "or its .npz); see docs/evaluation.md 'FID'")
-    extractor = fid.FeatureExtractor.from_weight_file(cfg.eval.fid_weights,
-                                                      int(cfg.eval.get("fid_batch", 250)))
-  bs = 256
-
-  def batches():
-    for i in range(0, len(source), bs):
-      yield np.stack([source[j]["image"] for j in range(i, min(i + bs, len(source)))])
-
-  mu, sigma = fid.image_statistics(batches(), extractor)
-  path = str(fileio.makedirs(workdir) / "fid_reference.npz")
-  fid.save_reference_stats(path, mu, sigma)
-  return {"reference": path, "num_images": len(source)}
+  return _evaluate(exp, state, cfg, writer, step, key, workdir, final=True, plot=plot)

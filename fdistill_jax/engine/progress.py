@@ -12,7 +12,7 @@ import logging as py_logging
 import os
 import sys
 import time
-from typing import IO
+from typing import IO, Any, Callable
 
 import jax
 from etils import epath
@@ -100,13 +100,15 @@ def note(text: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- summary
-def final_pictures(exp, x, key, workdir: str, step: int) -> None:
+def final_pictures(exp, x, key, workdir: str, step: int,
+                   plot: Callable[[str], Any] | None = None) -> None:
   """At the end of a run: the student beside the teacher on the same noise and labels (when the
-  experiment can draw that) and the metrics plot."""
-  from fdistill_jax.evaluation import plots
+  experiment can draw that) and plot(workdir), the metrics plot the caller hands in (compose.py:
+  evaluation/plots.py; the engine imports no evaluation code)."""
   if exp.write_comparison is not None:
     exp.write_comparison(x, key, str(epath.Path(workdir) / f"samples_{step:07d}_vs_teacher.png"))
-  plots.metrics_png(workdir)
+  if plot is not None:
+    plot(workdir)
 
 
 def output_paths(workdir: str) -> dict:

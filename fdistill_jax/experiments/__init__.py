@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from fdistill_jax import defaults
 from fdistill_jax import validation as V
 from fdistill_jax.nets import Nets
 
@@ -66,6 +67,16 @@ IMAGE_RULES = {
     "eval.teacher_nfes": V.each(V.within(1, MAX_NFE, "an int")),
     "eval.batch_size": V.at_least(0, "an int (0 = the default)"),
 }
+
+
+def eval_metric(cfg, allowed: tuple[str, ...]) -> str:
+  """config.eval.metric (defaults.EVAL_METRIC when the config omits it), or a ConfigError naming
+  the field, its value and `allowed`. The image and text-to-image checks and evaluators all read
+  it here: one default, and an evaluator built without config_checks (the Python API) refuses a
+  typo too instead of silently skipping its metric (FID, digits)."""
+  m = cfg.eval.get("metric", defaults.EVAL_METRIC)
+  V.need(m in allowed, "eval.metric", m, f"allowed: {allowed}")
+  return m
 
 
 def _module(kind: str):

@@ -44,7 +44,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DATASETS = data_lib.DATASETS + ("synthetic",)  # synthetic: random images for step-speed runs.
 
 
-METRICS = ("auto", "digits", "fid", "none")
+METRICS = image_eval.METRICS
 _KW = "teacher.precond_kwargs"
 RULES = {  # Beyond teachers/edm.check_precond_kwargs (types and finiteness: check_types).
     f"{_KW}.model_type": V.one_of(*precond_lib.MODEL_TYPES),
@@ -52,7 +52,6 @@ RULES = {  # Beyond teachers/edm.check_precond_kwargs (types and finiteness: che
     f"{_KW}.encoder_type": V.one_of("standard", "skip", "residual"),
     f"{_KW}.decoder_type": V.one_of("standard", "skip"),
     f"{_KW}.sigma_data": V.within(0, 1e5, "a noise level", lo_open=True, hi_open=True),
-    "eval.metric": V.one_of(*METRICS),
     "eval.sampler": V.one_of(*image_eval.SAMPLERS),
 }
 
@@ -84,6 +83,7 @@ def check_config(cfg) -> None:
          "name at least one feature map ('enc<res>' or 'bottleneck')")
   need(cfg.eval.sampler in image_eval.SAMPLERS, "eval.sampler", cfg.eval.sampler,
        f"allowed: {image_eval.SAMPLERS}")
+  experiments.eval_metric(cfg, METRICS)
 
 
 def flat_features(feats: dict) -> dict:

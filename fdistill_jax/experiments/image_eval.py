@@ -14,12 +14,13 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from fdistill_jax import codecs
+from fdistill_jax import codecs, experiments
 from fdistill_jax.diffusion import few_step, samplers
 from fdistill_jax.evaluation import grids
 from fdistill_jax.nets import Nets
 
 SAMPLERS = ("one_step", "heun")
+METRICS = ("auto", "digits", "fid", "none")  # config.eval.metric (experiments.eval_metric).
 
 
 def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str) -> dict:
@@ -27,10 +28,11 @@ def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str
   write_comparison (one-step student beside the teacher), extra_metrics (FID when
   eval.metric = 'fid')."""
   ev = cfg.eval
+  chosen = experiments.eval_metric(cfg, METRICS)  # First: a typo fails before anything is built.
   shape = tuple(nets.data_shape)
   decode = codec.jit_decode()
   metric = None
-  if ev.get("metric", "auto") in ("auto", "digits") and cfg.dataset.name == "digits":
+  if chosen in ("auto", "digits") and cfg.dataset.name == "digits":
     from fdistill_jax.evaluation.digits_metric import DigitsMetric
     res = codec.image_shape(shape)[0]
     metric = DigitsMetric.create(resolution=res, cache_dir=ev.get("cache_dir") or workdir)
@@ -107,7 +109,7 @@ def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str
     return grids.save_labelled_grid([(n, grids.by_label(b, label_dim, cols)) for n, b in blocks],
                                     row_labels, path, up)
 
-  extra = fid_metric(cfg, nets, decode=decode) if ev.get("metric") == "fid" else None
+  extra = fid_metric(cfg, nets, decode=decode) if chosen == "fid" else None
   return dict(sample=sample, score=score, write_samples=write_samples, reference=reference,
               sample_teacher=lambda key: decode(sample_multistep(teacher_params, key, nfe=ev.nfe)),
               write_comparison=write_comparison if ev.sampler == "one_step" else None,

@@ -135,8 +135,7 @@ def check_config(cfg) -> None:
          "names 'block<i>' (0-based transformer block outputs, e.g. 'block13')")
   need(cfg.eval.sampler in t2i_eval.SAMPLERS, "eval.sampler", cfg.eval.sampler,
        f"allowed: {t2i_eval.SAMPLERS}")
-  need(cfg.eval.get("metric", "none") in t2i_eval.METRICS, "eval.metric", cfg.eval.get("metric"),
-       f"allowed: {t2i_eval.METRICS}")
+  experiments.eval_metric(cfg, t2i_eval.METRICS)
   if t2i_text.enabled(cfg):
     t2i_text.check_config(cfg)
   gi = cfg.get("guidance_input")

@@ -10,10 +10,10 @@ eval.guidance_scale and the cached "" prompt as ∅; used for teachers trained h
 ('teacher_nfe<n>') and, when that is ≠ 1, without guidance ('teacher_nfe<n>_unguided').
 Samples are decoded by the codec before grids and metrics.
 
-eval.metric: 'none'; 'digits' (or 'auto' on the digits dataset, pixel space): the digits
-metric (FD, class coverage, ...) plus prompt-class accuracy — the fraction of samples the digits
-classifier assigns the class of their prompt (the cache's `labels`), over all labelled prompts
-and separately over training and held-out (`heldout`) prompts. With the digits metric the
+eval.metric: 'none'; 'digits' (or 'auto', the default, on the digits dataset in pixel space):
+the digits metric (FD, class coverage, ...) plus prompt-class accuracy — the fraction of samples
+the digits classifier assigns the class of their prompt (the cache's `labels`), over all labelled
+prompts and separately over training and held-out (`heldout`) prompts. With the digits metric the
 student is also measured against its guided teacher and per prompt (issue 25 §1):
   fd_teacher     FD between the samples' features and those of the teacher's eval.nfe sampler
                  at eval.guidance_scale on the same prompts and N ("student ≠ teacher", apart
@@ -43,7 +43,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from fdistill_jax import codecs, conditioning, fileio, untrusted
+from fdistill_jax import codecs, conditioning, experiments, fileio, untrusted
 from fdistill_jax.diffusion import few_step
 from fdistill_jax.evaluation import grids
 from fdistill_jax.experiments import t2i_text
@@ -55,7 +55,8 @@ METRICS = ("auto", "none", "digits")
 
 
 def _metric(cfg) -> str:
-  m = cfg.eval.get("metric", "none")
+  """The metric eval.metric names, 'auto' resolved ('digits' on pixel-space digits, else 'none')."""
+  m = experiments.eval_metric(cfg, METRICS)
   if m == "auto":
     return "digits" if cfg.dataset.name == "digits" and not cfg.teacher.get("vae") else "none"
   return m
