@@ -22,6 +22,28 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA_DIR = _REPO / "tests" / "data"
 
 
+def trim_cache(folder: str, max_bytes: int, keep_bytes: int) -> int:
+  """Deletes the least recently written files of `folder` down to keep_bytes once it holds more
+  than max_bytes; returns the number deleted. A half-deleted entry is only a cache miss."""
+  try:
+    entries = [(e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(folder)
+               if e.is_file()]
+  except FileNotFoundError:
+    return 0
+  total, removed = sum(size for _, size, _ in entries), 0
+  if total <= max_bytes:
+    return 0
+  for _, size, path in sorted(entries):
+    if total <= keep_bytes:
+      break
+    try:
+      os.remove(path)
+    except FileNotFoundError:
+      pass
+    total, removed = total - size, removed + 1
+  return removed
+
+
 def fixtures_dir() -> pathlib.Path | None:
   """The larger (shared) fixtures folder, or None if it is absent."""
   env = os.environ.get(ENV_VAR)

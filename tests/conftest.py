@@ -8,25 +8,31 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # One persistent JAX compilation cache, shared by the session's xdist workers and the
 # subprocesses the tests start (they inherit the environment) and kept between sessions in
-# .jax_test_cache/ beside the tests (git-ignored; least recently used entries are evicted past
-# 1 GiB): several tests compile the same programs, and compiling is about 70 % of the quick
-# tier's time on CPU, so a second run of it takes ~150 s instead of ~300 s. Entries are keyed
-# by the compiled program (HLO), the compile options and the jax/jaxlib versions, so changed code
-# compiles afresh; loading an executable instead of compiling it changes no numerics. Set
-# FDISTILL_TEST_JAX_CACHE to another folder (a new one measures a cold run), or to '' to turn
-# the cache off.
+# .jax_test_cache/ beside the tests (git-ignored): several tests compile the same programs, and
+# compiling is most of the quick tier's time on CPU. Entries are keyed by the compiled program
+# (HLO), the compile options and the jax/jaxlib versions, so changed code compiles afresh;
+# loading an executable instead of compiling it changes no numerics. Set FDISTILL_TEST_JAX_CACHE
+# to another folder (a new one measures a cold run), or to '' to turn the cache off.
+# JAX's own size limit is left off (-1): with a limit, every write lists, stats and reads the
+# access time of every entry under one lock shared by all processes, quadratic in the entries
+# (a cold full run writes ~4,000), which doubled the suite's time. The folder is instead trimmed
+# once, before the session starts, to its newest _CACHE_KEEP_BYTES (testing.trim_cache).
 _CACHE_ENV = "FDISTILL_TEST_JAX_CACHE"
+_CACHE_MAX_BYTES, _CACHE_KEEP_BYTES = 1 << 30, 1 << 29
 os.environ.setdefault(_CACHE_ENV, os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), ".jax_test_cache"))
 if os.environ[_CACHE_ENV]:
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ[_CACHE_ENV])
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(1 << 30))
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")
 
 import pytest  # noqa: E402
 
 from fdistill_jax import testing  # noqa: E402
+
+if os.environ[_CACHE_ENV] and "PYTEST_XDIST_WORKER" not in os.environ:  # Controller, once.
+  testing.trim_cache(os.environ["JAX_COMPILATION_CACHE_DIR"], _CACHE_MAX_BYTES, _CACHE_KEEP_BYTES)
 
 # Files in the order xdist should start them (pytest.ini: --dist=loadfile, no reorder): the longest
 # first, so that the two CI workers finish together instead of one waiting on a late long file.

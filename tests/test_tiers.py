@@ -64,3 +64,20 @@ def test_slow_marker_check_sees_marks():
   fns = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
   assert _slow_in(tree.body[1]) and _slow_in(fns["a"].decorator_list[0])
   assert _slow_in(fns["b"].decorator_list[0]) and not fns["c"].decorator_list
+
+
+def test_compilation_cache_is_trimmed_oldest_first_and_only_past_its_limit(tmp_path):
+  """conftest's cache folder: JAX's own size limit rescans the folder on every write, so the
+  tests run without one and testing.trim_cache trims it once per session instead."""
+  from fdistill_jax import testing
+  for i in range(6):  # Six 100-byte files, written 10 s apart: f0 oldest.
+    p = tmp_path / f"f{i}"
+    p.write_bytes(b"x" * 100)
+    os.utime(p, (1000 + 10 * i, 1000 + 10 * i))
+  assert testing.trim_cache(str(tmp_path), max_bytes=600, keep_bytes=200) == 0  # At the limit.
+  assert testing.trim_cache(str(tmp_path), max_bytes=599, keep_bytes=200) == 4
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["f4", "f5"]
+  assert testing.trim_cache(str(tmp_path / "absent"), 1, 0) == 0
+  with open(os.path.join(TESTS, "conftest.py")) as f:
+    conftest = f.read()
+  assert '"JAX_COMPILATION_CACHE_MAX_SIZE", "-1"' in conftest and "testing.trim_cache(" in conftest
