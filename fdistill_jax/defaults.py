@@ -108,7 +108,11 @@ def image() -> ml_collections.ConfigDict:
   cfg.dataset = dataset_config(name="digits", resolution=16)
   cfg.diffusion = ml_collections.ConfigDict(dict(
       sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, sigma_init=80.0))
-  del cfg.student, cfg.pretrain
+  del cfg.pretrain
+  # init_checkpoint: the generator starts from this distilled network of the teacher's
+  # architecture (EDM teachers; e.g. SiD's generator, as the official Uni-Instruct runs do) while
+  # the fake score starts from the teacher; '' = both from the teacher.
+  cfg.student = ml_collections.ConfigDict(dict(init_checkpoint=""))
   cfg.disc = ml_collections.ConfigDict(dict(enabled=True, feature_keys=("enc16", "enc8"),
                                             channels=64))
   cfg.method.dsm_weighting = "none"   # FastGen: unweighted x0 MSE for the fake score.
