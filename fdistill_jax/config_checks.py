@@ -329,7 +329,7 @@ _DEFAULTED = frozenset((
     "guidance_scale", "guidance_sigma_max", "in_channels", "init_checkpoint", "init_seed",
     "kappa_fake",
     "kappa_real", "kappa_train_fake", "kind", "label_dim", "lr_scales", "max_length", "metric",
-    "model_type", "nan_to_num",
+    "model_type", "nan_to_num", "optim",
     "num_attention_heads", "num_layers", "num_prompts", "out_channels", "per_prompt_samples",
     "per_prompt_train", "pixart_config", "precond_kwargs", "prompt_cache", "prompts",
     "r1_weight", "ratio_bin_space", "reference_cache", "remat", "restart_from_scratch", "rules",

@@ -128,7 +128,7 @@ def generator_init(cfg, variables) -> dict | None:
   Uni-Instruct runs start theirs from a SiD one-step generator (--sid_model) while the fake score
   still copies the teacher; the file must hold the teacher's architecture, parameter for
   parameter (its buffers too: the nets share the teacher's constants)."""
-  path = cfg.get("student", {}).get("init_checkpoint", "")
+  path = cfg.student.get("init_checkpoint", "")
   if not path:
     return None
   if not epath.Path(path).exists():
