@@ -122,6 +122,7 @@ def teacher_network(cfg, needs_teacher: bool = True):
 
 load_teacher = teacher_network  # The name older callers use.
 
+
 def generator_init(cfg, variables) -> dict | None:
   """The generator's initial params from config.student.init_checkpoint (a file load_edm reads:
   .pkl / .safetensors / .pt), or None (the generator starts from the teacher). The official
