@@ -320,7 +320,8 @@ _OPTIM_REQUIRED = ("lr", "b1", "b2", "eps", "weight_decay", "clip")
 _DEFAULTED = frozenset((
     "adopt_unverified_checkpoints", "alpha", "attention_head_dim", "augment_dim", "augment_p",
     "batch_size", "cache_dir", "caption_channels", "captions", "checkpoint", "compute_dtype",
-    "clip_value", "cond_drop", "critic_steps", "default_tactic", "disc_features", "divergence", "dm_normalize",
+    "clip_value", "cond_drop", "critic_steps", "default_tactic", "disc_features", "divergence",
+    "dm_normalize",
     "dropout", "dsm_weighting", "dtype", "ema", "ema_rampup", "end_lr_ratio",
     "fake_score_loss_scale", "fake_score_reduction", "fake_sigma_law", "fid_batch",
     "few_step", "fid_reference", "fid_weights", "final_eval", "fsdp_min_size", "generator",

@@ -35,13 +35,15 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
   non-finite gradient entries (NaN → 0, ±inf → ±1e5) and clip_value > 0 (default 0 = off) clips
   each entry to [−clip_value, clip_value]: in that order and before the global-norm clip, as
   the official Uni-Instruct trainer does before its optimizer steps (torch.nan_to_num,
-  clip_grad_value_). Off, they add nothing to the chain (the optimizer state is unchanged). lr_scales ((regex, factor), ...) multiplies the lr (and decay) of
-  the params whose '/'-joined path first matches a regex (e.g. a text encoder trained beside the
-  denoiser: (("^text_encoder/", 5.0),)); () = one lr. A non-empty lr_scales adds a (stateless)
-  step to the optimizer state, so a run cannot resume across adding or removing it. schedule 'constant' (default) or 'cosine': lr → end_lr_ratio · lr over
-  `num_updates`, the number of updates this network gets in the run (not iterations: a critic
-  network steps critic_steps times per generator step). The decay is fixed by train.steps:
-  resuming with a different train.steps reshapes the rest of it.
+  clip_grad_value_). Off, they add nothing to the chain (the optimizer state is unchanged).
+  lr_scales ((regex, factor), ...) multiplies the lr (and decay) of the params whose '/'-joined
+  path first matches a regex (e.g. a text encoder trained beside the denoiser:
+  (("^text_encoder/", 5.0),)); () = one lr. A non-empty lr_scales adds a (stateless) step to the
+  optimizer state, so a run cannot resume across adding or removing it. schedule 'constant'
+  (default) or 'cosine': lr → end_lr_ratio · lr over `num_updates`, the number of updates this
+  network gets in the run (not iterations: a critic network steps critic_steps times per
+  generator step). The decay is fixed by train.steps: resuming with a different train.steps
+  reshapes the rest of it.
   """
   o = cfg.optim[net]
   lr = o.lr

@@ -8,8 +8,9 @@
   condition_spec   class labels (one-hot) for class-conditional teachers, else none;
   networks         the Nets: generator and fake score start as copies of the teacher (σ_init·z at
                    σ_init in), or the generator from student.init_checkpoint (a distilled
-                   generator of the teacher's architecture, e.g. SiD's); FastGen's conv heads on named feature maps of the frozen teacher
-                   ('enc<res>', 'bottleneck') or of the fake score;
+                   generator of the teacher's architecture, e.g. SiD's); FastGen's conv heads
+                   on named feature maps of the frozen teacher ('enc<res>', 'bottleneck') or of
+                   the fake score;
   input_data       a resumable pipeline over fdistill_jax.data (digits, TFDS, EDM zips, folders,
                    arrays, synthetic), its position saved in checkpoints; real images pass the
                    experiment's codec (identity in pixel space) before the real-data branches;
