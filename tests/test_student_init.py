@@ -63,7 +63,7 @@ def _cfg(teacher, init="") -> ml_collections.ConfigDict:
 
 
 def _init_state(cfg, workdir):
-  exp, _, _, init, key = loop._build(cfg, lambda: compose.build(cfg, workdir))  # pylint: disable=protected-access
+  exp, _, _, init, key = loop._build(cfg, lambda: compose.build(cfg, workdir))
   return exp, jax.device_get(init(key))
 
 
