@@ -12,11 +12,15 @@ Command (a GPU cluster or TPU pod; see launch/README.md):
   python -m fdistill_jax.main --config=configs/cifar10_uni_fkl.py --workdir=gs://BUCKET/c10_uni \
     --config.teacher.checkpoint=PATH/edm-cifar10-32x32-cond-vp.pkl
 Expected: the paper reports one-step FID 1.38 (conditional; 1.46 unconditional); not reproduced
-here (it needs the EDM checkpoint and GPU weeks). What is ours: the official run starts its
-generator from a SiD (α = 1.2) checkpoint (--sid_model) and resumes a previous state; this
-engine has no separate generator initialisation, so the generator starts from the teacher (as
-the code's own 'cifar10-uncond' recipe does); the code's elementwise fake-score gradient
-clipping (|g| ≤ 1) is not reproduced. Without a checkpoint it runs on random weights.
+here (it needs the EDM checkpoint and GPU weeks). The code's gradient handling is on:
+non-finite gradient entries replaced for generator and fake score (optim.<net>.nan_to_num) and
+the fake score's gradient clipped elementwise to |g| ≤ 1 (optim.fake_score.clip_value 1.0; the
+GAN term is on). The official run starts its generator from a SiD (α = 1.2) checkpoint
+(--sid_model); to do the same add
+    --config.student.init_checkpoint=PATH/<SiD generator .pkl>
+(the fake score still starts from the teacher). Without it the generator starts from the teacher
+(as the code's own 'cifar10-uncond' recipe does). The code's resumed state is not reproduced.
+Without a teacher checkpoint it runs on random weights.
 """
 from fdistill_jax import defaults
 

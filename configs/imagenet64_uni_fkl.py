@@ -12,10 +12,15 @@ Command (a GPU cluster or TPU pod; see launch/README.md):
   python -m fdistill_jax.main --config=configs/imagenet64_uni_fkl.py --workdir=gs://BUCKET/in64_uni \
     --config.teacher.checkpoint=PATH/edm-imagenet-64x64-cond-adm.pkl
 Expected: the paper reports one-step FID 1.02 (forward KL, long schedule; SiD²A 1.110, f-distill
-JS 1.11/1.16); not reproduced here. What is ours: the official run initialises its generator
-from SiD's released ImageNet-64 α = 1.2 generator (--sid_model) and resumes a state; this engine
-starts the generator from the teacher; the code's elementwise fake-score gradient clipping is
-not reproduced. Without a checkpoint it runs on random weights.
+JS 1.11/1.16); not reproduced here. The code's gradient handling is on: non-finite gradient
+entries replaced for generator and fake score (optim.<net>.nan_to_num) and the fake score's
+gradient clipped elementwise to |g| ≤ 1 (optim.fake_score.clip_value 1.0; the GAN term is on).
+The official run initialises its generator from SiD's released ImageNet-64 α = 1.2 generator
+(--sid_model); to do the same add
+    --config.student.init_checkpoint=PATH/<SiD generator .pkl>
+(the fake score still starts from the teacher); without it the generator starts from the
+teacher. The code's resumed state is not reproduced. Without a teacher checkpoint it runs on
+random weights.
 """
 from fdistill_jax import defaults
 

@@ -90,6 +90,8 @@ RULES = {  # The engine's fields beyond the checks in `check` (types: check_type
     "seed": V.within(0, 2 ** 32 - 1, "an int"),
     "optim.*.eps": V.above(0),
     "optim.*.clip": V.at_least(0, "a global-norm clip (0 = off)"),
+    "optim.*.clip_value": V.at_least(0, "an elementwise gradient clip (0 = off)"),
+    "optim.*.nan_to_num": V.flag(),
     "optim.*.lr": V.within(0, 1, "a learning rate", lo_open=True),
     "train.batch_size": V.within(1, 1 << 20, "an int"),
     "train.grad_accum": V.at_least(1),
@@ -157,7 +159,9 @@ _OPEN_BLOCKS = ("teacher.precond_kwargs", "teacher.pixart_config", "teacher.text
                 "teacher.schedule")
 _OPTIONAL = {"mesh.tensor": 1, "eval.fid_batch": 250, "teacher.schedule": None,
              "optim.generator.lr_scales": (("", 1.0),), "optim.fake_score.lr_scales": (("", 1.0),),
-             "optim.discriminator.lr_scales": (("", 1.0),)}
+             "optim.discriminator.lr_scales": (("", 1.0),),
+             # Typed for the toy's student block too, so its check names the kinds that read it.
+             "student.init_checkpoint": ""}
 
 
 def _kind(v) -> str:
@@ -316,15 +320,17 @@ _OPTIM_REQUIRED = ("lr", "b1", "b2", "eps", "weight_decay", "clip")
 _DEFAULTED = frozenset((
     "adopt_unverified_checkpoints", "alpha", "attention_head_dim", "augment_dim", "augment_p",
     "batch_size", "cache_dir", "caption_channels", "captions", "checkpoint", "compute_dtype",
-    "cond_drop", "critic_steps", "default_tactic", "disc_features", "divergence", "dm_normalize",
+    "clip_value", "cond_drop", "critic_steps", "default_tactic", "disc_features", "divergence",
+    "dm_normalize",
     "dropout", "dsm_weighting", "dtype", "ema", "ema_rampup", "end_lr_ratio",
     "fake_score_loss_scale", "fake_score_reduction", "fake_sigma_law", "fid_batch",
     "few_step", "fid_reference", "fid_weights", "final_eval", "fsdp_min_size", "generator",
     "grad_accum", "guidance_input",
     "grid_size",
-    "guidance_scale", "guidance_sigma_max", "in_channels", "init_seed", "kappa_fake",
+    "guidance_scale", "guidance_sigma_max", "in_channels", "init_checkpoint", "init_seed",
+    "kappa_fake",
     "kappa_real", "kappa_train_fake", "kind", "label_dim", "lr_scales", "max_length", "metric",
-    "model_type",
+    "model_type", "nan_to_num", "optim",
     "num_attention_heads", "num_layers", "num_prompts", "out_channels", "per_prompt_samples",
     "per_prompt_train", "pixart_config", "precond_kwargs", "prompt_cache", "prompts",
     "r1_weight", "ratio_bin_space", "reference_cache", "remat", "restart_from_scratch", "rules",

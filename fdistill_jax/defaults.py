@@ -13,9 +13,12 @@ EVAL_METRIC = "auto"
 def optim_config(lr: float, *, b1: float, b2: float, weight_decay: float,
                  clip: float) -> ml_collections.ConfigDict:
   """One network's optimiser block (engine/state.make_optimizer): AdamW at `lr`, constant by
-  default; schedule='cosine' decays it over the network's own updates to end_lr_ratio · lr."""
+  default; schedule='cosine' decays it over the network's own updates to end_lr_ratio · lr.
+  nan_to_num / clip_value: the official Uni-Instruct trainer's gradient repair (non-finite
+  entries replaced) and elementwise clip, off by default."""
   return ml_collections.ConfigDict(dict(lr=lr, b1=b1, b2=b2, eps=1e-8, weight_decay=weight_decay,
-                                        clip=clip, schedule="constant", end_lr_ratio=0.0))
+                                        clip=clip, schedule="constant", end_lr_ratio=0.0,
+                                        nan_to_num=False, clip_value=0.0))
 
 
 def toy() -> ml_collections.ConfigDict:
@@ -105,7 +108,11 @@ def image() -> ml_collections.ConfigDict:
   cfg.dataset = dataset_config(name="digits", resolution=16)
   cfg.diffusion = ml_collections.ConfigDict(dict(
       sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, sigma_init=80.0))
-  del cfg.student, cfg.pretrain
+  del cfg.pretrain
+  # init_checkpoint: the generator starts from this distilled network of the teacher's
+  # architecture (EDM teachers; e.g. SiD's generator, as the official Uni-Instruct runs do) while
+  # the fake score starts from the teacher; '' = both from the teacher.
+  cfg.student = ml_collections.ConfigDict(dict(init_checkpoint=""))
   cfg.disc = ml_collections.ConfigDict(dict(enabled=True, feature_keys=("enc16", "enc8"),
                                             channels=64))
   cfg.method.dsm_weighting = "none"   # FastGen: unweighted x0 MSE for the fake score.
@@ -293,7 +300,11 @@ def uni_edm(dataset: str, divergence: str = "fkl") -> ml_collections.ConfigDict:
   (the code's SiD term), the code's ratio (method.ratio 'official', no in-batch normalisation:
   --variance_reduction 0), no generator update before 100 kimg and plain SiD before 200 kimg
   (converted to generator steps: floor(images/batch) + 1), 300 Mimg (--duration 300), EMA
-  half-life 0.5 Mimg on CIFAR-10 and 2 Mimg on ImageNet-64 (--ema 2), ramp-up 0.05.
+  half-life 0.5 Mimg on CIFAR-10 and 2 Mimg on ImageNet-64 (--ema 2), ramp-up 0.05. The code's
+  gradient handling before each optimizer step: non-finite entries replaced (NaN → 0, ±inf →
+  ±1e5) for generator and fake score (optim.<net>.nan_to_num), and, as --use_gan is on, the
+  fake score's gradient clipped elementwise to |g| ≤ 1 (optim.fake_score.clip_value). The code
+  starts its generator from a SiD checkpoint (--sid_model): student.init_checkpoint.
   """
   cfg = sid_edm(dataset)
   cifar = dataset == "cifar10"
@@ -305,6 +316,12 @@ def uni_edm(dataset: str, divergence: str = "fkl") -> ml_collections.ConfigDict:
       generator_start_step=uni_instruct.OFFICIAL_GENERATOR_START_IMAGES // batch + 1,
       divergence_start_step=uni_instruct.OFFICIAL_DIVERGENCE_START_IMAGES // batch + 1,
       **uni_instruct.OFFICIAL_SCALING)
+  # fsim_training_loop.py: nan_to_num on both nets' gradients; clip_grad_value_(1) on the fake
+  # score's whenever --use_gan (on in the released runs, whatever the divergence: its fake-score
+  # step always trains the discriminator logit, as ours does).
+  for net in ("generator", "fake_score"):
+    cfg.optim[net].nan_to_num = True
+  cfg.optim.fake_score.clip_value = 1.0
   ema = half_life_decay(batch, 0.5 if cifar else 2.0)
   cfg.train.update(dict(steps=int(300e6 // batch), ema_decays=(ema,), ema_rampup=0.05))
   cfg.eval.params = str(ema)

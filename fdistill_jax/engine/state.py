@@ -30,14 +30,20 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
                    num_updates: int | None = None) -> optax.GradientTransformation:
   """AdamW (FastGen/DMD2 defaults) with optional global-norm clipping, per network.
 
-  cfg.optim.<net>.{lr, b1, b2, eps, weight_decay, clip, schedule, end_lr_ratio, lr_scales};
-  clip <= 0 disables clipping; lr_scales ((regex, factor), ...) multiplies the lr (and decay) of
-  the params whose '/'-joined path first matches a regex (e.g. a text encoder trained beside the
-  denoiser: (("^text_encoder/", 5.0),)); () = one lr. A non-empty lr_scales adds a (stateless)
-  step to the optimizer state, so a run cannot resume across adding or removing it. schedule 'constant' (default) or 'cosine': lr → end_lr_ratio · lr over
-  `num_updates`, the number of updates this network gets in the run (not iterations: a critic
-  network steps critic_steps times per generator step). The decay is fixed by train.steps:
-  resuming with a different train.steps reshapes the rest of it.
+  cfg.optim.<net>.{lr, b1, b2, eps, weight_decay, clip, schedule, end_lr_ratio, lr_scales,
+  nan_to_num, clip_value}; clip <= 0 disables clipping. nan_to_num (default False) replaces
+  non-finite gradient entries (NaN → 0, ±inf → ±1e5) and clip_value > 0 (default 0 = off) clips
+  each entry to [−clip_value, clip_value]: in that order and before the global-norm clip, as
+  the official Uni-Instruct trainer does before its optimizer steps (torch.nan_to_num,
+  clip_grad_value_). Off, they add nothing to the chain (the optimizer state is unchanged).
+  lr_scales ((regex, factor), ...) multiplies the lr (and decay) of the params whose '/'-joined
+  path first matches a regex (e.g. a text encoder trained beside the denoiser:
+  (("^text_encoder/", 5.0),)); () = one lr. A non-empty lr_scales adds a (stateless) step to the
+  optimizer state, so a run cannot resume across adding or removing it. schedule 'constant'
+  (default) or 'cosine': lr → end_lr_ratio · lr over `num_updates`, the number of updates this
+  network gets in the run (not iterations: a critic network steps critic_steps times per
+  generator step). The decay is fixed by train.steps: resuming with a different train.steps
+  reshapes the rest of it.
   """
   o = cfg.optim[net]
   lr = o.lr
@@ -49,12 +55,32 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
   elif schedule != "constant":
     raise ValueError(f"optim.{net}.schedule={schedule!r}: expected 'constant' or 'cosine'")
   parts = []
+  if o.get("nan_to_num", False):
+    parts.append(nan_to_num())
+  if o.get("clip_value", 0.0) > 0:
+    parts.append(optax.clip(o.clip_value))
   if o.clip > 0:
     parts.append(optax.clip_by_global_norm(o.clip))
   parts.append(optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
   if o.get("lr_scales", ()):
     parts.append(scale_by_path(o.lr_scales))
   return optax.chain(*parts)
+
+
+# The official Uni-Instruct trainer's torch.nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5).
+NAN_TO_NUM = dict(nan=0.0, posinf=1e5, neginf=-1e5)
+
+
+def nan_to_num() -> optax.GradientTransformation:
+  """Replaces NaN gradient entries by 0 and ±inf by ±1e5 (NAN_TO_NUM); stateless."""
+  return optax.stateless(lambda updates, params=None: jax.tree.map(
+      lambda g: jnp.nan_to_num(g, **NAN_TO_NUM), updates))
+
+
+def repairs_nonfinite(cfg: ml_collections.ConfigDict, net: str) -> bool:
+  """Whether the optimizer of `net` replaces non-finite gradient entries (optim.<net>.nan_to_num),
+  so that the train step applies its update instead of skipping it (engine/steps.py)."""
+  return bool(cfg.get("optim", {}).get(net, {}).get("nan_to_num", False))
 
 
 def scale_by_path(scales) -> optax.GradientTransformation:

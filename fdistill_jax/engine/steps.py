@@ -5,7 +5,8 @@ Each step is a pure function (state, frozen, batch) -> (state, metrics):
 * gradients flow only into the nets the phase trains (`method.GENERATOR_NETS` / `CRITIC_NETS`);
 * gradient accumulation splits the per-step batch into `grad_accum` micro-batches (lax.scan);
 * a non-finite loss or gradient skips the update (the state keeps its old values), counted in
-  state["nonfinite"]; the loop halts after `max_nonfinite_streak` in a row;
+  state["nonfinite"]; the loop halts after `max_nonfinite_streak` in a row. The gradient of a
+  net whose optimizer replaces non-finite entries (optim.<net>.nan_to_num) does not skip it;
 * generator steps update every EMA track (with train.ema_rampup, EDM's half-life ramp-up).
 """
 from __future__ import annotations
@@ -38,6 +39,8 @@ def make_step(method, nets, txs: dict, cfg, phase: str) -> Callable:
   accum = int(cfg.train.get("grad_accum", 1))
   ema_rampup = float(cfg.train.get("ema_rampup", 0.0))
   base_key = jax.random.PRNGKey(cfg.seed)
+  # Nets whose optimizer makes their gradient finite: its non-finite entries must not skip the step.
+  repaired = {n for n in names if state_lib.repairs_nonfinite(cfg, n)}
 
   def step(state, frozen, batch):
     key = jax.random.fold_in(jax.random.fold_in(base_key, state["step"]), PHASES.index(phase))
@@ -68,7 +71,8 @@ def make_step(method, nets, txs: dict, cfg, phase: str) -> Callable:
           (micro, jnp.arange(accum)))
 
     gnorms = {n: optax.global_norm(grads[n]) for n in grads}
-    finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.isfinite(g) for g in gnorms.values()]))
+    checked = [jnp.isfinite(g) for n, g in gnorms.items() if n not in repaired]
+    finite = jnp.isfinite(loss) & jnp.all(jnp.stack(checked)) if checked else jnp.isfinite(loss)
     new_params, new_opt = dict(state["params"]), dict(state["opt"])
     for n in train:
       upd, o = txs[n].update(grads[n], state["opt"][n], train[n])

@@ -69,6 +69,15 @@ IMAGE_RULES = {
 }
 
 
+def refuse_init_checkpoint(cfg) -> None:
+  """student.init_checkpoint is built for EDM teachers only (experiments/image.generator_init);
+  the other kinds refuse a non-empty one rather than ignore it."""
+  path = cfg.student.get("init_checkpoint", "")  # config.student: required (config_checks)
+  V.need(not path, "student.init_checkpoint", path,
+         f"'' (a generator checkpoint is read for teacher.kind 'edm' only, not "
+         f"{cfg.teacher.kind!r})")
+
+
 def eval_metric(cfg, allowed: tuple[str, ...]) -> str:
   """config.eval.metric (defaults.EVAL_METRIC when the config omits it), or a ConfigError naming
   the field, its value and `allowed`. The image and text-to-image checks and evaluators all read

@@ -7,8 +7,10 @@
                    smoke tests and benchmarks of the full architecture only);
   condition_spec   class labels (one-hot) for class-conditional teachers, else none;
   networks         the Nets: generator and fake score start as copies of the teacher (σ_init·z at
-                   σ_init in); FastGen's conv heads on named feature maps of the frozen teacher
-                   ('enc<res>', 'bottleneck') or of the fake score;
+                   σ_init in), or the generator from student.init_checkpoint (a distilled
+                   generator of the teacher's architecture, e.g. SiD's); FastGen's conv heads
+                   on named feature maps of the frozen teacher ('enc<res>', 'bottleneck') or of
+                   the fake score;
   input_data       a resumable pipeline over fdistill_jax.data (digits, TFDS, EDM zips, folders,
                    arrays, synthetic), its position saved in checkpoints; real images pass the
                    experiment's codec (identity in pixel space) before the real-data branches;
@@ -42,6 +44,7 @@ from fdistill_jax.validation import ConfigError, need
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 DATASETS = data_lib.DATASETS + ("synthetic",)  # synthetic: random images for step-speed runs.
+_INIT = "student.init_checkpoint"
 
 
 METRICS = image_eval.METRICS
@@ -53,6 +56,7 @@ RULES = {  # Beyond teachers/edm.check_precond_kwargs (types and finiteness: che
     f"{_KW}.decoder_type": V.one_of("standard", "skip"),
     f"{_KW}.sigma_data": V.within(0, 1e5, "a noise level", lo_open=True, hi_open=True),
     "eval.sampler": V.one_of(*image_eval.SAMPLERS),
+    "student.init_checkpoint": V.text("a path (.pkl / .safetensors / .pt; '' = the teacher's)"),
 }
 
 
@@ -120,6 +124,40 @@ def teacher_network(cfg, needs_teacher: bool = True):
 load_teacher = teacher_network  # The name older callers use.
 
 
+def generator_init(cfg, variables) -> dict | None:
+  """The generator's initial params from config.student.init_checkpoint (a file load_edm reads:
+  .pkl / .safetensors / .pt), or None (the generator starts from the teacher). The official
+  Uni-Instruct runs start theirs from a SiD one-step generator (--sid_model) while the fake score
+  still copies the teacher; the file must hold the teacher's architecture, parameter for
+  parameter (its buffers too: the nets share the teacher's constants)."""
+  path = cfg.student.get("init_checkpoint", "")
+  if not path:
+    return None
+  if not epath.Path(path).exists():
+    raise FileNotFoundError(f"config.{_INIT}={path!r} does not exist")
+  t = cfg.teacher
+  kwargs = t.precond_kwargs.to_dict() if t.get("precond_kwargs") else None
+  try:  # The teacher's architecture when the config names it, else the file's own.
+    _, init_vars = load_edm(path, kwargs, dtype=DTYPES[t.get("dtype", "float32")])
+  except ValueError as e:  # A state_dict that does not fit, or no architecture in the file.
+    raise ValueError(f"config.{_INIT}={path!r} is not a network of the teacher's architecture: "
+                     f"{e}") from e
+  want = dict(jax.tree_util.tree_flatten_with_path(variables)[0])
+  got = dict(jax.tree_util.tree_flatten_with_path(init_vars)[0])
+  for k in list(want) + [k for k in got if k not in want]:
+    name = jax.tree_util.keystr(k, simple=True, separator="/")
+    a, b = want.get(k), got.get(k)
+    if a is None or b is None or a.shape != b.shape:
+      shape = lambda x: "absent" if x is None else tuple(x.shape)
+      raise ValueError(f"config.{_INIT}={path!r} does not have the teacher's architecture: "
+                       f"parameter {name} is {shape(b)} in the file, {shape(a)} in the teacher")
+    if k[0].key != "params" and not np.array_equal(np.asarray(a), np.asarray(b)):
+      raise ValueError(f"config.{_INIT}={path!r}: buffer {name} differs from the teacher's (the "
+                       "generator would run with the teacher's)")
+  return jax.tree.map(lambda x, ref: jnp.asarray(x, ref.dtype), init_vars["params"],
+                      variables["params"])
+
+
 @functools.lru_cache(maxsize=2)
 def _random_variables(kwargs_json: str, dtype: str, seed: int):
   """Flax-initialised variables of an EDMPrecond, memoised per (architecture, seed) because the
@@ -139,8 +177,10 @@ def condition_spec(label_dim: int) -> conditioning.ConditionSpec:
 
 
 # ============================================================================== networks
-def networks(cfg, module, variables, spec: conditioning.ConditionSpec):
-  """(Nets, init_params) of an EDM teacher: student = teacher architecture, conv disc heads."""
+def networks(cfg, module, variables, spec: conditioning.ConditionSpec,
+             generator_params: dict | None = None):
+  """(Nets, init_params) of an EDM teacher: student = teacher architecture, conv disc heads.
+  generator_params: the generator's initial params (generator_init); None = the teacher's."""
   consts = {k: v for k, v in variables.items() if k != "params"}  # e.g. NCSN++ Fourier freqs
   shape = (module.img_resolution, module.img_resolution, module.img_channels)
   conditional = bool(module.label_dim)
@@ -167,7 +207,7 @@ def networks(cfg, module, variables, spec: conditioning.ConditionSpec):
   teacher_params = variables["params"]
 
   def init_params(key):
-    params = {"generator": teacher_params,
+    params = {"generator": teacher_params if generator_params is None else generator_params,
               "fake_score": jax.tree.map(jnp.copy, teacher_params)}
     if head is not None:
       _, feats = student(teacher_params, jnp.zeros((1,) + shape), jnp.ones((1,)), spec.null(1),
@@ -229,7 +269,8 @@ def build(cfg, workdir: str, method=None, codec: codecs.Codec | None = None) -> 
   """
   module, variables = teacher_network(cfg, getattr(method, "NEEDS_TEACHER", True))
   spec = condition_spec(module.label_dim)
-  nets, init_params = networks(cfg, module, variables, spec)
+  nets, init_params = networks(cfg, module, variables, spec,
+                               generator_init(cfg, variables))
   codec = codec or codecs.IDENTITY
   source = image_source(cfg, codec.image_shape(nets.data_shape), module.label_dim)
   io = input_data(cfg, source, spec, codec, nets.data_shape)

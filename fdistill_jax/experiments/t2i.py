@@ -101,6 +101,7 @@ def check_config(cfg) -> None:
   t = cfg.teacher
   V.check_fields(cfg, experiments.IMAGE_RULES)
   V.check_fields(cfg, RULES)
+  experiments.refuse_init_checkpoint(cfg)
   if t.get("pixart_config"):
     pc = t.pixart_config.to_dict()
     known = ((set(pixart_lib.PixArtTransformer.__dataclass_fields__) - {"parent", "name"})

@@ -26,6 +26,7 @@ from fdistill_jax import conditioning, fileio
 from fdistill_jax.diffusion import edm, few_step, samplers
 from fdistill_jax.nets import Nets
 from fdistill_jax.evaluation import toy_metrics
+from fdistill_jax import experiments
 from fdistill_jax.experiments import Experiment
 from fdistill_jax.models.heads import MLPHead
 from fdistill_jax.models.mlp import MLPDenoiser
@@ -70,6 +71,7 @@ RULES = {  # Ranges of the toy fields (types and finiteness: config_checks.check
 def check_config(cfg) -> None:
   """Validates the 'gmm' teacher's fields; raises ConfigError."""
   t = cfg.teacher
+  experiments.refuse_init_checkpoint(cfg)
   need(t.mixture in MIXTURES, "teacher.mixture", t.mixture, f"allowed: {MIXTURES}")
   V.check_fields(cfg, RULES)
   if t.mixture == "explicit":

@@ -53,8 +53,9 @@ Fake-score + discriminator step (generator frozen; one loss, both train the fake
     + lsd/B Σ_b λ_b · ½[mean_{B,P} softplus(−ℓ_real) + mean_{B,P} softplus(ℓ_fake)]
 With method.augment_p > 0 both branches are EDM-augmented first (independently, as the code's
 augment_pipe; CIFAR-10's --augment 0.12). The code also clips the fake score's gradients
-elementwise to |g| ≤ 1 (clip_grad_value_) and zeroes non-finite gradient entries; the engine has
-neither (docs/uni_instruct.md).
+elementwise to |g| ≤ 1 (clip_grad_value_) and replaces non-finite gradient entries; here these
+are the optimizer options optim.<net>.clip_value and optim.<net>.nan_to_num, on in
+defaults.uni_edm's recipes (docs/uni_instruct.md).
 
 Shared pieces: the draws, the SiD per-sample loss, non-finite-row dropping and the fake-score
 EDM loss are methods/sid.py's; the f-distill weights h(r) are divergences.py's; teacher guidance
