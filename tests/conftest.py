@@ -37,24 +37,26 @@ if os.environ[_CACHE_ENV] and "PYTEST_XDIST_WORKER" not in os.environ:  # Contro
 # Files in the order xdist should start them (pytest.ini: --dist=loadfile, no reorder): the longest
 # first, so that the two CI workers finish together instead of one waiting on a late long file.
 # (full suite, quick tier `-m "not slow"`) seconds per file: half the per-file sums of --durations
-# under -n 2 on a busy 2-core machine, 2026-12-07; only the schedule depends on them.
+# of cold runs under -n 2 on 2 CPU cores, 2026-12-07 afternoon; only the schedule depends on them.
 _SLOW_FILES = {
-    "test_peer_methods_image.py": (170, 0),
-    "test_gpu_suite.py": (135, 4),
-    "test_perf_benchmarks.py": (110, 4),
-    "test_uni_instruct_parity.py": (150, 45),
-    "test_t2i_engine.py": (105, 85),
-    "test_toy_engine.py": (85, 30),
-    "test_image_engine.py": (60, 85),
-    "test_methods_dmd.py": (67, 0),
-    "test_t2i_text.py": (64, 55),
-    "test_torch_reference.py": (61, 35),
-    "test_conditioning.py": (58, 45),
-    "test_resume_multiprocess.py": (58, 0),
-    "test_fid.py": (38, 43),
-    "test_edm_parity.py": (34, 33),
-    "test_cloud_storage.py": (38, 29),
-    "test_engine_mechanics.py": (25, 29),
+    "test_t2i_engine.py": (77, 37),
+    "test_image_engine.py": (62, 33),
+    "test_gpu_suite.py": (60, 2),
+    "test_resume_multiprocess.py": (59, 0),
+    "test_perf_benchmarks.py": (56, 2),
+    "test_peer_methods_image.py": (55, 0),
+    "test_toy_engine.py": (51, 0),
+    "test_methods_dmd.py": (32, 0),
+    "test_uni_instruct_parity.py": (32, 29),
+    "test_t2i_text.py": (29, 16),
+    "test_few_step.py": (25, 18),
+    "test_edm_parity.py": (24, 25),
+    "test_methods_uni.py": (21, 4),
+    "test_fid.py": (21, 20),
+    "test_guidance_input.py": (19, 11),
+    "test_conditioning.py": (17, 16),
+    "test_torch_reference.py": (17, 16),
+    "test_edm_loaders.py": (15, 18),
 }
 
 
