@@ -94,10 +94,6 @@ def batch_sharding(mesh: Mesh, tree):
   return jax.tree.map(lambda _: NamedSharding(mesh, BATCH_SPEC), tree)
 
 
-def replicated(mesh: Mesh, tree):
-  return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
-
-
 def global_arrays(batch, shardings, same_on_every_process: bool):
   """A host batch (pytree of numpy arrays) -> global jax.Arrays on `shardings` (one per leaf).
 
