@@ -126,7 +126,7 @@ def _legit_pt(d: Path) -> Callable[[], Any]:
   """A real module's state_dict (OrderedDict with _metadata), a Parameter, bf16 and int64
   tensors, saved in both formats: the checks must not refuse ordinary files."""
   import torch  # pylint: disable=import-outside-toplevel
-  from fdistill_jax.convert import edm_state_dict  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.convert import state_dict_io  # pylint: disable=import-outside-toplevel
   sd = torch.nn.Linear(3, 2).state_dict()
   sd.update(p=torch.nn.Parameter(torch.ones(2)), h=torch.ones(2, dtype=torch.bfloat16),
             n=torch.tensor(3), t=torch.arange(6.0).reshape(2, 3).t())
@@ -135,7 +135,7 @@ def _legit_pt(d: Path) -> Callable[[], Any]:
 
   def load():
     for name in ("zip.pt", "legacy.pt"):
-      out = edm_state_dict.read_state_dict(str(d / name))
+      out = state_dict_io.read_state_dict(str(d / name))
       assert sorted(out) == ["bias", "h", "n", "p", "t", "weight"], out
       np.testing.assert_array_equal(out["t"], np.arange(6.0).reshape(2, 3).T)
   return load
