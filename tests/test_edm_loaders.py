@@ -13,6 +13,7 @@ import pytest
 
 from fdistill_jax.convert import edm_pickle, edm_unpickler
 from fdistill_jax.convert import edm_state_dict as esd
+from fdistill_jax.convert import state_dict_io as sdio
 from fdistill_jax.models.edm import build_edm_precond
 from fdistill_jax.teachers.edm import denoiser, load_edm
 
@@ -24,7 +25,7 @@ def _net(fixtures_path, name):
   float16; the official code ran them as float32, which is what EDM files hold."""
   d = fixtures_path / "edm" / name
   kw = json.loads((d / "config.json").read_text())["precond_kwargs"]
-  sd = esd.read_state_dict(d / "state_dict.safetensors")
+  sd = sdio.read_state_dict(d / "state_dict.safetensors")
   return d, kw, {k: v.astype(np.float32) for k, v in sd.items()}
 
 
@@ -197,7 +198,7 @@ def test_missing_unexpected_misshaped_keys_are_named(fixtures_path):
   del bad["model.map_layer0.bias"]
   bad["model.enc.99x99_conv.weight"] = np.zeros((1, 2, 3, 3), np.float32)
   bad["model.enc.16x16_conv.weight"] = np.zeros((16, 3, 1, 1), np.float32)
-  with pytest.raises(esd.StateDictMismatchError) as e:
+  with pytest.raises(sdio.StateDictMismatchError) as e:
     esd.state_dict_to_variables(bad, module, source="bad.safetensors")
   msg = str(e.value)
   assert "bad.safetensors" in msg
@@ -209,7 +210,7 @@ def test_missing_unexpected_misshaped_keys_are_named(fixtures_path):
 def test_wrong_resample_filter_is_reported(fixtures_path):
   _, kw, sd = _net(fixtures_path, "songunet_ncsnpp_tiny")
   kw = dict(kw, resample_filter=[1, 2, 2, 1])  # Config disagrees with the file's buffers.
-  with pytest.raises(esd.StateDictMismatchError, match="resample_filter"):
+  with pytest.raises(sdio.StateDictMismatchError, match="resample_filter"):
     esd.state_dict_to_variables(sd, build_edm_precond(kw))
 
 
@@ -242,7 +243,7 @@ def test_pt_round_trip(fixtures_path, tmp_path):
   d, kw, sd = _net(fixtures_path, "dhariwalunet_tiny")
   path = tmp_path / "net.pt"
   torch.save({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, path)
-  read = esd.read_state_dict(path)
+  read = sdio.read_state_dict(path)
   assert set(read) == set(sd) and all(np.array_equal(read[k], sd[k]) for k in sd)
   module, variables = load_edm(path, kw)
   out = tmp_path / "export.pt"
@@ -251,7 +252,7 @@ def test_pt_round_trip(fixtures_path, tmp_path):
   assert all(again[k].numpy().tobytes() == sd[k].tobytes() for k in sd)
   half = {k: torch.from_numpy(v.copy()).to(torch.bfloat16) for k, v in sd.items()}
   torch.save(half, tmp_path / "bf16.pt")
-  read = esd.read_state_dict(tmp_path / "bf16.pt")
+  read = sdio.read_state_dict(tmp_path / "bf16.pt")
   k = "model.map_layer0.weight"
   np.testing.assert_array_equal(read[k].astype(np.float32), half[k].float().numpy())
 
@@ -273,7 +274,7 @@ def test_truncated_files_give_clear_errors(fixtures_path, tmp_path, suffix):
     if suffix == ".pkl":
       edm_pickle.load_edm_pickle(path)
     else:
-      esd.read_state_dict(path)
+      sdio.read_state_dict(path)
   with pytest.raises(ValueError, match=re.escape(str(path))):
     load_edm(path, json.loads((d / "config.json").read_text())["precond_kwargs"])
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from fdistill_jax.convert import edm_state_dict as esd
+from fdistill_jax.convert import state_dict_io as sdio
 from fdistill_jax.diffusion.samplers import edm_sampler
 from fdistill_jax.models.edm import DhariwalUNet, SongUNet, build_edm_precond
 
@@ -53,7 +54,7 @@ def _run_network(root, name):
   d = root / "edm" / name
   kw = json.loads((d / "config.json").read_text())["precond_kwargs"]
   io, sp = np.load(d / "io.npz"), np.load(d / "sampler.npz")
-  sd = esd.read_state_dict(d / "state_dict.safetensors")
+  sd = sdio.read_state_dict(d / "state_dict.safetensors")
   labels = io["class_labels"] if "class_labels" in io else None
   aug = io["augment_labels"] if "augment_labels" in io else None
   out = {"io": dict(io), "sp": dict(sp)}

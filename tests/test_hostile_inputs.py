@@ -126,7 +126,7 @@ def _legit_pt(d: Path) -> Callable[[], Any]:
   """A real module's state_dict (OrderedDict with _metadata), a Parameter, bf16 and int64
   tensors, saved in both formats: the checks must not refuse ordinary files."""
   import torch  # pylint: disable=import-outside-toplevel
-  from fdistill_jax.convert import edm_state_dict  # pylint: disable=import-outside-toplevel
+  from fdistill_jax.convert import state_dict_io  # pylint: disable=import-outside-toplevel
   sd = torch.nn.Linear(3, 2).state_dict()
   sd.update(p=torch.nn.Parameter(torch.ones(2)), h=torch.ones(2, dtype=torch.bfloat16),
             n=torch.tensor(3), t=torch.arange(6.0).reshape(2, 3).t())
@@ -135,7 +135,7 @@ def _legit_pt(d: Path) -> Callable[[], Any]:
 
   def load():
     for name in ("zip.pt", "legacy.pt"):
-      out = edm_state_dict.read_state_dict(str(d / name))
+      out = state_dict_io.read_state_dict(str(d / name))
       assert sorted(out) == ["bias", "h", "n", "p", "t", "weight"], out
       np.testing.assert_array_equal(out["t"], np.arange(6.0).reshape(2, 3).T)
   return load
@@ -194,21 +194,6 @@ def _prompt_cache(d: Path, emb: np.ndarray, index_edit: dict | None = None) -> C
     index = json.loads((d / "pc" / "index.json").read_text())
     (d / "pc" / "index.json").write_text(json.dumps({**index, **index_edit}))
   return lambda: prompt_cache.load_prompt_cache(str(d / "pc"))
-
-
-def _latent_cache(d: Path, mean: np.ndarray, index_edit: dict | None = None
-                  ) -> Callable[[], Any]:
-  from fdistill_jax.data import latent_cache  # pylint: disable=import-outside-toplevel
-  (d / "lc").mkdir()
-  n = mean.shape[0]
-  index = {"format": latent_cache.FORMAT, "num_records": n, "shard_size": n, "num_shards": 1,
-           "latent_shape": list(mean.shape[1:]), "scaling_factor": 0.18, "shift_factor": None,
-           "complete": True, **(index_edit or {})}
-  (d / "lc" / "index.json").write_text(json.dumps(index))
-  _st(d / "lc" / latent_cache.shard_name(0, 1),
-      {"mean": mean, "logvar": np.zeros(mean.shape, np.float32),
-       "label": np.zeros(n, np.int32)}, {"start": "0"})
-  return lambda: latent_cache.load_latent_cache(str(d / "lc"))
 
 
 def _flip_middle(path: Path) -> None:
@@ -545,12 +530,6 @@ CASES = [
          "non-finite"),
     Case("prompt_cache_int_embedding", lambda d: _prompt_cache(d, np.zeros((1, 2, 2), np.int16)),
          "PromptCacheError", "tensor 'embeddings' has dtype int16"),
-    Case("latent_cache_int_mean", lambda d: _latent_cache(d, np.zeros((2, 2, 2, 1), np.int32)),
-         "LatentCacheError", "shard-00000-of-00001.safetensors: tensor 'mean' has dtype int32"),
-    Case("latent_cache_nan_scaling",
-         lambda d: _latent_cache(d, np.zeros((2, 2, 2, 1), np.float32),
-                                 {"scaling_factor": float("nan")}),
-         "LatentCacheError", "index.json: field 'scaling_factor' = nan"),
     Case("kd_pairs_nan_target", lambda d: _kd_pairs(d, z=np.zeros((2, 2), np.float32),
                                                     y=np.array([[0.0, np.inf]] * 2, np.float32)),
          "ValueError", "pairs-0.npz: tensor 'y' has 2 non-finite"),

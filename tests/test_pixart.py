@@ -16,7 +16,7 @@ diffusers = pytest.importorskip("diffusers")
 
 from fdistill_jax.convert import pixart as conv  # noqa: E402
 from fdistill_jax.convert import pixart_original as porig  # noqa: E402
-from fdistill_jax.convert.edm_state_dict import StateDictMismatchError  # noqa: E402
+from fdistill_jax.convert.state_dict_io import StateDictMismatchError  # noqa: E402
 from fdistill_jax.engine import sharding  # noqa: E402
 from fdistill_jax.models import pixart  # noqa: E402
 

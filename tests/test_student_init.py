@@ -12,6 +12,7 @@ import pytest
 
 from fdistill_jax import compose, config_checks, defaults, testing
 from fdistill_jax.convert import edm_state_dict as esd
+from fdistill_jax.convert import state_dict_io as sdio
 from fdistill_jax.engine import loop, state as state_lib
 from fdistill_jax.methods import uni_instruct
 from fdistill_jax.models.edm import build_edm_precond
@@ -21,7 +22,7 @@ TINY = testing.DATA_DIR / "edm" / "songunet_tiny"
 
 
 def _state_dict():
-  sd = esd.read_state_dict(TINY / "state_dict.safetensors")
+  sd = sdio.read_state_dict(TINY / "state_dict.safetensors")
   return {k: np.asarray(v, np.float32) for k, v in sd.items()}, json.loads(
       (TINY / "config.json").read_text())["precond_kwargs"]
 

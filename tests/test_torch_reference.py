@@ -27,6 +27,7 @@ from fdistill_jax.benchmarks.common import load_config  # noqa: E402
 from fdistill_jax.benchmarks.torch_reference import fdistill as tfd  # noqa: E402
 from fdistill_jax.benchmarks.torch_reference import networks as tnet  # noqa: E402
 from fdistill_jax.convert import edm_state_dict as esd  # noqa: E402
+from fdistill_jax.convert import state_dict_io as sdio  # noqa: E402
 from fdistill_jax import conditioning  # noqa: E402
 from fdistill_jax.nets import Nets  # noqa: E402
 from fdistill_jax.experiments.image import flat_features  # noqa: E402
@@ -49,7 +50,7 @@ def test_torch_networks_reproduce_edm_fixtures(fixtures_path, name):
   kw = json.loads((d / "config.json").read_text())["precond_kwargs"]
   io, sp = dict(np.load(d / "io.npz")), dict(np.load(d / "sampler.npz"))
   net = tnet.build_edm_precond(kw).eval()
-  sd = esd.read_state_dict(d / "state_dict.safetensors")
+  sd = sdio.read_state_dict(d / "state_dict.safetensors")
   net.load_state_dict({k: _t(v.astype(np.float32)) for k, v in sd.items()}, strict=True)
   labels, aug = _t(io.get("class_labels")), _t(io.get("augment_labels"))
   with torch.no_grad():

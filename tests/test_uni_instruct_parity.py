@@ -22,6 +22,7 @@ import pytest
 
 from fdistill_jax import testing
 from fdistill_jax.convert import edm_state_dict as esd
+from fdistill_jax.convert import state_dict_io as sdio
 from fdistill_jax.methods import uni_instruct as uni
 from fdistill_jax.models.edm import build_edm_precond
 from fdistill_jax.nets import Nets
@@ -59,7 +60,7 @@ def setup():
   kw = json.loads((TINY / "config.json").read_text())["precond_kwargs"]
   module = build_edm_precond(kw)
   sd = {k: np.asarray(v, np.float32) for k, v in
-        esd.read_state_dict(TINY / "state_dict.safetensors").items()}
+        sdio.read_state_dict(TINY / "state_dict.safetensors").items()}
   params = {name: esd.state_dict_to_variables(s, module)["params"] for name, s in
             (("teacher", sd), ("fake_score", drv.perturbed(sd, drv.FAKE_SEED)),
              ("generator", drv.perturbed(sd, drv.GEN_SEED)))}
@@ -249,7 +250,7 @@ def test_adm_encoder_logits_match_official(setup):
   kw = json.loads((d / "config.json").read_text())["precond_kwargs"]
   module = build_edm_precond(kw)
   v = esd.state_dict_to_variables({k: np.asarray(a, np.float32) for k, a in
-                                   esd.read_state_dict(d / "state_dict.safetensors").items()},
+                                   sdio.read_state_dict(d / "state_dict.safetensors").items()},
                                   module)
   d_x, feats = jax.jit(lambda v, x, s, c: module.apply(v, x, s, c, None, return_features=True))(
       v, _nhwc(ref["adm/x"]), jnp.asarray(ref["adm/sigma"]), jnp.asarray(ref["adm/labels"]))

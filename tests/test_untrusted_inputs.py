@@ -16,6 +16,7 @@ import pytest
 
 from fdistill_jax.convert import edm_pickle, edm_unpickler
 from fdistill_jax.convert import edm_state_dict as esd
+from fdistill_jax.convert import state_dict_io as sdio
 from fdistill_jax.data import image_folder, pipeline, sources
 from fdistill_jax.teachers import edm as edm_teacher
 
@@ -189,7 +190,7 @@ def test_non_float_and_non_finite_weights_are_refused_by_name():
 def test_nan_weight_in_a_safetensors_teacher_is_refused_at_load(tmp_path):
   from fdistill_jax import defaults  # pylint: disable=import-outside-toplevel
   src = defaults.asset("digits_teacher.safetensors")
-  sd = esd.read_state_dict(src)
+  sd = sdio.read_state_dict(src)
   key = sorted(sd)[3]
   sd[key] = sd[key].copy()
   sd[key].reshape(-1)[0] = np.nan
@@ -219,7 +220,7 @@ def test_pt_stride0_sparse_and_meta_tensors_are_refused(tmp_path):
     path = str(tmp_path / f"{name}.pt")
     torch.save({"w": t}, path)
     with pytest.raises(ValueError, match=f"{name}.pt.*'w'") as e:
-      esd.read_state_dict(path)
+      sdio.read_state_dict(path)
     assert "truncated" not in str(e.value) or name == "meta", str(e.value)
 
 
@@ -229,7 +230,7 @@ def test_pt_views_sharing_one_storage_are_bounded_by_the_file(tmp_path):
   path = str(tmp_path / "shared.pt")
   torch.save({f"w{i}": base[:] for i in range(64)}, path)  # One 256 KiB storage, 64 views.
   with pytest.raises(ValueError, match="shared.pt: its tensors hold"):
-    esd.read_state_dict(path)
+    sdio.read_state_dict(path)
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\x80\x02\xff\xfe binary",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fdistill_jax.convert import vae as cvae
-from fdistill_jax.convert.edm_state_dict import StateDictMismatchError
+from fdistill_jax.convert.state_dict_io import StateDictMismatchError
 from fdistill_jax.models.vae import AutoencoderKL
 
 torch = pytest.importorskip("torch")

@@ -1,9 +1,36 @@
-"""Helpers shared by the benchmark scripts: config files with overrides given on the command line."""
+"""Helpers shared by the benchmark scripts: config files with overrides given on the command line,
+and the command-line flags several scripts share."""
 from __future__ import annotations
 
 import ast
 import importlib.util
 import os
+
+from absl import flags
+
+# Flags that engine_speed, versus_torch, memory_plan, profile_steps and gpu_suite share: name ->
+# (define, default, help). A script sets its own default (e.g. of --out) under __main__.
+_SHARED_FLAGS = {
+    "config": (flags.DEFINE_string, "configs/cifar10_kl.py", "Config file, 'path@k=v;k=v'."),
+    "tiny": (flags.DEFINE_bool, False, "Use a small architecture of the config's family."),
+    "batch": (flags.DEFINE_integer, 64, "Global batch size (0 keeps the config's)."),
+    "steps": (flags.DEFINE_integer, 10, "Timed steps per phase."),
+    "out": (flags.DEFINE_string, "benchmark_results/engine_speed", "Output folder."),
+    "profile": (flags.DEFINE_string, None, "Trace each phase's step into this folder and report "
+                "the top HLO ops by time (after the timed steps)."),
+    "profile_steps": (flags.DEFINE_integer, 3, "Traced steps per phase."),
+    "profile_top": (flags.DEFINE_integer, 10, "Ops per phase in the profile table."),
+}
+_DEFINED: dict[str, flags.FlagHolder] = {}
+
+
+def shared_flag(name: str) -> flags.FlagHolder:
+  """The holder of the shared flag --name, defined on first use: the scripts import one another
+  (and gpu_suite imports several), and absl refuses a flag defined twice."""
+  if name not in _DEFINED:
+    define, default, help_ = _SHARED_FLAGS[name]
+    _DEFINED[name] = define(name, default, help_)
+  return _DEFINED[name]
 
 
 def load_config(path: str):

@@ -30,22 +30,18 @@ import numpy as np
 from absl import app, flags, logging
 
 from fdistill_jax.benchmarks.common import (folder_name, load_config, parse_entry, peak_bf16,
-                                            set_key, split_entries)
+                                            set_key, shared_flag, split_entries)
 
 _CONFIGS = flags.DEFINE_string(
     "configs", "configs/imagenet64_js.py,configs/imagenet64_sid.py,configs/imagenet64_dmd2.py,"
     "configs/cifar10_kl.py,configs/cifar10_sid.py",
     "Config files, comma-separated, each optionally 'path@k=v;k=v'.")
-_BATCH = flags.DEFINE_integer("batch", 64, "Global batch size (0 keeps the config's).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per phase.")
+_BATCH, _STEPS, _OUT = shared_flag("batch"), shared_flag("steps"), shared_flag("out")
 _NUMERICS = flags.DEFINE_bool("numerics", False, "Also compare bf16/f32 teacher outputs.")
-_OUT = flags.DEFINE_string("out", "benchmark_results/engine_speed", "Output folder.")
 _LOCK = flags.DEFINE_string("timing_lock", None, "A file to flock around the timed steps, so that "
                             "several processes can compile concurrently but time alone.")
-_PROFILE = flags.DEFINE_string("profile", None, "Trace each phase's step into this folder and "
-                               "report the top HLO ops by time (after the timed steps).")
-_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 3, "Traced steps per phase.")
-_PROFILE_TOP = flags.DEFINE_integer("profile_top", 10, "Ops per phase in the profile table.")
+_PROFILE = shared_flag("profile")
+_PROFILE_STEPS, _PROFILE_TOP = shared_flag("profile_steps"), shared_flag("profile_top")
 
 def peak_tflops(kind: str) -> float | None:
   """Dense bf16 peak of a device kind (benchmarks/common.py PEAK_BF16, with its sources)."""

@@ -91,18 +91,15 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
 
 from absl import app, flags, logging  # noqa: E402
 
-try:  # The engine's benchmark modules: their flags --out and --tiny are this script's too.
+from fdistill_jax.benchmarks import common  # noqa: E402
+
+# Shared with the engine's benchmark scripts (one definition whichever imports first).
+_OUT, _TINY = common.shared_flag("out"), common.shared_flag("tiny")
+try:  # The engine's benchmark modules.
   from fdistill_jax.benchmarks import engine_speed, profile_steps, versus_torch  # noqa: E402
-  from fdistill_jax.benchmarks import common  # noqa: E402
   _IMPORT_ERROR = None
-  _OUT, _TINY = engine_speed._OUT, versus_torch._TINY  # pylint: disable=protected-access
 except ImportError as e:  # Reported by preflight() with what to install; flags still parse.
   _IMPORT_ERROR = e
-  # engine_speed may have been imported (and defined --out) before another module failed.
-  _OUT = (flags.FlagHolder(flags.FLAGS, flags.FLAGS["out"]) if "out" in flags.FLAGS else
-          flags.DEFINE_string("out", "benchmark_results/gpu_suite", "Output folder."))
-  _TINY = (flags.FlagHolder(flags.FLAGS, flags.FLAGS["tiny"]) if "tiny" in flags.FLAGS else
-           flags.DEFINE_bool("tiny", False, "Tiny sizes (CPU wiring test)."))
 
 _BUDGET = flags.DEFINE_float("budget_s", 600.0, "Wall-time budget of the whole suite, seconds.")
 _DRY = flags.DEFINE_bool("dry_run", False, "List stages, settings and allowances; run nothing.")

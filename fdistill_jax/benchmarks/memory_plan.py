@@ -36,11 +36,10 @@ import time
 from absl import app, flags
 
 from fdistill_jax.benchmarks import engine_speed, versus_torch
-from fdistill_jax.benchmarks.common import abstract_steps, parse_entry, shrink_pixart
+from fdistill_jax.benchmarks.common import abstract_steps, parse_entry, shared_flag, shrink_pixart
 
-# --config, --tiny (versus_torch) and --batch, --out (engine_speed) are shared flags.
-_CONFIG, _TINY = versus_torch._CONFIG, versus_torch._TINY  # pylint: disable=protected-access
-_BATCH, _OUT = engine_speed._BATCH, engine_speed._OUT  # pylint: disable=protected-access
+_CONFIG, _TINY = shared_flag("config"), shared_flag("tiny")
+_BATCH, _OUT = shared_flag("batch"), shared_flag("out")
 _DEVICES = flags.DEFINE_list("devices", ["8", "16", "32", "64"], "Device counts.")
 _FSDP = flags.DEFINE_integer("fsdp", 8, "Size of the fsdp mesh axis (capped at N).")
 _COMPILE = flags.DEFINE_bool("compile", True, "Compile the steps (else only the exact state "

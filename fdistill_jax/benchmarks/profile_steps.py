@@ -40,8 +40,12 @@ import time
 
 from absl import app, flags, logging
 
-from fdistill_jax.benchmarks.common import parse_entry, set_key
+from fdistill_jax.benchmarks.common import parse_entry, set_key, shared_flag
 
+_CONFIG, _TINY = shared_flag("config"), shared_flag("tiny")
+_BATCH, _STEPS, _OUT = shared_flag("batch"), shared_flag("steps"), shared_flag("out")
+_PROFILE = shared_flag("profile")
+_PROFILE_STEPS, _PROFILE_TOP = shared_flag("profile_steps"), shared_flag("profile_top")
 _FUSED_MAIN = ("convolution", "dot", "scatter", "gather", "reduce-window", "reduce", "sort")
 
 
@@ -196,23 +200,23 @@ def table(prof: dict) -> str:
 
 
 def main(argv):
-  # pylint: disable=protected-access
   del argv
   import jax
+  # Their functions (engine_speed imports this module for --profile: imported here, not above).
   from fdistill_jax.benchmarks import engine_speed as es, versus_torch as vt
   logging.set_verbosity(logging.WARNING)
-  name, path, over = parse_entry(vt._CONFIG.value)
-  cfg = es.synthetic_config(path, {}, es._BATCH.value)
-  if vt._TINY.value:
+  name, path, over = parse_entry(_CONFIG.value)
+  cfg = es.synthetic_config(path, {}, _BATCH.value)
+  if _TINY.value:
     vt.shrink(cfg)
   for k, v in over.items():
     set_key(cfg, k, v)
   cfg.eval.num_samples = min(cfg.eval.num_samples, cfg.train.batch_size)
-  out = es._OUT.value
+  out = _OUT.value
   with tempfile.TemporaryDirectory() as wd:
-    rec = es.speed(cfg, wd, es._STEPS.value, es._PROFILE.value or os.path.join(out, "trace"),
-                   es._PROFILE_STEPS.value, es._PROFILE_TOP.value)
-  rec.update(config=name + (" (tiny)" if vt._TINY.value else ""),
+    rec = es.speed(cfg, wd, _STEPS.value, _PROFILE.value or os.path.join(out, "trace"),
+                   _PROFILE_STEPS.value, _PROFILE_TOP.value)
+  rec.update(config=name + (" (tiny)" if _TINY.value else ""),
              device=jax.devices()[0].device_kind, jax=jax.__version__,
              date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
   os.makedirs(out, exist_ok=True)
@@ -223,8 +227,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  # Only here: engine_speed imports this module for --profile, and the flags must be defined once.
-  # --config, --tiny (versus_torch), --batch, --steps, --out, --profile* (engine_speed) are shared.
-  from fdistill_jax.benchmarks import versus_torch  # noqa: F401  (imports engine_speed)
   flags.FLAGS.set_default("out", "benchmark_results/profile_steps")
   app.run(main)

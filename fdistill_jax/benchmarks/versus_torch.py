@@ -36,11 +36,11 @@ from absl import app, flags, logging
 # JAX must not take 75 % of the GPU up front: PyTorch shares the device in this process.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from fdistill_jax.benchmarks import engine_speed  # noqa: E402  (defines --batch/--steps/--out)
-from fdistill_jax.benchmarks.common import parse_entry, set_key  # noqa: E402
+from fdistill_jax.benchmarks import engine_speed  # noqa: E402
+from fdistill_jax.benchmarks.common import parse_entry, set_key, shared_flag  # noqa: E402
 
-_CONFIG = flags.DEFINE_string("config", "configs/cifar10_kl.py", "Config file, 'path@k=v;k=v'.")
-_TINY = flags.DEFINE_bool("tiny", False, "Use a small architecture of the config's family.")
+_CONFIG, _TINY = shared_flag("config"), shared_flag("tiny")
+_BATCH, _STEPS, _OUT = shared_flag("batch"), shared_flag("steps"), shared_flag("out")
 _AMP = flags.DEFINE_enum("torch_amp", "auto", ["auto", "bf16", "fp32"],
                          "PyTorch autocast; auto = bf16 iff config.teacher.dtype is bfloat16.")
 _COMPILE = flags.DEFINE_enum("torch_compile", "auto", ["auto", "on", "off"], "auto: on for CUDA.")
@@ -304,8 +304,8 @@ def main(argv):
   cfg = engine_speed.synthetic_config(path, {}, 0)
   if _TINY.value:
     shrink(cfg)
-  if engine_speed._BATCH.value:  # pylint: disable=protected-access
-    cfg.train.batch_size = engine_speed._BATCH.value  # pylint: disable=protected-access
+  if _BATCH.value:
+    cfg.train.batch_size = _BATCH.value
   for k, v in over.items():
     set_key(cfg, k, v)
   cfg.eval.num_samples = min(cfg.eval.num_samples, cfg.train.batch_size)
@@ -316,10 +316,10 @@ def main(argv):
   opts = dict(amp=torch.bfloat16 if amp == "bf16" else None, compile=_auto(_COMPILE, cuda),
               channels_last=_auto(_CL, cuda), fused_adam=_auto(_FUSED, cuda),
               checkpointing=_CKPT.value)
-  rec = compare(cfg, engine_speed._STEPS.value, _SAMPLE_BATCH.value,  # pylint: disable=protected-access
+  rec = compare(cfg, _STEPS.value, _SAMPLE_BATCH.value,
                 [int(n) for n in _NFES.value], opts, device)
   rec["config"] = name + (" (tiny)" if _TINY.value else "")
-  out = engine_speed._OUT.value  # pylint: disable=protected-access
+  out = _OUT.value
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "versus_torch.json"), "w") as f:
     json.dump(rec, f, indent=1)

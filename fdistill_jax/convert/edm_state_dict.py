@@ -1,4 +1,4 @@
-"""EDM PyTorch state_dict <-> Flax variables of `fdistill_jax.models.edm`, and file I/O.
+"""EDM PyTorch state_dict <-> Flax variables of `fdistill_jax.models.edm`, and EDM's metadata.
 
 Name mapping (PyTorch `EDMPrecond.state_dict()` key <-> Flax variable path):
 * `model.enc.16x16_block0.conv0.weight` <-> params/model/enc_16x16_block0/conv0/kernel
@@ -9,17 +9,15 @@ Name mapping (PyTorch `EDMPrecond.state_dict()` key <-> Flax variable path):
 * `*.resample_filter` buffers are constants of the architecture, not variables: on import they
   are checked against the filter the config implies, on export they are regenerated.
 The expected names and shapes come from the module itself (`jax.eval_shape` of its init), so
-every mismatch is reported by name with expected and found shapes.
+every mismatch is reported by name with expected and found shapes. Reading and writing state
+dicts is generic: `fdistill_jax.convert.state_dict_io`; here `write_state_dict` adds the
+precond_kwargs metadata that `read_precond_kwargs` reads back.
 """
 from __future__ import annotations
 
-import collections
-import io
 import json
 import os
-import pickle
-import zipfile
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -28,18 +26,13 @@ from etils import epath
 from flax import traverse_util
 
 from fdistill_jax import fileio, untrusted
-from fdistill_jax.convert import edm_unpickler
+from fdistill_jax.convert import state_dict_io as sdio
+from fdistill_jax.convert.state_dict_io import StateDict, StateDictMismatchError
 from fdistill_jax.models.edm.layers import resample_filter_2d
 from fdistill_jax.models.edm.precond import EDMPrecond
 
-StateDict = dict[str, np.ndarray]
 _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "bias": "bias", "freqs": "freqs",
                   "resample_filter": "resample_filter"}
-_MAX_LISTED = 40
-
-
-class StateDictMismatchError(ValueError):
-  """The state_dict does not match the architecture (missing/unexpected/mis-shaped keys)."""
 
 
 def _dummy_inputs(module: EDMPrecond):
@@ -110,49 +103,6 @@ def _expected(module: EDMPrecond) -> dict[str, tuple[str, tuple[str, ...], tuple
   return out
 
 
-def _listing(title: str, lines: list[str]) -> list[str]:
-  if not lines:
-    return []
-  shown = lines[:_MAX_LISTED]
-  more = [f"    ... and {len(lines) - len(shown)} more"] if len(lines) > len(shown) else []
-  return [f"  {title} ({len(lines)}):"] + [f"    {s}" for s in shown] + more
-
-
-def match_state_dict(state_dict: Mapping[str, Any],
-                     expected: Mapping[str, tuple[tuple[str, ...], tuple[int, ...]]], *,
-                     header: str, to_flax: Callable[[tuple[str, ...], np.ndarray], np.ndarray],
-                     param_dtype=np.float32,
-                     adapt: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] | None = None,
-                     source: str = "state_dict") -> dict[tuple[str, ...], np.ndarray]:
-  """{Flax path: array} from a torch-named state_dict, for the diffusers-style converters.
-
-  expected: torch key -> (Flax path, torch shape). `adapt(a, shape)` may reshape a legacy array
-  before the shape check; `to_flax(path, a)` moves a torch layout to Flax's. Raises
-  StateDictMismatchError (headed by `header`) listing every missing, unexpected and mis-shaped
-  key with the expected shape. Every expected tensor must be real floating point and finite
-  (else ValueError naming `source` and the key).
-  """
-  missing = [f"{k}: expected {list(s)}" for k, (_, s) in expected.items() if k not in state_dict]
-  unexpected = [f"{k}: shape {list(np.shape(v))}" for k, v in state_dict.items()
-                if k not in expected]
-  misshaped, flat = [], {}
-  for key, (path, shape) in expected.items():
-    if key not in state_dict:
-      continue
-    a = untrusted.check_float_array(state_dict[key], key, source)
-    a = adapt(a, shape) if adapt is not None else a
-    if tuple(a.shape) != shape:
-      misshaped.append(f"{key}: expected {list(shape)}, found {list(a.shape)}")
-      continue
-    if param_dtype is not None:
-      a = a.astype(param_dtype)
-    flat[path] = np.ascontiguousarray(to_flax(path, a))
-  if missing or unexpected or misshaped:
-    lines = [header] + _listing("missing keys", missing) + _listing("unexpected keys", unexpected)
-    raise StateDictMismatchError("\n".join(lines + _listing("mis-shaped keys", misshaped)))
-  return flat
-
-
 def _resample_taps(module: EDMPrecond) -> tuple[float, ...]:
   return tuple(getattr(module.model, "resample_filter", (1, 1)))
 
@@ -193,10 +143,10 @@ def state_dict_to_variables(state_dict: Mapping[str, Any], module: EDMPrecond, *
   if missing or unexpected or misshaped or wrong_values:
     lines = [f"{source}: state_dict does not match EDMPrecond("
              f"{type(module.model).__name__}) built from the config:"]
-    lines += _listing("missing keys", missing)
-    lines += _listing("unexpected keys", unexpected)
-    lines += _listing("mis-shaped keys", misshaped)
-    lines += _listing("resample_filter buffers differing from the config", wrong_values)
+    lines += sdio.listing("missing keys", missing)
+    lines += sdio.listing("unexpected keys", unexpected)
+    lines += sdio.listing("mis-shaped keys", misshaped)
+    lines += sdio.listing("resample_filter buffers differing from the config", wrong_values)
     raise StateDictMismatchError("\n".join(lines))
   return {col: traverse_util.unflatten_dict(flat) for col, flat in variables.items()}
 
@@ -234,200 +184,15 @@ def variables_to_state_dict(variables: Mapping[str, Any], module: EDMPrecond) ->
   return out
 
 
-# ------------------------------------------------------------------------------------- file I/O
-
-
-def _import_torch(path: str):
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise ImportError(f"reading/writing {path} needs PyTorch (pip install torch==2.13.0); "
-                      "use .safetensors to avoid it") from None
-  return torch
-
-
-class _TorchBudget:
-  """Bytes the numpy copies of a torch file's tensors may take: the file's size. Views of one
-  storage (or one tensor under many names) are each counted, before they are copied."""
-
-  def __init__(self, path: str, nbytes: int):
-    self.path, self.size, self.left = path, nbytes, nbytes
-
-  def take(self, nbytes: int) -> None:
-    if nbytes > self.left:
-      raise ValueError(f"{self.path}: its tensors hold more than the {self.size}-byte file "
-                       "(views sharing one storage, or one tensor under many names); expected "
-                       "one storage per tensor")
-    self.left -= nbytes
-
-
-def _torch_to_numpy(torch, t, key: str, path: str, budget: _TorchBudget) -> np.ndarray:
-  if not isinstance(t, torch.Tensor):
-    raise ValueError(f"{path}: entry {key!r} is a {type(t).__name__}, not a tensor")
-  if t.layout != torch.strided or t.is_meta or t.is_quantized:
-    raise ValueError(f"{path}: tensor {key!r} is {'meta' if t.is_meta else t.layout}; expected "
-                     "a dense (strided) tensor with data")
-  storage_bytes = t.untyped_storage().nbytes()
-  if t.numel() * t.element_size() > storage_bytes or t.storage_offset() < 0 or any(
-      s < 0 for s in t.stride()):
-    raise ValueError(f"{path}: tensor {key!r} of size {list(t.shape)} (stride {list(t.stride())}) "
-                     f"views more elements than its {storage_bytes}-byte storage holds "
-                     "(stride-0 or overlapping view)")
-  budget.take(t.numel() * t.element_size())  # Before the copy below.
-  t = t.detach().cpu()
-  if t.dtype == torch.bfloat16:
-    import ml_dtypes  # pylint: disable=import-outside-toplevel
-    return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-  return t.contiguous().numpy()
-
-
-class _LegacyScan(pickle.Unpickler):
-  """Walks the object pickle of a legacy (pre-zip) torch.save file without building anything,
-  summing the storage sizes it declares: torch allocates those before reading any data."""
-
-  def __init__(self, f):
-    super().__init__(f)
-    self.declared = 0
-
-  def find_class(self, module, name):
-    if module == "torch" and name.endswith("Storage"):
-      if name not in _LEGACY_ITEMSIZE:
-        raise edm_unpickler.UnsafePickleError(f"unsupported storage type torch.{name}")
-      return _LEGACY_ITEMSIZE[name]
-    if (module, name) == ("collections", "OrderedDict"):
-      return collections.OrderedDict
-    if module == "torch._utils" and name.startswith("_rebuild_"):
-      return lambda *args, **kwargs: None
-    raise edm_unpickler.UnsafePickleError(f"global {module}.{name} is not expected in a "
-                                          "state_dict")
-
-  def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and len(pid) >= 5 and isinstance(pid[1], int)
-            and isinstance(pid[4], int) and pid[4] >= 0):
-      raise pickle.UnpicklingError(f"malformed storage id {pid!r:.200}")
-    self.declared += pid[1] * pid[4]
-
-
-_LEGACY_ITEMSIZE = {"HalfStorage": 2, "BFloat16Storage": 2, "FloatStorage": 4,
-                    "DoubleStorage": 8, "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2,
-                    "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1}
-
-
-def _check_torch_container(path: str, data: bytes) -> None:
-  """Storages torch.load would allocate must fit in the file, checked before it runs: zip files
-  (torch >= 1.6) may hold only uncompressed members (torch.save never compresses; a deflated
-  one could inflate to gigabytes); legacy files are scanned for their declared storage sizes."""
-  if data[:4] == b"PK\x03\x04":
-    try:
-      with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        infos = zf.infolist()
-    except zipfile.BadZipFile as e:
-      raise ValueError(f"{path}: malformed torch zip file ({e})") from None
-    for info in infos:
-      if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data):
-        raise ValueError(f"{path}: member {info.filename!r} is compressed ({info.file_size} "
-                         "bytes declared); torch.save stores members uncompressed")
-    return
-  f = io.BytesIO(data)
-  try:
-    for _ in range(3):  # Magic number, protocol version, system info.
-      _LegacyScan(f).load()
-    scan = _LegacyScan(f)
-    scan.load()
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"{path}: not a readable torch.save file ({type(e).__name__}: "
-                     f"{str(e)[:200]})") from None
-  if scan.declared > len(data):
-    raise ValueError(f"{path}: its storages declare {scan.declared} bytes, more than the "
-                     f"{len(data)}-byte file (legacy torch.save format)")
-
-
-def read_torch_file(path: str) -> tuple[Any, Any, _TorchBudget]:
-  """(torch, the object torch.load(weights_only=True) returns, a budget of the file's size for
-  tensors_to_numpy) of a .pt/.pth/.bin, local or gs://, checked as _check_torch_container says."""
-  torch = _import_torch(path)
-  data = epath.Path(path).read_bytes()
-  _check_torch_container(path, data)
-  try:
-    obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-  except Exception as e:
-    raise ValueError(f"{path}: cannot be read by torch.load(weights_only=True) "
-                     f"({type(e).__name__}: {e}); truncated or not a state_dict file?") from e
-  return torch, obj, _TorchBudget(path, len(data))
-
-
-def tensors_to_numpy(torch, tensors: Mapping, path: str, budget: _TorchBudget) -> StateDict:
-  """{name: numpy array} of a state_dict from read_torch_file; sparse, meta, quantized and
-  stride-0 tensors are refused, and the copies may not exceed the budget."""
-  return {str(k): _torch_to_numpy(torch, v, k, path, budget) for k, v in tensors.items()}
-
-
-def read_state_dict(path: str | os.PathLike) -> StateDict:
-  """Read a flat state_dict from `.safetensors` or `.pt`/`.pth`/`.bin` (torch.load with
-  weights_only=True; torch is imported only here), local or gs://. Returns numpy arrays by
-  PyTorch name."""
-  path = os.fspath(path)
-  if not epath.Path(path).is_file():
-    raise FileNotFoundError(f"no such file: {path}")
-  ext = epath.Path(path).suffix.lower()
-  if ext == ".safetensors":
-    try:  # safetensors itself refuses offsets outside the file and overlapping tensors.
-      return fileio.load_safetensors(path)[0]
-    except Exception as e:  # safetensors raises its own error types.
-      raise ValueError(f"{path}: truncated or corrupt .safetensors file ({type(e).__name__}: "
-                       f"{e})") from e
-  if ext in (".pt", ".pth", ".bin"):
-    torch, obj, budget = read_torch_file(path)
-    if not isinstance(obj, Mapping):
-      raise ValueError(f"{path}: expected a state_dict (name -> tensor), got {type(obj).__name__}")
-    return tensors_to_numpy(torch, obj, path, budget)
-  raise ValueError(f"{path}: unsupported extension {ext!r} (expected .safetensors, .pt, .pth, "
-                   ".bin; EDM snapshots .pkl go through fdistill_jax.convert.edm_pickle)")
-
-
-MAX_INDEX_JSON_BYTES = 16 << 20  # A shard index lists tensor names: ~100 KiB for an 8B model.
-
-
-def read_sharded_state_dict(folder: str | os.PathLike, index: str | os.PathLike) -> StateDict:
-  """The state_dict of the shards listed by a safetensors `*.index.json` ({"weight_map":
-  {tensor: shard file}}) in `folder`. Shard names must stay inside the folder (absolute paths
-  and '..' are refused by name), and each shard must hold exactly the tensors the index lists."""
-  folder, index = os.fspath(folder), os.fspath(index)
-  cfg = untrusted.read_json(index, MAX_INDEX_JSON_BYTES)
-  weight_map = cfg.get("weight_map") if isinstance(cfg, dict) else None
-  if not isinstance(weight_map, dict) or not all(
-      isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-    raise ValueError(f"{index}: not a safetensors index (needs 'weight_map': {{tensor name: "
-                     "shard file name}})")
-  shards = {shard: untrusted.inside(folder, shard, index) for shard in set(weight_map.values())}
-  out: StateDict = {}
-  for shard in sorted(shards):
-    part = read_state_dict(shards[shard])
-    listed = {k for k, s in weight_map.items() if s == shard}
-    if set(part) != listed:
-      raise ValueError(f"{index}: shard {shard} holds {sorted(set(part) ^ listed)[:10]} "
-                       "differently from the index")
-    out.update(part)
-  return out
+# ----------------------------------------------------------- files with precond_kwargs metadata
 
 
 def write_state_dict(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray],
                      precond_kwargs: Mapping[str, Any] | None = None) -> None:
-  """Write a state_dict as `.safetensors` (precond_kwargs stored as JSON metadata) or `.pt`,
-  to a local or gs:// path."""
-  path = os.fspath(path)
-  ext = epath.Path(path).suffix.lower()
-  arrays = {k: np.ascontiguousarray(v) for k, v in state_dict.items()}
-  if ext == ".safetensors":
-    meta = {"precond_kwargs": json.dumps(_jsonable(precond_kwargs))} if precond_kwargs else None
-    fileio.save_safetensors(path, arrays, metadata=meta)
-  elif ext in (".pt", ".pth"):
-    torch = _import_torch(path)
-    buf = io.BytesIO()
-    torch.save({k: torch.from_numpy(v.copy()) for k, v in arrays.items()}, buf)
-    fileio.write_bytes(path, buf.getvalue())
-  else:
-    raise ValueError(f"{path}: unsupported extension {ext!r} (expected .safetensors or .pt)")
+  """Write an EDM state_dict as `.safetensors` (precond_kwargs stored as JSON metadata, which
+  read_precond_kwargs reads back) or `.pt`, to a local or gs:// path."""
+  meta = {"precond_kwargs": json.dumps(_jsonable(precond_kwargs))} if precond_kwargs else None
+  sdio.write_state_dict(path, state_dict, meta)
 
 
 def _jsonable(kw: Mapping[str, Any]) -> dict:

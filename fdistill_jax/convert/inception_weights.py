@@ -27,6 +27,7 @@ from etils import epath
 from flax import traverse_util
 
 from fdistill_jax import fileio, untrusted
+from fdistill_jax.convert import state_dict_io
 from fdistill_jax.models.inception import FIDInceptionV3
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -45,9 +46,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         f"from {WEIGHTS_URL} (or an .npz/.safetensors of the same keys) and pass its path.")
   suffix = path.suffix.lower()
   if suffix in (".pth", ".pt"):
-    # EDM's .pt reader: storages sized before torch.load, views and copies bounded by the file.
-    from fdistill_jax.convert import edm_state_dict  # pylint: disable=import-outside-toplevel
-    return edm_state_dict.read_state_dict(str(path))
+    # The shared .pt reader: storages sized before torch.load, views and copies bounded by the file.
+    return state_dict_io.read_state_dict(str(path))
   if suffix == ".npz":
     return fileio.load_npz(path)
   if suffix == ".safetensors":

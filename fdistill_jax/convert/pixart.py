@@ -30,11 +30,11 @@ from etils import epath
 from flax import traverse_util
 
 from fdistill_jax import fileio, untrusted
-from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, match_state_dict,
-                                                 read_sharded_state_dict, read_state_dict)
+from fdistill_jax.convert.state_dict_io import (StateDict, StateDictMismatchError,
+                                                match_state_dict, read_sharded_state_dict,
+                                                read_state_dict)
 from fdistill_jax.models import pixart as pixart_lib
 
-StateDict = dict[str, np.ndarray]
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 CLASS_NAME = "PixArtTransformer2DModel"

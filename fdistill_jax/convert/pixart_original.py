@@ -22,9 +22,10 @@ from typing import Any, Mapping
 import numpy as np
 from etils import epath
 
-from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, read_state_dict,
-                                                 read_torch_file, tensors_to_numpy)
-from fdistill_jax.convert.pixart import StateDict, check_config, state_dict_to_params
+from fdistill_jax.convert.pixart import check_config, state_dict_to_params
+from fdistill_jax.convert.state_dict_io import (StateDict, StateDictMismatchError,
+                                                read_state_dict, read_torch_file,
+                                                tensors_to_numpy)
 from fdistill_jax.models import pixart as pixart_lib
 from fdistill_jax.untrusted import check_float_arrays
 

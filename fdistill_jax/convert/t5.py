@@ -27,12 +27,11 @@ from etils import epath
 from flax import traverse_util
 
 from fdistill_jax import fileio, untrusted
-from fdistill_jax.convert.edm_state_dict import StateDictMismatchError, match_state_dict
 from fdistill_jax.convert.pixart import read_diffusers_weights
+from fdistill_jax.convert.state_dict_io import StateDict, StateDictMismatchError, match_state_dict
 from fdistill_jax.data import byte_tokenizer
 from fdistill_jax.models import t5 as t5_lib
 
-StateDict = dict[str, np.ndarray]
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 TIED = "encoder.embed_tokens.weight"

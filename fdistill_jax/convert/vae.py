@@ -26,11 +26,11 @@ from etils import epath
 from flax import traverse_util
 
 from fdistill_jax import fileio, untrusted
-from fdistill_jax.convert.edm_state_dict import (StateDictMismatchError, match_state_dict,
-                                                 read_sharded_state_dict, read_state_dict)
+from fdistill_jax.convert.state_dict_io import (StateDict, StateDictMismatchError,
+                                                match_state_dict, read_sharded_state_dict,
+                                                read_state_dict)
 from fdistill_jax.models.vae import AutoencoderKL
 
-StateDict = dict[str, np.ndarray]
 WEIGHTS_NAME = "diffusion_pytorch_model"
 _DEPRECATED_ATTN = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 

@@ -12,12 +12,11 @@
 * resume: `get_state()` is a small JSON-serialisable dict (position + what it was made with);
   `set_state()` continues exactly where it was saved. The state is per process.
 
-`to_global_array` assembles per-process batches into global jax.Arrays and `DevicePrefetcher`
-keeps a few of them in flight on the devices. `make_source` builds a source from a config.
+The engine makes global jax.Arrays of the batches (engine/sharding.global_arrays).
+`make_source` builds a source from a config.
 """
 from __future__ import annotations
 
-import collections
 import json
 from typing import Any, Iterator, Mapping
 
@@ -25,7 +24,6 @@ import grain
 import jax
 import numpy as np
 from etils import epath
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fdistill_jax.data import image_folder, sources, tfds_reader
 
@@ -160,67 +158,6 @@ def local_batch_size(global_batch_size: int, process_count: int | None = None) -
     raise ValueError(f"global batch {global_batch_size} is not divisible by the "
                      f"{process_count} processes")
   return global_batch_size // process_count
-
-
-def to_global_array(local_batch: Any, mesh: Mesh, partition_spec: PartitionSpec | Any) -> Any:
-  """Per-process host batches -> global jax.Arrays sharded over `mesh`.
-
-  Args:
-    local_batch: pytree of numpy arrays, this process's slice of the batch (leading axis).
-    mesh: the device mesh.
-    partition_spec: one PartitionSpec for every leaf (e.g. P(('data', 'fsdp')) shards axis 0), or
-      a pytree of them matching `local_batch`.
-  Returns:
-    The same pytree of jax.Arrays, each with a global leading axis = process_count * local.
-  """
-  if isinstance(partition_spec, PartitionSpec):
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
-        NamedSharding(mesh, partition_spec), np.asarray(x)), local_batch)
-  return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(
-      NamedSharding(mesh, s), np.asarray(x)), local_batch, partition_spec)
-
-
-class DevicePrefetcher:
-  """Keeps `size` global batches in flight on the devices (transfers overlap compute).
-
-  `get_state()` is the pipeline state after the last batch *returned* (not the ones buffered),
-  so a checkpoint resumes without skipping the prefetched batches.
-  """
-
-  def __init__(self, pipeline: InputPipeline, mesh: Mesh,
-               partition_spec: PartitionSpec | Any, size: int = 2):
-    if size < 1:
-      raise ValueError(f"prefetch size must be >= 1, got {size}")
-    self.pipeline, self.mesh, self.partition_spec, self.size = pipeline, mesh, partition_spec, size
-    self._buffer: collections.deque = collections.deque()
-    self._state = pipeline.get_state()
-
-  def _fill(self) -> None:
-    while len(self._buffer) < self.size:
-      try:
-        batch = next(self.pipeline)
-      except StopIteration:
-        return
-      self._buffer.append((to_global_array(batch, self.mesh, self.partition_spec),
-                           self.pipeline.get_state()))
-
-  def __iter__(self) -> "DevicePrefetcher":
-    return self
-
-  def __next__(self) -> Any:
-    self._fill()
-    if not self._buffer:
-      raise StopIteration
-    batch, self._state = self._buffer.popleft()
-    return batch
-
-  def get_state(self) -> dict[str, Any]:
-    return self._state
-
-  def set_state(self, state: Mapping[str, Any]) -> None:
-    self._buffer.clear()
-    self.pipeline.set_state(state)
-    self._state = dict(state)
 
 
 def _get(config: Any, key: str, default: Any = None) -> Any:

@@ -166,14 +166,7 @@ class Run:
 
   def global_batch(self, step: int):
     """The experiment's batch for `step` as global arrays sharded over the mesh."""
-    b = self.exp.batch(step)
-    if jax.process_count() == 1:
-      return jax.device_put(b, self.batch_sh)
-    if self.exp.global_batch:  # Same full batch on every process: take this process's slices.
-      return jax.tree.map(lambda x, s: jax.make_array_from_callback(
-          x.shape, s, lambda idx, x=np.asarray(x): x[idx]), b, self.batch_sh)
-    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)),
-                        b, self.batch_sh)
+    return shard_lib.global_arrays(self.exp.batch(step), self.batch_sh, self.exp.global_batch)
 
   def step(self, step: int):
     """Runs iteration `step` (its phase, its batch) on self.state; returns device metrics."""

@@ -94,5 +94,18 @@ def batch_sharding(mesh: Mesh, tree):
   return jax.tree.map(lambda _: NamedSharding(mesh, BATCH_SPEC), tree)
 
 
-def replicated(mesh: Mesh, tree):
-  return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
+def global_arrays(batch, shardings, same_on_every_process: bool):
+  """A host batch (pytree of numpy arrays) -> global jax.Arrays on `shardings` (one per leaf).
+
+  same_on_every_process: every process holds the full global batch (each takes the slices its
+  devices need); otherwise each holds its own rows and the global batch is their concatenation
+  in process order. Transfers are asynchronous, so the host draws the next batch while the
+  devices run the current step: no separate device prefetch is needed.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(batch, shardings)
+  if same_on_every_process:
+    return jax.tree.map(lambda x, s: jax.make_array_from_callback(
+        x.shape, s, lambda idx, x=np.asarray(x): x[idx]), batch, shardings)
+  return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x)),
+                      batch, shardings)

@@ -24,7 +24,7 @@ class Experiment:
   from a resumable iterator whose state is `data_state()` / `restore_data(state)`);
   batch_spec() -> the global batch's shapes and dtypes, without drawing a batch;
   sample(gen_params, key) -> samples; score(samples, key) -> dict of metrics;
-  write_samples(samples, path, title) writes a PNG; evaluate / save_samples compose them;
+  write_samples(samples, path, title) writes a PNG; evaluate composes sample and score;
   reference(key) -> metrics of the teacher's multi-step sampler and anything else fixed.
   """
   nets: Nets
@@ -47,9 +47,6 @@ class Experiment:
 
   def evaluate(self, gen_params, key) -> dict:
     return self.score(self.sample(gen_params, key), key)
-
-  def save_samples(self, gen_params, key, path: str, title: str = "") -> None:
-    self.write_samples(self.sample(gen_params, key), path, title)
 
 
 KINDS = ("gmm", "edm", "pixart")

@@ -121,9 +121,6 @@ def teacher_network(cfg, needs_teacher: bool = True):
   return module, _random_variables(key, t.get("dtype", "float32"), t.get("init_seed", 0))
 
 
-load_teacher = teacher_network  # The name older callers use.
-
-
 def generator_init(cfg, variables) -> dict | None:
   """The generator's initial params from config.student.init_checkpoint (a file load_edm reads:
   .pkl / .safetensors / .pt), or None (the generator starts from the teacher). The official
@@ -261,17 +258,14 @@ def input_data(cfg, source, spec: conditioning.ConditionSpec, codec: codecs.Code
 
 
 # ============================================================================== compose
-def build(cfg, workdir: str, method=None, codec: codecs.Codec | None = None) -> Experiment:
-  """The image experiment of cfg: teacher → condition spec → nets → data → evaluation.
-
-  codec: a frozen encoder/decoder pair when the teacher works in a latent space (the nets'
-  data_shape is then the codec's latent shape); None is pixel space (identity, free).
-  """
+def build(cfg, workdir: str, method=None) -> Experiment:
+  """The image experiment of cfg (pixel space): teacher → condition spec → nets → data →
+  evaluation."""
   module, variables = teacher_network(cfg, getattr(method, "NEEDS_TEACHER", True))
   spec = condition_spec(module.label_dim)
   nets, init_params = networks(cfg, module, variables, spec,
                                generator_init(cfg, variables))
-  codec = codec or codecs.IDENTITY
+  codec = codecs.IDENTITY  # EDM teachers work in pixel space.
   source = image_source(cfg, codec.image_shape(nets.data_shape), module.label_dim)
   io = input_data(cfg, source, spec, codec, nets.data_shape)
   ev = image_eval.evaluator(cfg, nets, variables["params"], codec, workdir)

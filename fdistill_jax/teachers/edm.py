@@ -19,6 +19,7 @@ from etils import epath
 
 from fdistill_jax.convert import edm_pickle
 from fdistill_jax.convert import edm_state_dict as esd
+from fdistill_jax.convert import state_dict_io as sdio
 from fdistill_jax.models.edm import EDMPrecond, build_edm_precond
 
 
@@ -96,7 +97,7 @@ def load_edm(path: str | os.PathLike, precond_kwargs: Mapping[str, Any] | None =
     state_dict, file_kwargs = edm_pickle.load_edm_pickle(path)
     kwargs = dict(precond_kwargs) if precond_kwargs is not None else file_kwargs
   else:
-    state_dict = esd.read_state_dict(path)
+    state_dict = sdio.read_state_dict(path)
     kwargs = dict(precond_kwargs) if precond_kwargs is not None else _find_precond_kwargs(path)
   check_precond_kwargs(kwargs, path)
   module = build_edm_precond(kwargs, dtype=dtype, precision=precision, remat=remat)
