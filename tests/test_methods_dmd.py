@@ -105,3 +105,15 @@ def test_dmd_learns_and_its_loss_is_dm_plus_regression(tmp_path, shared):
   reg = kd.regression_loss(state["params"]["generator"], batch, run.exp.nets, cfg)
   np.testing.assert_allclose(total, dm + 0.25 * reg, rtol=1e-5)
   assert cfg.method.reg_weight == 0.25 and float(metrics["regression"]) == pytest.approx(float(reg))
+
+
+@pytest.mark.parametrize("field,value", [("method.divergence", "js"), ("disc.enabled", True)])
+def test_dmd_config_refuses_another_divergence_or_a_gan(field, value):
+  """DMD's loss is the reverse-KL DM loss without a GAN term: config_checks refuses anything else
+  (the loss itself does not re-check its config while being traced)."""
+  cfg = _config("toy2d_dmd")
+  config_checks.check(cfg)
+  section, key = field.split(".")
+  cfg[section][key] = value
+  with pytest.raises(ValueError, match=field):
+    config_checks.check(cfg)
