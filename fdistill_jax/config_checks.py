@@ -32,9 +32,6 @@ def check(cfg, num_devices: int | None = None) -> None:
   check_types(cfg)
   m = cfg.method
   _need(m.name in registry.names(), "method.name", m.name, f"allowed: {registry.names()}")
-  if "critic_steps" in m:
-    _need(isinstance(m.critic_steps, int) and m.critic_steps >= 1, "method.critic_steps",
-          m.critic_steps, "an int >= 1 (critic steps per generator step)")
   for net in cfg.optim:
     o = cfg.optim[net]
     _need(o.lr > 0, f"optim.{net}.lr", o.lr, "must be > 0")

@@ -184,6 +184,18 @@ def test_bad_value_is_refused_naming_the_field(source, field, value, fragment):
   assert fragment in msg, msg
 
 
+# method.critic_steps has one rule (methods/common.CRITIC_STEPS_RULE) for every method with a
+# critic: each refuses 0, a float and a bool with the same words.
+CRITIC_CASES = [(src, v) for src in ("toy2d_js", "toy2d_dmd", "toy2d_sid", "toy2d_sim_l2",
+                                     "toy2d_uni_fkl", "digits_dmd2") for v in (0, 2.5, True)]
+
+
+@pytest.mark.parametrize("source,value", CRITIC_CASES, ids=[f"{s}={v!r}" for s, v in CRITIC_CASES])
+def test_critic_steps_has_one_rule_for_every_method(source, value):
+  with pytest.raises(config_checks.ConfigError, match=r"config\.method\.critic_steps=.*an? int"):
+    config_checks.check(_with(source, "method.critic_steps", value), num_devices=8)
+
+
 # A typo in eval.metric once meant no FID and no error: each kind names the field, the value and
 # its choices (experiments.eval_metric), in the checks and in the evaluators the Python API builds.
 METRIC_CHOICES = [("digits_js", ("auto", "digits", "fid", "none")),

@@ -11,9 +11,15 @@ import jax
 import jax.numpy as jnp
 
 from fdistill_jax import divergences
+from fdistill_jax import validation as V
 from fdistill_jax.diffusion import edm
 
 sg = jax.lax.stop_gradient
+
+# method.critic_steps, for every method that alternates critic and generator steps: one rule, in
+# the FIELDS of each such method (fdistill and those built on it, sid, uni_instruct).
+CRITIC_STEPS_RULE = V.Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                           "an int >= 1 (critic steps per generator step)")
 
 
 def per_sample_mean(x: jax.Array) -> jax.Array:

@@ -79,9 +79,9 @@ RULES = {
 # method by its check_config and, to fields present but unread (e.g. the f-distill block an
 # edm_training config carries), by registry.check_method_fields. Cross-field rules: check_config.
 FIELDS = {
+    "method.critic_steps": common.CRITIC_STEPS_RULE,
     **RULES,
     "method.divergence": V.one_of(*divergences.NAMES),
-    "method.critic_steps": V.at_least(1, "an int (critic steps per generator step)"),
     "method.ratio_normalization": V.flag(),
     "method.ratio_ema": V.within(0, 1, hi_open=True),
     "method.ratio_lower": V.above(0),
@@ -109,8 +109,6 @@ def check_config(cfg) -> None:
   V.check_fields(cfg, FIELDS)
   need(m.divergence in divergences.NAMES, "method.divergence", m.divergence,
        f"allowed: {divergences.NAMES}")
-  need(isinstance(m.critic_steps, int) and m.critic_steps >= 1, "method.critic_steps",
-       m.critic_steps, "an int >= 1 (critic steps per generator step)")
   need(m.disc_features in DISC_FEATURES, "method.disc_features", m.disc_features,
        f"allowed: {DISC_FEATURES}")
   need(m.dsm_weighting in DSM_WEIGHTINGS, "method.dsm_weighting", m.dsm_weighting,

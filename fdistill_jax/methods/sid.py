@@ -97,6 +97,7 @@ RULES = {  # Ranges beyond check_config's (types and finiteness: config_checks.c
 
 
 FIELDS = {  # Every field (fdistill.FIELDS says why).
+    "method.critic_steps": common.CRITIC_STEPS_RULE,
     **RULES,
     "method.alpha": V.at_least(0, "a finite number (SiD uses 1.2, or 1.0)"),
     "method.t_max": V.within(0, 1000, "a finite number", lo_open=True),
@@ -108,7 +109,6 @@ FIELDS = {  # Every field (fdistill.FIELDS says why).
     "method.guidance_sigma_max": V.above(0, "a noise level (inf = guidance at every σ)"),
     "method.cond_drop": V.within(0, 1, "a probability", hi_open=True),
     "method.augment_p": V.probability(),
-    "method.critic_steps": V.at_least(1, "an int (critic steps per generator step)"),
 }
 # Read without a default (SIM, whose generator loss is its own, needs SHARED_REQUIRED only).
 SHARED_REQUIRED = ("critic_steps", "dsm_weighting", "fake_p_mean", "fake_p_std",

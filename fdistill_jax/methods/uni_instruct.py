@@ -132,6 +132,7 @@ OFFICIAL_GENERATOR_START_IMAGES = 100_000
 OFFICIAL_DIVERGENCE_START_IMAGES = 200_000
 
 FIELDS = {
+    "method.critic_steps": common.CRITIC_STEPS_RULE,
     "method.divergence": V.one_of(*DIVERGENCES),
     "method.ratio": V.one_of(*RATIOS),
     "method.ratio_normalization": V.one_of(*NORMALIZATIONS),
@@ -156,7 +157,6 @@ FIELDS = {
     "method.fake_p_mean": V.within(-20, 20, "a mean of ln σ"),
     "method.fake_p_std": V.within(0, 10, "a std of ln σ", lo_open=True),
     "method.dsm_weighting": V.one_of("edm", "eps"),
-    "method.critic_steps": V.at_least(1, "an int (critic steps per generator step)"),
 }
 REQUIRED = sid.SHARED_REQUIRED + (
     "alpha", "divergence", "divergence_start_step", "fake_score_loss_scale",
@@ -178,9 +178,8 @@ def check_config(cfg) -> None:
        (m.ratio_lower, m.ratio_upper), "need 0 < ratio_lower < ratio_upper")
   need(0 <= m.jeffrey_fkl_weight <= 1, "method.jeffrey_fkl_weight", m.jeffrey_fkl_weight,
        "must be in [0, 1]")
-  for k in ("generator_start_step", "divergence_start_step", "critic_steps"):
-    need(isinstance(m[k], int) and m[k] >= (1 if k == "critic_steps" else 0), f"method.{k}",
-         m[k], "an int >= 0" if k != "critic_steps" else "an int >= 1")
+  for k in ("generator_start_step", "divergence_start_step"):
+    need(isinstance(m[k], int) and m[k] >= 0, f"method.{k}", m[k], "an int >= 0")
   need(0 < m.t_max <= 1000, "method.t_max", m.t_max, "must be in (0, 1000]")
   need(m.fake_p_std > 0, "method.fake_p_std", m.fake_p_std, "must be > 0")
   augment.check_p(cfg)
