@@ -161,6 +161,22 @@ def _disc_feats(nets: Nets, params, frozen, x_t, sigma, cond, source: str, key=N
   return nets.student(params["fake_score"], x_t, sigma, cond, key=key, features=True)
 
 
+def _teacher_and_disc_feats(nets: Nets, params, frozen, x_t, sigma, cond, source: str):
+  """Generator step: (teacher x0, discriminator features) at x_t, the features read off the
+  teacher ('teacher': one call gives both) or off the fake score ('fake_score')."""
+  if source == "teacher":
+    return _disc_feats(nets, params, frozen, x_t, sigma, cond, source)
+  return (nets.teacher(frozen, x_t, sigma, cond),
+          _disc_feats(nets, params, frozen, x_t, sigma, cond, source)[1])
+
+
+def _critic_disc_feats(nets: Nets, params, frozen, x_t, sigma, cond, source: str):
+  """Critic step: discriminator features at x_t: the frozen teacher's (no gradient) or the fake
+  score's (the GAN loss trains it too)."""
+  feats = _disc_feats(nets, params, frozen, x_t, sigma, cond, source)[1]
+  return common.sg(feats) if source == "teacher" else feats
+
+
 def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   """(L_G, (metrics, new_extras)); differentiable w.r.t. params['generator']."""
   m = cfg.method
@@ -172,11 +188,8 @@ def generator_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
   x_t, sigma = _noised(kt, x_g, cfg, nets)
   fake_x0 = common.sg(nets.student(common.sg(params["fake_score"]), x_t, sigma, cond))
   frozen_params = jax.tree.map(common.sg, params)  # Critic nets are frozen in this step.
-  if m.disc_features == "teacher":
-    teacher_x0, feats = _disc_feats(nets, frozen_params, frozen, x_t, sigma, cond, "teacher")
-  else:
-    teacher_x0 = nets.teacher(frozen, x_t, sigma, cond)
-    _, feats = _disc_feats(nets, frozen_params, frozen, x_t, sigma, cond, "fake_score")
+  teacher_x0, feats = _teacher_and_disc_feats(nets, frozen_params, frozen, x_t, sigma, cond,
+                                              m.disc_features)
   teacher_x0 = conditioning.guide(
       teacher_x0, lambda: nets.teacher(frozen, x_t, sigma, nets.cond.null_like(cond)),
       conditioning.scale_of(nets.cond, cond, m.guidance_scale), nets.cond, sigma,
@@ -228,12 +241,10 @@ def critic_loss(params, frozen, batch, key, extras, nets: Nets, cfg):
     x_real = batch["x"]  # Real data in the teacher's space (latents for latent experiments).
     xr_t, sigma_r = _noised(kr, x_real, cfg, nets)
 
-    def real_feats(x):
-      feats = _disc_feats(nets, params, frozen, x, sigma_r, cond, m.disc_features)[1]
-      return common.sg(feats) if m.disc_features == "teacher" else feats
-
-    if feats_fake is None:
-      feats_fake = common.sg(_disc_feats(nets, params, frozen, x_t, sigma, cond, "teacher")[1])
+    real_feats = lambda x: _critic_disc_feats(nets, params, frozen, x, sigma_r, cond,
+                                              m.disc_features)
+    if feats_fake is None:  # Teacher features (the fake-score ones came with fake_x0 above).
+      feats_fake = _critic_disc_feats(nets, params, frozen, x_t, sigma, cond, "teacher")
     logits_fake = nets.disc(params["discriminator"], feats_fake, sigma)
     logits_real = nets.disc(params["discriminator"], real_feats(xr_t), sigma_r)
     gan = common.gan_discriminator_loss(logits_real, logits_fake)
