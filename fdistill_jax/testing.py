@@ -26,8 +26,8 @@ def trim_cache(folder: str, max_bytes: int, keep_bytes: int) -> int:
   """Deletes the least recently written files of `folder` down to keep_bytes once it holds more
   than max_bytes; returns the number deleted. A half-deleted entry is only a cache miss."""
   try:
-    entries = [(e.stat().st_mtime, e.stat().st_size, e.path) for e in os.scandir(folder)
-               if e.is_file()]
+    entries = [(st.st_mtime, st.st_size, e.path) for e in os.scandir(folder) if e.is_file()
+               for st in (e.stat(),)]
   except FileNotFoundError:
     return 0
   total, removed = sum(size for _, size, _ in entries), 0

@@ -55,7 +55,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
   elif schedule != "constant":
     raise ValueError(f"optim.{net}.schedule={schedule!r}: expected 'constant' or 'cosine'")
   parts = []
-  if o.get("nan_to_num", False):
+  if repairs_nonfinite(cfg, net):
     parts.append(nan_to_num())
   if o.get("clip_value", 0.0) > 0:
     parts.append(optax.clip(o.clip_value))
@@ -80,6 +80,7 @@ def nan_to_num() -> optax.GradientTransformation:
 def repairs_nonfinite(cfg: ml_collections.ConfigDict, net: str) -> bool:
   """Whether the optimizer of `net` replaces non-finite gradient entries (optim.<net>.nan_to_num),
   so that the train step applies its update instead of skipping it (engine/steps.py)."""
+  # make_step is also handed optimizers built elsewhere, with a config without optim (tests).
   return bool(cfg.get("optim", {}).get(net, {}).get("nan_to_num", False))
 
 
