@@ -14,7 +14,7 @@ import numbers
 
 import jax
 
-from fdistill_jax import experiments, validation
+from fdistill_jax import experiments, teachers, validation
 from fdistill_jax.diffusion import few_step
 from fdistill_jax.methods import registry
 
@@ -26,8 +26,8 @@ _need = validation.need
 def check(cfg, num_devices: int | None = None) -> None:
   """Raises ConfigError on the first invalid field."""
   num_devices = num_devices or jax.device_count()
-  _need(cfg.get("teacher") is not None and cfg.teacher.get("kind") in experiments.KINDS,
-        "teacher.kind", cfg.get("teacher", {}).get("kind"), f"allowed: {experiments.KINDS}")
+  _need(cfg.get("teacher") is not None and cfg.teacher.get("kind") in teachers.KINDS,
+        "teacher.kind", cfg.get("teacher", {}).get("kind"), f"allowed: {teachers.KINDS}")
   check_required(cfg)
   check_types(cfg)
   m = cfg.method
@@ -73,8 +73,6 @@ def check(cfg, num_devices: int | None = None) -> None:
     method.check_config(cfg)
   registry.check_method_fields(cfg)  # Also the method fields the chosen method does not read.
   few_step.check_config(cfg, allow_steps=getattr(method, "FEW_STEP_STUDENTS", True))
-  _need(cfg.teacher.kind in experiments.KINDS, "teacher.kind", cfg.teacher.kind,
-        f"allowed: {experiments.KINDS}")
   experiments.check_config(cfg)
 
 
@@ -202,18 +200,6 @@ def _flatten(cfg, prefix: str, out: dict) -> None:
       _flatten(v, path + ".", out)
 
 
-def _BUILDERS(defaults) -> dict:  # pylint: disable=invalid-name
-  """The default config builders of each teacher kind."""
-  return {
-      "gmm": (defaults.toy,),
-      "edm": (defaults.image, lambda: defaults.fastgen_edm("cifar10"),
-              lambda: defaults.fastgen_edm("imagenet64"), lambda: defaults.digits_teacher(0.1),
-              defaults.digits_distill, lambda: defaults.sid_edm("cifar10")),
-      "pixart": (defaults.t2i, defaults.digits_t2i_teacher, defaults.digits_t2i_text_teacher,
-                 defaults.digits_t2i_distill, defaults.pixart512),
-  }
-
-
 @functools.lru_cache(maxsize=None)
 def _reference(kind: str) -> dict:
   """{path: _Spec} of every field a config with teacher.kind `kind` may have."""
@@ -221,7 +207,7 @@ def _reference(kind: str) -> dict:
   import ml_collections
   from fdistill_jax import defaults
   from fdistill_jax.methods import dmd, fdistill, kd, progressive, sid, sim, uni_instruct
-  builders = _BUILDERS(defaults)[kind]
+  builders = teachers.get(kind).default_builders()
   out: dict = {}
   for build in builders:
     _flatten(build(), "", out)
@@ -341,9 +327,7 @@ _DEFAULTED = frozenset((
 @functools.lru_cache(maxsize=None)
 def _common(kind: str) -> tuple[str, ...]:
   """Fields outside method and optim that every default config of teacher kind `kind` has."""
-  # pylint: disable=import-outside-toplevel
-  from fdistill_jax import defaults
-  builders = _BUILDERS(defaults)[kind]
+  builders = teachers.get(kind).default_builders()
   common = None
   for build in builders:
     flat: dict = {}
@@ -367,9 +351,7 @@ def _has(cfg, path: str) -> bool:
 def _expected(path: str, kind: str) -> str:
   """What `path` should hold: its range rule where an owner states one, else its type."""
   # pylint: disable=import-outside-toplevel
-  from fdistill_jax.experiments import image, t2i, t2i_text, toy
-  tables = [RULES] + {"gmm": [toy.RULES], "edm": [experiments.IMAGE_RULES, image.RULES],
-                      "pixart": [experiments.IMAGE_RULES, t2i.RULES, t2i_text.RULES]}[kind]
+  tables = [RULES] + teachers.get(kind).rule_tables()
   tables += [registry.field_rules(n) for n in registry.names()]
   generic = "optim.*." + path.rsplit(".", 1)[-1] if path.startswith("optim.") else None
   for table in tables:

@@ -9,7 +9,7 @@ One entry point for every architecture the project trains. `--out` is a folder (
                       'raw'), architecture (kind + constructor kwargs), files, and the full config;
   params.safetensors  the chosen generator parameters, flat: '/'-joined Flax paths -> arrays
                       (Dense kernels [in, out], conv kernels HWIO), float32;
-plus the architecture's native format (NATIVE below):
+plus the native format of the teacher family (the writer teachers.FAMILIES[kind].export names):
   edm (EDMPrecond)    edm_precond.safetensors: EDM's state_dict (PyTorch names, OIHW layouts,
                       resample_filter buffers) with precond_kwargs in its metadata; it loads with
                       `EDMPrecond(**precond_kwargs).load_state_dict(sd)` in NVIDIA's code and
@@ -189,20 +189,10 @@ def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
   return arch, ["diffusers", *files]
 
 
-# config.teacher.kind -> writer of the architecture's native files.
-NATIVE: dict[str, Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]] = {
-    "edm": _write_edm,
-    "gmm": _write_mlp,
-    "pixart": _write_pixart,
-}
-
-
 def native_writer(cfg) -> Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]:
-  """NATIVE's writer for config.teacher.kind; a ValueError naming the kinds that have one."""
-  kind = cfg.teacher.kind
-  if kind not in NATIVE:
-    raise ValueError(f"export: config.teacher.kind={kind!r} has no exporter; have {sorted(NATIVE)}")
-  return NATIVE[kind]
+  """The writer of cfg's teacher family (teachers.FAMILIES[kind].export)."""
+  from fdistill_jax import teachers
+  return teachers.of(cfg).writer()
 
 
 def sampling_metadata(cfg) -> dict:

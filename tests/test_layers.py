@@ -89,3 +89,59 @@ def test_layer_check_sees_every_form_of_import():
       "line 12: fdistill_jax.evaluation.fid.FeatureExtractor",
       "line 13: fdistill_jax.data.sources"])
   assert not forbidden("from fdistill_jax import fileio, dataset_utils\nimport datasets\n")
+
+
+# ------------------------------------------------- the teacher kind is read in one place (issue 26)
+# The teacher kind (teacher.kind, teacher.get("kind"), teacher["kind"]) against a literal.
+_KIND_TEST = (r"""teacher(?:\.kind|\.get\(\s*["']kind["']\s*\)|\[["']kind["']\])\s*"""
+              r"""(?:==|!=|in|not in)\s*[\(\[\{"']""")
+REGISTRY = os.path.join(REPO, "fdistill_jax", "teachers", "__init__.py")
+
+
+def kind_tests(src: str) -> list[str]:
+  """'line N: text' of each comparison of a teacher kind with a literal in src."""
+  import re  # pylint: disable=import-outside-toplevel
+  return [f"line {i}: {line.strip()}" for i, line in enumerate(src.splitlines(), 1)
+          if re.search(_KIND_TEST, line)]
+
+
+def test_only_the_registry_reads_the_teacher_kind():
+  """Every dispatch on config.teacher.kind goes through fdistill_jax.teachers (its FAMILIES):
+  no other module compares a kind with a literal."""
+  bad = {}
+  for path in glob.glob(os.path.join(REPO, "fdistill_jax", "**", "*.py"), recursive=True):
+    if os.path.samefile(path, REGISTRY):
+      continue
+    with open(path, encoding="utf-8") as f:
+      found = kind_tests(f.read())
+    if found:
+      bad[os.path.relpath(path, REPO)] = found
+  assert not bad, f"dispatch on the teacher kind outside fdistill_jax/teachers: {bad}"
+
+
+def test_kind_check_sees_each_form():
+  src = ("teacher = 1\n"
+         "if cfg.teacher.kind == 'edm': pass\n"
+         "x = cfg.teacher.get('kind') != \"gmm\"\n"
+         "if c.teacher['kind'] in (\"pixart\", \"edm\"): pass\n"
+         "ok = teachers.of(cfg)\n"
+         "if a.dtype.kind not in 'iuf': pass\n")
+  assert [s.split(":")[0] for s in kind_tests(src)] == ["line 2", "line 3", "line 4"]
+
+
+def test_every_family_resolves_and_unknown_kinds_are_named():
+  from fdistill_jax import teachers  # pylint: disable=import-outside-toplevel
+  for kind, fam in teachers.FAMILIES.items():
+    assert fam.kind == kind
+    problem = fam.problem_module()
+    assert callable(problem.build) and callable(problem.check_config), kind
+    assert callable(fam.writer()), kind
+    assert all(isinstance(t, dict) and t for t in fam.rule_tables()), kind
+    assert all(c().teacher.kind == kind for c in fam.default_builders()), kind
+    if fam.text_to_image:  # What the t2i problem, its evaluation and export ask of the family.
+      tm = fam.teacher_module()
+      for name in ("Teacher", "adapter", "check_module", "SOLVERS", "sample", "PREDICTION",
+                   "NAME", "RULES"):
+        assert hasattr(tm, name), (kind, name)
+  with pytest.raises(ValueError, match=r"teacher.kind='sd3'.*allowed: \("):
+    teachers.get("sd3")

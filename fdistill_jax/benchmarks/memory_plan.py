@@ -35,6 +35,7 @@ import time
 
 from absl import app, flags
 
+from fdistill_jax import teachers
 from fdistill_jax.benchmarks import engine_speed, versus_torch
 from fdistill_jax.benchmarks.common import abstract_steps, parse_entry, shared_flag, shrink_pixart
 
@@ -107,7 +108,7 @@ def _config():
   name, path, over = parse_entry(_CONFIG.value)
   cfg = engine_speed.synthetic_config(path, over, _BATCH.value)
   if _TINY.value:
-    (shrink_pixart if cfg.teacher.kind == "pixart" else versus_torch.shrink)(cfg)
+    (shrink_pixart if teachers.of(cfg).text_to_image else versus_torch.shrink)(cfg)
   cfg.eval.num_samples = 8
   return name, cfg
 

@@ -229,7 +229,7 @@ def check_p(cfg) -> None:
   p = cfg.method.get("augment_p", 0.0)
   need(0 <= p <= 1, "method.augment_p", p, "a probability in [0, 1] (EDM uses 0.12; 0 = off)")
   if p:
-    kw = cfg.teacher.get("precond_kwargs", {}) if cfg.teacher.get("kind") == "edm" else {}
+    kw = cfg.teacher.get("precond_kwargs", {})  # Only EDM teachers have one (config probe).
     need(kw.get("augment_dim", 0) == AUGMENT_DIM, "teacher.precond_kwargs.augment_dim",
          kw.get("augment_dim", 0), f"must be {AUGMENT_DIM} (an EDM network with map_augment) "
          "when method.augment_p > 0")

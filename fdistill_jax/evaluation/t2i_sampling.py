@@ -97,7 +97,8 @@ def write_prompt_samples(exp, params, prompts_path: str, cache_dir: str, out_dir
   """
   if exp.sample_cond is None:
     raise ValueError("--prompts (text sample mode) needs a text-to-image config "
-                     "(config.teacher.kind='pixart')")
+                     "(a teacher family whose problem is text-to-image, e.g. "
+                     "config.teacher.kind='pixart')")
   if jax.process_count() > 1:
     raise ValueError("--prompts (text sample mode) runs in one process: start it on one host "
                      "(the checkpoint is restored onto that host's devices)")

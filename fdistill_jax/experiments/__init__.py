@@ -1,14 +1,15 @@
 """Experiment builders: from a config to the teacher, networks, data and evaluation of one run.
 
-`build(cfg, workdir)` dispatches on cfg.teacher.kind; each builder returns an `Experiment`, the only
-thing the training loop needs to know about the problem.
+`build(cfg, workdir)` asks cfg's teacher family (fdistill_jax.teachers) for its problem module;
+each problem's builder returns an `Experiment`, the only thing the training loop needs to know
+about the problem.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable
 
-from fdistill_jax import defaults
+from fdistill_jax import defaults, teachers
 from fdistill_jax import validation as V
 from fdistill_jax.nets import Nets
 
@@ -49,8 +50,6 @@ class Experiment:
     return self.score(self.sample(gen_params, key), key)
 
 
-KINDS = ("gmm", "edm", "pixart")
-
 # Dataset, discriminator-head and evaluation fields shared by the image kinds ('edm', 'pixart'),
 # beyond each kind's own checks (types and finiteness: config_checks.check_types).
 MAX_NFE = 10_000
@@ -85,28 +84,12 @@ def eval_metric(cfg, allowed: tuple[str, ...]) -> str:
   return m
 
 
-def _module(kind: str):
-  # Imported on demand: the image stack (EDM networks, data) is heavy for toy runs.
-  if kind == "gmm":
-    from fdistill_jax.experiments import toy
-    return toy
-  if kind == "edm":
-    from fdistill_jax.experiments import image
-    return image
-  if kind == "pixart":
-    from fdistill_jax.experiments import t2i
-    return t2i
-  raise ValueError(f"config.teacher.kind={kind!r} is not supported; allowed: {KINDS}")
-
-
 def check_config(cfg) -> None:
-  """The teacher kind's own checks (its teacher, data and evaluation fields)."""
-  _module(cfg.teacher.kind).check_config(cfg)
+  """The teacher family's own checks (its teacher, data and evaluation fields)."""
+  teachers.of(cfg).problem_module().check_config(cfg)
 
 
 def build(cfg, workdir: str, method=None) -> Experiment:
-  """The Experiment for cfg.teacher.kind ('gmm': toy.build, 'edm': image.build, 'pixart':
-  t2i.build)."""
-  if cfg.teacher.kind == "gmm":
-    return _module("gmm").build(cfg, workdir)
-  return _module(cfg.teacher.kind).build(cfg, workdir, method)
+  """The Experiment of cfg's problem, found through its teacher family (teachers.FAMILIES:
+  'gmm' → toy.build, 'edm' → image.build, 'pixart' → t2i.build)."""
+  return teachers.of(cfg).problem_module().build(cfg, workdir, method)

@@ -53,13 +53,12 @@ from fdistill_jax import data as data_lib
 from fdistill_jax.data import prompt_cache as pc
 from fdistill_jax.diffusion import few_step
 from fdistill_jax.diffusion import parameterisations as param_lib
-from fdistill_jax import experiments
+from fdistill_jax import experiments, teachers
 from fdistill_jax import validation as V
 from fdistill_jax.experiments import Experiment, t2i_eval, t2i_text
 from fdistill_jax.models import pixart as pixart_lib
 from fdistill_jax.models.heads import MultiConvHead
 from fdistill_jax.nets import Nets
-from fdistill_jax.teachers import pixart as pixart_teacher
 from fdistill_jax.validation import ConfigError, need
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -68,11 +67,15 @@ CAPTIONS = ("row", "class")
 FEATURE_KEY = re.compile(r"block(\d+)$")
 
 
+def family_teacher(cfg):
+  """The teacher module of cfg's family (teachers/pixart.py, ...): its Teacher wrapper, adapter,
+  module check, reference solvers and sampler."""
+  return teachers.of(cfg).teacher_module()
+
+
 def adapter(cfg) -> param_lib.TeacherAdapter:
-  """The teacher's DDPM-ε adapter (PixArt-α's linear β schedule unless teacher.schedule sets
-  beta_schedule / beta_start / beta_end / num_train_timesteps)."""
-  return param_lib.ddpm("epsilon", learned_variance=True,
-                        **dict(cfg.teacher.get("schedule", None) or {}))
+  """The teacher family's parameterisation adapter for config.teacher (PixArt: DDPM-ε)."""
+  return family_teacher(cfg).adapter(cfg.teacher)
 
 
 _PC, _SIZE = "teacher.pixart_config", V.within(1, 65_536, "an int")
@@ -87,17 +90,16 @@ RULES = {  # Ranges of the PixArt fields (types and finiteness: config_checks.ch
     f"{_PC}.use_additional_conditions": V.optional(V.flag()),
     "teacher.max_length": V.within(1, 4096, "an int (tokens)"),
     "eval.guidance_scale": V.at_least(0, "a guidance scale (1 = no guidance)"),
-    "eval.teacher_solver": V.one_of(*pixart_teacher.SOLVERS),
     "eval.num_prompts": V.within(1, 10 ** 6, "an int"),
     "eval.grid_size": V.within(1, 4096, "an int"),
     "eval.per_prompt_samples": V.at_least(0, "an int (0 = off)"),
     "eval.per_prompt_train": V.at_least(0),
-    "eval.sampler": V.one_of(*t2i_eval.SAMPLERS),
 }
 
 
 def check_config(cfg) -> None:
-  """Validates a 'pixart' teacher, its data, σ range and evaluation; raises ConfigError."""
+  """Validates a text-to-image teacher (its family's module check, σ range and solvers), its data
+  and evaluation; raises ConfigError."""
   t = cfg.teacher
   V.check_fields(cfg, experiments.IMAGE_RULES)
   V.check_fields(cfg, RULES)
@@ -115,8 +117,10 @@ def check_config(cfg) -> None:
       fixed = re.search(r"field (\w+)=", str(e))
       raise ConfigError(f"config.{_PC}{'.' + fixed.group(1) if fixed else ''} is invalid: {e}"
                         ) from e
-    need(module.out_dim == 2 * module.in_channels, f"{_PC}.out_channels", module.out_dim,
-         f"2·in_channels = {2 * module.in_channels} (the teacher predicts ε and a learned σ)")
+    try:
+      family_teacher(cfg).check_module(module)
+    except ValueError as e:
+      raise ConfigError(f"config.{_PC}.out_channels={module.out_dim}: {e}") from e
   for k in ("dtype", "compute_dtype"):
     need(t.get(k, "float32") in DTYPES, f"teacher.{k}", t.get(k), f"allowed: {tuple(DTYPES)}")
   need(bool(t.get("checkpoint")) or bool(t.get("pixart_config")), "teacher.checkpoint",
@@ -134,8 +138,8 @@ def check_config(cfg) -> None:
     keys = tuple(cfg.disc.feature_keys)
     need(len(keys) > 0 and all(FEATURE_KEY.match(k) for k in keys), "disc.feature_keys", keys,
          "names 'block<i>' (0-based transformer block outputs, e.g. 'block13')")
-  need(cfg.eval.sampler in t2i_eval.SAMPLERS, "eval.sampler", cfg.eval.sampler,
-       f"allowed: {t2i_eval.SAMPLERS}")
+  tm = family_teacher(cfg)
+  V.check_fields(cfg, tm.RULES)  # eval.sampler and eval.teacher_solver: the family's solvers.
   experiments.eval_metric(cfg, t2i_eval.METRICS)
   if t2i_text.enabled(cfg):
     t2i_text.check_config(cfg)
@@ -151,7 +155,7 @@ def check_config(cfg) -> None:
     param_lib.check_sigma_range(ad, diff.sigma_min, diff.sigma_max)
     param_lib.check_sigma_range(ad, diff.sigma_init, diff.sigma_init, "config.diffusion.sigma_init")
   except ValueError as e:
-    raise ConfigError(f"{e} (a PixArt teacher through the DDPM-ε adapter is defined on "
+    raise ConfigError(f"{e} (a {tm.NAME} is defined on "
                       f"[{ad.sigma_min:.4f}, {ad.sigma_max:.1f}])") from e
 
 
@@ -208,9 +212,7 @@ def teacher_network(cfg, needs_teacher: bool = True):
                       "architecture, sharding and step speed; its samples mean nothing.\n" + "=" * 78)
     params = _random_params(json.dumps(config, sort_keys=True), t.get("dtype", "float32"),
                             int(t.get("init_seed", 0)))
-  if module.out_dim != 2 * module.in_channels:
-    raise ValueError(f"config.teacher: the PixArt teacher must have learned σ (out_channels = "
-                     f"2·in_channels = {2 * module.in_channels}), got {module.out_dim}")
+  family_teacher(cfg).check_module(module)
   return module, params
 
 
@@ -314,11 +316,13 @@ def guidance_input(cfg) -> bool:
 
 
 def networks(cfg, module, params, spec: conditioning.ConditionSpec,
-             ad: param_lib.TeacherAdapter, encode=t2i_text.frozen_encode):
+             ad: param_lib.TeacherAdapter, encode=t2i_text.frozen_encode, wrap=None):
   """(Nets, init_params): every net is D(x; σ, cond) of the PixArt module via the adapter, after
   encode(params, cond) -> (PixArt params, text cond) (t2i_text; the identity for a cache).
   With a WithGuidance spec the student (generator and fake score) is the module with a
-  zero-initialised guidance embedding reading each row's w; the teacher reads the text only."""
+  zero-initialised guidance embedding reading each row's w; the teacher reads the text only.
+  wrap(module, params, adapter) -> D(x; σ, cond): the family's Teacher (default cfg's)."""
+  wrap = wrap or family_teacher(cfg).Teacher
   shape = (module.sample_size, module.sample_size, module.in_channels)
   takes_w = isinstance(spec, conditioning.WithGuidance)
   student_module = module.clone(guidance_embedding=True) if takes_w else module
@@ -331,7 +335,7 @@ def networks(cfg, module, params, spec: conditioning.ConditionSpec,
         raise ValueError("the guidance-input student needs {'cond': ..., 'w': [B]} conditions")
       text = {**text, "guidance": cond["w"]}
     cond = text
-    net = pixart_teacher.PixArtTeacher(mod, p, ad)
+    net = wrap(mod, p, ad)
     return net(x, sigma, cond, guidance_scale=1.0, return_features=features)
 
   def student(p, x, sigma, cond, *, key=None, features=False, augment_labels=None):

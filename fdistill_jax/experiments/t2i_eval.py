@@ -3,8 +3,8 @@ sampler and the digits prompt-accuracy metric.
 
 Sample i is drawn for evaluation prompt rows[i mod E] (`eval_rows`; the Text spec's prompt set,
 so `nets.cond.from_index(i)` is its condition). Samplers: 'one_step' (the student's
-G(σ_init·z)) or the teacher's reference samplers on any PixArt params ('dpm_solver_pp_2m',
-'ddim': teachers/pixart.sample at eval.nfe steps with classifier-free guidance
+G(σ_init·z)) or the teacher family's reference samplers on any transformer params (PixArt:
+'dpm_solver_pp_2m', 'ddim': teachers/pixart.sample at eval.nfe steps with classifier-free guidance
 eval.guidance_scale and the cached "" prompt as ∅; used for teachers trained here).
 `reference` runs the teacher at each eval.teacher_nfes with eval.guidance_scale
 ('teacher_nfe<n>') and, when that is ≠ 1, without guidance ('teacher_nfe<n>_unguided').
@@ -48,9 +48,8 @@ from fdistill_jax.diffusion import few_step
 from fdistill_jax.evaluation import grids
 from fdistill_jax.experiments import t2i_text
 from fdistill_jax.nets import Nets
-from fdistill_jax.teachers import pixart as pixart_teacher
+from fdistill_jax import teachers
 
-SAMPLERS = ("one_step",) + pixart_teacher.SOLVERS
 METRICS = ("auto", "none", "digits")
 
 
@@ -139,7 +138,8 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
   n_eval = int(ev.num_samples)
   chunk = int(ev.get("batch_size", 0) or n_eval)
   w_eval = float(ev.get("guidance_scale", 1.0))
-  solver = ev.get("teacher_solver", "dpm_solver_pp_2m")
+  tm = teachers.of(cfg).teacher_module()
+  solver = ev.get("teacher_solver", tm.SOLVERS[0])
   idx = np.arange(n_eval) % len(rows)
   sample_rows = rows[idx]
   conds = nets.cond.from_index(jnp.asarray(idx))  # [n_eval] conditions of the samples
@@ -159,8 +159,8 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
   @functools.partial(jax.jit, static_argnames=("nfe", "w", "how"))
   def _multistep(params, z, cond, nfe: int, w: float, how: str):
     tp, cond_e = encode(params, base(cond))  # Encoded once, outside the solver loop.
-    net = pixart_teacher.PixArtTeacher(module, tp, adapter, null_cond=encode(params, null)[1])
-    return pixart_teacher.sample(net, z, cond_e, num_steps=nfe, guidance_scale=w, solver=how)
+    net = tm.Teacher(module, tp, adapter, null_cond=encode(params, null)[1])
+    return tm.sample(net, z, cond_e, num_steps=nfe, guidance_scale=w, solver=how)
 
   @jax.jit
   def _one_step(params, z, cond, noise_key=None):

@@ -221,7 +221,9 @@ def scatter_png(gmm, x: np.ndarray, path: str, title: str = "") -> None:
   fileio.write_bytes(path, buf.getvalue())
 
 
-def build(cfg, workdir: str) -> Experiment:
+def build(cfg, workdir: str, method=None) -> Experiment:
+  """The toy experiment of cfg (method: unused; every toy teacher is cheap to build)."""
+  del method
   gmm = make_mixture(cfg.teacher)
   s = cfg.student
   module = MLPDenoiser(dim=gmm.dim, hidden=s.hidden, depth=s.depth,

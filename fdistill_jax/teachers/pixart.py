@@ -33,12 +33,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fdistill_jax import validation as V
 from fdistill_jax.diffusion import ddpm_samplers
 from fdistill_jax.diffusion import parameterisations as param_lib
 from fdistill_jax.models import pixart as pixart_lib
 
 VAE_FACTOR = 8  # SD VAE: latent pixel -> 8 image pixels (micro-conditions are in pixels).
-SOLVERS = ("dpm_solver_pp_2m", "ddim")
+SOLVERS = ("dpm_solver_pp_2m", "ddim")  # The first is the default reference sampler.
+PREDICTION = "epsilon"
+NAME = "PixArt teacher (DDPM-ε adapter)"
+RULES = {  # The family's evaluation fields (teachers.FAMILIES['pixart'].rules).
+    "eval.teacher_solver": V.one_of(*SOLVERS),
+    "eval.sampler": V.one_of("one_step", *SOLVERS),
+}
+
+
+def adapter(teacher_cfg) -> param_lib.TeacherAdapter:
+  """The DDPM-ε adapter of config.teacher (PixArt-α's linear β schedule unless teacher.schedule
+  sets beta_schedule / beta_start / beta_end / num_train_timesteps)."""
+  return param_lib.ddpm("epsilon", learned_variance=True,
+                        **dict(teacher_cfg.get("schedule", None) or {}))
+
+
+def check_module(module: pixart_lib.PixArtTransformer) -> None:
+  """A ValueError unless the transformer predicts ε and a learned σ (out = 2·in channels)."""
+  if module.out_dim != 2 * module.in_channels:
+    raise ValueError(f"config.teacher: the PixArt teacher must have learned σ (out_channels = "
+                     f"2·in_channels = {2 * module.in_channels}), got {module.out_dim}")
 
 
 def _check_cond(cond: Any, batch: int, what: str = "cond") -> None:
@@ -130,10 +151,7 @@ def make_pixart_teacher(module: pixart_lib.PixArtTransformer, params: Any, *,
   """
   if isinstance(params, dict) and set(params) == {"params"}:
     params = params["params"]
-  if module.out_dim != 2 * module.in_channels:
-    raise ValueError(f"PixArt teacher: expected a learned-σ transformer (out_channels = "
-                     f"2·in_channels = {2 * module.in_channels}), "
-                     f"got out_channels={module.out_dim}")
+  check_module(module)
   opts = {}
   if compute_dtype is not None:
     opts["dtype"] = compute_dtype
@@ -147,6 +165,9 @@ def make_pixart_teacher(module: pixart_lib.PixArtTransformer, params: Any, *,
   if null_cond is not None:
     null_cond = jax.tree_util.tree_map(jnp.asarray, dict(null_cond))
   return PixArtTeacher(module, params, adapter, null_cond, guidance_scale)
+
+
+Teacher = PixArtTeacher  # What the text-to-image problem wraps each network in (teachers/__init__).
 
 
 def load_pixart_teacher(folder: str, **kwargs) -> PixArtTeacher:
