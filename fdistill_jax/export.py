@@ -136,11 +136,13 @@ def scheduler_config(cfg) -> dict:
   from fdistill_jax.convert import pixart as conv
   from fdistill_jax.experiments import t2i
   s = sampling_metadata(cfg)
-  time = t2i.adapter(cfg).time
-  ts = [float(np.float32(time.sigma_to_t(np.float32(v)))) for v in s["sigmas"]]
+  ad = t2i.adapter(cfg)
+  ts = [float(np.float32(ad.time.sigma_to_t(np.float32(v)))) for v in s["sigmas"]]
+  steps = getattr(ad.time, "num_timesteps", None) or round(float(ad.time.time_scale))
   return {"_class_name": "FewStepScheduler", "_diffusers_version": conv.diffusers_version(),
           "sigmas": s["sigmas"], "timesteps": ts, "renoise": s["renoise"],
-          "num_train_timesteps": int(time.num_timesteps), "prediction_type": "epsilon"}
+          "num_train_timesteps": int(steps),
+          "prediction_type": "epsilon" if ad.process == "vp" else "flow"}
 
 
 def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
@@ -165,10 +167,12 @@ def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
     params, files = params["transformer"], files + ["text_encoder"]
   module = pixart_lib.from_diffusers_config(t2i.module_config(cfg))
   sigma = float(cfg.diffusion.sigma_init)
-  t_star = float(t2i.adapter(cfg).time.sigma_to_t(sigma))
+  ad = t2i.adapter(cfg)
+  t_star = float(ad.time.sigma_to_t(sigma))
+  c_in = 1.0 / ((1.0 + sigma ** 2) ** 0.5 if ad.process == "vp" else 1.0 + sigma)
   arch = {"kind": "PixArtTransformer2DModel", "kwargs": module.diffusers_config(),
-          "prediction": "epsilon", "timestep": t_star,
-          "input_scale": sigma / (1.0 + sigma ** 2) ** 0.5, **text}
+          "prediction": t2i.family_teacher(cfg).PREDICTION, "timestep": t_star,
+          "input_scale": sigma * c_in, **text}
   if "guidance_embedder" in params:
     arch["pipeline"] = None
     arch["why_no_pipeline"] = (

@@ -13,15 +13,18 @@ of its config, whose DDPM timesteps t_k are generally not integers (DDPM/LCM/DDI
 index ᾱ by integer t), its pure-noise input at σ_1 is scaled by √(1−ᾱ(t_1)) where the stock
 schedulers use 1, and between steps it re-noises with its own rule.
 
-The chain, in the pipeline's VP latent units L = x/√(1+σ²) (x the EDM-units state):
+The chain, in the network's input units L = a·x (x the EDM-units state):
   L_1 = b_1 z                                   (init_noise_sigma = b_1)
-  ε̂_k = transformer(L_k, t_k, text)             (the pipeline; learned-σ channels dropped)
-  x0_k = (L_k − b_k ε̂_k) / a_k
+  F_k = transformer(L_k, t_k, text)             (the pipeline; learned-σ channels dropped)
+  x0_k, ε̂_k from F_k:  'epsilon': ε̂_k = F_k, x0_k = (L_k − b_k ε̂_k) / a_k
+                        'flow' (velocity F = ε − x0): x0_k = L_k − b_k F_k, ε̂_k = F_k + x0_k
   L_{k+1} = a_{k+1} x0_k + b_{k+1} n_k          n_k: fresh N(0, I) ('stochastic')
-                                                 or ε̂_k ('deterministic': the DDIM step)
+                                                 or ε̂_k ('deterministic': the DDIM step; for a
+                                                 flow student, the Euler step)
   output x0_K
-with a_k = 1/√(1+σ_k²) = √ᾱ(t_k) and b_k = σ_k a_k = √(1−ᾱ(t_k)). In EDM units this is exactly
-fdistill_jax.diffusion.few_step: x^(k+1) = x0 + σ_{k+1} n or x0 + σ_{k+1}(x^(k) − x0)/σ_k.
+with, for an ε-prediction (VP) student, a_k = 1/√(1+σ_k²) = √ᾱ(t_k), b_k = σ_k a_k = √(1−ᾱ(t_k));
+for a rectified-flow student, a_k = 1/(1+σ_k) = 1 − s_k, b_k = σ_k a_k = s_k. In EDM units this
+is exactly fdistill_jax.diffusion.few_step: x^(k+1) = x0 + σ_{k+1} n or x0 + σ_{k+1}(x^(k) − x0)/σ_k.
 
 Reproducing a given chain: the pipeline draws the first noise from its `generator` (or takes
 `latents=z`, unscaled) and the re-noising noise with the generator passed to `step`; to replay
@@ -41,6 +44,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 RENOISE = ("stochastic", "deterministic")
+PREDICTIONS = ("epsilon", "flow")  # ε on a VP process; velocity ε − x0 on a rectified flow.
 
 
 @dataclasses.dataclass
@@ -51,10 +55,11 @@ class FewStepSchedulerOutput(BaseOutput):
 
 
 class FewStepScheduler(SchedulerMixin, ConfigMixin):
-  """The K-step chain of a distilled ε-prediction student (module docstring).
+  """The K-step chain of a distilled student (module docstring).
 
   sigmas: σ_1 > … > σ_K in EDM units; timesteps: the network's t_k for each (floats, the values
-  the student was trained with); renoise: 'stochastic' or 'deterministic' (unused for K = 1).
+  the student was trained with); renoise: 'stochastic' or 'deterministic' (unused for K = 1);
+  prediction_type: 'epsilon' (VP process) or 'flow' (rectified flow, velocity output).
   """
   order = 1
   _compatibles: list = []
@@ -71,18 +76,18 @@ class FewStepScheduler(SchedulerMixin, ConfigMixin):
       raise ValueError(f"FewStepScheduler: sigmas {sigmas} must decrease and stay > 0")
     if len(s) > 1 and renoise not in RENOISE:
       raise ValueError(f"FewStepScheduler: renoise={renoise!r}; allowed: {RENOISE}")
-    if prediction_type != "epsilon":
-      raise ValueError(f"FewStepScheduler: prediction_type={prediction_type!r}; this scheduler "
-                       "runs ε-prediction students only")
+    if prediction_type not in PREDICTIONS:
+      raise ValueError(f"FewStepScheduler: prediction_type={prediction_type!r}; allowed: "
+                       f"{PREDICTIONS}")
     sig = np.asarray(s, np.float64)
-    self._a = (1.0 / np.sqrt(1.0 + sig ** 2)).tolist()
-    self._b = (sig / np.sqrt(1.0 + sig ** 2)).tolist()
+    a = 1.0 / (np.sqrt(1.0 + sig ** 2) if prediction_type == "epsilon" else 1.0 + sig)
+    self._a, self._b = a.tolist(), (sig * a).tolist()
     self._noise: list = []
     self.set_timesteps()  # register_to_config has stored the config before this body runs.
 
   @property
   def init_noise_sigma(self) -> float:
-    """b_1 = σ_1/√(1+σ_1²): the scale of the pure-noise input L_1 = b_1 z."""
+    """b_1 (σ_1/√(1+σ_1²), or s_1 for a flow student): the scale of the pure-noise input."""
     return self._b[0]
 
   @property
@@ -133,16 +138,21 @@ class FewStepScheduler(SchedulerMixin, ConfigMixin):
 
   def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
            generator: Optional[torch.Generator] = None, return_dict: bool = True):
-    """One chain step from L_k (sample) and ε̂_k (model_output, C channels): returns
-    (L_{k+1}, x0_k); at the last step L_{k+1} = x0_k."""
+    """One chain step from L_k (sample) and F_k (model_output, C channels: ε̂ or the velocity):
+    returns (L_{k+1}, x0_k); at the last step L_{k+1} = x0_k."""
     k = self._index_for(timestep)
     a, b = self._a[k], self._b[k]
-    x0 = (sample - b * model_output) / a
+    if self.config.prediction_type == "epsilon":
+      eps = model_output
+      x0 = (sample - b * eps) / a
+    else:
+      x0 = sample - b * model_output
+      eps = model_output + x0
     if k + 1 >= len(self._a):
       prev = x0
     else:
       if self.config.renoise == "deterministic":
-        n = model_output
+        n = eps
       elif self._noise:
         n = self._noise.pop(0).to(device=sample.device, dtype=sample.dtype)
       else:
