@@ -95,6 +95,23 @@ def test_eps_weighting_is_the_eps_mse_of_an_eps_network():
                              np.mean((eps_hat - eps) ** 2), rtol=1e-4)
 
 
+def test_velocity_weighting_is_the_velocity_mse_of_a_flow_network():
+  """dsm_weighting='velocity': λ‖D − x0‖² = ‖v̂ − v‖² for a rectified-flow net, x_s = x/(1+σ),
+  D = x_s − s v̂ in EDM units (x0 = x_s − s v with v = ε − x0), s = σ/(1+σ)."""
+  rng = np.random.default_rng(0)
+  x0, eps, v_hat = (rng.standard_normal((8, 4, 4, 1)).astype(np.float32) for _ in range(3))
+  sigma = np.exp(rng.uniform(-3, 3, 8)).astype(np.float32)
+  s = (sigma / (1 + sigma))[:, None, None, None]
+  x_s = (1 - s) * x0 + s * eps
+  d = x_s - s * v_hat
+  w = common.dsm_weight(jnp.asarray(sigma), "velocity", 0.5)
+  np.testing.assert_allclose(float(common.dsm_loss(jnp.asarray(d), jnp.asarray(x0), w)),
+                             np.mean((v_hat - (eps - x0)) ** 2), rtol=1e-4)
+  w_eps = common.dsm_weight(jnp.asarray(sigma), "eps", 0.5)  # Another weighting is not it.
+  assert abs(float(common.dsm_loss(jnp.asarray(d), jnp.asarray(x0), w_eps))
+             - np.mean((v_hat - (eps - x0)) ** 2)) > 0.1
+
+
 def test_fdistill_sigma_law_from_config():
   cfg = defaults.digits_t2i_distill()
   nets = Nets(None, None, None, 2.5, (16, 16, 1), time=PIXART)

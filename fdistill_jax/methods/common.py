@@ -141,7 +141,7 @@ def approx_r1(real_logits: jax.Array, perturbed_real_logits: jax.Array) -> jax.A
 
 
 # ----------------------------------------------------------------------------- fake-score DSM
-DSM_WEIGHTINGS = ("none", "edm", "eps")
+DSM_WEIGHTINGS = ("none", "edm", "eps", "velocity")
 
 
 def dsm_weight(sigma: jax.Array, weighting: str, sigma_data: float) -> jax.Array | None:
@@ -152,6 +152,8 @@ def dsm_weight(sigma: jax.Array, weighting: str, sigma_data: float) -> jax.Array
   ε-prediction net (D = x − σ ε̂): the loss DMD2-SD, SiD-LSG and PixArt-DMD train their fake
   scores with. An ε-teacher's x0 error grows as σ·(its ε error), so an x0 MSE spends the fake
   score's capacity on the large σ where that error (and not the student) dominates.
+  'velocity': λ = ((1 + σ)/σ)² = 1/s², which makes it the velocity MSE ‖v̂ − v‖² of a
+  rectified-flow net (x0 = x_s − s v̂ with s = σ/(1+σ)): the flow-matching loss of SD3/FLUX.
   """
   if weighting == "none":
     return None
@@ -159,6 +161,9 @@ def dsm_weight(sigma: jax.Array, weighting: str, sigma_data: float) -> jax.Array
     return edm.edm_loss_weight(sigma, sigma_data)
   if weighting == "eps":
     return 1.0 / jnp.square(sigma.astype(jnp.float32))
+  if weighting == "velocity":
+    sigma = sigma.astype(jnp.float32)
+    return jnp.square((1.0 + sigma) / sigma)
   raise ValueError(f"dsm_weighting={weighting!r}; allowed: {DSM_WEIGHTINGS}")
 
 

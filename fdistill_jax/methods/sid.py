@@ -103,7 +103,7 @@ FIELDS = {  # Every field (fdistill.FIELDS says why).
     "method.t_max": V.within(0, 1000, "a finite number", lo_open=True),
     "method.sigma_law": V.one_of(*SIGMA_LAWS),
     "method.fake_sigma_law": V.one_of(*FAKE_SIGMA_LAWS),
-    "method.dsm_weighting": V.one_of("edm", "eps"),
+    "method.dsm_weighting": V.one_of("edm", "eps", "velocity"),
     **{f"method.{k}": V.at_least(0, "a guidance scale (1 = no guidance)")
        for k in ("kappa_train_fake", "kappa_fake", "kappa_real")},
     "method.guidance_sigma_max": V.above(0, "a noise level (inf = guidance at every σ)"),
@@ -127,8 +127,8 @@ def check_config(cfg) -> None:
   need(m.sigma_law in SIGMA_LAWS, "method.sigma_law", m.sigma_law, f"allowed: {SIGMA_LAWS}")
   need(m.fake_sigma_law in FAKE_SIGMA_LAWS, "method.fake_sigma_law", m.fake_sigma_law,
        f"allowed: {FAKE_SIGMA_LAWS}")
-  need(m.dsm_weighting in ("edm", "eps"), "method.dsm_weighting", m.dsm_weighting,
-       "allowed: ('edm', 'eps')")
+  need(m.dsm_weighting in ("edm", "eps", "velocity"), "method.dsm_weighting", m.dsm_weighting,
+       "allowed: ('edm', 'eps', 'velocity')")
   for k in ("kappa_train_fake", "kappa_fake", "kappa_real"):
     if k in m:
       need(m[k] >= 0, f"method.{k}", m[k], "a guidance scale >= 0 (1 = no guidance)")

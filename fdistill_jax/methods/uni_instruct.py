@@ -156,7 +156,7 @@ FIELDS = {
     "method.fake_sigma_law": V.one_of(*sid.FAKE_SIGMA_LAWS),
     "method.fake_p_mean": V.within(-20, 20, "a mean of ln σ"),
     "method.fake_p_std": V.within(0, 10, "a std of ln σ", lo_open=True),
-    "method.dsm_weighting": V.one_of("edm", "eps"),
+    "method.dsm_weighting": V.one_of("edm", "eps", "velocity"),
 }
 REQUIRED = sid.SHARED_REQUIRED + (
     "alpha", "divergence", "divergence_start_step", "fake_score_loss_scale",
