@@ -90,7 +90,8 @@ class FlowDiTTeacher:
 
   def network(self, x_s: jax.Array, t: jax.Array, cond: Any, *, return_features: bool = False):
     """The raw transformer on native inputs: x_s [B,H,W,C], t = T·s [B] float -> v̂ [B,H,W,C]
-    (or (v̂, feats)). A transformer with guidance_embedding reads the scale from cond["guidance"]."""
+    (or (v̂, feats)). A transformer with guidance_embedding reads the scale from
+    cond["guidance"]."""
     b, h, w, _ = x_s.shape
     added = (pixart_lib.micro_conditions(b, VAE_FACTOR * h, VAE_FACTOR * w)
              if self.module.micro_conditioned else None)
