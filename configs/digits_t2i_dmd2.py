@@ -21,12 +21,4 @@ from fdistill_jax import defaults
 
 
 def get_config():
-  cfg = defaults.digits_t2i_distill()
-  cfg.method.update(dict(divergence="rkl", ratio_normalization=False, disc_features="fake_score",
-                         gan_weight_disc=1e-2, critic_steps=4,
-                         guidance_scale=defaults.DIGITS_T2I_GUIDANCE))
-  # The head reads the fake score's block 1 of 4 (mid-network, as DMD2's UNet bottleneck and
-  # pixart512_dmd2's block 13 of 28): its GAN gradient then trains the fake score's first half,
-  # not nearly all of it as block 3 did (issue 25, review item 9).
-  cfg.disc.feature_keys = ("block1",)
-  return cfg
+  return defaults.digits_t2i_dmd2(defaults.digits_t2i_distill())

@@ -35,8 +35,4 @@ from fdistill_jax import defaults
 
 
 def get_config():
-  cfg = defaults.digits_t2i_distill()
-  cfg.method.divergence = "js"
-  cfg.method.guidance_scale = defaults.DIGITS_T2I_GUIDANCE
-  cfg.method.critic_steps = 4
-  return cfg
+  return defaults.digits_t2i_js(defaults.digits_t2i_distill())

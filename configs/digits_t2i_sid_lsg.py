@@ -17,14 +17,7 @@ Every tried variant, the old teacher's rows and the diagnostics: BENCHMARKS.md "
 text-to-image students".
 """
 from fdistill_jax import defaults
-from fdistill_jax.methods import sid
 
 
 def get_config():
-  cfg = defaults.digits_t2i_distill()
-  w = defaults.DIGITS_T2I_GUIDANCE
-  cfg.method = sid.method_config(alpha=1.0, kappa_train_fake=w, kappa_fake=w, kappa_real=w,
-                                 cond_drop=0.1, critic_steps=4)
-  defaults.sid_style(cfg)
-  cfg.dataset.name = "prompts"
-  return defaults.eps_teacher(cfg)
+  return defaults.digits_t2i_sid_lsg(defaults.digits_t2i_distill(), defaults.eps_teacher)

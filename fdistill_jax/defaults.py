@@ -585,3 +585,109 @@ def digits_t2i_distill() -> ml_collections.ConfigDict:
                        metric="digits",  # also for data-free runs (dataset.name='prompts').
                        per_prompt_samples=50))  # 560 = 2 samples for each of the 280 prompts.
   return eps_teacher(cfg)
+
+
+# ------------------------------------------------------------------ rectified-flow DiT teachers
+def flow_teacher(cfg: ml_collections.ConfigDict, shift: float = 1.0) -> ml_collections.ConfigDict:
+  """A text-to-image config made for a rectified-flow DiT teacher (teacher.kind 'flow_dit',
+  teachers/flow_dit.py), in place: the transformer predicts a velocity (out_channels =
+  in_channels), the schedule is diffusers' FlowMatch one (T = 1000, `shift`), the reference
+  sampler is Euler on its own grid."""
+  cfg.teacher.kind = "flow_dit"
+  cfg.teacher.pixart_config.out_channels = cfg.teacher.pixart_config.in_channels
+  cfg.teacher.schedule = ml_collections.ConfigDict(dict(num_train_timesteps=1000, shift=shift))
+  cfg.eval.teacher_solver = "euler"
+  if cfg.eval.sampler != "one_step":
+    cfg.eval.sampler = "euler"
+  return cfg
+
+
+def flow_distill(cfg: ml_collections.ConfigDict, sigma_init: float = 80.0
+                 ) -> ml_collections.ConfigDict:
+  """Noise levels and fake-score loss for distilling a rectified-flow teacher, in place, for any
+  method: its x̂0 = x_s − s·v̂ carries at most its velocity error (s < 1), unlike an ε-teacher's
+  σ·ε error, so the student starts near pure noise (σ_init 80: s = 0.988, as EDM's one-step
+  students; diffusers' flow samplers start at s = 1) and t = T·s is drawn uniformly over
+  [t(σ_min), t(σ_max)] ('uniform_t': uniform s, the rectified-flow draw of flow DMD/SiD
+  recipes) for the generator, the fake score and f-distill's ratio bins; the fake score is
+  trained on the velocity MSE ('velocity', λ = 1/s²), the teacher's own loss."""
+  d, m = cfg.diffusion, cfg.method
+  d.sigma_init = d.sigma_max = sigma_init
+  m.sigma_law, m.dsm_weighting = "uniform_t", "velocity"
+  if "fake_sigma_law" in m:
+    m.fake_sigma_law = "generator"
+  if "ratio_bin_space" in m:
+    m.ratio_bin_space = "law"
+  return cfg
+
+
+def t2i_flow() -> ml_collections.ConfigDict:
+  """t2i() with the tiny transformer as a rectified-flow teacher (random weights unless
+  teacher.checkpoint is set: tests and speed runs)."""
+  return flow_distill(flow_teacher(t2i()))
+
+
+def digits_t2i_flow_teacher() -> ml_collections.ConfigDict:
+  """Flow-matching training of the digits text-to-image flow teacher
+  (configs/teachers/digits_t2i_flow.py): the digits text teacher's transformer (its ε head cut to
+  a velocity head, tools/flow_from_eps) reading the committed prompt cache of its frozen T5,
+  images paired with training phrasings by class, 10 % prompt dropout to "" for guidance.
+  Loss: the velocity MSE (edm_training with dsm_weighting 'velocity') with ln σ ~ N(0, 1.6²),
+  SD3's logit-normal time draw widened (std 1.6 instead of 1) so that the one-step students'
+  σ_init = 80 (s = 0.988) is trained too; evaluated with Euler at 35 NFE, w = 2."""
+  cfg = flow_teacher(digits_t2i_teacher())
+  cfg.teacher.pixart_config = ml_collections.ConfigDict(
+      dict(DIGITS_T2I_TEXT_PIXART, out_channels=1))
+  cfg.teacher.prompt_cache = asset("digits_t2i_text_prompts")
+  cfg.teacher.max_length = 64
+  cfg.method.p_mean, cfg.method.p_std, cfg.method.dsm_weighting = 0.0, 1.6, "velocity"
+  cfg.diffusion.sigma_data = 0.5  # Unused by the velocity weighting.
+  cfg.train.update(dict(steps=3000, ckpt_every=500))
+  cfg.eval.update(dict(num_samples=560, sampler="euler", teacher_solver="euler"))
+  return cfg
+
+
+# The digits text-to-image recipes, each for either teacher family (configs/digits_t2i_{js,dmd2,
+# sid_lsg}.py and configs/digits_t2i_flow_*.py): cfg is digits_t2i_distill() or
+# digits_t2i_flow_distill(); noise_levels re-applies its family's σ laws to a new method block.
+def digits_t2i_js(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """f-distill JS with teacher guidance w = DIGITS_T2I_GUIDANCE, FastGen's 1:4 schedule."""
+  cfg.method.divergence = "js"
+  cfg.method.guidance_scale = DIGITS_T2I_GUIDANCE
+  cfg.method.critic_steps = 4
+  return cfg
+
+
+def digits_t2i_dmd2(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """DMD2: reverse KL, no ratio normalisation, GAN head on the fake score's block 1, 1:4."""
+  cfg.method.update(dict(divergence="rkl", ratio_normalization=False, disc_features="fake_score",
+                         gan_weight_disc=1e-2, critic_steps=4,
+                         guidance_scale=DIGITS_T2I_GUIDANCE))
+  # The head reads the fake score's block 1 of 4 (mid-network, as DMD2's UNet bottleneck and
+  # pixart512_dmd2's block 13 of 28): its GAN gradient then trains the fake score's first half,
+  # not nearly all of it as block 3 did (issue 25, review item 9).
+  cfg.disc.feature_keys = ("block1",)
+  return cfg
+
+
+def digits_t2i_sid_lsg(cfg: ml_collections.ConfigDict, noise_levels=eps_teacher
+                       ) -> ml_collections.ConfigDict:
+  """SiD-LSG (κ1 = κ2 = κ4 = w), α = 1, condition dropout 0.1, SiD's Adam, data-free."""
+  from fdistill_jax.methods import sid  # pylint: disable=import-outside-toplevel
+  w = DIGITS_T2I_GUIDANCE
+  cfg.method = sid.method_config(alpha=1.0, kappa_train_fake=w, kappa_fake=w, kappa_real=w,
+                                 cond_drop=0.1, critic_steps=4)
+  sid_style(cfg)
+  cfg.dataset.name = "prompts"
+  return noise_levels(cfg)
+
+
+def digits_t2i_flow_distill() -> ml_collections.ConfigDict:
+  """digits_t2i_distill with the committed digits flow teacher (assets/digits_t2i_flow_teacher,
+  configs/teachers/digits_t2i_flow.py) and flow_distill's noise levels: the same prompts, data,
+  student size, budget and evaluation as the PixArt digits students (configs/digits_t2i_*)."""
+  cfg = digits_t2i_distill()
+  flow_teacher(cfg)
+  cfg.teacher.checkpoint = asset("digits_t2i_flow_teacher")
+  cfg.diffusion.sigma_min = 0.002
+  return flow_distill(cfg)

@@ -156,7 +156,9 @@ def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
   with its own T5 (teacher.text_encoder) also gets text_encoder/ beside the pipeline folder (a
   transformers T5EncoderModel with the byte tokenizer, tools/encode_prompts' --model). A student
   that takes the guidance scale as an input is not expressible there (the pipeline's transformer
-  has no guidance embedding): it gets params.safetensors and metadata.json only."""
+  has no guidance embedding): it gets params.safetensors and metadata.json only. A teacher
+  trained here (method edm_training) of a family with its own scheduler (flow_dit: diffusers'
+  FlowMatchEulerDiscreteScheduler) gets diffusers/transformer and diffusers/scheduler only."""
   from fdistill_jax.convert import pixart as conv
   from fdistill_jax.experiments import t2i, t2i_text
   from fdistill_jax.models import pixart as pixart_lib
@@ -180,6 +182,17 @@ def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
         "diffusers' PixArtTransformer2DModel has no guidance embedding")
     return arch, files
   pipe = out / "diffusers"
+  tm = t2i.family_teacher(cfg)
+  if _trains_teacher(cfg) and hasattr(tm, "export_scheduler"):
+    # A trained teacher samples with its family's own scheduler, not a student's chain: a
+    # folder that the family's loader (teachers/flow_dit.load_flow_teacher) and diffusers'
+    # transformer and scheduler classes read.
+    conv.to_diffusers_folder(params, module, str(pipe / "transformer"))
+    (pipe / "scheduler").mkdir(parents=True, exist_ok=True)
+    _write_bytes(pipe / "scheduler" / "scheduler_config.json",
+                 json.dumps(tm.export_scheduler(cfg.teacher), indent=1).encode())
+    arch["pipeline"] = "teacher"
+    return arch, ["diffusers", *files]
   conv.to_diffusers_folder(params, module, str(pipe / "transformer"))
   (pipe / "scheduler").mkdir(parents=True, exist_ok=True)
   _write_bytes(pipe / "scheduler" / "scheduler_config.json",
@@ -191,6 +204,12 @@ def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
                json.dumps(_pipeline_components(cfg), indent=1).encode())
   arch["pipeline"] = "diffusers"
   return arch, ["diffusers", *files]
+
+
+def _trains_teacher(cfg) -> bool:
+  """Whether cfg's method trains a denoiser from data (edm_training) rather than a student."""
+  from fdistill_jax.methods import registry
+  return not getattr(registry.get(cfg.method.name), "NEEDS_TEACHER", True)
 
 
 def native_writer(cfg) -> Callable[[Any, Any, epath.Path], tuple[dict, list[str]]]:

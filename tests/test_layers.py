@@ -140,7 +140,7 @@ def test_every_family_resolves_and_unknown_kinds_are_named():
     assert all(c().teacher.kind == kind for c in fam.default_builders()), kind
     if fam.text_to_image:  # What the t2i problem, its evaluation and export ask of the family.
       tm = fam.teacher_module()
-      for name in ("Teacher", "adapter", "check_module", "SOLVERS", "sample", "PREDICTION",
+      for name in ("wrap", "adapter", "check_module", "SOLVERS", "sample", "PREDICTION",
                    "NAME", "RULES"):
         assert hasattr(tm, name), (kind, name)
   with pytest.raises(ValueError, match=r"teacher.kind='sd3'.*allowed: \("):

@@ -68,7 +68,7 @@ FEATURE_KEY = re.compile(r"block(\d+)$")
 
 
 def family_teacher(cfg):
-  """The teacher module of cfg's family (teachers/pixart.py, ...): its Teacher wrapper, adapter,
+  """The teacher module of cfg's family (teachers/pixart.py, ...): its wrap(), adapter,
   module check, reference solvers and sampler."""
   return teachers.of(cfg).teacher_module()
 
@@ -321,8 +321,8 @@ def networks(cfg, module, params, spec: conditioning.ConditionSpec,
   encode(params, cond) -> (PixArt params, text cond) (t2i_text; the identity for a cache).
   With a WithGuidance spec the student (generator and fake score) is the module with a
   zero-initialised guidance embedding reading each row's w; the teacher reads the text only.
-  wrap(module, params, adapter) -> D(x; σ, cond): the family's Teacher (default cfg's)."""
-  wrap = wrap or family_teacher(cfg).Teacher
+  wrap(module, params, adapter) -> D(x; σ, cond): the family's (default cfg's)."""
+  wrap = wrap or functools.partial(family_teacher(cfg).wrap, cfg.teacher)
   shape = (module.sample_size, module.sample_size, module.in_channels)
   takes_w = isinstance(spec, conditioning.WithGuidance)
   student_module = module.clone(guidance_embedding=True) if takes_w else module

@@ -159,7 +159,7 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
   @functools.partial(jax.jit, static_argnames=("nfe", "w", "how"))
   def _multistep(params, z, cond, nfe: int, w: float, how: str):
     tp, cond_e = encode(params, base(cond))  # Encoded once, outside the solver loop.
-    net = tm.Teacher(module, tp, adapter, null_cond=encode(params, null)[1])
+    net = tm.wrap(cfg.teacher, module, tp, adapter, null_cond=encode(params, null)[1])
     return tm.sample(net, z, cond_e, num_steps=nfe, guidance_scale=w, solver=how)
 
   @jax.jit

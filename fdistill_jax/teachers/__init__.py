@@ -5,10 +5,12 @@ A family owns what is particular to one kind of teacher; the rest of the code as
             `build(cfg, workdir, method)`): 'toy' (2-D mixtures), 'image' (class-conditional
             EDM networks), 't2i' (text-to-image transformers);
   teacher   its module in teachers/ (loading, the parameterisation adapter, the reference
-            sampler). A text-to-image teacher module provides `Teacher` (the D(x; σ, cond)
-            wrapper), `adapter(teacher_cfg)`, `check_module(module)`, `SOLVERS`, `sample(...)`,
-            `PREDICTION` and `scheduler_config(...)` (what the t2i problem, its evaluation and
-            export ask);
+            sampler). A text-to-image teacher module provides `wrap(teacher_cfg, module,
+            params, adapter, null_cond)` (the D(x; σ, cond) the problem holds),
+            `adapter(teacher_cfg)`, `check_module(module)`, `SOLVERS` (the first the default),
+            `sample(teacher, z, cond, num_steps=, guidance_scale=, solver=)`, `PREDICTION`
+            ('epsilon' | 'flow': the exported scheduler's), `NAME` and `RULES` (what the t2i
+            problem, its evaluation and export ask);
   export    the writer of a student's native files (`writer(cfg, params, out) -> (arch, files)`);
   defaults  the builders in defaults.py of its default configs (config_checks' reference of the
             fields a config of this kind may hold);
@@ -84,6 +86,13 @@ FAMILIES: dict[str, Family] = {f.kind: f for f in (
                   "fdistill_jax.experiments.t2i_text:RULES", "fdistill_jax.teachers.pixart:RULES"),
            teacher="fdistill_jax.teachers.pixart",
            summary="PixArt-α DiTs: ε-prediction with learned σ on a DDPM schedule, T5 text"),
+    Family("flow_dit", problem=T2I_PROBLEM,
+           export="fdistill_jax.export:_write_pixart",
+           defaults=lambda d: (d.t2i_flow, d.digits_t2i_flow_teacher, d.digits_t2i_flow_distill),
+           rules=(_IMAGE_RULES, "fdistill_jax.experiments.t2i:RULES",
+                  "fdistill_jax.experiments.t2i_text:RULES", "fdistill_jax.teachers.flow_dit:RULES"),
+           teacher="fdistill_jax.teachers.flow_dit",
+           summary="rectified-flow DiTs (velocity, the SD3/FLUX convention) on the PixArt body"),
 )}
 
 KINDS: tuple[str, ...] = tuple(FAMILIES)

@@ -45,14 +45,17 @@ import jax
 import jax.numpy as jnp
 from etils import epath
 
+from fdistill_jax import validation as V
 from fdistill_jax.diffusion import flow_samplers
 from fdistill_jax.diffusion import parameterisations as param_lib
 from fdistill_jax.models import pixart as pixart_lib
 from fdistill_jax.teachers.pixart import VAE_FACTOR, _check_cond
 
-SOLVERS = flow_samplers.SOLVERS
+SOLVERS = flow_samplers.SOLVERS  # The first is the default reference sampler.
 NUM_TRAIN_TIMESTEPS = 1000
 SCHEDULER_CLASS = "FlowMatchEulerDiscreteScheduler"
+PREDICTION = "flow"
+NAME = "rectified-flow DiT teacher (velocity adapter)"
 
 
 S_RANGE = (1e-3, 1.0 - 1e-3)  # The default s range (module docstring).
@@ -61,6 +64,62 @@ S_RANGE = (1e-3, 1.0 - 1e-3)  # The default s range (module docstring).
 def default_sigma_range() -> tuple[float, float]:
   """(σ_min, σ_max) = (1/999, 999): σ = s/(1 − s) at the ends of S_RANGE (module docstring)."""
   return tuple(s / (1.0 - s) for s in S_RANGE)
+
+
+# ------------------------------------------------------------------ the family (teachers.FAMILIES)
+# config.teacher.schedule of a 'flow_dit' teacher: {num_train_timesteps, shift, sigma_min,
+# sigma_max}, every key optional (defaults: 1000, 1.0 and default_sigma_range()).
+SCHEDULE_KEYS = ("num_train_timesteps", "shift", "sigma_min", "sigma_max")
+RULES = {  # The family's fields beyond the text-to-image problem's.
+    "eval.teacher_solver": V.one_of(*SOLVERS),
+    "eval.sampler": V.one_of("one_step", *SOLVERS),
+    "teacher.schedule.num_train_timesteps": V.within(1, 10 ** 6, "an int"),
+    "teacher.schedule.shift": V.above(0, "the SD3 time shift (1 = none)"),
+    "teacher.schedule.sigma_min": V.above(0, "a noise level (σ = s/(1 − s))"),
+    "teacher.schedule.sigma_max": V.above(0, "a noise level (σ = s/(1 − s))"),
+}
+
+
+def _schedule(teacher_cfg) -> dict:
+  sched = dict(teacher_cfg.get("schedule", None) or {})
+  unknown = sorted(set(sched) - set(SCHEDULE_KEYS))
+  if unknown:
+    raise V.ConfigError(f"config.teacher.schedule has {unknown}: not fields of a flow teacher's "
+                        f"schedule; known: {SCHEDULE_KEYS}")
+  lo, hi = default_sigma_range()
+  return {"num_train_timesteps": int(sched.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS)),
+          "shift": float(sched.get("shift", 1.0)),
+          "sigma_min": float(sched.get("sigma_min", lo)),
+          "sigma_max": float(sched.get("sigma_max", hi))}
+
+
+def adapter(teacher_cfg) -> param_lib.TeacherAdapter:
+  """The velocity adapter of config.teacher (teacher.schedule: time scale T and σ range)."""
+  s = _schedule(teacher_cfg)
+  return param_lib.rectified_flow("velocity", time_scale=float(s["num_train_timesteps"]),
+                                  sigma_min=s["sigma_min"], sigma_max=s["sigma_max"])
+
+
+def check_module(module: pixart_lib.PixArtTransformer) -> None:
+  """A ValueError unless the transformer predicts a velocity (out_channels = in_channels)."""
+  if module.out_dim != module.in_channels:
+    raise ValueError(
+        f"config.teacher: a flow teacher predicts a velocity (out_channels = in_channels = "
+        f"{module.in_channels}), got out_channels={module.out_dim}"
+        + (" (a learned-σ ε-prediction PixArt-α transformer: teacher.kind='pixart')"
+           if module.out_dim == 2 * module.in_channels else ""))
+
+
+def wrap(teacher_cfg, module, params, adapter_, null_cond: Any = None) -> "FlowDiTTeacher":
+  """The D(x; σ, cond) the text-to-image problem holds (teacher.schedule's shift for sampling)."""
+  return FlowDiTTeacher(module, params, adapter_, null_cond, None,
+                        _schedule(teacher_cfg)["shift"])
+
+
+def export_scheduler(teacher_cfg) -> dict:
+  """scheduler_config.json of the teacher's own Euler sampler (FlowMatchEulerDiscreteScheduler)."""
+  s = _schedule(teacher_cfg)
+  return scheduler_config(s["num_train_timesteps"], s["shift"])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: hashable by identity (static in jit).

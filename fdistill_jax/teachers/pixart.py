@@ -167,7 +167,10 @@ def make_pixart_teacher(module: pixart_lib.PixArtTransformer, params: Any, *,
   return PixArtTeacher(module, params, adapter, null_cond, guidance_scale)
 
 
-Teacher = PixArtTeacher  # What the text-to-image problem wraps each network in (teachers/__init__).
+def wrap(teacher_cfg, module, params, adapter_, null_cond: Any = None) -> PixArtTeacher:
+  """The D(x; σ, cond) the text-to-image problem holds (teachers/__init__'s family interface)."""
+  del teacher_cfg  # Everything PixArt-specific is in the adapter.
+  return PixArtTeacher(module, params, adapter_, null_cond)
 
 
 def load_pixart_teacher(folder: str, **kwargs) -> PixArtTeacher:
