@@ -9,14 +9,17 @@ handed and imports neither data, evaluation, methods nor experiments.
 """
 from __future__ import annotations
 
-from fdistill_jax import experiments
+from fdistill_jax import config_defaults, experiments
 from fdistill_jax.engine import loop
 from fdistill_jax.evaluation import plots
 from fdistill_jax.methods import registry
 
 
 def build(cfg, workdir: str, prepare: bool = True):
-  """(experiment, method module) of cfg; prepare=False skips the method's hook (e.g. KD's pairs)."""
+  """(experiment, method module) of cfg; prepare=False skips the method's hook (e.g. KD's pairs).
+  cfg's optional fields are resolved in place first (config_defaults.resolve), as in every
+  function here: they are the Python API's entry points."""
+  config_defaults.resolve(cfg)
   method = registry.get(cfg.method.name)
   exp = experiments.build(cfg, workdir, method)
   if prepare and hasattr(method, "prepare"):  # e.g. KD builds its cached teacher pairs.
@@ -25,6 +28,7 @@ def build(cfg, workdir: str, prepare: bool = True):
 
 
 def _problem(cfg, workdir: str, prepare: bool = True):
+  config_defaults.resolve(cfg)  # Before the engine reads cfg (Run, train, load_trained, ...).
   return lambda: build(cfg, workdir, prepare)
 
 

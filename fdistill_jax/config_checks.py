@@ -14,7 +14,7 @@ import numbers
 
 import jax
 
-from fdistill_jax import experiments, teachers, validation
+from fdistill_jax import config_defaults, experiments, teachers, validation
 from fdistill_jax.diffusion import few_step
 from fdistill_jax.methods import registry
 
@@ -24,10 +24,12 @@ _need = validation.need
 
 
 def check(cfg, num_devices: int | None = None) -> None:
-  """Raises ConfigError on the first invalid field."""
+  """Resolves cfg's optional fields in place (config_defaults.resolve), then raises ConfigError on
+  the first invalid field."""
   num_devices = num_devices or jax.device_count()
   _need(cfg.get("teacher") is not None and cfg.teacher.get("kind") in teachers.KINDS,
         "teacher.kind", cfg.get("teacher", {}).get("kind"), f"allowed: {teachers.KINDS}")
+  config_defaults.resolve(cfg)
   check_required(cfg)
   check_types(cfg)
   m = cfg.method
@@ -37,24 +39,24 @@ def check(cfg, num_devices: int | None = None) -> None:
     _need(o.lr > 0, f"optim.{net}.lr", o.lr, "must be > 0")
     _need(0 <= o.b1 < 1 and 0 <= o.b2 < 1, f"optim.{net}.b1/b2", (o.b1, o.b2), "must be in [0, 1)")
     _need(o.weight_decay >= 0, f"optim.{net}.weight_decay", o.weight_decay, "must be >= 0")
-    _need(o.get("schedule", "constant") in ("constant", "cosine"), f"optim.{net}.schedule",
-          o.get("schedule"), "'constant' or 'cosine'")
-    _need(0 <= o.get("end_lr_ratio", 0.0) <= 1, f"optim.{net}.end_lr_ratio",
-          o.get("end_lr_ratio"), "must be in [0, 1]")
-    _need(all(len(r) == 2 and isinstance(r[0], str) and r[1] > 0 for r in o.get("lr_scales", ())),
-          f"optim.{net}.lr_scales", o.get("lr_scales"),
+    _need(o.schedule in ("constant", "cosine"), f"optim.{net}.schedule",
+          o.schedule, "'constant' or 'cosine'")
+    _need(0 <= o.end_lr_ratio <= 1, f"optim.{net}.end_lr_ratio",
+          o.end_lr_ratio, "must be in [0, 1]")
+    _need(all(len(r) == 2 and isinstance(r[0], str) and r[1] > 0 for r in o.lr_scales),
+          f"optim.{net}.lr_scales", o.lr_scales,
           "pairs (regex on the param path, factor > 0)")
   t = cfg.train
   _need(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
   _need(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
   _need(t.batch_size % num_devices == 0, "train.batch_size", t.batch_size,
         f"must be divisible by the {num_devices} devices")
-  ga = t.get("grad_accum", 1)
+  ga = t.grad_accum
   _need(ga >= 1 and (t.batch_size // num_devices) % ga == 0, "train.grad_accum", ga,
         f"an int >= 1 that divides the per-device batch {t.batch_size // num_devices}")
   _need(all(0 < d < 1 for d in t.ema_decays), "train.ema_decays", t.ema_decays,
         "each decay must be in (0, 1)")
-  _need(t.get("ema_rampup", 0.0) >= 0, "train.ema_rampup", t.get("ema_rampup"),
+  _need(t.ema_rampup >= 0, "train.ema_rampup", t.ema_rampup,
         "a ramp-up ratio >= 0 (0 = constant β; EDM and SiD use 0.05)")
   _need(t.log_every >= 1, "train.log_every", t.log_every, "must be >= 1")
   _need(cfg.mesh.fsdp >= 1 and num_devices % cfg.mesh.fsdp == 0, "mesh.fsdp", cfg.mesh.fsdp,
@@ -128,12 +130,10 @@ def _check_engine_limits(cfg) -> None:
         "train.max_nonfinite_streak", t.max_nonfinite_streak,
         "an int >= 1 (non-finite steps in a row before the run halts)")
   for k in ("restart_from_scratch", "adopt_unverified_checkpoints"):
-    if k in t:
-      _need(isinstance(t[k], bool), f"train.{k}", t[k], "True or False")
-  for k in ("sigma_min", "sigma_max", "sigma_data", "sigma_init"):
-    if k in cfg.diffusion:
-      v = cfg.diffusion[k]
-      _need(_finite_number(v), f"diffusion.{k}", v, "a finite number")
+    _need(isinstance(t[k], bool), f"train.{k}", t[k], "True or False")
+  for k in ("sigma_min", "sigma_max", "sigma_data", "sigma_init"):  # Required (ENGINE_REQUIRED).
+    v = cfg.diffusion[k]
+    _need(_finite_number(v), f"diffusion.{k}", v, "a finite number")
   ev, decays = cfg.eval.params, tuple(t.ema_decays)
   try:
     ok = ev == "raw" or float(ev) in [float(x) for x in decays]
@@ -146,13 +146,16 @@ def _check_engine_limits(cfg) -> None:
 
 # ----------------------------------------------------------------------------- field types
 # Every field has the type of its default: the union, per teacher kind, of the configs defaults.py
-# builds and of every method's method_config, plus the optional fields read with .get below. An
+# builds and of every method's method_config, plus the optional fields no default config sets
+# (_OPTIONAL: config_defaults.ENGINE's, with type examples where the default shows too little). An
 # int is accepted where a float is expected; floats must be finite unless a default is inf.
 # Blocks whose keys are constructor arguments of a network are typed but left open: their owners
 # (experiments/image.py, experiments/t2i.py, experiments/t2i_text.py) check their keys.
 _OPEN_BLOCKS = ("teacher.precond_kwargs", "teacher.pixart_config", "teacher.text_encoder",
                 "teacher.schedule")
-_OPTIONAL = {"mesh.tensor": 1, "eval.fid_batch": 250, "teacher.schedule": None,
+_OPTIONAL = {**{p: v for p, v in config_defaults.ENGINE.items() if "*" not in p},
+             "teacher.schedule": None,  # None-able: the teacher's own schedule (teachers/pixart).
+             # A type example (element pairs); config_defaults.ENGINE's default is ().
              "optim.generator.lr_scales": (("", 1.0),), "optim.fake_score.lr_scales": (("", 1.0),),
              "optim.discriminator.lr_scales": (("", 1.0),),
              # Typed for the toy's student block too, so its check names the kinds that read it.
@@ -290,9 +293,11 @@ def check_types(cfg) -> None:
 #   method trains (the discriminator only while disc.enabled);
 # * the chosen method's (registry.required_fields: each method module's REQUIRED);
 # * of the other blocks, every field that every default config of the teacher kind has
-#   (_reference's builders), except those whose name is read with a default somewhere
-#   (_DEFAULTED: `.get("name", ...)` or `"name" in ...`; tests/test_config_probe.py re-derives it
-#   from the source) and the keys of the open blocks (their owners check them).
+#   (_reference's builders), except the optional ones `check` fills in first
+#   (config_defaults.table), those whose name is read with a default somewhere (_DEFAULTED:
+#   `.get("name", ...)` or `"name" in ...`, where absence means something;
+#   tests/test_config_probe.py re-derives it from the source) and the keys of the open blocks
+#   (their owners check them).
 ENGINE_REQUIRED = (
     "seed", "train.steps", "train.batch_size", "train.ema_decays", "train.log_every",
     "train.eval_every", "train.keep_checkpoints", "train.ckpt_every",
@@ -302,32 +307,24 @@ ENGINE_REQUIRED = (
 _OPTIM_REQUIRED = ("lr", "b1", "b2", "eps", "weight_decay", "clip")
 _DEFAULTED = frozenset((
     "adopt_unverified_checkpoints", "alpha", "attention_head_dim", "augment_dim", "augment_p",
-    "batch_size", "cache_dir", "caption_channels", "captions", "checkpoint", "compute_dtype",
-    "clip_value", "cond_drop", "critic_steps", "default_tactic", "disc_features", "divergence",
-    "dm_normalize",
-    "dropout", "dsm_weighting", "dtype", "ema", "ema_rampup", "end_lr_ratio",
-    "fake_score_loss_scale", "fake_score_reduction", "fake_sigma_law", "fid_batch",
-    "few_step", "fid_reference", "fid_weights", "final_eval", "fsdp_min_size", "generator",
-    "grad_accum", "guidance_input",
-    "grid_size",
-    "guidance_scale", "guidance_sigma_max", "in_channels", "init_checkpoint", "init_seed",
-    "kappa_fake",
-    "kappa_real", "kappa_train_fake", "kind", "label_dim", "lr_scales", "max_length", "metric",
-    "model_type", "nan_to_num", "optim",
-    "num_attention_heads", "num_layers", "num_prompts", "out_channels", "per_prompt_samples",
-    "per_prompt_train", "pixart_config", "precond_kwargs", "prompt_cache", "prompts",
-    "r1_weight", "ratio_bin_space", "reference_cache", "remat", "restart_from_scratch", "rules",
-    "schedule", "score_raw", "sigma_data", "sigma_max", "sigma_min", "source", "steps",
-    "student_steps", "teacher",
-    "teacher_nfes",
-    "teacher_solver", "tensor", "tensorboard", "text_encoder", "train_prompts", "use_labels",
-    "vae", "xflip"))
+    "cache_dir", "caption_channels", "checkpoint", "clip_value", "cond_drop", "critic_steps",
+    "default_tactic", "disc_features", "divergence", "dm_normalize", "dropout", "dsm_weighting",
+    "ema_rampup", "fake_score_loss_scale", "fake_score_reduction", "fake_sigma_law", "few_step",
+    "fid_reference", "fid_weights", "final_eval", "fsdp_min_size", "generator", "grad_accum",
+    "guidance_input", "guidance_scale", "guidance_sigma_max", "in_channels", "init_checkpoint",
+    "kappa_fake", "kappa_real", "kappa_train_fake", "kind", "label_dim", "lr_scales",
+    "max_length", "model_type", "nan_to_num", "optim", "num_attention_heads", "num_layers",
+    "out_channels", "pixart_config", "precond_kwargs", "prompt_cache", "prompts", "r1_weight",
+    "ratio_bin_space", "remat", "restart_from_scratch", "rules", "schedule", "score_raw",
+    "sigma_data", "sigma_max", "sigma_min", "source", "steps", "student_steps", "teacher",
+    "tensor", "tensorboard", "text_encoder", "train_prompts", "vae"))
 
 
 @functools.lru_cache(maxsize=None)
 def _common(kind: str) -> tuple[str, ...]:
   """Fields outside method and optim that every default config of teacher kind `kind` has."""
   builders = teachers.get(kind).default_builders()
+  optional = set(config_defaults.table(kind))  # optim is left out below anyway.
   common = None
   for build in builders:
     flat: dict = {}
@@ -335,7 +332,7 @@ def _common(kind: str) -> tuple[str, ...]:
     common = set(flat) if common is None else common & set(flat)
   return tuple(sorted(
       p for p in common if p.split(".", 1)[0] not in ("method", "optim")
-      and p.rsplit(".", 1)[-1] not in _DEFAULTED
+      and p not in optional and p.rsplit(".", 1)[-1] not in _DEFAULTED
       and not any(p.startswith(b + ".") for b in _OPEN_BLOCKS)))
 
 

@@ -63,11 +63,11 @@ def main(argv):
                                  int(env["JAX_PROCESS_ID"]))
     else:  # Cloud TPU, Slurm, Open MPI: auto-detected.
       jax.distributed.initialize()
-  from fdistill_jax import compose, config_checks
+  from fdistill_jax import compose, config_checks, config_defaults
   from fdistill_jax.engine import compile_cache
   if (cache := compile_cache.cache_dir(_CACHE.value, _WORKDIR.value)):
     compile_cache.enable(cache)
-  cfg = _CONFIG.value
+  cfg = config_defaults.resolve(_CONFIG.value)  # The optional fields, once (check does too).
   config_checks.check(cfg)
   if _PROMPTS.value and _MODE.value != "sample":
     raise app.UsageError("--prompts is for --mode=sample")

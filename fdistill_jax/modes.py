@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from fdistill_jax import compose, fileio
+from fdistill_jax import compose, config_defaults, fileio
 from fdistill_jax import data as data_lib
 from fdistill_jax.engine import workdir_lock
 from fdistill_jax.evaluation import fid, grids, t2i_sampling
@@ -93,10 +93,10 @@ def sample_prompts(cfg, workdir: str, prompts: str, prompt_cache: str | None = N
     params = exp.frozen.get("teacher") if isinstance(exp.frozen, dict) else None
   stem = os.path.splitext(os.path.basename(prompts))[0]
   return t2i_sampling.write_prompt_samples(
-      exp, params, prompts, prompt_cache or cfg.teacher.get("prompt_cache", ""),
+      exp, params, prompts, prompt_cache or cfg.teacher.prompt_cache,
       os.path.join(workdir, f"samples_{tag}_{stem}"), key, teacher=teacher,
-      batch_size=int(cfg.eval.get("batch_size", 0) or 64),
-      grid_size=int(cfg.eval.get("grid_size", 16)), title=f"{tag}: {stem}")
+      batch_size=int(cfg.eval.batch_size or 64),
+      grid_size=int(cfg.eval.grid_size), title=f"{tag}: {stem}")
 
 
 # ============================================================================== ref
@@ -107,13 +107,14 @@ def reference_statistics(cfg, workdir: str, extractor=None) -> dict:
   Written to workdir/fid_reference.npz; pass it as config.eval.fid_reference. The Inception
   weights come from config.eval.fid_weights unless an extractor is given.
   """
+  config_defaults.resolve(cfg)  # A Python-API entry point (main resolves too).
   source = data_lib.make_source(cfg.dataset)
   if extractor is None:
     if not cfg.eval.get("fid_weights"):
       raise ValueError("--mode=ref needs config.eval.fid_weights (pytorch-fid's Inception .pth "
                        "or its .npz); see docs/evaluation.md 'FID'")
     extractor = fid.FeatureExtractor.from_weight_file(cfg.eval.fid_weights,
-                                                      int(cfg.eval.get("fid_batch", 250)))
+                                                      int(cfg.eval.fid_batch))
   bs = 256
 
   def batches():

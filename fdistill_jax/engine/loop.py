@@ -82,6 +82,8 @@ def _resumed_state(ckpt, cfg, abstract, state_sh, exp):
   """The state to resume from, or None to start from the initial state. A run never starts over
   while the checkpoint dir holds steps it could not verify (or an earlier run set all of its
   steps aside in corrupt/), unless config.train.restart_from_scratch says so."""
+  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
+  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
   fresh = bool(cfg.train.get("restart_from_scratch", False))
   if ckpt.latest_step() is None:
     aside = ckpt.set_aside_steps()
@@ -187,6 +189,8 @@ def train(cfg, workdir: str, problem, devices=None, plot: Plot | None = None) ->
 
 def _train(cfg, workdir: str, problem, devices=None, lease=None, plot: Plot | None = None) -> dict:
   fileio.makedirs(workdir)
+  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
+  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
   writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
   progress_lib.note("building the run and compiling its steps ...")
   run = Run(cfg, workdir, problem, devices)

@@ -29,6 +29,8 @@ def make_mesh(cfg, devices=None) -> Mesh:
   devices = np.asarray(devices if devices is not None else jax.devices())
   n = devices.size
   fsdp = int(cfg.mesh.fsdp)
+  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
+  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
   tensor = int(cfg.mesh.get("tensor", 1))
   data = int(cfg.mesh.data)
   if data == -1:
@@ -65,6 +67,8 @@ def _fsdp_spec(shape, axis_size: int, min_size: int, taken: dict | None = None) 
 
 def tree_shardings(abstract_tree, mesh: Mesh, cfg):
   """NamedSharding pytree for a (shape-dtype) pytree according to cfg.mesh rules."""
+  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
+  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
   rules = [(re.compile(r), t) for r, t in cfg.mesh.get("rules", ())]
   default = cfg.mesh.get("default_tactic", "fsdp")
   fsdp = mesh.shape["fsdp"]

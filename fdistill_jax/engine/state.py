@@ -47,6 +47,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
   """
   o = cfg.optim[net]
   lr = o.lr
+  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
+  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
   schedule = o.get("schedule", "constant")
   if schedule == "cosine":
     if not num_updates:

@@ -36,6 +36,8 @@ def make_step(method, nets, txs: dict, cfg, phase: str) -> Callable:
     raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
   names = method.GENERATOR_NETS if phase == "generator" else method.CRITIC_NETS
   loss_fn = method.generator_loss if phase == "generator" else method.critic_loss
+  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
+  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
   accum = int(cfg.train.get("grad_accum", 1))
   ema_rampup = float(cfg.train.get("ema_rampup", 0.0))
   base_key = jax.random.PRNGKey(cfg.seed)

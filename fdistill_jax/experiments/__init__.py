@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from fdistill_jax import defaults, teachers
+from fdistill_jax import config_defaults, teachers
 from fdistill_jax import validation as V
 from fdistill_jax.nets import Nets
 
@@ -68,18 +68,20 @@ IMAGE_RULES = {
 def refuse_init_checkpoint(cfg) -> None:
   """student.init_checkpoint is built for EDM teachers only (experiments/image.generator_init);
   the other kinds refuse a non-empty one rather than ignore it."""
-  path = cfg.student.get("init_checkpoint", "")  # config.student: required (config_checks)
+  # config.student: required (config_checks); the toy's has no init_checkpoint (its MLP's block,
+  # not resolved: it keys the toy's pretraining cache).
+  path = cfg.student.get("init_checkpoint", "")
   V.need(not path, "student.init_checkpoint", path,
          f"'' (a generator checkpoint is read for teacher.kind 'edm' only, not "
          f"{cfg.teacher.kind!r})")
 
 
 def eval_metric(cfg, allowed: tuple[str, ...]) -> str:
-  """config.eval.metric (defaults.EVAL_METRIC when the config omits it), or a ConfigError naming
-  the field, its value and `allowed`. The image and text-to-image checks and evaluators all read
-  it here: one default, and an evaluator built without config_checks (the Python API) refuses a
-  typo too instead of silently skipping its metric (FID, digits)."""
-  m = cfg.eval.get("metric", defaults.EVAL_METRIC)
+  """config.eval.metric (resolved by config_defaults: defaults.EVAL_METRIC when the config omits
+  it), or a ConfigError naming the field, its value and `allowed`. The image and text-to-image
+  checks and evaluators all read it here, and an evaluator built without config_checks (the Python
+  API) refuses a typo too instead of silently skipping its metric (FID, digits)."""
+  m = config_defaults.resolve(cfg).eval.metric
   V.need(m in allowed, "eval.metric", m, f"allowed: {allowed}")
   return m
 
@@ -91,5 +93,7 @@ def check_config(cfg) -> None:
 
 def build(cfg, workdir: str, method=None) -> Experiment:
   """The Experiment of cfg's problem, found through its teacher family (teachers.FAMILIES:
-  'gmm' → toy.build, 'edm' → image.build, 'pixart' → t2i.build)."""
+  'gmm' → toy.build, 'edm' → image.build, 'pixart' → t2i.build). cfg's optional fields are
+  resolved in place first (config_defaults.resolve)."""
+  config_defaults.resolve(cfg)
   return teachers.of(cfg).problem_module().build(cfg, workdir, method)

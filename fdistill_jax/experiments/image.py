@@ -77,7 +77,7 @@ def check_config(cfg) -> None:
     except ValueError as e:  # "config: precond_kwargs['key']=..." -> "config.teacher.....key=...".
       raise ConfigError(re.sub(r"^config: precond_kwargs\['(\w+)'\]", rf"config.{_KW}.\1", str(e))
                         ) from e
-  need(t.get("dtype", "float32") in DTYPES, "teacher.dtype", t.get("dtype"),
+  need(t.dtype in DTYPES, "teacher.dtype", t.dtype,
        f"allowed: {tuple(DTYPES)}")
   need(bool(t.get("checkpoint")) or bool(t.get("precond_kwargs")), "teacher.checkpoint",
        t.get("checkpoint"), "a teacher file, or teacher.precond_kwargs for random weights")
@@ -102,23 +102,23 @@ def flat_features(feats: dict) -> dict:
 def teacher_network(cfg, needs_teacher: bool = True):
   """(module, variables) of the configured EDM teacher."""
   t = cfg.teacher
-  dtype = DTYPES[t.get("dtype", "float32")]
+  dtype = DTYPES[t.dtype]
   kwargs = t.precond_kwargs.to_dict() if t.get("precond_kwargs") else None
   if t.checkpoint:
     if not epath.Path(t.checkpoint).exists():  # Local or gs://.
       raise FileNotFoundError(f"config.teacher.checkpoint={t.checkpoint!r} does not exist "
                               "(see docs/teachers.md 'Pretrained EDM teachers' for where to get "
                               "NVIDIA's EDM files)")
-    return load_edm(t.checkpoint, kwargs, dtype=dtype, remat=t.get("remat", False))
+    return load_edm(t.checkpoint, kwargs, dtype=dtype, remat=t.remat)
   if kwargs is None:
     raise ValueError("config.teacher needs a checkpoint or precond_kwargs")
-  module = build_edm_precond(kwargs, dtype=dtype, remat=t.get("remat", False))
+  module = build_edm_precond(kwargs, dtype=dtype, remat=t.remat)
   if needs_teacher:
     logging.warning("=" * 78 + "\nNO TEACHER CHECKPOINT (config.teacher.checkpoint is empty): "
                     "the teacher has RANDOM weights.\nThis run only exercises the architecture, "
                     "sharding and step speed; its samples mean nothing.\n" + "=" * 78)
   key = json.dumps(kwargs, sort_keys=True, default=str)
-  return module, _random_variables(key, t.get("dtype", "float32"), t.get("init_seed", 0))
+  return module, _random_variables(key, t.dtype, t.init_seed)
 
 
 def generator_init(cfg, variables) -> dict | None:
@@ -127,7 +127,7 @@ def generator_init(cfg, variables) -> dict | None:
   Uni-Instruct runs start theirs from a SiD one-step generator (--sid_model) while the fake score
   still copies the teacher; the file must hold the teacher's architecture, parameter for
   parameter (its buffers too: the nets share the teacher's constants)."""
-  path = cfg.student.get("init_checkpoint", "")
+  path = cfg.student.init_checkpoint
   if not path:
     return None
   if not epath.Path(path).exists():
@@ -135,7 +135,7 @@ def generator_init(cfg, variables) -> dict | None:
   t = cfg.teacher
   kwargs = t.precond_kwargs.to_dict() if t.get("precond_kwargs") else None
   try:  # The teacher's architecture when the config names it, else the file's own.
-    _, init_vars = load_edm(path, kwargs, dtype=DTYPES[t.get("dtype", "float32")])
+    _, init_vars = load_edm(path, kwargs, dtype=DTYPES[t.dtype])
   except ValueError as e:  # A state_dict that does not fit, or no architecture in the file.
     raise ValueError(f"config.{_INIT}={path!r} is not a network of the teacher's architecture: "
                      f"{e}") from e
@@ -229,7 +229,7 @@ def image_source(cfg, shape, label_dim: int):
   if tuple(source.image_shape) != shape:
     raise ValueError(f"config.dataset gives images of shape {tuple(source.image_shape)} but the "
                      f"teacher expects {shape}")
-  if source.label_dim != label_dim and cfg.dataset.get("use_labels", True) and label_dim:
+  if source.label_dim != label_dim and cfg.dataset.use_labels and label_dim:
     raise ValueError(f"config.dataset has label_dim {source.label_dim}, the teacher {label_dim}")
   return source
 
@@ -239,7 +239,7 @@ def input_data(cfg, source, spec: conditioning.ConditionSpec, codec: codecs.Code
   """batch / batch_spec / state hooks: {'x': real data in the teacher's space, 'cond'}."""
   local = data_lib.local_batch_size(cfg.train.batch_size)
   pipe = data_lib.InputPipeline(source, local, seed=cfg.seed,
-                                xflip=cfg.dataset.get("xflip", False),
+                                xflip=cfg.dataset.xflip,
                                 use_labels=spec.conditional)
   encode = codec.jit_encode()
 

@@ -87,7 +87,7 @@ def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str
 
   def reference(key):
     out = {"real_heldout": metric.evaluate_heldout()} if metric is not None else {}
-    for nfe in ev.get("teacher_nfes", ()):
+    for nfe in ev.teacher_nfes:
       x = decode(sample_multistep(teacher_params, key, nfe=int(nfe)))
       out[f"teacher_nfe{nfe}"] = score(x)
       if int(nfe) == ev.nfe:
@@ -131,7 +131,7 @@ def fid_metric(cfg, nets: Nets, decode=lambda x: x):
     if not epath.Path(ev[field]).exists():  # Local or gs://.
       raise FileNotFoundError(f"config.eval.{field}={ev[field]!r} does not exist (see "
                               "docs/evaluation.md 'FID')")
-  batch = int(ev.get("fid_batch", 250))
+  batch = int(ev.fid_batch)
   extractor = fid.FeatureExtractor.from_weight_file(ev.fid_weights, batch)
   shape = tuple(nets.data_shape)
 

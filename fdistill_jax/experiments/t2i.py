@@ -122,17 +122,17 @@ def check_config(cfg) -> None:
     except ValueError as e:
       raise ConfigError(f"config.{_PC}.out_channels={module.out_dim}: {e}") from e
   for k in ("dtype", "compute_dtype"):
-    need(t.get(k, "float32") in DTYPES, f"teacher.{k}", t.get(k), f"allowed: {tuple(DTYPES)}")
+    need(t[k] in DTYPES, f"teacher.{k}", t[k], f"allowed: {tuple(DTYPES)}")
   need(bool(t.get("checkpoint")) or bool(t.get("pixart_config")), "teacher.checkpoint",
        t.get("checkpoint"), "a diffusers PixArt folder or an original .pth, or "
        "teacher.pixart_config for random weights")
   d = cfg.dataset
   need(d.name in DATASETS, "dataset.name", d.name, f"allowed: {DATASETS}")
   if d.name != "prompts":
-    need(d.get("captions", "class") in CAPTIONS, "dataset.captions", d.get("captions"),
+    need(d.captions in CAPTIONS, "dataset.captions", d.captions,
          f"allowed: {CAPTIONS} (row: the image label is its caption's row in the prompt cache; "
          "class: a class label, paired with a training prompt of that class)")
-    need(d.get("use_labels", True), "dataset.use_labels", d.get("use_labels"),
+    need(d.use_labels, "dataset.use_labels", d.use_labels,
          "True: text-to-image data pairs every image with a caption through its label")
   if cfg.disc.enabled:
     keys = tuple(cfg.disc.feature_keys)
@@ -186,8 +186,8 @@ def feature_blocks(cfg) -> tuple[int, ...] | None:
 def teacher_network(cfg, needs_teacher: bool = True):
   """(PixArtTransformer, params) of config.teacher."""
   t = cfg.teacher
-  opts = dict(dtype=DTYPES[t.get("compute_dtype", "float32")],
-              param_dtype=DTYPES[t.get("dtype", "float32")], remat=bool(t.get("remat", False)),
+  opts = dict(dtype=DTYPES[t.compute_dtype],
+              param_dtype=DTYPES[t.dtype], remat=bool(t.remat),
               feature_blocks=feature_blocks(cfg), final_float32=bool(t.final_float32))
   config = t.pixart_config.to_dict() if t.get("pixart_config") else None
   ckpt = t.get("checkpoint")
@@ -201,7 +201,7 @@ def teacher_network(cfg, needs_teacher: bool = True):
     else:
       from fdistill_jax.convert import pixart_original
       module, params, _ = pixart_original.load_original_checkpoint(
-          ckpt, config or conv.pixart_alpha_config(512), ema=bool(t.get("ema", False)), **opts)
+          ckpt, config or conv.pixart_alpha_config(512), ema=bool(t.ema), **opts)
   else:
     if config is None:
       raise ValueError("config.teacher needs a checkpoint or pixart_config")
@@ -210,8 +210,8 @@ def teacher_network(cfg, needs_teacher: bool = True):
       logging.warning("=" * 78 + "\nNO TEACHER CHECKPOINT (config.teacher.checkpoint is empty): "
                       "the PixArt teacher has RANDOM weights.\nThis run only exercises the "
                       "architecture, sharding and step speed; its samples mean nothing.\n" + "=" * 78)
-    params = _random_params(json.dumps(config, sort_keys=True), t.get("dtype", "float32"),
-                            int(t.get("init_seed", 0)))
+    params = _random_params(json.dumps(config, sort_keys=True), t.dtype,
+                            int(t.init_seed))
   family_teacher(cfg).check_module(module)
   return module, params
 
@@ -259,7 +259,7 @@ def load_cache(cfg, module) -> pc.PromptCache:
   """The prompt cache of config.teacher.prompt_cache, checked against the transformer and
   teacher.max_length (when set: the token length the teacher's prompts were encoded with);
   '' gives 16 random prompts of teacher.max_length tokens (a loud warning)."""
-  path = cfg.teacher.get("prompt_cache", "")
+  path = cfg.teacher.prompt_cache
   if not path:
     logging.warning("=" * 78 + "\nNO PROMPT CACHE (config.teacher.prompt_cache is empty): "
                     "conditions are RANDOM embeddings.\nWrite one with python -m "
@@ -384,7 +384,7 @@ def networks(cfg, module, params, spec: conditioning.ConditionSpec,
 def image_source(cfg, shape, cache: pc.PromptCache):
   """The image source of config.dataset (labels = caption rows or classes), checked."""
   d = cfg.dataset
-  row = d.get("captions", "class") == "row"
+  row = d.captions == "row"
   source = data_lib.make_source(d)
   if tuple(source.image_shape) != tuple(shape):
     raise ValueError(f"config.dataset gives images of shape {tuple(source.image_shape)} but the "
@@ -446,12 +446,12 @@ def input_data(cfg, cache: pc.PromptCache, spec: conditioning.Text, codec: codec
 
     return dict(batch=prompt_batch, batch_spec=batch_spec, global_batch=True)
 
-  by_class = cfg.dataset.get("captions", "class") == "class"
+  by_class = cfg.dataset.captions == "class"
   source = image_source(cfg, codec.image_shape(tuple(data_shape)), cache)
   if by_class:
     table, counts = prompts_by_class(cache, source.label_dim)
   pipe = data_lib.InputPipeline(source, data_lib.local_batch_size(g), seed=cfg.seed,
-                                xflip=cfg.dataset.get("xflip", False), label_format="index")
+                                xflip=cfg.dataset.xflip, label_format="index")
   encode = codec.jit_encode()
 
   def batch(step):
@@ -487,7 +487,7 @@ def build(cfg, workdir: str, method=None) -> Experiment:
   if guidance_input(cfg):
     spec = conditioning.WithGuidance(spec, float(cfg.guidance_input.w_min),
                                      float(cfg.guidance_input.w_max),
-                                     float(cfg.eval.get("guidance_scale", 1.0)))
+                                     float(cfg.eval.guidance_scale))
   nets, init_params = networks(cfg, module, params, spec, ad, encode)
   io = input_data(cfg, pool, spec, codec, nets.data_shape)
   ev = t2i_eval.evaluator(cfg, nets, module, params, ad, codec, cache, rows, workdir, encode)

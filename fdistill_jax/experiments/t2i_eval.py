@@ -69,7 +69,7 @@ def eval_rows(cfg, cache) -> np.ndarray:
     if labels is None:
       raise ValueError("config.eval.metric='digits' needs a prompt cache with per-prompt 'labels'")
     return np.flatnonzero(np.asarray(labels) >= 0)
-  return np.arange(min(int(cfg.eval.get("num_prompts", 16)), len(cache)))
+  return np.arange(min(int(cfg.eval.num_prompts), len(cache)))
 
 
 def prompt_accuracy(pred: np.ndarray, classes: np.ndarray, heldout: np.ndarray | None) -> dict:
@@ -136,10 +136,10 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
   shape = tuple(nets.data_shape)
   decode = codec.jit_decode()
   n_eval = int(ev.num_samples)
-  chunk = int(ev.get("batch_size", 0) or n_eval)
-  w_eval = float(ev.get("guidance_scale", 1.0))
+  chunk = int(ev.batch_size or n_eval)
+  w_eval = float(ev.guidance_scale)
   tm = teachers.of(cfg).teacher_module()
-  solver = ev.get("teacher_solver", tm.SOLVERS[0])
+  solver = ev.teacher_solver
   idx = np.arange(n_eval) % len(rows)
   sample_rows = rows[idx]
   conds = nets.cond.from_index(jnp.asarray(idx))  # [n_eval] conditions of the samples
@@ -204,7 +204,7 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
 
   # ------------------------------------------------------------ teacher samples, memoised
   memo = {}
-  ref_dir = ev.get("reference_cache", "")
+  ref_dir = ev.reference_cache
   null_arrays = jax.device_get(null)
 
   def teacher_samples(key, nfe: int, w: float, which: str = "eval") -> np.ndarray:
@@ -237,7 +237,7 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
     return x
 
   metric = None
-  per_n = int(ev.get("per_prompt_samples", 0))
+  per_n = int(ev.per_prompt_samples)
   if _metric(cfg) == "digits":
     from fdistill_jax.evaluation.digits_metric import DigitsMetric
     metric = DigitsMetric.create(resolution=codec.image_shape(shape)[0],
@@ -247,7 +247,7 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
     held_all = None if held is None else np.asarray(held, bool)
     held = None if held is None else held_all[sample_rows]
     if per_n:
-      per_rows = per_prompt_rows(cache, int(ev.get("per_prompt_train", 1)))
+      per_rows = per_prompt_rows(cache, int(ev.per_prompt_train))
       per_sample_rows = np.repeat(per_rows, per_n)  # prompt p's samples are contiguous
       per_conds = {k: jnp.asarray(v, jnp.int32 if k == "ids" else jnp.float32)
                    for k, v in cache.condition(per_sample_rows).items()}
@@ -296,7 +296,7 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
       x = multistep(params, key, int(ev.nfe), w_eval, ev.sampler, cs=per_conds)
     return per_prompt_metrics(x)
 
-  grid_n = min(int(ev.get("grid_size", 16)), n_eval)
+  grid_n = min(int(ev.grid_size), n_eval)
   captions = [cache.prompts[r] for r in sample_rows[:grid_n]]
   up = max(1, 64 // codec.image_shape(shape)[0])
 
@@ -308,7 +308,7 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
     """The teacher at each eval.teacher_nfes, guided and unguided; its eval.nfe guided row
     carries fd_teacher between two draws (the floor) and the per-prompt metrics."""
     out = {}
-    for nfe in ev.get("teacher_nfes", ()):
+    for nfe in ev.teacher_nfes:
       nfe = int(nfe)
       for w, name in ((w_eval, f"teacher_nfe{nfe}"), (1.0, f"teacher_nfe{nfe}_unguided")):
         if name.endswith("unguided") and w_eval == 1.0:

@@ -97,6 +97,8 @@ def read_prompt_json(path: str, max_length: int) -> TokenPrompts:
 
 def training_pool(cfg, prompts: TokenPrompts) -> TokenPrompts:
   """The prompts training draws from (teacher.train_prompts; module docstring)."""
+  # train_prompts: optional, not resolved (a new field would change the teacher-block digests of
+  # existing runs, methods/progressive.student_key); absent = the prompt cache's prompts.
   name, length = cfg.teacher.get("train_prompts", ""), int(cfg.teacher.max_length)
   if name == "digit_phrasings":
     from fdistill_jax.data import digit_phrasings  # pylint: disable=import-outside-toplevel
@@ -159,13 +161,13 @@ def _random_t5(config: t5_lib.T5Config, seed: int):
 
 def text_encoder(cfg, caption_channels: int) -> tuple[t5_lib.T5Encoder, dict]:
   """(T5Encoder, params) of teacher.text_encoder, checked against the transformer."""
-  ckpt = cfg.teacher.text_encoder.get("checkpoint", "")
+  ckpt = cfg.teacher.text_encoder.checkpoint
   if ckpt:
     from fdistill_jax.convert import t5 as conv  # pylint: disable=import-outside-toplevel
     config, params = conv.load_folder(ckpt)
   else:
     config = t5_config(cfg)
-    params = _random_t5(config, int(cfg.teacher.get("init_seed", 0)))
+    params = _random_t5(config, int(cfg.teacher.init_seed))
   if config.d_model != caption_channels:
     raise ValueError(f"config.teacher.text_encoder: d_model={config.d_model} must equal the "
                      f"PixArt transformer's caption_channels={caption_channels}")

@@ -1,0 +1,169 @@
+"""Issue 26, "the config resolved once": config_defaults.resolve fills every optional field from one
+table derived from defaults.py, leaves set values alone, is idempotent, and the `.get` fallbacks
+it replaced cannot creep back. Config only: nothing is built."""
+import glob
+import os
+import re
+
+import ml_collections
+import pytest
+
+from fdistill_jax import config_checks, config_defaults, defaults, teachers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASES = {"gmm": defaults.toy, "edm": defaults.image, "pixart": defaults.t2i}
+# A config of each kind that has every block an optional field can sit in.
+FULL = {"gmm": defaults.toy, "edm": defaults.image, "pixart": defaults.digits_t2i_text_teacher}
+
+
+def _concrete(cfg, path: str) -> list[str]:
+  """path with optim.* expanded over cfg's networks."""
+  return ([path.replace("*", n) for n in cfg.optim] if "*" in path else [path])
+
+
+def _get(cfg, path: str):
+  node = cfg
+  for k in path.split("."):
+    node = node[k]
+  return node
+
+
+def _delete(cfg, path: str) -> None:
+  *parents, leaf = path.split(".")
+  node = cfg
+  for p in parents:
+    node = node[p]
+  del node[leaf]
+
+
+@pytest.mark.parametrize("kind", sorted(BASES))
+def test_resolve_fills_each_optional_field_it_lacks(kind):
+  table = config_defaults.table(kind)
+  assert table
+  for path, default in table.items():
+    cfg = FULL[kind]()
+    for p in _concrete(cfg, path):
+      if config_checks._has(cfg, p):  # pylint: disable=protected-access
+        _delete(cfg, p)
+    cfg.lock()
+    assert config_defaults.resolve(cfg) is cfg
+    assert cfg.is_locked
+    for p in _concrete(cfg, path):
+      assert _get(cfg, p) == default, p
+    config_checks.check(cfg, num_devices=8)
+
+
+@pytest.mark.parametrize("kind", sorted(BASES))
+def test_resolve_leaves_set_values_alone_and_is_idempotent(kind):
+  cfg = FULL[kind]()
+  for path, default in config_defaults.table(kind).items():
+    for p in _concrete(cfg, path):
+      if config_checks._has(cfg, p) and isinstance(default, bool):  # pylint: disable=protected-access
+        *parents, leaf = p.split(".")
+        _get(cfg, ".".join(parents))[leaf] = not default
+  before = cfg.to_dict()
+  config_defaults.resolve(cfg)
+  once = cfg.to_dict()
+  assert all(_get(cfg, p) == v for p, v in _leaves(before))
+  config_defaults.resolve(cfg)
+  assert cfg.to_dict() == once
+  assert not config_defaults.missing(cfg)
+
+
+def _leaves(d: dict, prefix: str = ""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _leaves(v, prefix + k + ".")
+    else:
+      yield prefix + k, v
+
+
+def test_every_shipped_config_keeps_its_values_through_resolve():
+  paths = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True))
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  for path in paths:
+    spec = importlib.util.spec_from_file_location("cfg_under_resolve", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = mod.get_config()
+    before = dict(_leaves(cfg.to_dict()))
+    after = dict(_leaves(config_defaults.resolve(cfg).to_dict()))
+    assert all(after[p] == v for p, v in before.items()), path
+    config_defaults.resolve(cfg)
+    assert dict(_leaves(cfg.to_dict())) == after, path
+
+
+def test_optional_fields_apply_only_where_their_kind_and_block_do():
+  """eval.guidance_scale is text-to-image only; teacher.text_encoder.checkpoint only where the
+  config has a text encoder; the toy's student block (its pretraining cache key) gets nothing."""
+  assert "eval.guidance_scale" not in config_defaults.table("edm")
+  assert "eval.guidance_scale" in config_defaults.table("pixart")
+  toy = config_defaults.resolve(defaults.toy())
+  assert "init_checkpoint" not in toy.student and "metric" not in toy.eval
+  t2i = config_defaults.resolve(defaults.t2i())
+  assert "text_encoder" not in t2i.teacher
+
+
+def test_a_missing_required_field_still_fails_naming_it():
+  for kind, path in (("gmm", "train.steps"), ("edm", "dataset.resolution"),
+                     ("pixart", "eval.sampler"), ("edm", "optim.generator.lr")):
+    cfg = BASES[kind]()
+    _delete(cfg, path)
+    config_defaults.resolve(cfg)
+    with pytest.raises(config_checks.ConfigError, match=re.escape(f"config.{path} is missing")):
+      config_checks.check(cfg, num_devices=8)
+
+
+def test_the_table_is_defaults_py():
+  """Every default equals the value the kind's base default config (its family's first builder)
+  sets, where it sets it: one source of truth. ENGINE's fields are set by no default config."""
+  for kind in BASES:
+    assert teachers.get(kind).default_builders()[0] is BASES[kind]
+    base = BASES[kind]()
+    for path, default in config_defaults.table(kind).items():
+      for p in _concrete(base, path):
+        if config_checks._has(base, p):  # pylint: disable=protected-access
+          assert path not in config_defaults.ENGINE, path
+          assert _get(base, p) == default, (kind, p)
+  assert config_defaults.table("edm")["eval.metric"] == defaults.EVAL_METRIC
+
+
+# Reads of a table field's name with a default that are not config reads of that field.
+NOT_CONFIG = {
+    ("experiments/__init__.py", "init_checkpoint"): "the toy's student block (not resolved)",
+    ("teachers/pixart.py", "schedule"): "teacher.schedule (None-able, not optim.*.schedule)",
+    ("tools/diagnose_guidance.py", "guidance_scale"): "method.guidance_scale, not eval's",
+    ("benchmarks/engine_speed.py", "remat"): "a benchmark's report of any config",
+    ("benchmarks/versus_torch.py", "remat"): "a benchmark's report of any config",
+}
+# The engine's reads keep their defaults: it is also handed partial configs (its unit tests) that
+# resolve cannot fill (no teacher.kind); see the comments at each read.
+ENGINE_DIR = "engine/"
+
+
+def test_no_default_fallback_for_a_resolved_field_creeps_back():
+  names = {p.rsplit(".", 1)[-1] for kind in BASES for p in config_defaults.table(kind)}
+  found = []
+  for path in glob.glob(os.path.join(REPO, "fdistill_jax", "**", "*.py"), recursive=True):
+    rel = os.path.relpath(path, os.path.join(REPO, "fdistill_jax"))
+    if rel.startswith(ENGINE_DIR) or rel == "config_defaults.py":
+      continue
+    src = open(path, encoding="utf-8").read()
+    for name in re.findall(r"""\.get\(\s*["']([A-Za-z_0-9]+)["']\s*,""", src):
+      if name in names and (rel, name) not in NOT_CONFIG:
+        found.append(f"{rel}: .get({name!r}, ...)")
+  assert not found, found
+  # The engine's own reads: only the fields it reads, nothing new.
+  engine = set()
+  for path in glob.glob(os.path.join(REPO, "fdistill_jax", "engine", "*.py")):
+    engine |= set(re.findall(r"""\.get\(\s*["']([A-Za-z_0-9]+)["']\s*,""",
+                             open(path, encoding="utf-8").read())) & names
+  assert engine <= {"tensor", "rules", "default_tactic", "fsdp_min_size", "grad_accum",
+                    "ema_rampup", "schedule", "clip_value", "lr_scales", "nan_to_num", "restart_from_scratch",
+                    "adopt_unverified_checkpoints", "tensorboard", "final_eval", "score_raw"}, engine
+
+
+def test_resolve_leaves_a_config_without_a_known_kind_to_the_checks():
+  cfg = ml_collections.ConfigDict(dict(teacher=dict(kind="nope"), train=dict(steps=1)))
+  assert config_defaults.resolve(cfg).to_dict() == {"teacher": {"kind": "nope"},
+                                                    "train": {"steps": 1}}
