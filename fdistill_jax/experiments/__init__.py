@@ -9,8 +9,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
+
 from fdistill_jax import config_defaults, teachers
 from fdistill_jax import validation as V
+from fdistill_jax.diffusion import few_step
 from fdistill_jax.nets import Nets
 
 
@@ -84,6 +88,35 @@ def eval_metric(cfg, allowed: tuple[str, ...]) -> str:
   m = config_defaults.resolve(cfg).eval.metric
   V.need(m in allowed, "eval.metric", m, f"allowed: {allowed}")
   return m
+
+
+def networks(cfg, *, student: Callable, teacher: Callable, head: Any, data_shape: tuple,
+             cond: Any, generator_init: Callable, head_example: Callable,
+             fake_score_init: Callable | None = None, time: Any = None
+             ) -> tuple[Nets, Callable]:
+  """The networks of every problem: (Nets, init_params), built one way.
+
+  student(params, x, σ, cond, *, key, features) and teacher(frozen, x, σ, cond, *, features):
+  the problem's D functions; head: the discriminator module (None without config.disc);
+  generator_init(key) -> the generator's initial params; fake_score_init(params) -> the fake
+  score's (default: a copy of the generator's, both start as the teacher); head_example(params)
+  -> the head's example inputs (the student's features) for its init. init_params(key) ->
+  {"generator", "fake_score"[, "discriminator"]}; the generator start also seeds every EMA.
+  """
+  disc = None if head is None else (lambda p, f, s: head.apply({"params": p}, f, s))
+  nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
+              chain=few_step.from_config(cfg), data_shape=tuple(data_shape), cond=cond,
+              time=time)
+
+  def init_params(key):
+    gen = generator_init(key)
+    fake = gen if fake_score_init is None else fake_score_init(gen)
+    params = {"generator": gen, "fake_score": jax.tree.map(jnp.copy, fake)}
+    if head is not None:
+      params["discriminator"] = head.init(key, *head_example(gen))["params"]
+    return params
+
+  return nets, init_params
 
 
 def check_config(cfg) -> None:

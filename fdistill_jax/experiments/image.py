@@ -32,13 +32,11 @@ from etils import epath
 from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
 from fdistill_jax import experiments
-from fdistill_jax.diffusion import few_step
 from fdistill_jax import validation as V
 from fdistill_jax.experiments import Experiment, image_eval
 from fdistill_jax.models.edm import build_edm_precond
 from fdistill_jax.models.edm import precond as precond_lib
 from fdistill_jax.models.heads import MultiConvHead
-from fdistill_jax.nets import Nets
 from fdistill_jax.teachers.edm import check_precond_kwargs, load_edm
 from fdistill_jax.validation import ConfigError, need
 
@@ -197,22 +195,14 @@ def networks(cfg, module, variables, spec: conditioning.ConditionSpec,
 
   d = cfg.disc
   head = MultiConvHead(tuple(d.feature_keys), d.channels) if d.enabled else None
-  disc = None if head is None else (lambda p, f, s: head.apply({"params": p}, f, s))
-  nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
-              chain=few_step.from_config(cfg),
-              data_shape=shape, cond=spec)
   teacher_params = variables["params"]
-
-  def init_params(key):
-    params = {"generator": teacher_params if generator_params is None else generator_params,
-              "fake_score": jax.tree.map(jnp.copy, teacher_params)}
-    if head is not None:
-      _, feats = student(teacher_params, jnp.zeros((1,) + shape), jnp.ones((1,)), spec.null(1),
-                         features=True)
-      params["discriminator"] = head.init(key, feats)["params"]
-    return params
-
-  return nets, init_params
+  # The head's example features are the teacher's (the generator may start elsewhere).
+  example = lambda _: (student(teacher_params, jnp.zeros((1,) + shape), jnp.ones((1,)),
+                               spec.null(1), features=True)[1],)
+  return experiments.networks(
+      cfg, student=student, teacher=teacher, head=head, data_shape=shape, cond=spec,
+      generator_init=lambda key: teacher_params if generator_params is None else generator_params,
+      fake_score_init=lambda _: teacher_params, head_example=example)
 
 
 # ============================================================================== data

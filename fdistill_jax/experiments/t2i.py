@@ -51,14 +51,12 @@ from etils import epath
 from fdistill_jax import codecs, conditioning
 from fdistill_jax import data as data_lib
 from fdistill_jax.data import prompt_cache as pc
-from fdistill_jax.diffusion import few_step
 from fdistill_jax.diffusion import parameterisations as param_lib
 from fdistill_jax import experiments, teachers
 from fdistill_jax import validation as V
 from fdistill_jax.experiments import Experiment, t2i_eval, t2i_text
 from fdistill_jax.models import pixart as pixart_lib
 from fdistill_jax.models.heads import MultiConvHead
-from fdistill_jax.nets import Nets
 from fdistill_jax.validation import ConfigError, need
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -352,10 +350,6 @@ def networks(cfg, module, params, spec: conditioning.ConditionSpec,
   if head is not None and max(feature_blocks(cfg)) >= module.num_layers:
     raise ValueError(f"config.disc.feature_keys={tuple(d.feature_keys)}: the PixArt teacher has "
                      f"{module.num_layers} blocks (block0 … block{module.num_layers - 1})")
-  disc = None if head is None else (lambda p, f, s: head.apply({"params": p}, f, s))
-  nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
-              chain=few_step.from_config(cfg),
-              data_shape=shape, cond=spec, time=ad.time)
 
   def with_guidance_embedder(key):
     """The teacher's parameters plus the student's guidance embedder (its output layer zero:
@@ -367,17 +361,12 @@ def networks(cfg, module, params, spec: conditioning.ConditionSpec,
     emb = mlp.init(key, jnp.zeros((1, pixart_lib.TIMESTEP_SINUSOID_DIM)))["params"]
     return {**params, "guidance_embedder": emb}
 
-  def init_params(key):
-    student_params = with_guidance_embedder(jax.random.fold_in(key, 1))
-    out = {"generator": student_params,
-           "fake_score": jax.tree.map(jnp.copy, student_params)}
-    if head is not None:
-      _, feats = student(student_params, jnp.zeros((1,) + shape), jnp.ones((1,)), spec.null(1),
-                         features=True)
-      out["discriminator"] = head.init(key, feats)["params"]
-    return out
-
-  return nets, init_params
+  example = lambda p: (student(p, jnp.zeros((1,) + shape), jnp.ones((1,)), spec.null(1),
+                               features=True)[1],)
+  return experiments.networks(
+      cfg, student=student, teacher=teacher, head=head, data_shape=shape, cond=spec,
+      generator_init=lambda key: with_guidance_embedder(jax.random.fold_in(key, 1)),
+      head_example=example, time=ad.time)
 
 
 # ============================================================================== data

@@ -24,7 +24,6 @@ from etils import epath
 
 from fdistill_jax import conditioning, fileio
 from fdistill_jax.diffusion import edm, few_step, samplers
-from fdistill_jax.nets import Nets
 from fdistill_jax.evaluation import toy_metrics
 from fdistill_jax import experiments
 from fdistill_jax.experiments import Experiment
@@ -243,16 +242,10 @@ def build(cfg, workdir: str, method=None) -> Experiment:
     _, feats = module.apply({"params": frozen["feature_net"]}, x, sigma, return_features=True)
     return x0, feats
 
-  disc = None if head is None else (lambda p, f, sig: head.apply({"params": p}, f, sig))
-  nets = Nets(student=student, teacher=teacher, disc=disc, sigma_init=cfg.diffusion.sigma_init,
-              chain=few_step.from_config(cfg),
-              data_shape=(gmm.dim,), cond=conditioning.Unconditional())
-
-  def init_params(key):
-    params = {"generator": pre, "fake_score": jax.tree.map(jnp.copy, pre)}
-    if head is not None:
-      params["discriminator"] = head.init(key, jnp.zeros((1, s.hidden)), jnp.ones((1,)))["params"]
-    return params
+  nets, init_params = experiments.networks(
+      cfg, student=student, teacher=teacher, head=head, data_shape=(gmm.dim,),
+      cond=conditioning.Unconditional(), generator_init=lambda key: pre,
+      head_example=lambda _: (jnp.zeros((1, s.hidden)), jnp.ones((1,))))
 
   b = cfg.train.batch_size
   data_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 7)
