@@ -47,7 +47,7 @@ setup(
     version="0.1.0",
     description="One-step diffusion distillation by f-divergence distribution matching, in JAX/Flax.",
     packages=find_packages(include=["fdistill_jax", "fdistill_jax.*"]),
-    package_data={"fdistill_jax": ["assets/*", "assets/*/*"]},
+    package_data={"fdistill_jax": ["assets/*", "assets/*/*", "assets/*/*/*"]},
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require=EXTRAS,

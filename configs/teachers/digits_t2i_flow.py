@@ -14,6 +14,12 @@ scheduler/) and keep them as the committed teacher the distillation configs read
   python -m fdistill_jax.export --config=configs/teachers/digits_t2i_flow.py \\
       --workdir=runs/digits_t2i_flow_teacher --params=raw --out=runs/digits_t2i_flow_teacher/export
   cp -r runs/digits_t2i_flow_teacher/export/diffusers fdistill_jax/assets/digits_t2i_flow_teacher
+Expected (measured 2026-12-07, the committed assets/digits_t2i_flow_teacher: 3,000 steps in 26
+min on one shared CPU core at 1.9–2.1 steps/s, loss 0.19 → 0.13; raw params, Euler 35 NFE,
+w = 2, 560 samples, 2 per prompt): digits FD 19.7, class coverage 1.0, prompt accuracy 0.993
+(training phrasings 1.0, held-out 0.95), precision / recall 0.78 / 0.47. The ε teacher it
+starts from scores FD 39.5, accuracy 0.98 (held-out 0.975), precision / recall 0.53 / 0.73 at
+w = 2: BENCHMARKS.md "The digits text-to-image flow teacher".
 """
 from fdistill_jax import defaults
 
