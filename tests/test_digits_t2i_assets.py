@@ -110,3 +110,18 @@ def test_text_cache_is_the_tools_output(text_cache, tmp_path):
   np.testing.assert_allclose(new.null_embeddings, text_cache.null_embeddings, rtol=1e-5,
                              atol=1e-5)
   np.testing.assert_array_equal(new.mask, text_cache.mask)
+
+
+def test_the_flow_teacher_is_the_distillation_configs_teacher():
+  """assets/digits_t2i_flow_teacher loads as a flow teacher of the architecture and schedule the
+  configs/digits_t2i_flow_* configs declare, and reads the text cache's 64-d states."""
+  from fdistill_jax.teachers import flow_dit  # pylint: disable=import-outside-toplevel
+  cfg = defaults.digits_t2i_flow_distill()
+  teacher = flow_dit.load_flow_teacher(cfg.teacher.checkpoint)
+  assert teacher.module.diffusers_config() == {
+      **teacher.module.diffusers_config(), **cfg.teacher.pixart_config.to_dict()}
+  assert teacher.module.out_dim == teacher.module.in_channels == 1
+  assert (teacher.shift, teacher.num_train_timesteps) == (
+      cfg.teacher.schedule.shift, cfg.teacher.schedule.num_train_timesteps)
+  text = pc.load_prompt_cache(cfg.teacher.prompt_cache)
+  assert text.embeddings.shape[-1] == teacher.module.caption_channels
