@@ -91,7 +91,8 @@ def chosen(cfg, problem: str | None = None) -> str:
   ConfigError naming the field, its value and the names `problem` (default: cfg's teacher
   family's) allows."""
   problem = _problem(cfg, problem)
-  m = config_defaults.resolve(cfg).eval.get("metric", AUTO)  # Absent: the toy's one family.
+  # Absent from toy configs (their checks refuse the field): 'auto', the toy's one family.
+  m = config_defaults.resolve(cfg).eval.get("metric", AUTO)
   allowed = names(problem)
   V.need(m in allowed, "eval.metric", m, f"allowed: {allowed}")
   return m
