@@ -211,7 +211,7 @@ def test_a_typo_in_eval_metric_names_the_field_value_and_choices(source, allowed
   with pytest.raises(config_checks.ConfigError, match=want):
     config_checks.check(cfg, num_devices=8)
   with pytest.raises(config_checks.ConfigError, match=want):
-    experiments.eval_metric(cfg, allowed)
+    experiments.eval_metric(cfg)
 
 
 def test_image_and_t2i_evaluators_refuse_a_metric_typo_unchecked():
@@ -237,7 +237,7 @@ def test_image_and_t2i_configs_without_eval_metric_read_one_default():
     cfg = ml_collections.ConfigDict({**raw, "eval": {k: v for k, v in raw["eval"].items()
                                                      if k != "metric"}})
     config_checks.check(cfg, num_devices=8)
-    assert experiments.eval_metric(cfg, allowed) == defaults.EVAL_METRIC
+    assert experiments.eval_metric(cfg) == defaults.EVAL_METRIC
   assert t2i_eval._metric(cfg) == "digits"  # pylint: disable=protected-access
 
 

@@ -413,7 +413,7 @@ def test_reference_mode_writes_edm_format_stats_of_a_dataset(small_detector, tmp
 def test_in_loop_fid_hook_scores_the_one_step_generator(small_detector, tmp_path, monkeypatch):
   """The image experiment's FID hook: seeds -> one-step samples -> detector -> FID vs a ref npz."""
   from fdistill_jax import defaults
-  from fdistill_jax.experiments import image_eval
+  from fdistill_jax.evaluation import registry
   from fdistill_jax.nets import Nets
   extractor = fid.FeatureExtractor(small_detector, batch_size=8, preprocess="nvlabs",
                                    input_size=75)
@@ -433,7 +433,7 @@ def test_in_loop_fid_hook_scores_the_one_step_generator(small_detector, tmp_path
   # and a 2048-d sqrtm costs ~20 s on a 2-core CPU.
   calls = []
   monkeypatch.setattr(fid, "frechet_distance", lambda *a: calls.append(a) or 12.5)
-  metric = image_eval.fid_metric(cfg, nets)
+  metric = fid.streaming_metric(cfg, registry.Context(nets=nets))
   got = metric(jnp.float32(0.0))["fid"]
   seeds = np.arange(20)
   z = np.stack([np.asarray(jax.random.normal(jax.random.PRNGKey(s), (8, 8, 3))) for s in seeds])

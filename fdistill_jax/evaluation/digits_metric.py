@@ -252,3 +252,10 @@ def _within_class_variance(feats: np.ndarray, classes: np.ndarray) -> float:
   v = [np.var(feats[classes == c], axis=0).sum() for c in range(NUM_CLASSES)
        if np.sum(classes == c) >= 2]
   return float(np.mean(v)) if v else 0.0
+
+
+def for_run(cfg, ctx) -> DigitsMetric:
+  """The 'digits' metric family's factory (evaluation/registry.py): the metric at the decoded
+  images' resolution, its classifier cached in eval.cache_dir or else the run's workdir."""
+  return DigitsMetric.create(resolution=ctx.image_shape[0],
+                             cache_dir=cfg.eval.get("cache_dir") or ctx.workdir)

@@ -20,10 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+from absl import logging
 from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fdistill_jax import fileio, untrusted
+from fdistill_jax.diffusion import few_step
 
 from fdistill_jax.convert.inception_weights import load_inception_variables
 from fdistill_jax.models.inception import FEATURE_DIM, INPUT_SIZE, FIDInceptionV3
@@ -288,3 +290,36 @@ def best_fid_over_seeds(sample_fn: SampleFn, extractor: FeatureExtractor,
   fids = [fid_from_generator(sample_fn, extractor, reference, num_samples, r * num_samples)
           for r in range(repeats)]
   return min(fids), fids
+
+
+def streaming_metric(cfg, ctx):
+  """The 'fid' metric family's factory (evaluation/registry.py): gen_params -> {'fid': ...} over
+  eval.num_samples samples of ctx.nets' generator decoded by ctx.decode, seeds 0..N-1 (EDM's
+  protocol; condition = the spec's from_index(seed)), or None (with a warning) without the two
+  files. Needs eval.fid_weights (pytorch-fid's Inception .pth or its .npz) and eval.fid_reference
+  (EDM-format mu/sigma .npz); both are checked up front."""
+  ev, nets, decode = cfg.eval, ctx.nets, ctx.decode
+  if not ev.get("fid_weights") or not ev.get("fid_reference"):
+    logging.warning("config.eval.metric='fid' but eval.fid_weights / eval.fid_reference are not "
+                    "set: FID is skipped (see docs/evaluation.md 'FID' for the two files)")
+    return None
+  for field in ("fid_weights", "fid_reference"):
+    if not epath.Path(ev[field]).exists():  # Local or gs://.
+      raise FileNotFoundError(f"config.eval.{field}={ev[field]!r} does not exist (see "
+                              "docs/evaluation.md 'FID')")
+  batch = int(ev.fid_batch)
+  extractor = FeatureExtractor.from_weight_file(ev.fid_weights, batch)
+  shape = tuple(nets.data_shape)
+
+  @jax.jit
+  def from_seeds(params, seeds):
+    z = jax.vmap(lambda s: jax.random.normal(jax.random.PRNGKey(s), shape))(seeds)
+    # A K-step student's re-noising noise comes from the chunk's first seed.
+    noise_key = few_step.chain_key(jax.random.PRNGKey(seeds[0]))
+    return nets.generate(params, z, nets.cond.from_index(seeds), noise_key=noise_key)
+
+  def metric(params):
+    fn = lambda seeds: np.asarray(decode(from_seeds(params, jnp.asarray(seeds, jnp.int32))))
+    return {"fid": fid_from_generator(fn, extractor, ev.fid_reference, ev.num_samples)}
+
+  return metric

@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,3 +74,10 @@ def evaluate(gmm: GaussianMixture, x: jax.Array, key: jax.Array) -> dict:
   out["mean_log_prob"] = float(lp.mean())
   out["median_log_prob"] = float(np.median(lp))
   return out
+
+
+def for_run(cfg, ctx):
+  """The 'toy' metric family's factory (evaluation/registry.py): (x, key) -> evaluate(target, x,
+  key) against the run's exact mixture ctx.target."""
+  del cfg
+  return functools.partial(evaluate, ctx.target)

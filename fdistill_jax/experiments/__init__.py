@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from fdistill_jax import config_defaults, teachers
 from fdistill_jax import validation as V
 from fdistill_jax.diffusion import few_step
+from fdistill_jax.evaluation import registry as metric_registry
 from fdistill_jax.nets import Nets
 
 
@@ -80,14 +81,14 @@ def refuse_init_checkpoint(cfg) -> None:
          f"{cfg.teacher.kind!r})")
 
 
-def eval_metric(cfg, allowed: tuple[str, ...]) -> str:
-  """config.eval.metric (resolved by config_defaults: defaults.EVAL_METRIC when the config omits
-  it), or a ConfigError naming the field, its value and `allowed`. The image and text-to-image
-  checks and evaluators all read it here, and an evaluator built without config_checks (the Python
-  API) refuses a typo too instead of silently skipping its metric (FID, digits)."""
-  m = config_defaults.resolve(cfg).eval.metric
-  V.need(m in allowed, "eval.metric", m, f"allowed: {allowed}")
-  return m
+def eval_metric(cfg, problem: str | None = None) -> str:
+  """config.eval.metric as written (resolved by config_defaults: defaults.EVAL_METRIC when the
+  config omits it), or a ConfigError naming the field, its value and the names the metric registry
+  (evaluation/registry.py) allows for `problem` (default: cfg's teacher family's). The image and
+  text-to-image checks and evaluators all read it here, and an evaluator built without
+  config_checks (the Python API) refuses a typo too instead of silently skipping its metric (FID,
+  digits)."""
+  return metric_registry.chosen(cfg, problem)
 
 
 def networks(cfg, *, student: Callable, teacher: Callable, head: Any, data_shape: tuple,

@@ -85,7 +85,7 @@ def check_config(cfg) -> None:
          "name at least one feature map ('enc<res>' or 'bottleneck')")
   need(cfg.eval.sampler in image_eval.SAMPLERS, "eval.sampler", cfg.eval.sampler,
        f"allowed: {image_eval.SAMPLERS}")
-  experiments.eval_metric(cfg, METRICS)
+  experiments.eval_metric(cfg)
 
 
 def flat_features(feats: dict) -> dict:

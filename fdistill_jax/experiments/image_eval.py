@@ -11,16 +11,14 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
-from etils import epath
 
 from fdistill_jax import codecs, experiments
 from fdistill_jax.diffusion import few_step, samplers
-from fdistill_jax.evaluation import grids
+from fdistill_jax.evaluation import grids, registry
 from fdistill_jax.nets import Nets
 
 SAMPLERS = ("one_step", "heun")
-METRICS = ("auto", "digits", "fid", "none")  # config.eval.metric (experiments.eval_metric).
+METRICS = registry.names(registry.IMAGE)  # config.eval.metric (evaluation/registry.py).
 
 
 def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str) -> dict:
@@ -28,14 +26,14 @@ def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str
   write_comparison (one-step student beside the teacher), extra_metrics (FID when
   eval.metric = 'fid')."""
   ev = cfg.eval
-  chosen = experiments.eval_metric(cfg, METRICS)  # First: a typo fails before anything is built.
+  experiments.eval_metric(cfg, registry.IMAGE)  # First: a typo fails before anything is built.
   shape = tuple(nets.data_shape)
   decode = codec.jit_decode()
-  metric = None
-  if chosen in ("auto", "digits") and cfg.dataset.name == "digits":
-    from fdistill_jax.evaluation.digits_metric import DigitsMetric
-    res = codec.image_shape(shape)[0]
-    metric = DigitsMetric.create(resolution=res, cache_dir=ev.get("cache_dir") or workdir)
+  ctx = registry.Context(workdir=workdir, nets=nets, decode=decode,
+                         image_shape=tuple(codec.image_shape(shape)))
+  chosen, built = registry.build(cfg, ctx, registry.IMAGE)
+  metric = built if chosen == "digits" else None  # scores every sample set
+  extra = built if chosen == "fid" else None  # gen_params -> {'fid': ...}
   n_eval = ev.num_samples
   eval_cond = nets.cond.from_index(jnp.arange(n_eval))
 
@@ -109,41 +107,8 @@ def evaluator(cfg, nets: Nets, teacher_params, codec: codecs.Codec, workdir: str
     return grids.save_labelled_grid([(n, grids.by_label(b, label_dim, cols)) for n, b in blocks],
                                     row_labels, path, up)
 
-  extra = fid_metric(cfg, nets, decode=decode) if chosen == "fid" else None
   return dict(sample=sample, score=score, write_samples=write_samples, reference=reference,
               sample_teacher=lambda key: decode(sample_multistep(teacher_params, key, nfe=ev.nfe)),
               write_comparison=write_comparison if ev.sampler == "one_step" else None,
               extra_metrics=extra)
 
-
-def fid_metric(cfg, nets: Nets, decode=lambda x: x):
-  """gen_params -> {'fid': ...} over eval.num_samples one-step samples, seeds 0..N-1 (EDM's
-  protocol; condition = the spec's from_index(seed)). Needs eval.fid_weights (pytorch-fid's
-  Inception .pth or its .npz) and eval.fid_reference (EDM-format mu/sigma .npz); both are
-  checked up front."""
-  from fdistill_jax.evaluation import fid
-  ev = cfg.eval
-  if not ev.get("fid_weights") or not ev.get("fid_reference"):
-    logging.warning("config.eval.metric='fid' but eval.fid_weights / eval.fid_reference are not "
-                    "set: FID is skipped (see docs/evaluation.md 'FID' for the two files)")
-    return None
-  for field in ("fid_weights", "fid_reference"):
-    if not epath.Path(ev[field]).exists():  # Local or gs://.
-      raise FileNotFoundError(f"config.eval.{field}={ev[field]!r} does not exist (see "
-                              "docs/evaluation.md 'FID')")
-  batch = int(ev.fid_batch)
-  extractor = fid.FeatureExtractor.from_weight_file(ev.fid_weights, batch)
-  shape = tuple(nets.data_shape)
-
-  @jax.jit
-  def from_seeds(params, seeds):
-    z = jax.vmap(lambda s: jax.random.normal(jax.random.PRNGKey(s), shape))(seeds)
-    # A K-step student's re-noising noise comes from the chunk's first seed.
-    noise_key = few_step.chain_key(jax.random.PRNGKey(seeds[0]))
-    return nets.generate(params, z, nets.cond.from_index(seeds), noise_key=noise_key)
-
-  def metric(params):
-    fn = lambda seeds: np.asarray(decode(from_seeds(params, jnp.asarray(seeds, jnp.int32))))
-    return {"fid": fid.fid_from_generator(fn, extractor, ev.fid_reference, ev.num_samples)}
-
-  return metric

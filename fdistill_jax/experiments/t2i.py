@@ -138,7 +138,7 @@ def check_config(cfg) -> None:
          "names 'block<i>' (0-based transformer block outputs, e.g. 'block13')")
   tm = family_teacher(cfg)
   V.check_fields(cfg, tm.RULES)  # eval.sampler and eval.teacher_solver: the family's solvers.
-  experiments.eval_metric(cfg, t2i_eval.METRICS)
+  experiments.eval_metric(cfg)
   if t2i_text.enabled(cfg):
     t2i_text.check_config(cfg)
   gi = cfg.get("guidance_input")

@@ -43,22 +43,20 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from fdistill_jax import codecs, conditioning, experiments, fileio, untrusted
+from fdistill_jax import codecs, conditioning, fileio, untrusted
 from fdistill_jax.diffusion import few_step
-from fdistill_jax.evaluation import grids
+from fdistill_jax.evaluation import grids, registry
 from fdistill_jax.experiments import t2i_text
 from fdistill_jax.nets import Nets
 from fdistill_jax import teachers
 
-METRICS = ("auto", "none", "digits")
+METRICS = registry.names(registry.T2I)  # config.eval.metric (evaluation/registry.py).
 
 
 def _metric(cfg) -> str:
-  """The metric eval.metric names, 'auto' resolved ('digits' on pixel-space digits, else 'none')."""
-  m = experiments.eval_metric(cfg, METRICS)
-  if m == "auto":
-    return "digits" if cfg.dataset.name == "digits" and not cfg.teacher.get("vae") else "none"
-  return m
+  """The metric eval.metric names, 'auto' resolved ('digits' on pixel-space digits, else 'none';
+  registry.auto)."""
+  return registry.resolve(cfg, registry.T2I)
 
 
 def eval_rows(cfg, cache) -> np.ndarray:
@@ -236,12 +234,11 @@ def evaluator(cfg, nets: Nets, module, teacher_params, adapter, codec: codecs.Co
       fileio.save_npz(str(path), samples=x, key=np.asarray(name))
     return x
 
-  metric = None
   per_n = int(ev.per_prompt_samples)
-  if _metric(cfg) == "digits":
-    from fdistill_jax.evaluation.digits_metric import DigitsMetric
-    metric = DigitsMetric.create(resolution=codec.image_shape(shape)[0],
-                                 cache_dir=ev.get("cache_dir") or workdir)
+  ctx = registry.Context(workdir=workdir, nets=nets, decode=decode,
+                         image_shape=tuple(codec.image_shape(shape)))
+  family, metric = registry.build(cfg, ctx, registry.T2I)  # digits: a DigitsMetric; none: None
+  if family == "digits":
     labels = np.asarray(cache.labels)[sample_rows]
     held = getattr(cache, "heldout", None)
     held_all = None if held is None else np.asarray(held, bool)

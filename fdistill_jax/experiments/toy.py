@@ -24,7 +24,7 @@ from etils import epath
 
 from fdistill_jax import conditioning, fileio
 from fdistill_jax.diffusion import edm, few_step, samplers
-from fdistill_jax.evaluation import toy_metrics
+from fdistill_jax.evaluation import registry
 from fdistill_jax import experiments
 from fdistill_jax.experiments import Experiment
 from fdistill_jax.models.heads import MLPHead
@@ -256,6 +256,9 @@ def build(cfg, workdir: str, method=None) -> Experiment:
     return {"x": x, "cond": nets.cond.null(b)}
 
   n_eval = cfg.eval.num_samples
+  # The toy metrics (evaluation/registry.py: the toy's one metric family): (x, key) -> dict.
+  _, metric = registry.build(cfg, registry.Context(workdir=workdir, nets=nets, target=gmm),
+                             registry.TOY)
 
   @jax.jit
   def _samples(gen_params, key):
@@ -264,7 +267,7 @@ def build(cfg, workdir: str, method=None) -> Experiment:
                          noise_key=few_step.chain_key(key))
 
   def score(x, key):
-    return toy_metrics.evaluate(gmm, x, jax.random.fold_in(key, 1))
+    return metric(x, jax.random.fold_in(key, 1))
 
   def write_samples(x, path, title=""):
     scatter_png(gmm, np.asarray(x), path, title)
@@ -277,7 +280,7 @@ def build(cfg, workdir: str, method=None) -> Experiment:
                                    sigma_max=cfg.diffusion.sigma_max))
     k1, k2, k3 = jax.random.split(key, 3)
     x = fn(jax.random.normal(k1, (n_eval, gmm.dim)))
-    return {f"teacher_heun{cfg.eval.teacher_nfe}": toy_metrics.evaluate(gmm, x, k2),
+    return {f"teacher_heun{cfg.eval.teacher_nfe}": metric(x, k2),
             "init_generator": score(_samples(pre, k3), k3)}
 
   return Experiment(nets=nets, frozen={"feature_net": pre}, init_params=init_params,
