@@ -133,6 +133,7 @@ NOT_CONFIG = {
     ("experiments/__init__.py", "init_checkpoint"): "the toy's student block (not resolved)",
     ("teachers/pixart.py", "schedule"): "teacher.schedule (None-able, not optim.*.schedule)",
     ("teachers/flow_dit.py", "schedule"): "teacher.schedule (None-able; every key optional)",
+    ("evaluation/registry.py", "metric"): "eval.metric after resolve: toy configs have none (auto)",
     ("tools/diagnose_guidance.py", "guidance_scale"): "method.guidance_scale, not eval's",
     ("benchmarks/engine_speed.py", "remat"): "a benchmark's report of any config",
     ("benchmarks/versus_torch.py", "remat"): "a benchmark's report of any config",
