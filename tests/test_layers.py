@@ -145,3 +145,82 @@ def test_every_family_resolves_and_unknown_kinds_are_named():
         assert hasattr(tm, name), (kind, name)
   with pytest.raises(ValueError, match=r"teacher.kind='sd3'.*allowed: \("):
     teachers.get("sd3")
+
+
+# ------------------------------------------------------------ no import cycle (issue 26 §1)
+def top_level_imports(src: str, name: str, is_package: bool, known: set[str]) -> set[str]:
+  """The modules of `known` that module `name` imports when it is imported (module level,
+  including if/try blocks; imports inside functions run later and are not edges).
+  `from pkg import sub` is an edge to pkg.sub alone when that is a module."""
+  pkg = name if is_package else name.rsplit(".", 1)[0]
+  out: set[str] = set()
+
+  def visit(body):
+    for node in body:
+      if isinstance(node, ast.Import):
+        out.update(a.name for a in node.names)
+      elif isinstance(node, ast.ImportFrom):
+        mod = _absolute(node.module, node.level, pkg)
+        subs = [f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in known]
+        out.update(subs if len(subs) == len(node.names) else [mod, *subs])
+      elif isinstance(node, (ast.If, ast.Try)):
+        for block in (node.body, node.orelse, getattr(node, "finalbody", []),
+                      *[h.body for h in getattr(node, "handlers", [])]):
+          visit(block)
+
+  visit(ast.parse(src).body)
+  return {m for m in out if m in known and m != name}
+
+
+def import_cycles(sources: dict[str, tuple[str, bool]]) -> list[list[str]]:
+  """The cycles (strongly connected sets of ≥ 2 modules) of {name: (source, is_package)}."""
+  known = set(sources)
+  graph = {n: top_level_imports(s, n, p, known) for n, (s, p) in sources.items()}
+  index: dict[str, int] = {}
+  low: dict[str, int] = {}
+  stack: list[str] = []
+  cycles = []
+
+  def strong(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    for w in sorted(graph[v]):
+      if w not in index:
+        strong(w)
+        low[v] = min(low[v], low[w])
+      elif w in stack:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      comp = stack[stack.index(v):]
+      del stack[stack.index(v):]
+      if len(comp) > 1:
+        cycles.append(sorted(comp))
+
+  for v in sorted(graph):
+    if v not in index:
+      strong(v)
+  return cycles
+
+
+def _package_sources() -> dict[str, tuple[str, bool]]:
+  out = {}
+  for path in glob.glob(os.path.join(REPO, "fdistill_jax", "**", "*.py"), recursive=True):
+    rel = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+    package = rel.endswith(".__init__")
+    with open(path, encoding="utf-8") as f:
+      out[rel[:-len(".__init__")] if package else rel] = (f.read(), package)
+  return out
+
+
+def test_no_import_cycle_anywhere():
+  cycles = import_cycles(_package_sources())
+  assert not cycles, f"module-level import cycles: {cycles}"
+
+
+def test_cycle_check_finds_a_cycle():
+  src = {"p": ("", True),
+         "p.a": ("from p import b\n", False),
+         "p.b": ("import os\ntry:\n  from p.c import x\nexcept ImportError:\n  pass\n", False),
+         "p.c": ("from . import a\ndef f():\n  from p import d\n", False),
+         "p.d": ("from p import a\n", False)}
+  assert import_cycles(src) == [["p.a", "p.b", "p.c"]]
