@@ -632,7 +632,7 @@ def digits_t2i_flow_teacher() -> ml_collections.ConfigDict:
   (configs/teachers/digits_t2i_flow.py): the digits text teacher's transformer (its ε head cut to
   a velocity head, tools/flow_from_eps) reading the committed prompt cache of its frozen T5,
   images paired with training phrasings by class, 10 % prompt dropout to "" for guidance.
-  Loss: the velocity MSE (edm_training with dsm_weighting 'velocity') with ln σ ~ N(0, 1.6²),
+  Loss: the velocity MSE (edm_training with loss_weighting 'velocity') with ln σ ~ N(0, 1.6²),
   SD3's logit-normal time draw widened (std 1.6 instead of 1) so that the one-step students'
   σ_init = 80 (s = 0.988) is trained too; evaluated with Euler at 35 NFE, w = 2."""
   cfg = flow_teacher(digits_t2i_teacher())
@@ -640,7 +640,7 @@ def digits_t2i_flow_teacher() -> ml_collections.ConfigDict:
       dict(DIGITS_T2I_TEXT_PIXART, out_channels=1))
   cfg.teacher.prompt_cache = asset("digits_t2i_text_prompts")
   cfg.teacher.max_length = 64
-  cfg.method.p_mean, cfg.method.p_std, cfg.method.dsm_weighting = 0.0, 1.6, "velocity"
+  cfg.method.p_mean, cfg.method.p_std, cfg.method.loss_weighting = 0.0, 1.6, "velocity"
   cfg.diffusion.sigma_data = 0.5  # Unused by the velocity weighting.
   cfg.train.update(dict(steps=3000, ckpt_every=500))
   cfg.eval.update(dict(num_samples=560, sampler="euler", teacher_solver="euler"))

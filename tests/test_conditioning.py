@@ -231,6 +231,10 @@ def test_latent_codec_encodes_real_data_and_decodes_samples():
   cfg = defaults.image()
   cfg.train.batch_size, cfg.eval.num_samples, cfg.eval.teacher_nfes = 4, 6, ()
   cfg.dataset = ml_collections.ConfigDict(dict(name="arrays", use_labels=True))
+  # The pieces read resolved configs (config_defaults.resolve fills the optional fields once at
+  # every entry point; here the test is the entry point).
+  from fdistill_jax import config_defaults
+  config_defaults.resolve(cfg)
   imgs = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 1), dtype=np.uint8)
   source = data_lib.ArraySource(imgs, np.arange(8) % 3, label_dim=3)
   spec = conditioning.ClassLabels(3)

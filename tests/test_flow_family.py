@@ -164,7 +164,7 @@ def test_a_trained_flow_teacher_exports_with_its_flowmatch_scheduler(files, tmp_
   diffusers = pytest.importorskip("diffusers")
   from fdistill_jax import export
   cfg = config("teachers/digits_t2i_flow", files)
-  assert cfg.method.name == "edm_training" and cfg.method.dsm_weighting == "velocity"
+  assert cfg.method.name == "edm_training" and cfg.method.loss_weighting == "velocity"
   cfg.teacher.schedule.shift = 3.0
   _, _, module, params = files
   export.write_export(cfg, params, str(tmp_path / "ex"), step=1, which="raw")

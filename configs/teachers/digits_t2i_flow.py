@@ -19,7 +19,7 @@ min on one shared CPU core at 1.9–2.1 steps/s, loss 0.19 → 0.13; raw params,
 w = 2, 560 samples, 2 per prompt): digits FD 19.7, class coverage 1.0, prompt accuracy 0.993
 (training phrasings 1.0, held-out 0.95), precision / recall 0.78 / 0.47. The ε teacher it
 starts from scores FD 39.5, accuracy 0.98 (held-out 0.975), precision / recall 0.53 / 0.73 at
-w = 2: BENCHMARKS.md "The digits text-to-image flow teacher".
+w = 2: BENCHMARKS.md "Digits text-to-image students of a rectified-flow teacher".
 """
 from fdistill_jax import defaults
 

@@ -2,9 +2,10 @@
 
 The trained denoiser is the 'generator' net (so it gets the EMA tracks and checkpoints of the
 engine); there is no critic. Loss: ln σ ~ N(P_mean, P_std²), λ(σ) = (σ² + σ_d²)/(σ σ_d)²,
-L = mean λ(σ)·‖D_θ(x + σ n, σ, cond) − x‖², with dropout active. method.dsm_weighting
-(default 'edm') picks λ among methods/common.DSM_WEIGHTINGS: 'velocity' (1/s²) makes it the
-flow-matching loss ‖v̂ − v‖² of a rectified-flow teacher, and with P_mean 0, P_std 1 its
+L = mean λ(σ)·‖D_θ(x + σ n, σ, cond) − x‖², with dropout active. method.loss_weighting
+(default 'edm'; its own field, not the fake score's dsm_weighting that the method block may
+carry for distillation) picks λ among methods/common.DSM_WEIGHTINGS: 'velocity' (1/s²) makes it
+the flow-matching loss ‖v̂ − v‖² of a rectified-flow teacher, and with P_mean 0, P_std 1 its
 σ = s/(1−s) is SD3's logit-normal time draw. Config: method.p_mean,
 method.p_std, method.augment_p (default 0): with p > 0, x is first replaced by EDM's geometric
 augmentation of the batch and D_θ gets its 9-d augment labels (diffusion/augment.py; EDM's
@@ -40,7 +41,7 @@ FIELDS = {  # Every field it reads (fdistill.FIELDS says why).
     "method.p_std": V.within(0, 10, "a std of ln σ", lo_open=True),
     "method.cond_drop": V.within(0, 1, "a probability", hi_open=True),
     "method.augment_p": V.probability(),
-    "method.dsm_weighting": V.one_of(*common.DSM_WEIGHTINGS),
+    "method.loss_weighting": V.one_of(*common.DSM_WEIGHTINGS),
 }
 REQUIRED = ("p_mean", "p_std")
 
@@ -64,7 +65,7 @@ def generator_loss(params, frozen, batch, key, extras, nets, cfg):
   if cfg.method.get("cond_drop", 0.0):  # fold_in: the other draws stay those of before.
     cond, _ = nets.cond.drop(jax.random.fold_in(key, 2), cond, cfg.method.cond_drop)
   d = nets.student(params["generator"], noisy, sigma, cond, key=kd, **aug)
-  weight = common.dsm_weight(sigma, cfg.method.get("dsm_weighting", "edm"),
+  weight = common.dsm_weight(sigma, cfg.method.get("loss_weighting", "edm"),
                              cfg.diffusion.sigma_data)
   loss = common.dsm_loss(d, x, weight)
   return loss, ({"edm_loss": loss}, extras)

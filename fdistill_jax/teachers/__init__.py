@@ -90,7 +90,8 @@ FAMILIES: dict[str, Family] = {f.kind: f for f in (
            export="fdistill_jax.export:_write_pixart",
            defaults=lambda d: (d.t2i_flow, d.digits_t2i_flow_teacher, d.digits_t2i_flow_distill),
            rules=(_IMAGE_RULES, "fdistill_jax.experiments.t2i:RULES",
-                  "fdistill_jax.experiments.t2i_text:RULES", "fdistill_jax.teachers.flow_dit:RULES"),
+                  "fdistill_jax.experiments.t2i_text:RULES",
+                  "fdistill_jax.teachers.flow_dit:RULES"),
            teacher="fdistill_jax.teachers.flow_dit",
            summary="rectified-flow DiTs (velocity, the SD3/FLUX convention) on the PixArt body"),
 )}
