@@ -49,7 +49,7 @@ from fdistill_jax import validation as V
 from fdistill_jax.diffusion import flow_samplers
 from fdistill_jax.diffusion import parameterisations as param_lib
 from fdistill_jax.models import pixart as pixart_lib
-from fdistill_jax.teachers.pixart import VAE_FACTOR, _check_cond
+from fdistill_jax.teachers.pixart import VAE_FACTOR, _check_cond, guided_denoise
 
 SOLVERS = flow_samplers.SOLVERS  # The first is the default reference sampler.
 NUM_TRAIN_TIMESTEPS = 1000
@@ -167,27 +167,7 @@ class FlowDiTTeacher:
   def __call__(self, x: jax.Array, sigma, cond: Any, *, guidance_scale: float | None = None,
                return_features: bool = False):
     """D(x; σ, cond) (module docstring)."""
-    w = self.guidance_scale if guidance_scale is None else guidance_scale
-    b = x.shape[0]
-    _check_cond(cond, b)
-    net = lambda xi, t, c: self.network(xi, t, c, return_features=return_features)
-    if w is None or w == 1.0:
-      return self.adapter.denoise(net, x, sigma, cond)
-    if self.null_cond is None:
-      raise ValueError(f"flow teacher: guidance_scale={w} needs null_cond (the cached \"\" "
-                       "embedding, PromptCache.null_condition())")
-    _check_cond(self.null_cond, b, "null_cond")
-    null = jax.tree_util.tree_map(lambda n, c: jnp.broadcast_to(n, c.shape).astype(c.dtype),
-                                  self.null_cond, cond)
-    both = jax.tree_util.tree_map(lambda n, c: jnp.concatenate([n, c]), null, cond)
-    sig = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (b,))
-    out = self.adapter.denoise(net, jnp.concatenate([x, x]), jnp.concatenate([sig, sig]), both)
-    d, feats = out if return_features else (out, None)
-    d_null, d_cond = d[:b], d[b:]
-    d = d_null + w * (d_cond - d_null)
-    if not return_features:
-      return d
-    return d, jax.tree_util.tree_map(lambda f: f[b:], feats)
+    return guided_denoise(self, x, sigma, cond, guidance_scale, return_features, "flow teacher")
 
 
 def make_flow_teacher(module: pixart_lib.PixArtTransformer, params: Any, *,

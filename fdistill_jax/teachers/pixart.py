@@ -73,6 +73,35 @@ def _check_cond(cond: Any, batch: int, what: str = "cond") -> None:
                      f"{tuple(m.shape)}: expected [B,L,D] / [B,L] with B = {batch} (or 1)")
 
 
+def guided_denoise(teacher, x: jax.Array, sigma, cond: Any, guidance_scale: float | None,
+                   return_features: bool, name: str):
+  """D(x; σ, cond) of a transformer teacher (PixArtTeacher, flow_dit.FlowDiTTeacher: anything
+  with .network, .adapter, .null_cond, .guidance_scale), classifier-free guided at
+  `guidance_scale` (None: the teacher's own): one call on [∅; c] when w ∉ {None, 1}, with the
+  conditional half's features. `name` names the teacher in errors."""
+  w = teacher.guidance_scale if guidance_scale is None else guidance_scale
+  b = x.shape[0]
+  _check_cond(cond, b)
+  net = lambda xi, t, c: teacher.network(xi, t, c, return_features=return_features)
+  if w is None or w == 1.0:
+    return teacher.adapter.denoise(net, x, sigma, cond)
+  if teacher.null_cond is None:
+    raise ValueError(f"{name}: guidance_scale={w} needs null_cond (the cached \"\" "
+                     "embedding, PromptCache.null_condition())")
+  _check_cond(teacher.null_cond, b, "null_cond")
+  null = jax.tree_util.tree_map(lambda n, c: jnp.broadcast_to(n, c.shape).astype(c.dtype),
+                                teacher.null_cond, cond)
+  both = jax.tree_util.tree_map(lambda n, c: jnp.concatenate([n, c]), null, cond)
+  sig = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (b,))
+  out = teacher.adapter.denoise(net, jnp.concatenate([x, x]), jnp.concatenate([sig, sig]), both)
+  d, feats = out if return_features else (out, None)
+  d_null, d_cond = d[:b], d[b:]
+  d = d_null + w * (d_cond - d_null)
+  if not return_features:
+    return d
+  return d, jax.tree_util.tree_map(lambda f: f[b:], feats)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: hashable by identity (static in jit).
 class PixArtTeacher:
   """module (PixArtTransformer, learned-σ 8-channel output), params (its 'params' collection),
@@ -115,27 +144,7 @@ class PixArtTeacher:
   def __call__(self, x: jax.Array, sigma, cond: Any, *, guidance_scale: float | None = None,
                return_features: bool = False):
     """D(x; σ, cond) (module docstring)."""
-    w = self.guidance_scale if guidance_scale is None else guidance_scale
-    b = x.shape[0]
-    _check_cond(cond, b)
-    net = lambda xi, t, c: self.network(xi, t, c, return_features=return_features)
-    if w is None or w == 1.0:
-      return self.adapter.denoise(net, x, sigma, cond)
-    if self.null_cond is None:
-      raise ValueError(f"PixArt teacher: guidance_scale={w} needs null_cond (the cached \"\" "
-                       "embedding, PromptCache.null_condition())")
-    _check_cond(self.null_cond, b, "null_cond")
-    null = jax.tree_util.tree_map(lambda n, c: jnp.broadcast_to(n, c.shape).astype(c.dtype),
-                                  self.null_cond, cond)
-    both = jax.tree_util.tree_map(lambda n, c: jnp.concatenate([n, c]), null, cond)
-    sig = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (b,))
-    out = self.adapter.denoise(net, jnp.concatenate([x, x]), jnp.concatenate([sig, sig]), both)
-    d, feats = out if return_features else (out, None)
-    d_null, d_cond = d[:b], d[b:]
-    d = d_null + w * (d_cond - d_null)
-    if not return_features:
-      return d
-    return d, jax.tree_util.tree_map(lambda f: f[b:], feats)
+    return guided_denoise(self, x, sigma, cond, guidance_scale, return_features, "PixArt teacher")
 
 
 def make_pixart_teacher(module: pixart_lib.PixArtTransformer, params: Any, *,
