@@ -145,8 +145,9 @@ def scheduler_config(cfg) -> dict:
           "prediction_type": "epsilon" if ad.process == "vp" else "flow"}
 
 
-def _write_pixart(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
-  """`diffusers/`: a PixArtAlphaPipeline folder that samples the student as `--mode=sample`:
+def _write_transformer(cfg, params, out: epath.Path) -> tuple[dict, list[str]]:
+  """The writer of every family on the PixArt transformer body (pixart, flow_dit).
+  `diffusers/`: a PixArtAlphaPipeline folder that samples the student as `--mode=sample`:
   transformer/ (PixArtTransformer2DModel, float32), scheduler/ (FewStepScheduler of
   convert/few_step_scheduler.py, copied in as remote code, with the student's K σ's, timesteps
   and re-noising rule), vae/ (the teacher's AutoencoderKL, where it has one), model_index.json.
