@@ -86,18 +86,26 @@ def _schedule(teacher_cfg) -> dict:
   if unknown:
     raise V.ConfigError(f"config.teacher.schedule has {unknown}: not fields of a flow teacher's "
                         f"schedule; known: {SCHEDULE_KEYS}")
-  lo, hi = default_sigma_range()
   return {"num_train_timesteps": int(sched.get("num_train_timesteps", NUM_TRAIN_TIMESTEPS)),
           "shift": float(sched.get("shift", 1.0)),
-          "sigma_min": float(sched.get("sigma_min", lo)),
-          "sigma_max": float(sched.get("sigma_max", hi))}
+          "sigma_min": sched.get("sigma_min"), "sigma_max": sched.get("sigma_max")}
+
+
+def velocity_adapter(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
+                     sigma_min: float | None = None,
+                     sigma_max: float | None = None) -> param_lib.TeacherAdapter:
+  """The rectified-flow velocity adapter at t = T·s on [σ_min, σ_max] (default_sigma_range())."""
+  lo, hi = default_sigma_range()
+  return param_lib.rectified_flow(
+      "velocity", time_scale=float(num_train_timesteps),
+      sigma_min=lo if sigma_min is None else float(sigma_min),
+      sigma_max=hi if sigma_max is None else float(sigma_max))
 
 
 def adapter(teacher_cfg) -> param_lib.TeacherAdapter:
   """The velocity adapter of config.teacher (teacher.schedule: time scale T and σ range)."""
   s = _schedule(teacher_cfg)
-  return param_lib.rectified_flow("velocity", time_scale=float(s["num_train_timesteps"]),
-                                  sigma_min=s["sigma_min"], sigma_max=s["sigma_max"])
+  return velocity_adapter(s["num_train_timesteps"], s["sigma_min"], s["sigma_max"])
 
 
 def check_module(module: pixart_lib.PixArtTransformer) -> None:
@@ -106,8 +114,8 @@ def check_module(module: pixart_lib.PixArtTransformer) -> None:
     raise ValueError(
         f"config.teacher: a flow teacher predicts a velocity (out_channels = in_channels = "
         f"{module.in_channels}), got out_channels={module.out_dim}"
-        + (" (a learned-σ ε-prediction PixArt-α transformer: teacher.kind='pixart')"
-           if module.out_dim == 2 * module.in_channels else ""))
+        + (" (a learned-σ ε-prediction PixArt-α transformer: teacher.kind='pixart', "
+           "teachers.pixart)" if module.out_dim == 2 * module.in_channels else ""))
 
 
 def wrap(teacher_cfg, module, params, adapter_, null_cond: Any = None) -> "FlowDiTTeacher":
@@ -187,16 +195,8 @@ def make_flow_teacher(module: pixart_lib.PixArtTransformer, params: Any, *,
   if not isinstance(module, pixart_lib.PixArtTransformer):
     raise TypeError(f"flow teacher: module must be a PixArtTransformer, got "
                     f"{type(module).__name__}")
-  if module.out_dim != module.in_channels:
-    raise ValueError(
-        f"flow teacher: expected a velocity transformer with out_channels = in_channels = "
-        f"{module.in_channels}, got out_channels={module.out_dim}"
-        + (" (a learned-σ ε-prediction PixArt-α transformer: use teachers.pixart instead)"
-           if module.out_dim == 2 * module.in_channels else ""))
+  check_module(module)
   flow_samplers._check_shift(shift, num_train_timesteps)  # pylint: disable=protected-access
-  lo, hi = default_sigma_range()
-  lo = lo if sigma_min is None else float(sigma_min)
-  hi = hi if sigma_max is None else float(sigma_max)
   opts = {}
   if compute_dtype is not None:
     opts["dtype"] = compute_dtype
@@ -204,11 +204,10 @@ def make_flow_teacher(module: pixart_lib.PixArtTransformer, params: Any, *,
     opts["feature_blocks"] = tuple(feature_blocks)
   if opts:
     module = module.clone(**opts)
-  adapter = param_lib.rectified_flow("velocity", time_scale=float(num_train_timesteps),
-                                     sigma_min=lo, sigma_max=hi)
+  adapter_ = velocity_adapter(num_train_timesteps, sigma_min, sigma_max)
   if null_cond is not None:
     null_cond = jax.tree_util.tree_map(jnp.asarray, dict(null_cond))
-  return FlowDiTTeacher(module, params, adapter, null_cond, guidance_scale, float(shift))
+  return FlowDiTTeacher(module, params, adapter_, null_cond, guidance_scale, float(shift))
 
 
 def read_scheduler_config(folder: str | os.PathLike) -> dict | None:
