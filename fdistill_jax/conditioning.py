@@ -12,8 +12,10 @@ A condition `cond` is a pytree whose leaves all have a leading batch axis [B, ..
                    empty prompt (ids [L], mask [L]); the prompt set is tokenised prompts;
   Unconditional(): an empty float32 [B, 0] array that the networks ignore.
 Methods never build conditions: they take them from the batch, ask the spec (`nets.cond`) for
-the null condition or for dropped rows, and guide through `guided`. Evaluation asks the spec
-for the condition of sample index i (`from_index`: class i mod C, prompt i mod P).
+the null condition or for dropped rows, and guide through `guided`. The spec is the one place
+that encodes a condition from an index: `encode` turns the data pipeline's int labels (or rows
+of its prompt set) into conditions, and evaluation asks it for the condition of sample index i
+(`from_index`: class i mod C, prompt i mod P).
 """
 from __future__ import annotations
 
@@ -42,6 +44,11 @@ class ConditionSpec:
 
   def null_like(self, cond: Cond) -> Cond:
     return self.null(batch_size(cond))
+
+  def encode(self, labels) -> Cond:
+    """The condition of int labels [n] (class indices, −1 = none; a text spec: rows of its
+    prompt set); numpy in, numpy out for ClassLabels/Unconditional (host batches), traceable."""
+    raise NotImplementedError
 
   def from_index(self, idx: jax.Array) -> Cond:
     """Deterministic condition of sample index idx [n] int (EDM's FID protocol: seed mod C)."""
@@ -93,6 +100,9 @@ class Unconditional(ConditionSpec):
   def null(self, n: int) -> jax.Array:
     return jnp.zeros((n, 0), jnp.float32)
 
+  def encode(self, labels):
+    return np.zeros((np.shape(labels)[0], 0), np.float32)
+
   def from_index(self, idx):
     return self.null(idx.shape[0])
 
@@ -112,17 +122,21 @@ class Unconditional(ConditionSpec):
 
 @dataclasses.dataclass(frozen=True)
 class ClassLabels(ConditionSpec):
-  """One-hot class labels [B, num_classes]; ∅ = zeros."""
+  """One-hot class labels float32 [B, num_classes]; ∅ = zeros (the encoding of label −1)."""
   num_classes: int
 
   def null(self, n: int) -> jax.Array:
     return jnp.zeros((n, self.num_classes), jnp.float32)
 
+  def encode(self, labels):
+    labels = labels if isinstance(labels, jax.Array) else np.asarray(labels)
+    return (labels[..., None] == np.arange(self.num_classes)).astype(np.float32)
+
   def from_index(self, idx):
-    return jax.nn.one_hot(idx % self.num_classes, self.num_classes)
+    return self.encode(idx % self.num_classes)
 
   def sample(self, key, n):
-    return jax.nn.one_hot(jax.random.randint(key, (n,), 0, self.num_classes), self.num_classes)
+    return self.encode(jax.random.randint(key, (n,), 0, self.num_classes))
 
   def to_arrays(self, cond):
     return {"labels": np.asarray(cond)}
@@ -161,6 +175,9 @@ class Text(ConditionSpec):
     if self.prompts is None:
       raise ValueError("conditioning.Text: drawing conditions needs a prompt set (prompts=...)")
     return {k: jnp.asarray(v, self._dtype(k))[idx] for k, v in self.prompts.items()}
+
+  def encode(self, labels):
+    return self._prompts(labels)
 
   def from_index(self, idx):
     return self._prompts(idx % len(self.prompts["mask"]) if self.prompts else idx)
@@ -225,6 +242,9 @@ class WithGuidance(ConditionSpec):
 
   def null_like(self, cond: dict) -> dict:
     return {"cond": self.base.null_like(cond["cond"]), "w": cond["w"]}
+
+  def encode(self, labels) -> dict:
+    return {"cond": self.base.encode(labels), "w": self._w(np.shape(labels)[0])}
 
   def from_index(self, idx) -> dict:
     return {"cond": self.base.from_index(idx), "w": self._w(idx.shape[0])}

@@ -85,6 +85,14 @@ def _cfg(method):
 def test_specs_null_drop_and_index():
   labels = conditioning.ClassLabels(3)
   np.testing.assert_array_equal(labels.from_index(jnp.arange(4)), np.eye(3)[[0, 1, 2, 0]])
+  # encode is the one one-hot: numpy labels stay on the host, −1 (unlabelled) is ∅, and it traces.
+  host = labels.encode(np.array([2, -1, 0], np.int32))
+  assert isinstance(host, np.ndarray) and host.dtype == np.float32
+  np.testing.assert_array_equal(host, [[0, 0, 1], [0, 0, 0], [1, 0, 0]])
+  np.testing.assert_array_equal(jax.jit(labels.encode)(jnp.array([1, 2])), np.eye(3)[[1, 2]])
+  np.testing.assert_array_equal(labels.sample(jax.random.PRNGKey(3), 5),
+                                jax.nn.one_hot(jax.random.randint(jax.random.PRNGKey(3), (5,), 0, 3), 3))
+  assert conditioning.Unconditional().encode(np.zeros(4, np.int32)).shape == (4, 0)
   c = labels.sample(jax.random.PRNGKey(0), 6)
   dropped = labels.replace(c, jnp.arange(6) % 2 == 0)
   np.testing.assert_array_equal(dropped[0::2], 0.0)

@@ -10,7 +10,7 @@ import pytest
 import sklearn.datasets
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fdistill_jax import data
+from fdistill_jax import conditioning, data
 from fdistill_jax.data import sources
 from fdistill_jax.engine import sharding as shard_lib
 
@@ -61,23 +61,28 @@ def test_digits_splits_shapes_and_values():
 
 
 # ---------------------------------------------------------------- pipeline
-def test_batches_static_shapes_values_and_one_hot():
+def test_batches_static_shapes_values_and_labels():
   src = _index_source(n=100, label_dim=7)
   pipe = data.InputPipeline(src, batch_size=8, seed=0)
-  assert pipe.batch_shapes == {"images": (8, 4, 4, 1), "labels": (8, 7)}
+  assert pipe.batch_shapes == {"images": (8, 4, 4, 1), "labels": (8,)}
+  spec = conditioning.ClassLabels(7)
   for batch in _take(pipe, 30):  # 240 records: crosses two epoch boundaries.
     assert batch["images"].shape == (8, 4, 4, 1) and batch["images"].dtype == np.float32
-    assert batch["labels"].shape == (8, 7) and batch["labels"].dtype == np.float32
+    assert batch["labels"].shape == (8,) and batch["labels"].dtype == np.int32
     assert batch["images"].min() >= -1.0 and batch["images"].max() <= 1.0
     ids = _record_ids(batch)
-    np.testing.assert_array_equal(batch["labels"], np.eye(7, dtype=np.float32)[ids % 7])
+    np.testing.assert_array_equal(batch["labels"], ids % 7)
+    # The condition spec is what one-hots them (the pipeline keeps indices).
+    np.testing.assert_array_equal(spec.encode(batch["labels"]),
+                                  np.eye(7, dtype=np.float32)[ids % 7])
   # Exact value mapping: 0 -> -1, 255 -> +1.
   ends = data.ArraySource(np.array([0, 255], np.uint8).reshape(2, 1, 1, 1).repeat(2, 0))
   batch = next(data.InputPipeline(ends, batch_size=4, shuffle=False))
   np.testing.assert_array_equal(np.sort(batch["images"].ravel()), [-1, -1, 1, 1])
-  assert batch["labels"].shape == (4, 0)
+  np.testing.assert_array_equal(batch["labels"], [-1] * 4)  # Unlabelled source.
   unconditional = next(data.InputPipeline(src, batch_size=4, use_labels=False))
-  assert unconditional["labels"].shape == (4, 0)
+  np.testing.assert_array_equal(unconditional["labels"], [-1] * 4)
+  assert conditioning.Unconditional().encode(unconditional["labels"]).shape == (4, 0)
 
 
 def test_two_processes_get_disjoint_covering_shards():
@@ -117,6 +122,12 @@ def test_resume_from_saved_state_reproduces_continuation():
   resumed = data.InputPipeline(src, batch_size=8, seed=1, xflip=True)
   resumed.set_state(state)
   _assert_same_batches(_take(resumed, 9), expected)
+  # States saved while the pipeline could one-hot labels carry 'label_format' ('index' for the
+  # text-to-image problem); the entry does not move the reader, so they still resume.
+  for old in ("index", "one_hot"):
+    again = data.InputPipeline(src, batch_size=8, seed=1, xflip=True)
+    again.set_state(dict(state, label_format=old))
+    _assert_same_batches(_take(again, 2), expected[:2])
   with pytest.raises(ValueError, match="batch_size"):
     data.InputPipeline(src, batch_size=4, seed=1, xflip=True).set_state(state)
   with pytest.raises(ValueError, match="[Ss]ampler"):
@@ -190,7 +201,7 @@ def test_edm_zip_with_and_without_labels(tmp_path):
     assert src[i]["label"] == labels[i]
   batch = next(data.InputPipeline(src, batch_size=6, shuffle=False))
   np.testing.assert_allclose(batch["images"], images / 127.5 - 1, atol=1e-6)
-  np.testing.assert_array_equal(batch["labels"].argmax(-1), labels)
+  np.testing.assert_array_equal(batch["labels"], labels)
 
   _write_zip(tmp_path / "uncond.zip", images)
   src = data.ImageFolderSource(tmp_path / "uncond.zip")
@@ -289,8 +300,8 @@ def test_tfds_cifar10_on_mock_data(tmp_path):
     assert 0 <= rec["label"] < 10
     pipe = data.InputPipeline(src, batch_size=4, seed=0, xflip=True)
     batch = next(pipe)
-    assert batch["images"].shape == (4, 32, 32, 3) and batch["labels"].shape == (4, 10)
-    assert np.all(batch["labels"].sum(-1) == 1)
+    assert batch["images"].shape == (4, 32, 32, 3) and batch["labels"].shape == (4,)
+    assert np.all((batch["labels"] >= 0) & (batch["labels"] < 10))
     # The tf.data reader (for TFRECORD-prepared data) reads the split into memory. (The mock
     # draws fresh random records for tf.data, so only shapes and ranges are comparable.)
     mem = data.tfds_source("cifar10", "train", str(tmp_path), reader="tf_data")

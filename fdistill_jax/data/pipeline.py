@@ -7,8 +7,9 @@
   seed;
   epochs run on without end (num_epochs=None) unless given, and batches may straddle epochs;
 * batches: per-process `batch_size`, remainder dropped, so shapes never change:
-  {"images": float32 [B, H, W, C] in [-1, 1], "labels": float32 [B, label_dim] one-hot
-  ([B, 0] when unconditional)}; optional random x-flip, seeded per record;
+  {"images": float32 [B, H, W, C] in [-1, 1], "labels": int32 [B] class indices (−1 when
+  unlabelled)}; optional random x-flip, seeded per record. Labels stay indices: the problem's
+  condition spec encodes them (conditioning.ConditionSpec.encode), the one place that does;
 * resume: `get_state()` is a small JSON-serialisable dict (position + what it was made with);
   `set_state()` continues exactly where it was saved. The state is per process.
 
@@ -32,27 +33,22 @@ STATE_VERSION = 1
 
 
 class _ToModelInput(grain.transforms.Map):
-  """Record {"image": uint8 HWC, "label": int} -> {"images": [-1,1] float32, "labels": one-hot}."""
+  """Record {"image": uint8 HWC, "label": int} -> {"images": [-1,1] float32, "labels": int32}."""
 
-  def __init__(self, image_shape: tuple[int, ...], label_dim: int, where: str,
-               label_format: str = "one_hot"):
+  def __init__(self, image_shape: tuple[int, ...], label_dim: int, where: str):
     self.image_shape, self.label_dim, self.where = tuple(image_shape), label_dim, where
-    self.label_format = label_format
 
   def map(self, element: Mapping[str, Any]) -> dict[str, np.ndarray]:
     image = np.asarray(element["image"])
     if image.shape != self.image_shape or image.dtype != np.uint8:
       raise ValueError(f"{self.where}: record image is {image.dtype} {image.shape}, expected "
                        f"uint8 {self.image_shape}")
-    labels = np.zeros((self.label_dim,), np.float32)
+    label = -1
     if self.label_dim:
       label = int(element["label"])
       if not 0 <= label < self.label_dim:
         raise ValueError(f"{self.where}: label {label} outside [0, {self.label_dim})")
-      labels[label] = 1.0
-    if self.label_format == "index":  # int32 [] (e.g. a caption's row among many prompts)
-      labels = np.int32(element["label"] if self.label_dim else -1)
-    return {"images": image.astype(np.float32) / 127.5 - 1.0, "labels": labels}
+    return {"images": image.astype(np.float32) / 127.5 - 1.0, "labels": np.int32(label)}
 
 
 class _RandomXFlip(grain.transforms.RandomMap):
@@ -74,8 +70,7 @@ class InputPipeline:
     shuffle: reshuffle every epoch (False: records in shard order).
     xflip: random left-right flips.
     num_epochs: None for endless.
-    use_labels: False gives labels [B, 0] even for a labelled source.
-    label_format: 'one_hot' (float32 [B, label_dim]) or 'index' (int32 [B], −1 unlabelled).
+    use_labels: False gives labels −1 (label_dim 0) even for a labelled source.
     worker_count: grain worker processes; 0 reads in this process (use 0 in tests / 2-core CPUs;
       >0 needs absl flags parsed, i.e. run under absl.app.run). Each worker batches its own
       records, so the batches depend on worker_count, and a state resumes only with the same
@@ -86,7 +81,7 @@ class InputPipeline:
 
   def __init__(self, source: sources.ImageSource, batch_size: int, *, seed: int = 0,
                shuffle: bool = True, xflip: bool = False, num_epochs: int | None = None,
-               use_labels: bool = True, label_format: str = "one_hot", worker_count: int = 0,
+               use_labels: bool = True, worker_count: int = 0,
                shard_index: int | None = None,
                shard_count: int | None = None, read_options: grain.ReadOptions | None = None):
     shard_index = jax.process_index() if shard_index is None else int(shard_index)
@@ -102,19 +97,16 @@ class InputPipeline:
     self.source = source
     self.batch_size = int(batch_size)
     self.label_dim = int(source.label_dim) if use_labels else 0
-    self.label_format = label_format
     self.image_shape = tuple(int(s) for s in source.image_shape)
     self.steps_per_epoch = per_shard // self.batch_size
-    if label_format not in ("one_hot", "index"):
-      raise ValueError(f"label_format={label_format!r}; expected 'one_hot' or 'index'")
     self._config = {"batch_size": self.batch_size, "xflip": bool(xflip),
                     "label_dim": self.label_dim, "version": STATE_VERSION}
-    if label_format != "one_hot":  # Only when set: states saved before the option still load.
-      self._config["label_format"] = label_format
+    # States saved while labels could be one-hot may carry a 'label_format' entry: it does not
+    # move the reader, and set_state compares only the fields above, so they still load.
     sampler = grain.samplers.IndexSampler(
         num_records=len(source), shuffle=shuffle, seed=int(seed), num_epochs=num_epochs,
         shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True))
-    ops: list[Any] = [_ToModelInput(self.image_shape, self.label_dim, repr(source), label_format)]
+    ops: list[Any] = [_ToModelInput(self.image_shape, self.label_dim, repr(source))]
     if xflip:
       ops.append(_RandomXFlip())
     ops.append(grain.transforms.Batch(self.batch_size, drop_remainder=True))
@@ -124,10 +116,8 @@ class InputPipeline:
 
   @property
   def batch_shapes(self) -> dict[str, tuple[int, ...]]:
-    """Shapes of every batch (float32; int32 [B] labels with label_format 'index')."""
-    return {"images": (self.batch_size, *self.image_shape),
-            "labels": (self.batch_size,) if self.label_format == "index"
-                      else (self.batch_size, self.label_dim)}
+    """Shapes of every batch (images float32, labels int32)."""
+    return {"images": (self.batch_size, *self.image_shape), "labels": (self.batch_size,)}
 
   def __iter__(self) -> "InputPipeline":
     return self

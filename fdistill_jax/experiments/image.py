@@ -236,7 +236,7 @@ def input_data(cfg, source, spec: conditioning.ConditionSpec, codec: codecs.Code
   def batch(step):
     del step  # The pipeline is positional; its state is checkpointed.
     b = next(pipe)
-    return {"x": encode(b["images"]), "cond": b["labels"]}
+    return {"x": encode(b["images"]), "cond": spec.encode(b["labels"])}
 
   def batch_spec():
     g = cfg.train.batch_size

@@ -440,7 +440,7 @@ def input_data(cfg, cache: pc.PromptCache, spec: conditioning.Text, codec: codec
   if by_class:
     table, counts = prompts_by_class(cache, source.label_dim)
   pipe = data_lib.InputPipeline(source, data_lib.local_batch_size(g), seed=cfg.seed,
-                                xflip=cfg.dataset.xflip, label_format="index")
+                                xflip=cfg.dataset.xflip)
   encode = codec.jit_encode()
 
   def batch(step):
