@@ -13,8 +13,9 @@ A cache is a directory:
 * optional index fields "labels" (int list [N]: the class of each prompt, −1 unknown) and
   "heldout" (bool list [N]: prompts kept out of training), for class-labelled image data.
 
-Only numpy and safetensors are needed to read it. Shards are written to a temporary name and
-renamed, so a shard that exists is complete; an interrupted run resumes by skipping them.
+Only numpy and safetensors are needed to read it. Files, writes and checks are those of
+fdistill_jax/shard_cache.py: shards are written all-or-nothing, so a shard that exists is
+complete and an interrupted run resumes by skipping them.
 """
 from __future__ import annotations
 
@@ -27,20 +28,27 @@ from typing import Any, Sequence
 import numpy as np
 from etils import epath
 
-from fdistill_jax import fileio, untrusted
+from fdistill_jax import fileio, shard_cache, untrusted
 
 FORMAT = "fdistill_prompt_cache/1"
-MAX_INDEX_BYTES = 256 << 20
+MAX_INDEX_BYTES = 256 << 20  # Per-prompt labels make an index of 10^7 prompts ~100 MB.
 INDEX = "index.json"
 NULL = "null.safetensors"
+FIX = "write the cache with python -m fdistill_jax.tools.encode_prompts"
 
 
-class PromptCacheError(ValueError):
+class PromptCacheError(shard_cache.ShardError):
   """A cache file is missing, corrupt or inconsistent with the index."""
 
 
+# The folder's files, writes and checks are shard_cache's; here: what a shard holds.
+LAYOUT = shard_cache.Layout("shard-{i:05d}-of-{n:05d}.safetensors", INDEX,
+                            what="prompt-cache index", error=PromptCacheError,
+                            max_manifest_bytes=MAX_INDEX_BYTES)
+
+
 def shard_name(i: int, num_shards: int) -> str:
-  return f"shard-{i:05d}-of-{num_shards:05d}.safetensors"
+  return LAYOUT.name(i, num_shards)
 
 
 def prompts_digest(prompts: Sequence[str]) -> str:
@@ -50,29 +58,17 @@ def prompts_digest(prompts: Sequence[str]) -> str:
 def write_shard(path: str, embeddings: np.ndarray, mask: np.ndarray, prompts: Sequence[str],
                 start: int) -> None:
   """Write one shard all-or-nothing (fileio.write_bytes), to a local or gs:// path."""
-  fileio.save_safetensors(path, {"embeddings": np.ascontiguousarray(embeddings),
-                                 "mask": np.ascontiguousarray(mask, dtype=np.uint8)},
-                          metadata={"prompts": json.dumps(list(prompts)), "start": str(start)})
+  LAYOUT.write(path, {"embeddings": np.ascontiguousarray(embeddings),
+                      "mask": np.ascontiguousarray(mask, dtype=np.uint8)},
+               {"prompts": json.dumps(list(prompts)), "start": str(start)})
 
 
 def read_shard(path: str, *, rows: int | None = None, max_length: int | None = None,
                dim: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str], int]:
   """(embeddings [n,L,D], mask [n,L] uint8, prompts, start) of one shard, checked against the
   expected row count / L / D when given. Raises PromptCacheError naming the file."""
-  if not epath.Path(path).is_file():
-    raise PromptCacheError(f"{path}: missing cache file")
-  try:
-    tensors, meta = fileio.load_safetensors(path)
-    keys = set(tensors)
-    if not {"embeddings", "mask"} <= keys:
-      raise PromptCacheError(f"{path}: expected tensors 'embeddings' and 'mask', found "
-                             f"{sorted(keys)}")
-    emb, mask = tensors["embeddings"], tensors["mask"]
-  except PromptCacheError:
-    raise
-  except Exception as e:  # safetensors raises its own error types.
-    raise PromptCacheError(f"{path}: truncated or corrupt .safetensors file "
-                           f"({type(e).__name__}: {e})") from e
+  tensors, meta = LAYOUT.read(path, required=("embeddings", "mask"), floats=("embeddings",))
+  emb, mask = tensors["embeddings"], tensors["mask"]
   try:
     prompts, start = json.loads(meta["prompts"]), int(meta["start"])
   except (KeyError, ValueError) as e:
@@ -80,7 +76,6 @@ def read_shard(path: str, *, rows: int | None = None, max_length: int | None = N
   if emb.ndim != 3:
     raise PromptCacheError(f"{path}: 'embeddings' has shape {list(emb.shape)}, expected "
                            "[rows, max_length, dim]")
-  untrusted.check_float_array(emb, "embeddings", path, error=PromptCacheError)
   if mask.dtype.kind not in "biu":
     raise PromptCacheError(f"{path}: tensor 'mask' has dtype {mask.dtype}; expected uint8 0/1")
   want = (emb.shape[0] if rows is None else rows, emb.shape[1] if max_length is None
@@ -95,15 +90,9 @@ def read_shard(path: str, *, rows: int | None = None, max_length: int | None = N
 
 
 def read_index(cache_dir: str) -> dict:
-  path = epath.Path(cache_dir) / INDEX
-  if not path.is_file():
-    raise PromptCacheError(f"{path}: missing; {cache_dir} is not a prompt cache (write one with "
-                           "python -m fdistill_jax.tools.encode_prompts)")
-  # Bounded: labels/heldout lists make an index of 10^7 prompts ~100 MB.
-  index = untrusted.read_json(path, MAX_INDEX_BYTES, error=PromptCacheError)
-  found = index.get("format") if isinstance(index, dict) else None
-  if found != FORMAT:
-    raise PromptCacheError(f"{path}: 'format' is {found!r}, expected {FORMAT!r}")
+  index, path = LAYOUT.read_manifest(cache_dir, fix=FIX), LAYOUT.manifest_path(cache_dir)
+  if index.get("format") != FORMAT:
+    raise PromptCacheError(f"{path}: 'format' is {index.get('format')!r}, expected {FORMAT!r}")
   # The index names no files (shard names are derived from these counts), so it cannot point
   # outside the folder; the counts are checked so that they cannot ask for absurd reads either.
   for key, hi in (("num_prompts", 1 << 40), ("shard_size", 1 << 30), ("max_length", 1 << 20),
@@ -156,22 +145,22 @@ def load_prompt_cache(cache_dir: str | os.PathLike, *, dtype: Any = None) -> Pro
                            "encode_prompts run was interrupted); rerun it to resume")
   n, size, k = index["num_prompts"], index["shard_size"], index["num_shards"]
   length, dim = index["max_length"], index["dim"]
-  embs, masks, prompts = [], [], []
-  for i in range(k):
-    path = str(epath.Path(cache_dir) / shard_name(i, k))
+
+  def read(i: int, path: str, _) -> tuple[np.ndarray, np.ndarray, list[str]]:
     emb, mask, p, start = read_shard(path, rows=min(size, n - i * size), max_length=length,
                                      dim=dim)
     if start != i * size:
       raise PromptCacheError(f"{path}: starts at prompt {start}, expected {i * size}")
-    embs.append(emb if dtype is None else emb.astype(dtype))
-    masks.append(mask.astype(np.int32))
-    prompts += p
+    return emb if dtype is None else emb.astype(dtype), mask.astype(np.int32), p
+
+  parts = LAYOUT.load(LAYOUT.paths(cache_dir, k), read)  # [(embeddings, mask, prompts)]
   null_emb, null_mask, _, _ = read_shard(str(epath.Path(cache_dir) / NULL), rows=1,
                                          max_length=length, dim=dim)
   return PromptCache(
-      embeddings=np.concatenate(embs) if embs else np.zeros((0, length, dim), np.float32),
-      mask=np.concatenate(masks) if masks else np.zeros((0, length), np.int32),
-      prompts=prompts,
+      embeddings=(np.concatenate([e for e, _, _ in parts]) if parts
+                  else np.zeros((0, length, dim), np.float32)),
+      mask=np.concatenate([m for _, m, _ in parts]) if parts else np.zeros((0, length), np.int32),
+      prompts=[p for _, _, ps in parts for p in ps],
       null_embeddings=null_emb if dtype is None else null_emb.astype(dtype),
       null_mask=null_mask.astype(np.int32), index=index,
       labels=_optional_rows(index, "labels", np.int32, n, cache_dir),
@@ -199,10 +188,9 @@ def write_cache(cache_dir: str | os.PathLike, embeddings: np.ndarray, mask: np.n
   fileio.makedirs(cache_dir)  # Local or gs://.
   n, length, dim = embeddings.shape
   k = max(1, -(-n // shard_size))
-  for i in range(k):
+  for i, path in enumerate(LAYOUT.paths(cache_dir, k)):
     sl = slice(i * shard_size, (i + 1) * shard_size)
-    write_shard(str(epath.Path(cache_dir) / shard_name(i, k)), embeddings[sl], mask[sl],
-                list(prompts)[sl], i * shard_size)
+    write_shard(path, embeddings[sl], mask[sl], list(prompts)[sl], i * shard_size)
   write_shard(str(epath.Path(cache_dir) / NULL), null_embeddings, null_mask, [""], 0)
   index = {"format": FORMAT, "num_prompts": n, "max_length": length, "dim": dim,
            "dtype": str(embeddings.dtype), "shard_size": shard_size, "num_shards": k,

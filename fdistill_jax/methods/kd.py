@@ -2,9 +2,9 @@
 
 Pairs (z, y = Heun_teacher(σ_max·z)) are built once with the teacher's deterministic EDM Heun
 sampler and cached on disk as npz shards (`<cache>/shard_00000.npz`, ...; keys z [n, ...],
-y [n, ...] and the conditions as their spec names them, e.g. labels [n, label_dim]). Every shard
-is written to a temporary file and renamed, so a
-killed build leaves only complete shards and the next build continues from the first missing one.
+y [n, ...] and the conditions as their spec names them, e.g. labels [n, label_dim]) through
+fdistill_jax/shard_cache.py. Every shard is written all-or-nothing, so a killed build leaves only
+complete shards and the next build writes only the missing ones.
 Shard i draws its noise from fold_in(PRNGKey(pairs_seed), i): the cache does not depend on how
 often the build was interrupted. A manifest.json pins the settings; a cache built with other
 settings, or whose manifest is unreadable, is refused naming the field (or the file) and the fix.
@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from fdistill_jax import conditioning, fileio, untrusted
+from fdistill_jax import conditioning, fileio, shard_cache
 from fdistill_jax.diffusion import few_step, samplers
 from fdistill_jax.nets import Nets
 from fdistill_jax import validation as V
@@ -88,6 +88,10 @@ def check_config(cfg) -> None:
 
 
 # ----------------------------------------------------------------------------- pair cache
+# The cache's files and checks are shard_cache's; this part makes and concatenates pairs.
+PAIRS = shard_cache.Layout("shard_{i:05d}.npz", "manifest.json", what="pair-cache manifest")
+
+
 def teacher_sampler(nets: Nets, frozen, num_steps: int, sigma_min: float, sigma_max: float):
   """jit fn(z [n, ...], cond) -> y: the teacher's deterministic Heun ODE sample."""
 
@@ -106,59 +110,61 @@ def _manifest(num_pairs, shard_size, num_steps, seed, sigma_min, sigma_max, data
           "data_shape": [int(d) for d in data_shape], **spec.describe()}
 
 
-def build_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: int,
+def _open_pair_cache(sample_fn, cache_dir: str, *, num_pairs: int, shard_size: int,
                      num_steps: int, seed: int, sigma_min: float, sigma_max: float,
                      data_shape: tuple[int, ...],
-                     cond_spec: conditioning.ConditionSpec = conditioning.Unconditional(),
-                     max_new_shards: int | None = None) -> list[str]:
-  """Writes the missing shards of the pair cache; returns all shard paths (complete or not).
-
-  sample_fn(z, cond) -> y. max_new_shards stops after that many new shards (a bounded build
-  step; also how tests simulate a killed build). Conditions are drawn by cond_spec.sample
-  (uniform classes / prompts; [n, 0] when unconditional).
-  """
+                     cond_spec: conditioning.ConditionSpec = conditioning.Unconditional()
+                     ) -> tuple[list[str], shard_cache.MakeShard]:
+  """(shard paths, make(i, path)) of the pair cache in cache_dir, after writing its manifest or
+  checking the one there. Conditions are drawn by cond_spec.sample (uniform classes / prompts;
+  [n, 0] when unconditional)."""
   if num_pairs < 1 or shard_size < 1:
     raise ValueError(f"config.method.pairs_num={num_pairs} and pairs_shard_size={shard_size} "
                      "must be >= 1")
-  cache = fileio.makedirs(cache_dir)  # Local or gs://.
   want = _manifest(num_pairs, shard_size, num_steps, seed, sigma_min, sigma_max, data_shape,
                    cond_spec)
-  mpath = cache / "manifest.json"
-  if mpath.exists():
-    fix = (f"delete {cache_dir} to rebuild the cache, or set another config.method.pairs_dir "
-           "(the shards cannot be matched to settings without it)")
-    try:
-      have = untrusted.read_json(mpath)
-    except ValueError as e:
-      raise ValueError(f"{e}; {fix}") from None
-    if not isinstance(have, dict):
-      raise ValueError(f"{mpath}: not a pair-cache manifest (a JSON {type(have).__name__}); {fix}")
-    for k, v in want.items():
-      if have.get(k) != v:
-        raise ValueError(f"pair cache {cache_dir} was built with {k}={have.get(k)!r} but the "
-                         f"config asks for {v!r}; use another config.method.pairs_dir or delete it")
-  else:
-    fileio.write_json(mpath, want, indent=None)
-  num_shards = -(-num_pairs // shard_size)
-  paths, new = [], 0
-  for i in range(num_shards):
-    path = str(cache / f"shard_{i:05d}.npz")
-    paths.append(path)
-    if epath.Path(path).exists():
-      continue
-    if max_new_shards is not None and new >= max_new_shards:
-      continue
+  fix = (f"delete {cache_dir} to rebuild the cache, or set another config.method.pairs_dir "
+         "(the shards cannot be matched to settings without a manifest)")
+  if not PAIRS.resume(cache_dir, want, fix=fix):
+    fileio.write_json(PAIRS.manifest_path(cache_dir), want, indent=None)
+
+  def make(i: int, path: str) -> None:
     n = min(shard_size, num_pairs - i * shard_size)
     kz, kl = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), i))
     z = jax.random.normal(kz, (n,) + tuple(data_shape), jnp.float32)
     cond = cond_spec.sample(kl, n)
-    y = sample_fn(z, cond)
-    # All-or-nothing (fileio.write_bytes): only complete shards ever carry the final name.
-    fileio.save_npz(path, z=np.asarray(z), y=np.asarray(y, np.float32),
-                    **cond_spec.to_arrays(cond))
-    new += 1
+    PAIRS.write(path, {"z": np.asarray(z), "y": np.asarray(sample_fn(z, cond), np.float32),
+                       **cond_spec.to_arrays(cond)})
     logging.info("kd pair cache: wrote %s (%d pairs)", path, n)
-  return paths
+
+  return PAIRS.paths(cache_dir, -(-num_pairs // shard_size)), make
+
+
+def build_pair_cache(sample_fn, cache_dir: str, *, max_new_shards: int | None = None,
+                     **settings) -> list[str]:
+  """Writes the missing shards of the pair cache; returns all shard paths (complete or not).
+
+  sample_fn(z, cond) -> y; settings: num_pairs, shard_size, num_steps, seed, sigma_min,
+  sigma_max, data_shape and cond_spec (_open_pair_cache). max_new_shards stops after that many
+  new shards (a bounded build step; also how tests simulate a killed build).
+  """
+  paths, make = _open_pair_cache(sample_fn, cache_dir, **settings)
+  return PAIRS.build(paths, make, max_new=max_new_shards)
+
+
+def _load_shard(i: int, p: str, first: dict | None) -> dict[str, np.ndarray]:
+  """The arrays of shard p, checked by PAIRS.read (member sizes, CRC-32, z and y float, float
+  arrays finite) and holding the same arrays as the `first` shard's (PAIRS.error naming p)."""
+  del i
+  part, _ = PAIRS.read(p, required=("z", "y"), floats=("z", "y"))
+  if first is not None and set(part) != set(first):
+    raise PAIRS.error(f"{p}: pair shard holds {sorted(part)}; expected the same arrays as the "
+                      f"first shard ({sorted(first)})")
+  return part
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def load_pairs(paths: list[str]) -> dict[str, np.ndarray]:
@@ -167,51 +173,16 @@ def load_pairs(paths: list[str]) -> dict[str, np.ndarray]:
   if missing:
     raise FileNotFoundError(f"pair cache incomplete: {len(missing)} shards missing, first "
                             f"{missing[0]}")
-  parts = []
-  for p in paths:
-    parts.append(_load_shard(p, parts[0] if parts else None, paths[0]))
-  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  return _concat(PAIRS.load(paths, _load_shard))
 
 
-def _load_shard(p: str, first: dict | None = None, first_path: str = "") -> dict[str, np.ndarray]:
-  """The arrays of shard p, checked (ValueError naming p): npz member sizes before allocating and
-  each member's CRC-32 (fileio.load_npz), z and y float and finite, float conditions finite, the
-  same keys as the `first` shard's."""
-  part = fileio.load_npz(p)
-  if {"z", "y"} - set(part) or (first is not None and set(part) != set(first)):
-    raise ValueError(f"{p}: pair shard holds {sorted(part)}; expected z, y" + (
-        f" and the same condition arrays as {first_path} ({sorted(first)})" if first else ""))
-  untrusted.check_float_arrays(part, str(p), ("z", "y"))
-  # Condition arrays: labels are ints; float ones (embeddings) must be finite.
-  untrusted.check_float_arrays(part, str(p), [k for k in part if k not in ("z", "y")
-                                               and untrusted.is_float_dtype(part[k].dtype)])
-  return part
-
-
-def load_pair_cache(sample_fn, cache_dir: str, **build_args) -> dict[str, np.ndarray]:
-  """build_pair_cache(sample_fn, cache_dir, **build_args), then every shard loaded and checked;
+def load_pair_cache(sample_fn, cache_dir: str, **settings) -> dict[str, np.ndarray]:
+  """build_pair_cache(sample_fn, cache_dir, **settings), then every shard loaded and checked;
   a shard that fails (damaged, truncated, non-finite) is moved to `<name>.corrupt` (replacing an
   older one) with a warning naming it and why, rebuilt, and checked again (a second failure
   raises)."""
-  paths = build_pair_cache(sample_fn, cache_dir, **build_args)
-  parts = []
-  for i, p in enumerate(paths):
-    first = parts[0] if parts else None
-    try:
-      parts.append(_load_shard(p, first, paths[0]))
-      continue
-    except FileNotFoundError:
-      raise
-    except ValueError as e:
-      logging.warning("kd pair cache: %s; moving it to %s.corrupt and rebuilding shard %d", e,
-                      p, i)
-    try:
-      fileio.move(p, p + ".corrupt")  # Kept for inspection, never read; replaces an older one.
-    except FileNotFoundError:  # Another process of this run moved it first.
-      pass
-    build_pair_cache(sample_fn, cache_dir, **build_args)
-    parts.append(_load_shard(p, first, paths[0]))
-  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  paths, make = _open_pair_cache(sample_fn, cache_dir, **settings)
+  return _concat(PAIRS.load(PAIRS.build(paths, make), _load_shard, make=make))
 
 
 def cache_for(cfg, exp, workdir: str) -> dict[str, np.ndarray]:

@@ -147,47 +147,38 @@ def _index(prompts, args, dim: int) -> dict:
           "preprocess": "clean_caption" if args.clean_caption else "lower_strip", "complete": False}
 
 
-def _check_resume(path: str, old: dict, new: dict) -> None:
-  for k in ("num_prompts", "max_length", "dim", "dtype", "shard_size", "prompts_sha256",
-            "model_dtype", "preprocess"):
-    if old.get(k) != new[k]:
-      raise ValueError(f"{path}: field {k!r} = {old.get(k)!r} but this run has {new[k]!r}; "
-                       "use a new --out or the arguments of the interrupted run")
+RESUME_KEYS = ("num_prompts", "max_length", "dim", "dtype", "shard_size", "prompts_sha256",
+               "model_dtype", "preprocess")  # What the finished shards depend on.
 
 
 def encode_to_cache(prompts: Sequence[str], out: str, encoder, args,
                     extra: dict | None = None) -> dict:
-  """Encode `prompts` into the cache directory `out`, skipping shards already there. extra:
-  per-prompt index fields ("labels", "heldout") from read_prompt_file. args.max_length None:
-  the encoder's (read from its folder)."""
+  """Encode `prompts` into the cache directory `out`, skipping shards already there (and
+  readable; a damaged one is set aside as <name>.corrupt and rewritten). extra: per-prompt index
+  fields ("labels", "heldout") from read_prompt_file. args.max_length None: the encoder's (read
+  from its folder)."""
   if args.max_length is None:
     args = argparse.Namespace(**{**vars(args), "max_length": encoder.max_length})
-  fileio.makedirs(out)  # Local or gs://.
   prompts = preprocess(prompts, args.clean_caption)
   index = {**_index(prompts, args, encoder.dim), **(extra or {})}
-  index_path = str(epath.Path(out) / pc.INDEX)
-  if epath.Path(index_path).is_file():
-    _check_resume(index_path, pc.read_index(out), index)
-  fileio.write_json(index_path, index)
+  pc.LAYOUT.resume(out, index, keys=RESUME_KEYS, read=pc.read_index,
+                   fix="use a new --out or the arguments of the interrupted run")
+  index_path = pc.LAYOUT.manifest_path(out)
+  fileio.write_json(index_path, index)  # complete: False until every shard is there.
   store = np.float32 if args.dtype == "float32" else _bfloat16()
-  k, size = index["num_shards"], args.shard_size
-  for i in range(k):
-    path = str(epath.Path(out) / pc.shard_name(i, k))
-    chunk = prompts[i * size:(i + 1) * size]
-    if epath.Path(path).is_file():
-      try:
-        pc.read_shard(path, rows=len(chunk), max_length=args.max_length, dim=encoder.dim)
-        continue  # finished by an earlier run.
-      except pc.PromptCacheError as e:
-        print(f"rewriting {e}", file=sys.stderr)
-    embs, masks = [], []
-    for b in range(0, len(chunk), args.batch_size):
-      e, m = encoder(chunk[b:b + args.batch_size])
-      embs.append(e)
-      masks.append(m)
-    pc.write_shard(path, np.concatenate(embs).astype(store), np.concatenate(masks), chunk,
+  size = args.shard_size
+  chunk = lambda i: prompts[i * size:(i + 1) * size]
+
+  def make(i: int, path: str) -> None:
+    embs, masks = zip(*[encoder(chunk(i)[b:b + args.batch_size])
+                        for b in range(0, len(chunk(i)), args.batch_size)])
+    pc.write_shard(path, np.concatenate(embs).astype(store), np.concatenate(masks), chunk(i),
                    i * size)
-    print(f"{path}: {len(chunk)} prompts", file=sys.stderr)
+    print(f"{path}: {len(chunk(i))} prompts", file=sys.stderr)
+
+  check = lambda i, path: pc.read_shard(path, rows=len(chunk(i)), max_length=args.max_length,
+                                        dim=encoder.dim)
+  pc.LAYOUT.build(pc.LAYOUT.paths(out, index["num_shards"]), make, check=check)
   e, m = encoder([""])
   pc.write_shard(str(epath.Path(out) / pc.NULL), e.astype(store), m, [""], 0)
   index["complete"] = True
