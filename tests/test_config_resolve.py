@@ -169,3 +169,24 @@ def test_resolve_leaves_a_config_without_a_known_kind_to_the_checks():
   cfg = ml_collections.ConfigDict(dict(teacher=dict(kind="nope"), train=dict(steps=1)))
   assert config_defaults.resolve(cfg).to_dict() == {"teacher": {"kind": "nope"},
                                                     "train": {"steps": 1}}
+
+
+def test_a_partial_config_resolves_as_the_kind_it_is_given():
+  """resolve(cfg, kind): the engine's unit tests hand it partial configs without a teacher block
+  (testing.engine_config); their blocks are filled from that kind's table, and no other block."""
+  from fdistill_jax import testing  # pylint: disable=import-outside-toplevel
+  cfg = testing.engine_config(seed=0, train=dict(grad_accum=2), optim=dict(g=dict(lr=0.1)))
+  assert sorted(cfg) == ["optim", "seed", "train"] and cfg.train.grad_accum == 2
+  table = config_defaults.table("gmm")
+  for path, default in table.items():
+    block, leaf = path.split(".")[0], path.rsplit(".", 1)[-1]
+    if block == "train" and leaf != "grad_accum":
+      assert cfg.train[leaf] == default, path
+    elif block == "optim" and leaf != "lr":
+      assert cfg.optim.g[leaf] == default, path
+  assert cfg.optim.g.lr == 0.1
+  for kind in ("gmm", "pixart"):  # The kind's own table (the toy replicates, images shard).
+    assert (testing.engine_config(kind, mesh={}).mesh.default_tactic
+            == config_defaults.table(kind)["mesh.default_tactic"])
+  with pytest.raises(ValueError, match="unknown teacher kind 'nope'"):
+    config_defaults.resolve(ml_collections.ConfigDict(), kind="nope")
