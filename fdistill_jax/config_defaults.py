@@ -5,7 +5,9 @@ reads fields as attributes (`cfg.train.grad_accum`) instead of repeating a defau
 (`cfg.train.get("grad_accum", 1)`). It runs where configs enter: main.py after parsing,
 `config_checks.check`, and the Python API that builds runs without main (`compose`,
 `experiments.build`). A value the config sets is never changed, and resolving twice changes
-nothing.
+nothing. The engine (fdistill_jax/engine) defaults none of them: it is handed resolved configs
+only (its unit tests build theirs with testing.engine_config), so a field missing there fails
+naming it instead of taking a second copy of its default.
 
 The defaults live in one place, `table(kind)`:
 * ENGINE: fields no default config sets, optional in every config that has their block;
