@@ -5,7 +5,9 @@ reads fields as attributes (`cfg.train.grad_accum`) instead of repeating a defau
 (`cfg.train.get("grad_accum", 1)`). It runs where configs enter: main.py after parsing,
 `config_checks.check`, and the Python API that builds runs without main (`compose`,
 `experiments.build`). A value the config sets is never changed, and resolving twice changes
-nothing.
+nothing. The engine (fdistill_jax/engine) defaults none of them: it is handed resolved configs
+only (its unit tests build theirs with testing.engine_config), so a field missing there fails
+naming it instead of taking a second copy of its default.
 
 The defaults live in one place, `table(kind)`:
 * ENGINE: fields no default config sets, optional in every config that has their block;
@@ -117,10 +119,11 @@ def _blocks(cfg, parts: list[str]):
   return nodes
 
 
-def missing(cfg) -> list[tuple[str, object]]:
-  """(path, default) of each optional field cfg lacks (optim.* paths name the network)."""
+def missing(cfg, kind: str | None = None) -> list[tuple[str, object]]:
+  """(path, default) of each optional field cfg lacks (optim.* paths name the network); kind as
+  in resolve."""
   out = []
-  for path, default in table(cfg.teacher.kind).items():
+  for path, default in table(kind or cfg.teacher.kind).items():
     *parents, leaf = path.split(".")
     if "*" in parents:
       i = parents.index("*")
@@ -137,14 +140,23 @@ def missing(cfg) -> list[tuple[str, object]]:
   return out
 
 
-def resolve(cfg):
+def resolve(cfg, kind: str | None = None):
   """Fills in, in place, each optional field cfg lacks (table(teacher.kind)) and returns cfg.
   A locked ConfigDict is unlocked for it and locked again. A config without a known teacher.kind
-  is returned as it is (config_checks names the field)."""
-  kind = cfg.get("teacher", {}).get("kind") if hasattr(cfg, "get") else None
+  is returned as it is (config_checks names the field).
+
+  kind: resolve as a config of this teacher kind whatever cfg's teacher.kind (the table of a
+  partial config without a teacher block: the blocks an engine unit test hands the engine, which
+  reads fields and defaults none; fdistill_jax.testing.engine_config). Only the blocks cfg has
+  are filled."""
+  if kind is None:
+    kind = cfg.get("teacher", {}).get("kind") if hasattr(cfg, "get") else None
+  elif kind not in teachers.KINDS:
+    raise ValueError(f"config_defaults.resolve: unknown teacher kind {kind!r}; known: "
+                     f"{teachers.KINDS}")
   if kind not in teachers.KINDS:
     return cfg
-  todo = missing(cfg)
+  todo = missing(cfg, kind)
   if not todo:
     return cfg
   locked = bool(getattr(cfg, "is_locked", False))

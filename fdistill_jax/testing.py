@@ -1,5 +1,6 @@
-"""Test helpers: locating the reference fixtures (EDM and FastGen outputs), and a fake GCS bucket
-(`fake_gcs`) for testing gs:// workdirs and inputs without a network.
+"""Test helpers: locating the reference fixtures (EDM and FastGen outputs), a fake GCS bucket
+(`fake_gcs`) for testing gs:// workdirs and inputs without a network, and the resolved partial
+configs the engine's unit tests hand it (`engine_config`).
 
 Fixtures come in two sets. `DATA_DIR` (tests/data in the repository) holds the slim set every
 clone has: outputs of the official EDM and FastGen code for small networks (see
@@ -184,3 +185,15 @@ def fake_gcs(root: str | os.PathLike) -> Iterator[pathlib.Path]:
     (gpath._is_tf_installed, gcs_utils.get_kvstore_for_gcs,  # pylint: disable=protected-access
      gcs_utils.is_hierarchical_namespace_enabled) = saved
     epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
+
+
+def engine_config(kind: str = "gmm", **blocks):
+  """A partial config for a unit test of the engine: the top-level fields and blocks given
+  (`seed=0, train=dict(grad_accum=2)`), each block with the optional fields that
+  config_defaults.resolve fills in a config of teacher kind `kind` (config_defaults.table). The
+  engine reads every field it uses and defaults none (issue 26), so it is handed resolved configs
+  only, as main and compose hand it; only the blocks given are filled (a field of a block the
+  test leaves out still fails naming it)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from fdistill_jax import config_defaults  # pylint: disable=import-outside-toplevel
+  return config_defaults.resolve(ml_collections.ConfigDict(blocks), kind=kind)

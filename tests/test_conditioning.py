@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fdistill_jax import conditioning, defaults
+from fdistill_jax import conditioning, config_defaults, defaults
 from fdistill_jax.engine import state as state_lib
 from fdistill_jax.engine import steps as steps_lib
 from fdistill_jax.methods import fdistill, sid
@@ -79,7 +79,7 @@ def _cfg(method):
   cfg.diffusion.sigma_data = 1.0
   cfg.train.grad_accum = 2
   cfg.train.ema_decays = (0.9,)
-  return cfg
+  return config_defaults.resolve(cfg)  # As compose resolves it: the engine reads its fields.
 
 
 def test_specs_null_drop_and_index():

@@ -138,34 +138,77 @@ NOT_CONFIG = {
     ("benchmarks/engine_speed.py", "remat"): "a benchmark's report of any config",
     ("benchmarks/versus_torch.py", "remat"): "a benchmark's report of any config",
 }
-# The engine's reads keep their defaults: it is also handed partial configs (its unit tests) that
-# resolve cannot fill (no teacher.kind); see the comments at each read.
+# The engine reads every field it uses and defaults none: main and compose resolve a config before
+# it reaches the engine, and its unit tests hand it resolved partial configs
+# (testing.engine_config), so a field missing there fails naming it.
 ENGINE_DIR = "engine/"
+FALLBACK = r"""\.get\(\s*["']([A-Za-z_0-9]+)["']\s*,"""  # .get("name", default)
+ON_CFG = r"\bcfg(?:\.\w+)*\.get\("  # A .get on a config: cfg.get(, cfg.train.get(, ...
+
+
+def _table_names() -> set[str]:
+  return {p.rsplit(".", 1)[-1] for kind in BASES for p in config_defaults.table(kind)}
+
+
+def _engine_fallbacks(src: str, names: set[str]) -> tuple[set[str], list[str]]:
+  """(table fields src reads with a default, the .gets src calls on a config)."""
+  return set(re.findall(FALLBACK, src)) & names, re.findall(ON_CFG, src)
 
 
 def test_no_default_fallback_for_a_resolved_field_creeps_back():
-  names = {p.rsplit(".", 1)[-1] for kind in BASES for p in config_defaults.table(kind)}
+  names = _table_names()
   found = []
   for path in glob.glob(os.path.join(REPO, "fdistill_jax", "**", "*.py"), recursive=True):
     rel = os.path.relpath(path, os.path.join(REPO, "fdistill_jax"))
-    if rel.startswith(ENGINE_DIR) or rel == "config_defaults.py":
+    if rel == "config_defaults.py":
       continue
     src = open(path, encoding="utf-8").read()
-    for name in re.findall(r"""\.get\(\s*["']([A-Za-z_0-9]+)["']\s*,""", src):
+    for name in re.findall(FALLBACK, src):
       if name in names and (rel, name) not in NOT_CONFIG:
         found.append(f"{rel}: .get({name!r}, ...)")
   assert not found, found
-  # The engine's own reads: only the fields it reads, nothing new.
-  engine = set()
-  for path in glob.glob(os.path.join(REPO, "fdistill_jax", "engine", "*.py")):
-    engine |= set(re.findall(r"""\.get\(\s*["']([A-Za-z_0-9]+)["']\s*,""",
-                             open(path, encoding="utf-8").read())) & names
-  assert engine <= {"tensor", "rules", "default_tactic", "fsdp_min_size", "grad_accum",
-                    "ema_rampup", "schedule", "clip_value", "lr_scales", "nan_to_num", "restart_from_scratch",
-                    "adopt_unverified_checkpoints", "tensorboard", "final_eval", "score_raw"}, engine
+  # The engine: no fallback for a table field and no .get on a config at all; its other .gets
+  # read records (checkpoint metadata, lock files, final metrics) and the environment.
+  engine, on_cfg = set(), []
+  for path in glob.glob(os.path.join(REPO, "fdistill_jax", ENGINE_DIR, "*.py")):
+    fields, calls = _engine_fallbacks(open(path, encoding="utf-8").read(), names)
+    engine |= fields
+    on_cfg += [f"{os.path.basename(path)}: {c}" for c in calls]
+  assert engine == set(), engine
+  assert not on_cfg, on_cfg
+
+
+def test_the_engine_scan_catches_a_fallback():
+  src = ('accum = int(cfg.train.get("grad_accum", 1))\n'
+         'rules = o.get( "rules", ())\n'
+         'optim = cfg.get("optim", {})\n'
+         'who = rec.get("what", "?")\n')
+  assert _engine_fallbacks(src, _table_names()) == ({"grad_accum", "rules"},
+                                                    ["cfg.train.get(", "cfg.get("])
 
 
 def test_resolve_leaves_a_config_without_a_known_kind_to_the_checks():
   cfg = ml_collections.ConfigDict(dict(teacher=dict(kind="nope"), train=dict(steps=1)))
   assert config_defaults.resolve(cfg).to_dict() == {"teacher": {"kind": "nope"},
                                                     "train": {"steps": 1}}
+
+
+def test_a_partial_config_resolves_as_the_kind_it_is_given():
+  """resolve(cfg, kind): the engine's unit tests hand it partial configs without a teacher block
+  (testing.engine_config); their blocks are filled from that kind's table, and no other block."""
+  from fdistill_jax import testing  # pylint: disable=import-outside-toplevel
+  cfg = testing.engine_config(seed=0, train=dict(grad_accum=2), optim=dict(g=dict(lr=0.1)))
+  assert sorted(cfg) == ["optim", "seed", "train"] and cfg.train.grad_accum == 2
+  table = config_defaults.table("gmm")
+  for path, default in table.items():
+    block, leaf = path.split(".")[0], path.rsplit(".", 1)[-1]
+    if block == "train" and leaf != "grad_accum":
+      assert cfg.train[leaf] == default, path
+    elif block == "optim" and leaf != "lr":
+      assert cfg.optim.g[leaf] == default, path
+  assert cfg.optim.g.lr == 0.1
+  for kind in ("gmm", "pixart"):  # The kind's own table (the toy replicates, images shard).
+    assert (testing.engine_config(kind, mesh={}).mesh.default_tactic
+            == config_defaults.table(kind)["mesh.default_tactic"])
+  with pytest.raises(ValueError, match="unknown teacher kind 'nope'"):
+    config_defaults.resolve(ml_collections.ConfigDict(), kind="nope")

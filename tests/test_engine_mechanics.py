@@ -9,8 +9,9 @@ import optax
 import pytest
 
 from fdistill_jax.engine import checkpoint as ckpt_lib
-from fdistill_jax import compose
+from fdistill_jax import compose, config_defaults
 from fdistill_jax.engine import loop, state as state_lib, steps as steps_lib
+from fdistill_jax.testing import engine_config
 from tests.test_toy_engine import tiny_cfg
 
 
@@ -26,7 +27,8 @@ def _quadratic_method():
 
 
 def _cfg(accum):
-  return ml_collections.ConfigDict(dict(seed=0, train=dict(grad_accum=accum)))
+  # optim.generator: the (resolved) options of the generator's optimizer, here optax.sgd.
+  return engine_config(seed=0, train=dict(grad_accum=accum), optim=dict(generator={}))
 
 
 def test_gradient_accumulation_equals_full_batch():
@@ -58,9 +60,9 @@ def test_ema_rampup_is_edms_halflife_rule(rampup):
   batch = {"x": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32),
            "y": jnp.asarray(rng.normal(size=(8, 2)), jnp.float32)}
   params = {"generator": {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}}
-  cfg = ml_collections.ConfigDict(dict(
+  cfg = engine_config(
       seed=0, train=dict(grad_accum=1, ema_rampup=rampup),
-      optim=dict(generator=dict(lr=0.05, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=0.0))))
+      optim=dict(generator=dict(lr=0.05, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=0.0)))
   txs = {"generator": state_lib.make_optimizer(cfg, "generator")}
   decays = (0.9, 0.5)
   st = state_lib.init_state(params, txs, {}, decays)
@@ -88,9 +90,9 @@ def test_cosine_schedule_counts_each_networks_own_updates():
   iterations for the generator and 7 for a critic at critic_steps 3 (FastGen's schedule)."""
   assert [state_lib.num_updates(10, 3, g) for g in (True, False)] == [3, 7]
   assert state_lib.num_updates(10, None, True) == 10
-  cfg = ml_collections.ConfigDict(dict(optim=dict(g=dict(
+  cfg = engine_config(optim=dict(g=dict(
       lr=1.0, b1=0.0, b2=0.0, eps=1e-12, weight_decay=0.0, clip=0.0, schedule="cosine",
-      end_lr_ratio=0.1))))
+      end_lr_ratio=0.1)))
   tx = state_lib.make_optimizer(cfg, "g", num_updates=4)
   p, steps = jnp.zeros(()), []
   st = tx.init(p)
@@ -105,7 +107,7 @@ def test_cosine_schedule_counts_each_networks_own_updates():
 
 
 def test_engine_gives_each_network_its_update_count():
-  cfg = tiny_cfg()
+  cfg = config_defaults.resolve(tiny_cfg())  # As compose resolves it: loop._build reads it.
   cfg.train.steps, cfg.method.critic_steps = 8, 3
   for net in cfg.optim:
     cfg.optim[net].update(dict(schedule="cosine", end_lr_ratio=0.0, b1=0.0))
@@ -192,7 +194,7 @@ def _resume_args(tmp_path, **train):
     ck.save(s, _state(s), {"pos": s})
   sh = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), ABSTRACT)
   exp = types.SimpleNamespace(restore_data=lambda data: None)
-  cfg = ml_collections.ConfigDict(dict(train=dict(train)))
+  cfg = engine_config(train=dict(train))
   return ck, d, (ck, cfg, ABSTRACT, sh, exp)
 
 
@@ -207,7 +209,7 @@ def test_no_silent_restart_when_every_step_was_set_aside(tmp_path):
   # The next attempt finds no step at all, and still refuses to start over.
   with pytest.raises(ckpt_lib.NoVerifiedCheckpointError, match=r"moved steps \['1', '2'\] to .*corrupt"):
     loop._resumed_state(*args)
-  fresh = (ck, ml_collections.ConfigDict(dict(train=dict(restart_from_scratch=True))), *args[2:])
+  fresh = (ck, engine_config(train=dict(restart_from_scratch=True)), *args[2:])
   assert loop._resumed_state(*fresh) is None  # Asked for: start from step 0.
   ck.close()
 
@@ -220,10 +222,10 @@ def test_unrecorded_steps_stop_the_run_or_are_adopted_or_set_aside(tmp_path):
     shutil.rmtree(os.path.join(d, s, "integrity"))
   with pytest.raises(ckpt_lib.NoVerifiedCheckpointError, match="adopt_unverified_checkpoints"):
     loop._resumed_state(*args)
-  adopt = ml_collections.ConfigDict(dict(train=dict(adopt_unverified_checkpoints=True)))
+  adopt = engine_config(train=dict(adopt_unverified_checkpoints=True))
   assert int(loop._resumed_state(ck, adopt, *args[2:])["step"]) == 2
   shutil.rmtree(os.path.join(d, "2", "integrity"))  # Step 1 was never adopted (2 was enough).
-  fresh = ml_collections.ConfigDict(dict(train=dict(restart_from_scratch=True)))
+  fresh = engine_config(train=dict(restart_from_scratch=True))
   assert loop._resumed_state(ck, fresh, *args[2:]) is None
   assert sorted(os.listdir(os.path.join(d, "corrupt"))) == ["1", "2"]  # Kept, out of the way.
   assert ck.latest_step() is None

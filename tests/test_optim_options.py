@@ -13,13 +13,16 @@ import pytest
 
 from fdistill_jax import config_checks, defaults
 from fdistill_jax.engine import state as state_lib, steps as steps_lib
+from fdistill_jax.testing import engine_config
 
 ADAM = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01)
 
 
 def _cfg(**extra) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(seed=0, train=dict(grad_accum=1), optim=dict(
-      generator=dict(**ADAM, clip=0.0, **extra))))
+  """A resolved config (the engine reads every optional field): those `extra` leaves out take
+  their defaults, as config_defaults.resolve gives them to a run's config."""
+  return engine_config(seed=0, train=dict(grad_accum=1), optim=dict(
+      generator=dict(**ADAM, clip=0.0, **extra)))
 
 
 def _grads(k: int):

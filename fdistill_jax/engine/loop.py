@@ -82,9 +82,7 @@ def _resumed_state(ckpt, cfg, abstract, state_sh, exp):
   """The state to resume from, or None to start from the initial state. A run never starts over
   while the checkpoint dir holds steps it could not verify (or an earlier run set all of its
   steps aside in corrupt/), unless config.train.restart_from_scratch says so."""
-  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
-  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
-  fresh = bool(cfg.train.get("restart_from_scratch", False))
+  fresh = bool(cfg.train.restart_from_scratch)
   if ckpt.latest_step() is None:
     aside = ckpt.set_aside_steps()
     if aside and not fresh:
@@ -99,7 +97,7 @@ def _resumed_state(ckpt, cfg, abstract, state_sh, exp):
     return None
   try:
     return _restore_latest(ckpt, abstract, state_sh, exp,
-                           adopt=bool(cfg.train.get("adopt_unverified_checkpoints", False)))
+                           adopt=bool(cfg.train.adopt_unverified_checkpoints))
   except ckpt_lib.NoVerifiedCheckpointError as e:
     if not fresh:
       raise
@@ -189,9 +187,7 @@ def train(cfg, workdir: str, problem, devices=None, plot: Plot | None = None) ->
 
 def _train(cfg, workdir: str, problem, devices=None, lease=None, plot: Plot | None = None) -> dict:
   fileio.makedirs(workdir)
-  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
-  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
-  writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
+  writer = metrics_lib.create_writer(workdir, cfg.train.tensorboard)
   progress_lib.note("building the run and compiling its steps ...")
   run = Run(cfg, workdir, problem, devices)
   exp, ckpt = run.exp, run.ckpt
@@ -249,7 +245,7 @@ def _train(cfg, workdir: str, problem, devices=None, lease=None, plot: Plot | No
         return {"preempted_at": done}
     if ckpt.latest_step() != total:
       save(total, force=True)
-    if not cfg.train.get("final_eval", True):
+    if not cfg.train.final_eval:
       progress_lib.note(f"trained {total} steps; not evaluated (config.train.final_eval=False): "
                         f"--mode=eval scores the checkpoint in {workdir}")
       return {"step": total}
@@ -275,11 +271,14 @@ def _evaluate(exp, state, cfg, writer, step, key, workdir, final=False,
   writer.write_scalars(step, {f"eval/{k}": v for k, v in res.items()
                               if np.ndim(v) == 0})
   if jax.process_index() == 0:
+    # Not a default: only the methods with a divergence (fdistill, dmd, uni_instruct) name one.
+    name = cfg.method.name + (f"/{cfg.method.divergence}" if "divergence" in cfg.method else "")
     exp.write_samples(x, str(epath.Path(workdir) / f"samples_{step:07d}.png"),
-                      f"{cfg.method.name}/{cfg.method.get('divergence', '')} step {step}")
+                      f"{name} step {step}")
   if final:
     out = {"step": step, "student_steps": exp.nets.steps, "student": res}
-    if cfg.eval.params != "raw" and cfg.eval.get("score_raw", True):  # The EMA beside the parameters it averages (issue 25 §1).
+    # The EMA beside the parameters it averages (issue 25 §1).
+    if cfg.eval.params != "raw" and cfg.eval.score_raw:
       raw = generator_params(state, "raw")
       if jax.process_count() > 1:
         raw = multihost_utils.process_allgather(raw, tiled=True)
@@ -313,8 +312,8 @@ def load_trained(cfg, workdir: str, problem, step: int | None = None):
     if step is not None and step not in ckpt.mngr.all_steps():
       raise FileNotFoundError(f"no checkpoint of step {step} under {ckpt.directory}; kept steps: "
                               f"{sorted(ckpt.mngr.all_steps())}")
-    return exp, _restore_latest(ckpt, abstract, state_sh, exp, step, adopt=bool(
-        cfg.train.get("adopt_unverified_checkpoints", False)))
+    return exp, _restore_latest(ckpt, abstract, state_sh, exp, step,
+                                adopt=bool(cfg.train.adopt_unverified_checkpoints))
   finally:
     ckpt.close()
 
@@ -329,6 +328,6 @@ def evaluate_checkpoint(cfg, workdir: str, problem, plot: Plot | None = None) ->
 def _evaluate_checkpoint(cfg, workdir: str, problem, plot: Plot | None = None) -> dict:
   exp, state = load_trained(cfg, workdir, problem)
   step = int(state["step"])
-  writer = metrics_lib.create_writer(workdir, cfg.train.get("tensorboard", True))
+  writer = metrics_lib.create_writer(workdir, cfg.train.tensorboard)
   key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 99)
   return _evaluate(exp, state, cfg, writer, step, key, workdir, final=True, plot=plot)

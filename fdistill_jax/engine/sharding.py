@@ -29,9 +29,7 @@ def make_mesh(cfg, devices=None) -> Mesh:
   devices = np.asarray(devices if devices is not None else jax.devices())
   n = devices.size
   fsdp = int(cfg.mesh.fsdp)
-  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
-  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
-  tensor = int(cfg.mesh.get("tensor", 1))
+  tensor = int(cfg.mesh.tensor)
   data = int(cfg.mesh.data)
   if data == -1:
     if n % (fsdp * tensor):
@@ -67,13 +65,11 @@ def _fsdp_spec(shape, axis_size: int, min_size: int, taken: dict | None = None) 
 
 def tree_shardings(abstract_tree, mesh: Mesh, cfg):
   """NamedSharding pytree for a (shape-dtype) pytree according to cfg.mesh rules."""
-  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
-  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
-  rules = [(re.compile(r), t) for r, t in cfg.mesh.get("rules", ())]
-  default = cfg.mesh.get("default_tactic", "fsdp")
+  rules = [(re.compile(r), t) for r, t in cfg.mesh.rules]
+  default = cfg.mesh.default_tactic
   fsdp = mesh.shape["fsdp"]
-  tensor = mesh.shape.get("tensor", 1)
-  min_size = int(cfg.mesh.get("fsdp_min_size", 2 ** 14))
+  tensor = mesh.shape["tensor"] if "tensor" in mesh.shape else 1  # The mesh's axis (make_mesh).
+  min_size = int(cfg.mesh.fsdp_min_size)
 
   def one(path, leaf):
     name = _path_str(path)

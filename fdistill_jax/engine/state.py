@@ -47,9 +47,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
   """
   o = cfg.optim[net]
   lr = o.lr
-  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
-  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
-  schedule = o.get("schedule", "constant")
+  schedule = o.schedule
   if schedule == "cosine":
     if not num_updates:
       raise ValueError(f"optim.{net}.schedule='cosine' needs the number of updates of {net}")
@@ -59,12 +57,12 @@ def make_optimizer(cfg: ml_collections.ConfigDict, net: str,
   parts = []
   if repairs_nonfinite(cfg, net):
     parts.append(nan_to_num())
-  if o.get("clip_value", 0.0) > 0:
+  if o.clip_value > 0:
     parts.append(optax.clip(o.clip_value))
   if o.clip > 0:
     parts.append(optax.clip_by_global_norm(o.clip))
   parts.append(optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
-  if o.get("lr_scales", ()):
+  if o.lr_scales:
     parts.append(scale_by_path(o.lr_scales))
   return optax.chain(*parts)
 
@@ -82,8 +80,7 @@ def nan_to_num() -> optax.GradientTransformation:
 def repairs_nonfinite(cfg: ml_collections.ConfigDict, net: str) -> bool:
   """Whether the optimizer of `net` replaces non-finite gradient entries (optim.<net>.nan_to_num),
   so that the train step applies its update instead of skipping it (engine/steps.py)."""
-  # make_step is also handed optimizers built elsewhere, with a config without optim (tests).
-  return bool(cfg.get("optim", {}).get(net, {}).get("nan_to_num", False))
+  return bool(cfg.optim[net].nan_to_num)
 
 
 def scale_by_path(scales) -> optax.GradientTransformation:

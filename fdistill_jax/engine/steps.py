@@ -36,13 +36,12 @@ def make_step(method, nets, txs: dict, cfg, phase: str) -> Callable:
     raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
   names = method.GENERATOR_NETS if phase == "generator" else method.CRITIC_NETS
   loss_fn = method.generator_loss if phase == "generator" else method.critic_loss
-  # .get: the engine is also handed partial configs (its unit tests) that config_defaults.resolve
-  # cannot fill (no teacher.kind); the defaults are config_defaults.table's.
-  accum = int(cfg.train.get("grad_accum", 1))
-  ema_rampup = float(cfg.train.get("ema_rampup", 0.0))
+  accum = int(cfg.train.grad_accum)
+  ema_rampup = float(cfg.train.ema_rampup)
   base_key = jax.random.PRNGKey(cfg.seed)
   # Nets whose optimizer makes their gradient finite: its non-finite entries must not skip the step.
-  repaired = {n for n in names if state_lib.repairs_nonfinite(cfg, n)}
+  # Only the nets with an optimizer (txs) are trained, and each has its config.optim block.
+  repaired = {n for n in names if n in txs and state_lib.repairs_nonfinite(cfg, n)}
 
   def step(state, frozen, batch):
     key = jax.random.fold_in(jax.random.fold_in(base_key, state["step"]), PHASES.index(phase))
