@@ -25,6 +25,19 @@ import pytest
 from fdistill_jax.benchmarks import common, gpu_suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# XLA:CPU options for the compiles of the slow tests (as tests/test_perf_benchmarks.py): LLVM at
+# -O0 and the elemental emitters instead of the fusion emitters compile the tiny f-distill steps
+# ~3× faster on CPU. They change how fast the compiled code runs, which these tests do not check.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+@pytest.fixture
+def fast_compile(monkeypatch):
+  """jax.jit with _FAST_COMPILE for every function jitted during the test (the stage's own jits)."""
+  import jax
+  jit = jax.jit
+  monkeypatch.setattr(jax, "jit", lambda *a, **kw: jit(*a, **{"compiler_options": _FAST_COMPILE,
+                                                               **kw}))
 
 
 def _cli(args, timeout, env=None):
@@ -140,7 +153,7 @@ def test_peak_table_names_its_source():
 
 
 @pytest.mark.slow
-def test_pixart_stage_numerics_and_batch_search(tmp_path, monkeypatch):
+def test_pixart_stage_numerics_and_batch_search(tmp_path, monkeypatch, fast_compile):
   """The PixArt stage in process at tiny sizes, with the step timing faked: batch 2 fits, 4 runs
   out of memory, so the search stops at 2 (granularity 2) and records both tries."""
   calls = []
@@ -177,12 +190,15 @@ def test_pixart_stage_numerics_and_batch_search(tmp_path, monkeypatch):
   assert "RESOURCE_EXHAUSTED" in steps["attempts"][1]["error"]
 
 
-_BLOCKED_RUN = """
+# The packages the device machine's image lacks (BENCHMARKS.md; gpu_suite's docstring). Blocking
+# TensorFlow too also spares the subprocess its ~6 s import.
+_BLOCKED = ("ml_collections", "clu", "grain", "tensorflow")
+_BLOCKED_RUN = f"""
 import importlib.abc, runpy, sys
 class Block(importlib.abc.MetaPathFinder):
   def find_spec(self, name, path, target=None):
-    if name.split(".")[0] == "ml_collections":
-      raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+    if name.split(".")[0] in {_BLOCKED!r}:
+      raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)")
 sys.meta_path.insert(0, Block())
 sys.argv = ["gpu_suite"] + sys.argv[1:]
 runpy.run_module("fdistill_jax.benchmarks.gpu_suite", run_name="__main__")
@@ -191,13 +207,16 @@ runpy.run_module("fdistill_jax.benchmarks.gpu_suite", run_name="__main__")
 
 @pytest.mark.slow
 def test_missing_packages_and_no_gpu_are_reported(tmp_path):
-  """As on a device image without ml_collections, on a host where jax sees no GPU: the suite
-  says both, writes the JSON with the environment, runs no stage and exits 2."""
+  """As on the device image, without ml_collections, clu, grain and TensorFlow, on a host where
+  jax sees no GPU: the suite says both, naming each missing package, writes the JSON with the
+  environment, runs no stage and exits 2."""
   proc = subprocess.run([sys.executable, "-c", _BLOCKED_RUN, f"--out={tmp_path}", "--stages=mfu"],
                         cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"),
                         capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert "PROBLEM: the engine cannot be imported" in proc.stdout and "ml_collections" in proc.stdout
+  problem = next(l for l in proc.stdout.splitlines() if "the engine cannot be imported" in l)
+  assert all(f"{m} (ModuleNotFoundError" in problem for m in _BLOCKED), problem
   assert "PROBLEM: jax sees no GPU" in proc.stdout and "not run" in proc.stdout
   rec = json.load(open(tmp_path / "gpu_suite.json"))
   assert rec["aborted"].startswith("preflight: the engine cannot be imported")
@@ -211,8 +230,16 @@ def test_tiny_suite_mfu_compile_profile(tmp_path):
   compile of the ImageNet-64 run in a child on this process's cache (every program a cache hit),
   and the profile of both steps on a run rebuilt from that cache."""
   out = tmp_path / "out"
+  # XLA flags for the suite and its compile child alike (the child inherits them, so its cache keys
+  # are the parent's): _FAST_COMPILE, and one CPU device, as the suite uses one chip (conftest's 8
+  # fake devices, for the sharding tests, cost this run ~10 s: their threads, their profile lines).
+  xla = [f for f in os.environ.get("XLA_FLAGS", "").split()
+         if not f.startswith("--xla_force_host_platform_device_count")]
+  xla += ["--xla_force_host_platform_device_count=1"] + [f"--{k}={str(v).lower()}"
+                                                         for k, v in _FAST_COMPILE.items()]
   proc = _cli([f"--out={out}", "--tiny", "--stages=mfu,compile,profile", "--compile_mode=reuse",
-               "--budget_s=1500"], 900, env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
+               "--budget_s=1500"], 900, env={"XDG_CACHE_HOME": str(tmp_path / "xdg"),
+                                             "XLA_FLAGS": " ".join(xla)})
   assert proc.returncode == 0, proc.stderr[-4000:]
   rec = json.load(open(out / "gpu_suite.json"))
   st = rec["stages"]

@@ -21,6 +21,22 @@ from fdistill_jax import compose, defaults
 from fdistill_jax.benchmarks import engine_speed, memory_plan, profile_steps, versus_torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# XLA:CPU options for the slow tests' compiles: LLVM at -O0 and the elemental emitters instead of
+# the fusion emitters compile the tiny f-distill steps ~3× faster (generator step: 18 → 6 s of
+# CPU), and compiling is most of these tests' time. They change how fast the compiled code runs,
+# which these tests do not check (rates are only > 0), not what it computes or holds
+# (memory_plan's byte counts come out the same).
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+@pytest.fixture
+def fast_compile(monkeypatch):
+  """jax.jit with _FAST_COMPILE for every function jitted during the test: the code under test
+  (loop.Run's steps, memory_plan's, the samplers) builds its own jits."""
+  import jax
+  jit = jax.jit
+  monkeypatch.setattr(jax, "jit", lambda *a, **kw: jit(*a, **{"compiler_options": _FAST_COMPILE,
+                                                               **kw}))
 
 
 def _tiny(batch):
@@ -39,7 +55,7 @@ def _tiny(batch):
 
 
 @pytest.mark.slow
-def test_versus_torch_runs_both_sides(tmp_path):
+def test_versus_torch_runs_both_sides(tmp_path, fast_compile):
   torch = pytest.importorskip("torch")
   # One intra-op thread for torch's side, as in test_torch_reference: tiny tensors, and on two
   # busy cores its default pool spends more CPU waiting than computing. Rates are only checked > 0.
@@ -74,7 +90,7 @@ def _versus_torch_runs_both_sides(tmp_path):
 
 
 @pytest.mark.slow
-def test_memory_plan_shards_the_state():
+def test_memory_plan_shards_the_state(fast_compile):
   cfg = _tiny(8)
   cfg.mesh.fsdp_min_size = 0  # The tiny net's leaves are all under the default 16k threshold.
   cfg.teacher.precond_kwargs.attn_resolutions = ()  # Fewer ops: a cheaper compile.
@@ -129,7 +145,7 @@ def test_profile_self_times_nest():
 
 
 @pytest.mark.slow
-def test_profile_names_the_steps_ops(tmp_path):
+def test_profile_names_the_steps_ops(tmp_path, fast_compile):
   """The engine's toy f-distill steps (MLPs: an image UNet's steps take minutes to compile on this
   CPU), traced as engine_speed --profile traces them."""
   import jax
