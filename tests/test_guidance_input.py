@@ -129,14 +129,20 @@ def test_pixart_guidance_embedding_starts_as_a_no_op():
   t = jnp.asarray([10.0, 700.0])
   emb = jnp.asarray(rng.standard_normal((2, 6, TINY["caption_channels"])), jnp.float32)
   mask = jnp.ones((2, 6))
-  # Jitted init/apply: one compiled program each instead of the DiT's ops one by one (~5x
-  # faster here); a missing or unexpected guidance input still raises while tracing.
-  params = jax.jit(module.init)(jax.random.PRNGKey(0), x, t, emb, mask)["params"]
-  params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(1), a.shape),
-                        params)
-  sp = jax.jit(student.init)(jax.random.PRNGKey(2), x, t, emb, mask,
+  # Only the student's init runs (its guidance embedder is what starts as a no-op), jitted with an
+  # 'rbg' key (Flax's threefry draws compile several times slower on CPU); the teacher's params
+  # are random numbers of its init's shapes (jax.eval_shape: no compile), as tests/
+  # test_t2i_engine.py's teacher. Jitted apply: one compiled program each instead of the DiT's
+  # ops one by one (~5x faster here); a missing or unexpected guidance input still raises while
+  # tracing.
+  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), x, t, emb, mask)["params"]
+  params = jax.tree.map(lambda a: jnp.asarray(0.1 * rng.standard_normal(a.shape), a.dtype),
+                        shapes)
+  sp = jax.jit(student.init)(jax.random.key(2, impl="rbg"), x, t, emb, mask,
                              guidance=jnp.ones(2))["params"]
   assert set(sp) == set(params) | {"guidance_embedder"}
+  assert jax.eval_shape(lambda: {k: v for k, v in sp.items() if k != "guidance_embedder"}) == (
+      shapes)  # The student is the teacher's DiT plus the embedder.
   sp = {**params, "guidance_embedder": sp["guidance_embedder"]}
   apply_module, apply_student = jax.jit(module.apply), jax.jit(student.apply)
   want = apply_module({"params": params}, x, t, emb, mask)
@@ -166,14 +172,16 @@ def test_t2i_student_reads_w_trains_and_samples(files, tmp_path):  # noqa: F811
   batch = exp.batch(0)
   w = np.asarray(batch["cond"]["w"])
   assert w.shape == (cfg.train.batch_size,) and w.min() >= 1.0 and w.max() <= 3.0
-  params = exp.init_params(jax.random.PRNGKey(0))
+  # Jitted: one compiled program each instead of the DiT's ops one by one.
+  params = jax.jit(exp.init_params)(jax.random.PRNGKey(0))
   assert "guidance_embedder" in params["generator"] and "guidance_embedder" in params["fake_score"]
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 8, 8, 1))
   sigma = jnp.full((8,), 2.0)
   base = conditioning.base_condition(batch["cond"])
-  teacher = nets.teacher(exp.frozen, x, sigma, base)
+  teacher = jax.jit(nets.teacher)(exp.frozen, x, sigma, base)
+  student = jax.jit(nets.student)
   for wv in (1.0, 3.0):  # At initialisation the student is the teacher at every w.
-    got = nets.student(params["generator"], x, sigma, nets.cond.at_scale(base, wv))
+    got = student(params["generator"], x, sigma, nets.cond.at_scale(base, wv))
     np.testing.assert_allclose(np.asarray(got), np.asarray(teacher), rtol=1e-6, atol=1e-6)
   samples = exp.sample(params["generator"], jax.random.PRNGKey(2))
   assert samples.shape[0] == cfg.eval.num_samples and np.isfinite(samples).all()

@@ -80,8 +80,12 @@ def test_dmd_config_checks():
     config_checks.check(cfg, num_devices=8)
 
 
+# Steps: measured with seeds 0 and 1 (cfg.seed = pretrain.seed), sw/init and mean log-prob gain
+# against the thresholds 0.5 and +20: VSD after 150 steps 0.199, 0.223 and +134, +140 (after the
+# former 300: 0.181, 0.189 and +139, +146); DMD2 after 200 steps 0.231, 0.223 and +132, +140
+# (400: 0.190, 0.202 and +137, +146).
 @pytest.mark.slow
-@pytest.mark.parametrize("name,steps", [("toy2d_vsd", 300), ("toy2d_dmd2", 400)])
+@pytest.mark.parametrize("name,steps", [("toy2d_vsd", 150), ("toy2d_dmd2", 200)])
 def test_fdistill_peer_configs_learn(tmp_path, shared, name, steps):
   cfg = _shrink(_config(name), steps)
   init, student, _, _ = short_run(cfg, tmp_path, shared)
@@ -91,7 +95,9 @@ def test_fdistill_peer_configs_learn(tmp_path, shared, name, steps):
 
 @pytest.mark.slow
 def test_dmd_learns_and_its_loss_is_dm_plus_regression(tmp_path, shared):
-  cfg = _shrink(_config("toy2d_dmd"), 300)
+  # 200 steps (seeds 0, 1): sw/init 0.163, 0.160 and regression last/first 0.156, 0.151 (both
+  # thresholds 0.5; after the former 300 steps 0.161, 0.167 and 0.128, 0.121).
+  cfg = _shrink(_config("toy2d_dmd"), 200)
   init, student, history, run = short_run(cfg, tmp_path, shared)
   assert student["sw"] < 0.5 * init["sw"], (student["sw"], init["sw"])
   reg = _series(history, "generator/regression", every=25)

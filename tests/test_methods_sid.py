@@ -269,7 +269,9 @@ def test_lsg_fake_training_uses_kappa1_and_label_dropout():
   params = {"generator": {"shift": jnp.array([0.1, -0.2])}, "fake_score": {"shift": jnp.zeros(2)}}
   kappa = 2.0
   cfg = _cfg(kappa_train_fake=kappa, kappa_fake=kappa, kappa_real=kappa)
-  loss, metrics = sid.fake_score_loss_at(params, labels, z, sigma, n, drop, nets, cfg)
+  # Jitted: one compiled program instead of its ops one by one.
+  loss, metrics = jax.jit(lambda *a: sid.fake_score_loss_at(*a, nets, cfg))(params, labels, z,
+                                                                            sigma, n, drop)
   # Reference.
   x_g = _two_class_denoiser(SIGMA_INIT * np.asarray(z), np.full(b, SIGMA_INIT), labels)
   x_g = x_g + [0.1, -0.2]
@@ -285,8 +287,9 @@ def test_lsg_fake_training_uses_kappa1_and_label_dropout():
   assert float(metrics["label_drop_frac"]) == pytest.approx(np.mean(np.asarray(drop)))
   # The drawn dropout: 10 % of rows when a κ ≠ 1 and labels exist; none for plain SiD.
   batch = {"x": jnp.zeros((4000, 2)), "cond": jnp.zeros((4000, 2))}
-  *_, d1 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), cfg, nets)
-  *_, d0 = sid.fake_score_draws(batch, jax.random.PRNGKey(1), _cfg(), nets)
+  draws = lambda c: jax.jit(lambda b, k: sid.fake_score_draws(b, k, c, nets)[-1])
+  d1 = draws(cfg)(batch, jax.random.PRNGKey(1))
+  d0 = draws(_cfg())(batch, jax.random.PRNGKey(1))
   assert 0.08 < float(jnp.mean(d1)) < 0.12 and not bool(jnp.any(d0))
 
 

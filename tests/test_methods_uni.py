@@ -121,7 +121,7 @@ def test_official_names_cover_the_family():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("div", ["fkl", "chi2"])
-def test_short_toy_run_moves_student_toward_teacher(tmp_path, div):
+def test_short_toy_run_moves_student_toward_teacher(tmp_path_factory, tmp_path, div):
   cfg = tiny_cfg(steps=300, batch_size=128, log_every=100, ckpt_every=0)
   cfg.pretrain.steps = 400
   cfg.method = uni.method_config(divergence=div, fake_p_mean=cfg.pretrain.p_mean,
@@ -129,7 +129,9 @@ def test_short_toy_run_moves_student_toward_teacher(tmp_path, div):
                                  divergence_start_step=5)
   cfg.diffusion.sigma_init = 2.5
   cfg.disc.enabled = False
-  init, student, history, run = short_run(cfg, tmp_path)
+  root = tmp_path_factory.getbasetemp() / "uni_shared"  # Both divergences pretrain once.
+  root.mkdir(exist_ok=True)
+  init, student, history, run = short_run(cfg, tmp_path, root)
   gens = [h for h in history if "generator/kept_frac" in h]
   assert all(float(h["generator/kept_frac"]) == 1.0 for h in gens)
   assert int(run.state["extras"]["gen_step"]) == len(gens)
