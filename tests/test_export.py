@@ -4,14 +4,16 @@ The EDM architecture's export is checked in tests/test_image_engine.py on its tr
 """
 import json
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from fdistill_jax import defaults, export
+from fdistill_jax import defaults, export, fileio
 from fdistill_jax import compose
+from fdistill_jax.experiments import toy
 from fdistill_jax.models.mlp import MLPDenoiser
 
 
@@ -27,10 +29,30 @@ def tiny_toy_cfg():
   return cfg
 
 
+def _random_denoiser(cfg, seed=0):
+  """Random params of the toy's MLPDenoiser (shapes from jax.eval_shape: no init compiled)."""
+  module = MLPDenoiser(dim=toy.make_mixture(cfg.teacher).dim, hidden=cfg.student.hidden,
+                       depth=cfg.student.depth, sigma_data=cfg.diffusion.sigma_data)
+  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, module.dim)),
+                          jnp.ones((1,)))["params"]
+  rng = np.random.default_rng(seed)
+
+  def one(path, a):
+    if a.ndim == 2:
+      return (rng.standard_normal(a.shape) / np.sqrt(a.shape[0])).astype(np.float32)
+    base = 1.0 if path[-1].key == "scale" else 0.0  # LayerNorm scales near 1.
+    return (base + 0.1 * rng.standard_normal(a.shape)).astype(np.float32)
+  return jax.tree_util.tree_map_with_path(one, shapes)
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-  """A toy run with checkpoints at steps 2 and 4; returns (cfg, workdir, {step: host state})."""
+  """A toy run with checkpoints at steps 2 and 4; returns (cfg, workdir, {step: host state}).
+  Its 'pretrained' denoiser is random weights put in the workdir's pretrained-denoiser cache
+  (export reads only the trained state), so building the run pretrains nothing."""
   cfg, workdir = tiny_toy_cfg(), tmp_path_factory.mktemp("toy")
+  fileio.write_cache(workdir / "pretrained_denoiser.msgpack",
+                     flax.serialization.to_bytes(_random_denoiser(cfg)), toy.cache_key(cfg))
   run = compose.Run(cfg, str(workdir), devices=jax.devices()[:1], restore=False)
   saved = {}
   for k in range(4):
@@ -70,16 +92,18 @@ def test_mlp_export_round_trips_to_torch(toy_run, tmp_path):
   net = mlp_torch.load(str(tmp_path / "ex"))
   x = np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32) * 3
   sigma = np.geomspace(0.002, 80.0, 32).astype(np.float32)
-  want = MLPDenoiser(**meta["architecture"]["kwargs"]).apply({"params": ema}, jnp.asarray(x),
-                                                             jnp.asarray(sigma))
+  # Jitted (one compile for both calls: same shapes) instead of the MLP's ops one by one.
+  flax_net = jax.jit(lambda xx, s: MLPDenoiser(**meta["architecture"]["kwargs"]).apply(
+      {"params": ema}, xx, s))
+  want = flax_net(jnp.asarray(x), jnp.asarray(sigma))
   with torch.no_grad():
     got = net(torch.from_numpy(x), torch.from_numpy(sigma)).numpy()
   np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-5)
   with torch.no_grad():  # One-step generation at sigma_init, as metadata.json documents.
     z = torch.from_numpy(x)
     gen = net(80.0 * z, torch.full((32,), 80.0)).numpy()
-  np.testing.assert_allclose(gen, np.asarray(MLPDenoiser(**meta["architecture"]["kwargs"]).apply(
-      {"params": ema}, 80.0 * jnp.asarray(x), 80.0)), rtol=1e-5, atol=1e-5)
+  want = flax_net(80.0 * jnp.asarray(x), jnp.full((32,), 80.0))
+  np.testing.assert_allclose(gen, np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def test_export_of_a_chosen_step_and_errors(toy_run, tmp_path):

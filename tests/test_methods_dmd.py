@@ -60,7 +60,9 @@ def short_run(cfg, wd, shared=None):
   run = compose.Run(cfg, str(wd), devices=jax.devices()[:1], restore=False)
   key = jax.random.PRNGKey(99)
   init = run.exp.evaluate(jax.device_get(run.state["params"]["generator"]), key)
-  history = [jax.device_get(run.step(k)) for k in range(cfg.train.steps)]
+  # Fetched once at the end (as the engine fetches at log steps): the steps are dispatched
+  # without waiting on each other.
+  history = jax.device_get([run.step(k) for k in range(cfg.train.steps)])
   student = run.exp.evaluate(jax.device_get(run.state["params"]["generator"]), key)
   if cache is not None and not cache.exists():
     cache.write_bytes((wd / cache.name).read_bytes())
