@@ -5,6 +5,7 @@ teacher is fine here because only the mechanics are under test.
 """
 import json
 import os
+import types
 
 import jax
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from fdistill_jax import defaults
 from fdistill_jax import compose, modes
+from fdistill_jax.engine import loop
 
 
 def tiny_image_cfg():
@@ -40,17 +42,34 @@ def _leaves_close(a, b, tol):
 
 
 @pytest.fixture(scope="module")
-def single_run(tmp_path_factory):
-  cfg = tiny_image_cfg()
-  run = compose.Run(cfg, str(tmp_path_factory.mktemp("one")), devices=jax.devices()[:1],
-                 restore=False)
-  metrics = [jax.device_get(run.step(k)) for k in range(4)]
-  return run, metrics
+def trained(tmp_path_factory):
+  """compose.train of tiny_image_cfg on one device: its workdir, final metrics, the Run it built
+  and each step's (step, metrics). Run.step is wrapped to keep the Run and fetch every step's
+  metrics (the loop fetches them only at log steps; fetching changes no numbers), so the slow
+  tests check the steps of this run instead of building and compiling a second one-device Run."""
+  workdir = tmp_path_factory.mktemp("one")
+  runs, steps = [], []
+  step = loop.Run.step
+
+  def recording_step(run, k):
+    m = step(run, k)
+    runs.append(run)
+    steps.append((k, jax.device_get(m)))
+    return m
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loop.Run, "step", recording_step)
+    # On one device: the slow test below compares it with a data×fsdp run.
+    out = compose.train(tiny_image_cfg(), str(workdir), devices=jax.devices()[:1])
+  assert all(r is runs[0] for r in runs)
+  return types.SimpleNamespace(workdir=workdir, out=out, run=runs[0], steps=steps)
 
 
 @pytest.mark.slow  # test_train_resume_and_export asserts the same of its run in the quick tier.
-def test_fdistill_steps_on_edm_are_finite_and_update(single_run):
-  run, metrics = single_run
+def test_fdistill_steps_on_edm_are_finite_and_update(trained):
+  run = trained.run
+  assert [k for k, _ in trained.steps] == [0, 1, 2, 3]
+  metrics = [m for _, m in trained.steps]
   assert [run.phase(k) for k in range(4)] == ["generator", "critic"] * 2
   for m in metrics:
     assert all(np.isfinite(v) for v in m.values()), m
@@ -64,8 +83,8 @@ def test_fdistill_steps_on_edm_are_finite_and_update(single_run):
 
 
 @pytest.mark.slow
-def test_data_fsdp_mesh_step_equals_single_device(single_run, tmp_path):
-  ref, _ = single_run
+def test_data_fsdp_mesh_step_equals_single_device(trained, tmp_path):
+  ref = trained.run
   cfg = tiny_image_cfg()
   cfg.mesh.data, cfg.mesh.fsdp = 2, 4
   run = compose.Run(cfg, str(tmp_path), devices=jax.devices()[:8], restore=False)
@@ -77,25 +96,24 @@ def test_data_fsdp_mesh_step_equals_single_device(single_run, tmp_path):
   _leaves_close(ref.state["extras"], run.state["extras"], 1e-5)
 
 
-def test_train_resume_and_export(tmp_path):
-  cfg = tiny_image_cfg()
-  # On one device, as single_run: the run loads its compiled steps from the session's cache.
-  # Loading below restores onto the default mesh of all 8 devices.
-  out = compose.train(cfg, str(tmp_path), devices=jax.devices()[:1])
+def test_train_resume_and_export(trained, tmp_path):
+  # `trained` ran compose.train on one device; loading below restores onto the default mesh of
+  # all 8 devices.
+  out, workdir = trained.out, trained.workdir
   assert "teacher_nfe1" in out and np.isfinite(out["student"]["pixel_std"])
-  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert steps[-1] == 4
   # A longer config resumes at step 4, with the data pipeline where it stopped.
+  cfg = tiny_image_cfg()
   cfg.train.steps = 6
-  exp, state = compose.load_trained(cfg, str(tmp_path))
+  exp, state = compose.load_trained(cfg, str(workdir))
   assert int(state["step"]) == 4 and exp.data_state()["grain"]
   # The f-distill steps alternate, stay finite, log the ratio weights and the GAN loss, and move
   # the generator away from its teacher initialisation.
-  from fdistill_jax.engine import loop
   from fdistill_jax.methods import registry
   method = registry.get(cfg.method.name)
   assert [loop._phase_of(k, method, cfg) for k in range(4)] == ["generator", "critic"] * 2  # pylint: disable=protected-access
-  logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  logged = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   steps_logged = [m for m in logged if "generator/h_mean" in m]
   assert [m["step"] for m in steps_logged] == [2, 4]
   assert all("critic/gan_disc" in m and all(np.isfinite(v) for v in m.values()
@@ -109,7 +127,7 @@ def test_train_resume_and_export(tmp_path):
 
   from fdistill_jax import export
   from fdistill_jax.teachers.edm import load_edm
-  export.export_generator(cfg, str(tmp_path), str(tmp_path / "ex"), "0.999")
+  export.export_generator(cfg, str(workdir), str(tmp_path / "ex"), "0.999")
   module, variables = load_edm(tmp_path / "ex" / "edm_precond.safetensors")  # EDM's state_dict
   _leaves_close(variables["params"], state["ema"]["0.999"], 0)
   flat = load_file(str(tmp_path / "ex" / "params.safetensors"))
@@ -122,6 +140,6 @@ def test_train_resume_and_export(tmp_path):
   with safe_open(str(tmp_path / "ex" / "edm_precond.safetensors"), "np") as f:
     assert json.loads(f.metadata()["sampling"]) == meta["sampling"] == {
         "steps": 1, "sigmas": [80.0], "renoise": None, "guidance_input": None}
-  out = modes.sample_checkpoint(cfg, str(tmp_path))
+  out = modes.sample_checkpoint(cfg, str(workdir))
   saved = np.load(out["npz"])
   assert saved["samples"].shape == (16, 8, 8, 1) and len(os.listdir(out["pngs"])) == 16
