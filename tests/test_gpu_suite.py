@@ -26,9 +26,11 @@ from fdistill_jax.benchmarks import common, gpu_suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # XLA:CPU options for the compiles of the slow tests (as tests/test_perf_benchmarks.py): LLVM at
-# -O0 and the elemental emitters instead of the fusion emitters compile the tiny f-distill steps
-# ~3× faster on CPU. They change how fast the compiled code runs, which these tests do not check.
-_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+# -O0, the elemental emitters instead of the fusion emitters and one LLVM module compile the tiny
+# f-distill steps ~3× faster on CPU. They change how fast the compiled code runs, which these
+# tests do not check.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False,
+                 "xla_cpu_parallel_codegen_split_count": 1}
 
 
 @pytest.fixture
