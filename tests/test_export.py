@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fdistill_jax import defaults, export, fileio
+from fdistill_jax import defaults, export, fileio, testing
 from fdistill_jax import compose
 from fdistill_jax.experiments import toy
 from fdistill_jax.models.mlp import MLPDenoiser
@@ -93,8 +93,8 @@ def test_mlp_export_round_trips_to_torch(toy_run, tmp_path):
   x = np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32) * 3
   sigma = np.geomspace(0.002, 80.0, 32).astype(np.float32)
   # Jitted (one compile for both calls: same shapes) instead of the MLP's ops one by one.
-  flax_net = jax.jit(lambda xx, s: MLPDenoiser(**meta["architecture"]["kwargs"]).apply(
-      {"params": ema}, xx, s))
+  flax_net = testing.compile_fast(jax.jit(lambda xx, s: MLPDenoiser(
+      **meta["architecture"]["kwargs"]).apply({"params": ema}, xx, s)).lower(x, sigma))
   want = flax_net(jnp.asarray(x), jnp.asarray(sigma))
   with torch.no_grad():
     got = net(torch.from_numpy(x), torch.from_numpy(sigma)).numpy()

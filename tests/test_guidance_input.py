@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fdistill_jax import conditioning, config_checks, defaults
+from fdistill_jax import conditioning, config_checks, defaults, testing
 from fdistill_jax.methods import fdistill, sid, sim
 from fdistill_jax.models import pixart
 from fdistill_jax.nets import Nets
@@ -129,30 +129,34 @@ def test_pixart_guidance_embedding_starts_as_a_no_op():
   t = jnp.asarray([10.0, 700.0])
   emb = jnp.asarray(rng.standard_normal((2, 6, TINY["caption_channels"])), jnp.float32)
   mask = jnp.ones((2, 6))
-  # Only the student's init runs (its guidance embedder is what starts as a no-op), jitted with an
-  # 'rbg' key (Flax's threefry draws compile several times slower on CPU); the teacher's params
-  # are random numbers of its init's shapes (jax.eval_shape: no compile), as tests/
-  # test_t2i_engine.py's teacher. Jitted apply: one compiled program each instead of the DiT's
-  # ops one by one (~5x faster here); a missing or unexpected guidance input still raises while
-  # tracing.
+  # Only the student's init runs (its guidance embedder is what starts as a no-op), with an 'rbg'
+  # key (Flax's threefry draws compile several times slower on CPU); the teacher's params are
+  # random numbers of its init's shapes (jax.eval_shape: no compile), as tests/
+  # test_t2i_engine.py's teacher. Init and applies are jitted (one program each instead of the
+  # DiT's ops one by one) and compiled with testing.FAST_COMPILE; a missing or unexpected
+  # guidance input still raises while tracing.
   shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), x, t, emb, mask)["params"]
   params = jax.tree.map(lambda a: jnp.asarray(0.1 * rng.standard_normal(a.shape), a.dtype),
                         shapes)
-  sp = jax.jit(student.init)(jax.random.key(2, impl="rbg"), x, t, emb, mask,
-                             guidance=jnp.ones(2))["params"]
+  init_args = (jax.random.key(2, impl="rbg"), x, t, emb, mask)
+  sp = testing.compile_fast(jax.jit(student.init).lower(*init_args, guidance=jnp.ones(2)))(
+      *init_args, guidance=jnp.ones(2))["params"]
   assert set(sp) == set(params) | {"guidance_embedder"}
   assert jax.eval_shape(lambda: {k: v for k, v in sp.items() if k != "guidance_embedder"}) == (
       shapes)  # The student is the teacher's DiT plus the embedder.
   sp = {**params, "guidance_embedder": sp["guidance_embedder"]}
   apply_module, apply_student = jax.jit(module.apply), jax.jit(student.apply)
-  want = apply_module({"params": params}, x, t, emb, mask)
+  want = testing.compile_fast(apply_module.lower({"params": params}, x, t, emb, mask))(
+      {"params": params}, x, t, emb, mask)
+  fast_student = testing.compile_fast(apply_student.lower({"params": sp}, x, t, emb, mask,
+                                                          guidance=jnp.ones(2)))
   for w in (1.0, 3.0):
-    got = apply_student({"params": sp}, x, t, emb, mask, guidance=jnp.full((2,), w))
+    got = fast_student({"params": sp}, x, t, emb, mask, guidance=jnp.full((2,), w))
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   sp["guidance_embedder"]["linear_2"]["kernel"] = jnp.ones_like(
       sp["guidance_embedder"]["linear_2"]["kernel"]) * 0.01
-  a = apply_student({"params": sp}, x, t, emb, mask, guidance=jnp.full((2,), 1.0))
-  b = apply_student({"params": sp}, x, t, emb, mask, guidance=jnp.full((2,), 3.0))
+  a = fast_student({"params": sp}, x, t, emb, mask, guidance=jnp.full((2,), 1.0))
+  b = fast_student({"params": sp}, x, t, emb, mask, guidance=jnp.full((2,), 3.0))
   assert float(jnp.max(jnp.abs(a - b))) > 1e-4
   with pytest.raises(ValueError, match="guidance"):
     apply_student({"params": sp}, x, t, emb, mask)
@@ -172,16 +176,21 @@ def test_t2i_student_reads_w_trains_and_samples(files, tmp_path):  # noqa: F811
   batch = exp.batch(0)
   w = np.asarray(batch["cond"]["w"])
   assert w.shape == (cfg.train.batch_size,) and w.min() >= 1.0 and w.max() <= 3.0
-  # Jitted: one compiled program each instead of the DiT's ops one by one.
-  params = jax.jit(exp.init_params)(jax.random.PRNGKey(0))
+  # Jitted, one program each instead of the DiT's ops one by one, and compiled with
+  # testing.FAST_COMPILE.
+  key = jax.random.PRNGKey(0)
+  params = testing.compile_fast(jax.jit(exp.init_params).lower(key))(key)
   assert "guidance_embedder" in params["generator"] and "guidance_embedder" in params["fake_score"]
   x = jax.random.normal(jax.random.PRNGKey(1), (8, 8, 8, 1))
   sigma = jnp.full((8,), 2.0)
   base = conditioning.base_condition(batch["cond"])
-  teacher = jax.jit(nets.teacher)(exp.frozen, x, sigma, base)
-  student = jax.jit(nets.student)
+  args = (exp.frozen, x, sigma, base)
+  teacher = testing.compile_fast(jax.jit(nets.teacher).lower(*args))(*args)
+  cond = lambda wv: nets.cond.at_scale(base, wv)
+  student = testing.compile_fast(jax.jit(nets.student).lower(params["generator"], x, sigma,
+                                                             cond(1.0)))
   for wv in (1.0, 3.0):  # At initialisation the student is the teacher at every w.
-    got = student(params["generator"], x, sigma, nets.cond.at_scale(base, wv))
+    got = student(params["generator"], x, sigma, cond(wv))
     np.testing.assert_allclose(np.asarray(got), np.asarray(teacher), rtol=1e-6, atol=1e-6)
   samples = exp.sample(params["generator"], jax.random.PRNGKey(2))
   assert samples.shape[0] == cfg.eval.num_samples and np.isfinite(samples).all()

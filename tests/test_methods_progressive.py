@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fdistill_jax import config_checks, fileio
+from fdistill_jax import config_checks, fileio, testing
 from fdistill_jax.experiments import toy
 from fdistill_jax import pd_rounds
 from fdistill_jax.methods import progressive
@@ -54,8 +54,8 @@ def test_target_makes_one_step_land_on_two_teacher_steps():
 
 
 def _euler(denoise, z, grid):
-  """Euler samples; denoise(x, σ) is jitted by the caller (one compiled program, not its ops one
-  by one)."""
+  """Euler samples; denoise(x, σ) is compiled by the caller (one program, not its ops one by one;
+  testing.compile_fast)."""
   x = grid[0] * np.asarray(z, np.float64)
   for s, s_next in zip(grid[:-1], grid[1:]):
     d = np.asarray(denoise(jnp.asarray(x, jnp.float32), jnp.full((len(x),), s, jnp.float32)))
@@ -96,7 +96,11 @@ def test_rounds_halve_steps_and_beat_the_teacher_at_equal_steps(tmp_path):
                                     template, toy.cache_key(cfg))
   z = np.asarray(jax.random.normal(jax.random.PRNGKey(42), (2048, 2)))
   grid4 = _karras(4)
-  exact, apply = jax.jit(gmm.denoise), jax.jit(lambda p, x, s: module.apply({"params": p}, x, s))
+  xs = jax.ShapeDtypeStruct(z.shape, jnp.float32)
+  ss = jax.ShapeDtypeStruct(z.shape[:1], jnp.float32)
+  exact = testing.compile_fast(jax.jit(gmm.denoise).lower(xs, ss))
+  apply = testing.compile_fast(jax.jit(lambda p, x, s: module.apply({"params": p}, x, s)).lower(
+      student, xs, ss))  # The init's params share it (same shapes).
   teacher4 = _euler(exact, z, grid4)
   teacher2 = _euler(exact, z, grid4[::2])
   student2 = _euler(functools.partial(apply, student), z, grid4[::2])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from fdistill_jax import conditioning
+from fdistill_jax import conditioning, testing
 from fdistill_jax.nets import Nets
 from fdistill_jax.methods import sid
 from tests.test_methods_dmd import short_run
@@ -269,9 +269,10 @@ def test_lsg_fake_training_uses_kappa1_and_label_dropout():
   params = {"generator": {"shift": jnp.array([0.1, -0.2])}, "fake_score": {"shift": jnp.zeros(2)}}
   kappa = 2.0
   cfg = _cfg(kappa_train_fake=kappa, kappa_fake=kappa, kappa_real=kappa)
-  # Jitted: one compiled program instead of its ops one by one.
-  loss, metrics = jax.jit(lambda *a: sid.fake_score_loss_at(*a, nets, cfg))(params, labels, z,
-                                                                            sigma, n, drop)
+  # Jitted (one program instead of its ops one by one), compiled with testing.FAST_COMPILE.
+  args = (params, labels, z, sigma, n, drop)
+  loss, metrics = testing.compile_fast(jax.jit(
+      lambda *a: sid.fake_score_loss_at(*a, nets, cfg)).lower(*args))(*args)
   # Reference.
   x_g = _two_class_denoiser(SIGMA_INIT * np.asarray(z), np.full(b, SIGMA_INIT), labels)
   x_g = x_g + [0.1, -0.2]
@@ -287,9 +288,10 @@ def test_lsg_fake_training_uses_kappa1_and_label_dropout():
   assert float(metrics["label_drop_frac"]) == pytest.approx(np.mean(np.asarray(drop)))
   # The drawn dropout: 10 % of rows when a κ ≠ 1 and labels exist; none for plain SiD.
   batch = {"x": jnp.zeros((4000, 2)), "cond": jnp.zeros((4000, 2))}
-  draws = lambda c: jax.jit(lambda b, k: sid.fake_score_draws(b, k, c, nets)[-1])
-  d1 = draws(cfg)(batch, jax.random.PRNGKey(1))
-  d0 = draws(_cfg())(batch, jax.random.PRNGKey(1))
+  key = jax.random.PRNGKey(1)
+  drop_mask = lambda c: testing.compile_fast(jax.jit(
+      lambda b, k: sid.fake_score_draws(b, k, c, nets)[-1]).lower(batch, key))(batch, key)
+  d1, d0 = drop_mask(cfg), drop_mask(_cfg())
   assert 0.08 < float(jnp.mean(d1)) < 0.12 and not bool(jnp.any(d0))
 
 

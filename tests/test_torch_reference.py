@@ -28,7 +28,7 @@ from fdistill_jax.benchmarks.torch_reference import fdistill as tfd  # noqa: E40
 from fdistill_jax.benchmarks.torch_reference import networks as tnet  # noqa: E402
 from fdistill_jax.convert import edm_state_dict as esd  # noqa: E402
 from fdistill_jax.convert import state_dict_io as sdio  # noqa: E402
-from fdistill_jax import conditioning  # noqa: E402
+from fdistill_jax import conditioning, testing  # noqa: E402
 from fdistill_jax.nets import Nets  # noqa: E402
 from fdistill_jax.experiments.image import flat_features  # noqa: E402
 from fdistill_jax.methods import fdistill  # noqa: E402
@@ -37,20 +37,6 @@ from fdistill_jax.models.heads import MultiConvHead  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETS = ("songunet_tiny", "dhariwalunet_tiny", "dhariwalunet_multihead")
-# Compile options of the loss programs (each runs once): no LLVM optimisation, and XLA's legacy
-# CPU fusion emitters, which compile these UNet losses in half the time (8.6 -> 4.6 CPU-s each);
-# an XLA without that option compiles with the first alone.
-_FAST = {"xla_backend_optimization_level": 0}
-_LEGACY_FUSION = {"xla_cpu_use_fusion_emitters": False}
-
-
-def _compile_fast(lowered):
-  try:
-    return lowered.compile({**_FAST, **_LEGACY_FUSION})
-  except jax.errors.JaxRuntimeError as e:
-    if "xla_cpu_use_fusion_emitters" not in str(e):
-      raise
-    return lowered.compile(_FAST)
 
 
 def _t(a):
@@ -155,8 +141,9 @@ def _jax_loss(fn, names, params, frozen, batch, key, extras, nets, cfg, draws):
     return loss, aux, {n: _norm(grads[n]) for n in names}, draws(key)
 
   train = {n: params[n] for n in names}
-  loss, (metrics, new_extras), norms, drawn = _compile_fast(jax.jit(loss_and_norms).lower(train))(
-      train)
+  # Compiled for speed of compiling (testing.FAST_COMPILE): each loss runs once.
+  loss, (metrics, new_extras), norms, drawn = testing.compile_fast(
+      jax.jit(loss_and_norms).lower(train))(train)
   return loss, metrics, new_extras, {n: float(v) for n, v in norms.items()}, drawn
 
 
