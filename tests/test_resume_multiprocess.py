@@ -23,10 +23,12 @@ import orbax.checkpoint as ocp
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Checkpoints every 10 steps: each run saves only the steps the tests compare or resume from
+# (a save costs more than the 10 toy steps between two).
 TINY = ["--config=configs/toy2d_js.py", "--config.pretrain.steps=50", "--config.student.hidden=32",
         "--config.disc.hidden=32", "--config.train.batch_size=64", "--config.eval.num_samples=256",
         "--config.train.async_checkpoints=False", "--config.train.log_every=5",
-        "--config.train.ckpt_every=5", "--config.train.keep_checkpoints=4",
+        "--config.train.ckpt_every=10", "--config.train.keep_checkpoints=4",
         # Constant lr: the 10-step two-process run is compared with the 20-step run's step 10,
         # and a cosine schedule depends on train.steps.
         *(f"--config.optim.{n}.schedule=constant" for n in ("generator", "fake_score",
@@ -49,7 +51,7 @@ def _cmd(workdir, steps, cache="workdir", final_eval=False):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-  """(workdir of one 4-device 20-step run with checkpoints 5..20, its compilation cache)."""
+  """(workdir of one 4-device 20-step run with checkpoints 10 and 20, its compilation cache)."""
   root = tmp_path_factory.mktemp("uninterrupted")
   cache = str(root / "jax_cache")
   subprocess.run(_cmd(root / "run", 20, cache), cwd=REPO, env=_env(4), check=True,
