@@ -32,8 +32,10 @@ def _problem(cfg, workdir: str, prepare: bool = True):
   return lambda: build(cfg, workdir, prepare)
 
 
-def Run(cfg, workdir: str, devices=None, restore: bool = True) -> loop.Run:  # pylint: disable=invalid-name
-  return loop.Run(cfg, workdir, _problem(cfg, workdir), devices=devices, restore=restore)
+def Run(cfg, workdir: str, devices=None, restore: bool = True,  # pylint: disable=invalid-name
+        compiler_options: dict | None = None) -> loop.Run:
+  return loop.Run(cfg, workdir, _problem(cfg, workdir), devices=devices, restore=restore,
+                  compiler_options=compiler_options)
 
 
 def train(cfg, workdir: str, devices=None) -> dict:

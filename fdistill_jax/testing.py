@@ -14,6 +14,7 @@ beside the repository checkout.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import pathlib
@@ -188,24 +189,40 @@ def fake_gcs(root: str | os.PathLike) -> Iterator[pathlib.Path]:
     epath_backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
 
 
-# Compile options for a program a test compiles for a few calls (compile_fast): no LLVM
-# optimisation, and XLA's legacy CPU fusion emitters, which compile such programs in a fraction of
-# the default's time on CPU (a tiny PixArt apply 1.0 -> 0.14 s, a small UNet's f-distill loss and
-# gradient 8.6 -> 4.6 s at level 0 alone). Not for programs whose run time matters.
+# Compile options for a program a test compiles for a few hundred calls at most (compile_fast,
+# fast_compile_options): no LLVM optimisation, and XLA's legacy CPU fusion emitters, which compile
+# such programs in a fraction of the default's time on CPU (a tiny PixArt apply 1.0 -> 0.14 s; a
+# toy SiD generator + critic step 8 -> 2.6 s, each step then ~2x slower to run; a small UNet's
+# f-distill loss and gradient 8.6 -> 4.6 s at level 0 alone). Not for a program that must match
+# a default-compiled one to the last bit (e.g. the sharded-equality runs of test_toy_engine).
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+_LEVEL_0 = {"xla_backend_optimization_level": 0}
 
 
-def compile_fast(lowered):
-  """lowered.compile(FAST_COMPILE) for a jax.jit(...).lower(...) result; on an XLA that no longer
-  has the emitter option, optimisation level 0 alone. Call the result with arguments of the
-  lowered structure, shapes and dtypes."""
+def fast_compile_options() -> dict:
+  """FAST_COMPILE, or level 0 alone on an XLA that no longer has the emitter option; for
+  compose.Run(..., compiler_options=...)."""
+  return dict(FAST_COMPILE if _has_emitter_option() else _LEVEL_0)
+
+
+@functools.cache
+def _has_emitter_option() -> bool:
+  """Whether this XLA takes FAST_COMPILE (tried once, on a trivial program)."""
   import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   try:
-    return lowered.compile(FAST_COMPILE)
+    jax.jit(lambda x: x + 1).lower(jnp.zeros(1)).compile(FAST_COMPILE)
+    return True
   except jax.errors.JaxRuntimeError as e:
     if "xla_cpu_use_fusion_emitters" not in str(e):
       raise
-    return lowered.compile({"xla_backend_optimization_level": 0})
+    return False
+
+
+def compile_fast(lowered):
+  """lowered.compile(fast_compile_options()) for a jax.jit(...).lower(...) result. Call the
+  result with arguments of the lowered structure, shapes and dtypes."""
+  return lowered.compile(fast_compile_options())
 
 
 def engine_config(kind: str = "gmm", **blocks):

@@ -53,7 +53,8 @@ def toy_run(tmp_path_factory):
   cfg, workdir = tiny_toy_cfg(), tmp_path_factory.mktemp("toy")
   fileio.write_cache(workdir / "pretrained_denoiser.msgpack",
                      flax.serialization.to_bytes(_random_denoiser(cfg)), toy.cache_key(cfg))
-  run = compose.Run(cfg, str(workdir), devices=jax.devices()[:1], restore=False)
+  run = compose.Run(cfg, str(workdir), devices=jax.devices()[:1], restore=False,
+                    compiler_options=testing.fast_compile_options())  # 4 steps: compile fast.
   saved = {}
   for k in range(4):
     run.step(k)

@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/toy2d_js.py", "--config.pretrain.steps=50", "--config.student.hidden=32",
         "--config.disc.hidden=32", "--config.train.batch_size=64", "--config.eval.num_samples=256",
         "--config.train.async_checkpoints=False", "--config.train.log_every=5",
-        "--config.train.ckpt_every=5", "--config.train.keep_checkpoints=4",
+        "--config.train.keep_checkpoints=4",
         # Constant lr: the 10-step two-process run is compared with the 20-step run's step 10,
         # and a cosine schedule depends on train.steps.
         *(f"--config.optim.{n}.schedule=constant" for n in ("generator", "fake_score",
@@ -39,17 +39,21 @@ def _env(devices: int, **extra):
   return env
 
 
-def _cmd(workdir, steps, cache="workdir", final_eval=False):
+def _cmd(workdir, steps, cache="workdir", final_eval=False, ckpt_every=10):
   """The command line of a run. Only the two-process run evaluates at the end (multi-process
-  evaluation gathers the generator on every process); the others are compared by state alone."""
+  evaluation gathers the generator on every process); the others are compared by state alone.
+  Checkpoints every 10 steps save only the steps compared (a save, with its checksums and, across
+  two processes, its barriers, costs more than the 10 toy steps between two); the killed run
+  checkpoints every 5, so that it is still running, 10 steps and 2 saves from its end, when its
+  step-10 checkpoint appears."""
   return [sys.executable, "-m", "fdistill_jax.main", *TINY, f"--workdir={workdir}",
           f"--config.train.steps={steps}", f"--compilation_cache={cache}",
-          f"--config.train.final_eval={final_eval}"]
+          f"--config.train.final_eval={final_eval}", f"--config.train.ckpt_every={ckpt_every}"]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-  """(workdir of one 4-device 20-step run with checkpoints 5..20, its compilation cache)."""
+  """(workdir of one 4-device 20-step run with checkpoints 10 and 20, its compilation cache)."""
   root = tmp_path_factory.mktemp("uninterrupted")
   cache = str(root / "jax_cache")
   subprocess.run(_cmd(root / "run", 20, cache), cwd=REPO, env=_env(4), check=True,
@@ -88,7 +92,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
   steps = 20
   full, cache = uninterrupted
   killed = _with_pretrained(tmp_path / "killed", full)
-  proc = subprocess.Popen(_cmd(killed, steps, cache), cwd=REPO, env=_env(4),
+  proc = subprocess.Popen(_cmd(killed, steps, cache, ckpt_every=5), cwd=REPO, env=_env(4),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   marker = killed / "checkpoints" / "10"
   t0 = time.time()
@@ -99,7 +103,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
   assert marker.exists(), "the run never reached its step-10 checkpoint"
   ckpts = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
   assert ckpts[-1] < steps, f"the run finished before it was killed: {ckpts}"
-  subprocess.run(_cmd(killed, steps, cache), cwd=REPO, env=_env(4), check=True,
+  subprocess.run(_cmd(killed, steps, cache, ckpt_every=5), cwd=REPO, env=_env(4), check=True,
                  capture_output=True)
   _assert_same(_final_state(full, steps), _final_state(killed, steps), atol=0)
   assert not (killed / "final_metrics.json").exists()  # train.final_eval=False: not evaluated.

@@ -9,7 +9,7 @@
 * pixart512_sid_lsg, pixart512_sim and pixart512_dmd2 build and trace both train steps
   (jax.eval_shape: compiling each costs ~20 s of CPU; their losses run in tests/test_methods_*
   and the digits text-to-image recipes); EDM training with condition dropout steps and samples
-  (DPM-Solver++); memory_plan compiles the tiny pixart512_js step on 2 devices;
+  (DPM-Solver++); memory_plan compiles a one-block tiny pixart512_js step on 2 devices;
 * the data pairs images with training prompts of their class or their caption row; dropped
   conditions are the cached "" prompt; σ fields outside the adapter's range and a cache of
   another length than teacher.max_length fail clearly.
@@ -116,9 +116,11 @@ def test_resumed_on_one_device_equals_the_sharded_run(trained, tmp_path):
   for k in (2, 3):
     m = jax.device_get(run.step(k))
     assert all(np.isfinite(v) for v in m.values()), m
+  # The step-4 checkpoint restored onto the trained run's own 2×4 layout: its saves already
+  # compiled the checksum programs of that layout (the default mesh would compile another set).
+  cfg.mesh.data, cfg.mesh.fsdp = 2, 4  # The trained run's layout really is FSDP-sharded.
   _, ref = compose.load_trained(cfg, workdir)
   assert int(ref["step"]) == 4
-  cfg.mesh.data, cfg.mesh.fsdp = 2, 4  # The trained run's layout really is FSDP-sharded.
   specs = {str(s.spec) for s in jax.tree.leaves(sharding.tree_shardings(
       jax.eval_shape(lambda: ref["params"]), sharding.make_mesh(cfg, jax.devices()[:8]), cfg))}
   assert any("fsdp" in s for s in specs), specs
@@ -346,7 +348,11 @@ def test_memory_plan_compiles_pixart512_js_tiny_on_two_devices():
   from fdistill_jax.benchmarks import engine_speed, memory_plan
   cfg = engine_speed.synthetic_config(os.path.join(REPO, "configs", "pixart512_js.py"), {}, 4)
   memory_plan.shrink_pixart(cfg)
-  cfg.teacher.update(dict(remat=False, compute_dtype="float32"))  # CPU: the cheapest compile.
+  # CPU: the cheapest compile; one of shrink_pixart's two blocks (what is measured does not depend
+  # on the depth, and the block count sets the step's size to trace and compile).
+  cfg.teacher.update(dict(remat=False, compute_dtype="float32"))
+  cfg.teacher.pixart_config["num_layers"] = 1
+  cfg.disc.feature_keys = ("block0",)
   cfg.mesh.fsdp_min_size = 0  # The tiny net's leaves are all under the default threshold.
   rec = memory_plan.measure(cfg, 2, 2, phases=("generator",))  # Compile only, no execution.
   assert rec["mesh"] == {"data": 1, "fsdp": 2}

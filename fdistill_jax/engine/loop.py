@@ -125,9 +125,14 @@ def generator_params(state, which: str):
 
 # ============================================================================== setup
 class Run:
-  """A built run: experiment, mesh, shardings, initial (or restored) state and compiled steps."""
+  """A built run: experiment, mesh, shardings, initial (or restored) state and compiled steps.
 
-  def __init__(self, cfg, workdir: str, problem, devices=None, restore: bool = True):
+  compiler_options: XLA options the two steps are compiled with (Lowered.compile); None (every
+  run the engine starts) is XLA's defaults. Tests that run a step a few hundred times pass
+  options that compile faster (fdistill_jax/testing.py)."""
+
+  def __init__(self, cfg, workdir: str, problem, devices=None, restore: bool = True,
+               compiler_options: dict | None = None):
     self.cfg, self.workdir = cfg, workdir
     self.exp, self.method, self.txs, init, init_key = _build(cfg, problem)
     self.mesh = shard_lib.make_mesh(cfg, devices)
@@ -157,7 +162,7 @@ class Run:
                    in_shardings=(self.state_sh, self.frozen_sh, self.batch_sh),
                    out_shardings=(self.state_sh, None), donate_argnums=(0,))
       self.lowered[phase] = fn.lower(self.abstract, self.frozen, batch_abstract)
-      self.compiled[phase] = self.lowered[phase].compile()
+      self.compiled[phase] = self.lowered[phase].compile(compiler_options)
       self.compile_times[phase] = time.time() - t0
       logging.info("compiled %s step in %.1fs", phase, self.compile_times[phase])
 

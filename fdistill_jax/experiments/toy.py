@@ -174,7 +174,8 @@ def load_or_pretrain(module, gmm, cfg, workdir: str) -> dict:
   path = epath.Path(workdir) / "pretrained_denoiser.msgpack"  # Local or gs://.
   want = cache_key(cfg)
   key = jax.random.PRNGKey(cfg.pretrain.seed)
-  template = module.init(key, jnp.zeros((1, gmm.dim)), jnp.ones((1,)))["params"]
+  # Only the params' structure is read: shapes, no op-by-op init (dozens of small compiles).
+  template = jax.eval_shape(module.init, key, jnp.zeros((1, gmm.dim)), jnp.ones((1,)))["params"]
   if path.exists():
     try:
       return read_pretrained(path, template, want)
