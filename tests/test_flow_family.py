@@ -56,11 +56,16 @@ def files(tmp_path_factory):
   return str(root / "cache"), str(root / "teacher"), module, params
 
 
-def config(name, files, **over):
+def shipped(name):
+  """configs/<name>.py's get_config() as shipped."""
   spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  cfg = mod.get_config()
+  return mod.get_config()
+
+
+def config(name, files, **over):
+  cfg = shipped(name)
   cfg.teacher.update(dict(checkpoint=files[1], prompt_cache=files[0], pixart_config=dict(TINY),
                           max_length=L))
   cfg.dataset.resolution = 8
@@ -81,6 +86,14 @@ FLOW_CONFIGS = ["digits_t2i_flow_js", "digits_t2i_flow_dmd2", "digits_t2i_flow_s
 def test_flow_configs_build_trace_and_hold_the_flow_teacher(files, name):
   cfg = config(name, files)
   assert teachers.of(cfg).kind == "flow_dit" and cfg.method.dsm_weighting == "velocity"
+  # Guidance 1.3 in the loss (SiD-LSG: every κ), scored against the teacher's sampler at the
+  # PixArt students' 1.5 (defaults.DIGITS_T2I_FLOW_GUIDANCE); twice their 600 iterations.
+  w, ship = defaults.DIGITS_T2I_FLOW_GUIDANCE, shipped(name)
+  assert w == 1.3 and ship.eval.guidance_scale == defaults.DIGITS_T2I_GUIDANCE == 1.5
+  m = ship.method
+  trained = ([m.kappa_real, m.kappa_fake, m.kappa_train_fake] if "kappa_real" in m
+             else [m.guidance_scale])
+  assert trained == [w] * len(trained) and ship.train.steps == 1200
   exp = build_and_trace(cfg)
   # The problem's teacher net is the family's D on the teacher's weights.
   _, _, module, params = files
