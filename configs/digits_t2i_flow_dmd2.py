@@ -5,11 +5,11 @@ RECTIFIED-FLOW teacher into a one-step generator: the recipe of configs/digits_t
 Teacher: fdistill_jax/assets/digits_t2i_flow_teacher (teacher.kind 'flow_dit': the digits
 transformer predicting a velocity at t = 1000·s, configs/teachers/digits_t2i_flow.py), frozen;
 the same prompts, data, batch (32, 1:4) and evaluation (560 samples, 50 per held-out prompt,
-the guided 35-step Euler teacher at w = 1.5 as reference) as the PixArt digits students. Two differences
-(defaults.digits_t2i_flow_distill, DIGITS_T2I_FLOW_GUIDANCE): 1,200 iterations instead of 600,
-and guidance 1.3 in the loss instead of 1.5, because matching the guided score overshoots the
-guided sampler at the same w. Noise levels: defaults.flow_distill (σ_init 80, i.e. s = 0.988;
-t uniform in s up to σ 80; velocity-MSE fake-score loss).
+the guided 35-step Euler teacher at w = 1.5 as reference) as the PixArt digits students. Two
+differences (defaults.digits_t2i_flow_distill, DIGITS_T2I_FLOW_GUIDANCE): 1,200 iterations
+instead of 600, and guidance 1.3 in the loss instead of 1.5, because matching the guided score
+overshoots the guided sampler at the same w. Noise levels: defaults.flow_distill (σ_init 80,
+i.e. s = 0.988; t uniform in s up to σ 80; velocity-MSE fake-score loss).
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_t2i_flow_dmd2.py --workdir=runs/digits_t2i_flow_dmd2
