@@ -37,26 +37,32 @@ if os.environ[_CACHE_ENV] and "PYTEST_XDIST_WORKER" not in os.environ:  # Contro
 # Files in the order xdist should start them (pytest.ini: --dist=loadfile, no reorder): the longest
 # first, so that the two CI workers finish together instead of one waiting on a late long file.
 # (full suite, quick tier `-m "not slow"`) seconds per file: half the per-file sums of --durations
-# of cold runs under -n 2 on 2 CPU cores, 2026-12-07 afternoon; only the schedule depends on them.
+# of cold runs under -n 2 on 2 CPU cores, 2026-12-07 night; only the schedule depends on them.
 _SLOW_FILES = {
-    "test_t2i_engine.py": (77, 37),
-    "test_image_engine.py": (62, 33),
-    "test_gpu_suite.py": (60, 2),
-    "test_resume_multiprocess.py": (59, 0),
-    "test_perf_benchmarks.py": (56, 2),
-    "test_peer_methods_image.py": (55, 0),
-    "test_toy_engine.py": (51, 0),
-    "test_methods_dmd.py": (32, 0),
-    "test_uni_instruct_parity.py": (32, 29),
-    "test_t2i_text.py": (29, 16),
-    "test_few_step.py": (25, 18),
-    "test_edm_parity.py": (24, 25),
-    "test_methods_uni.py": (21, 4),
-    "test_fid.py": (21, 20),
-    "test_guidance_input.py": (19, 11),
-    "test_conditioning.py": (17, 16),
-    "test_torch_reference.py": (17, 16),
-    "test_edm_loaders.py": (15, 18),
+    "test_t2i_engine.py": (64, 29),
+    "test_peer_methods_image.py": (60, 0),
+    "test_image_engine.py": (58, 25),
+    "test_resume_multiprocess.py": (55, 0),
+    "test_gpu_suite.py": (39, 2),
+    "test_toy_engine.py": (33, 0),
+    "test_uni_instruct_parity.py": (33, 26),
+    "test_t2i_text.py": (32, 13),
+    "test_perf_benchmarks.py": (29, 2),
+    "test_few_step.py": (29, 15),
+    "test_edm_parity.py": (28, 22),
+    "test_methods_dmd.py": (22, 0),
+    "test_fid.py": (21, 15),
+    "test_methods_uni.py": (20, 4),
+    "test_conditioning.py": (18, 12),
+    "test_edm_loaders.py": (16, 14),
+    "test_flow_family.py": (15, 13),
+    "test_pixart.py": (14, 11),
+    "test_flow_dit.py": (13, 10),
+    "test_methods_sim.py": (13, 3),
+    "test_engine_mechanics.py": (12, 10),
+    "test_torch_reference.py": (12, 8),
+    "test_methods_sid.py": (11, 3),
+    "test_cloud_storage.py": (11, 10),
 }
 
 
