@@ -197,6 +197,12 @@ def fake_gcs(root: str | os.PathLike) -> Iterator[pathlib.Path]:
 # a default-compiled one to the last bit (e.g. the sharded-equality runs of test_toy_engine).
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 _LEVEL_0 = {"xla_backend_optimization_level": 0}
+# FAST_COMPILE with one LLVM module instead of parts for parallel codegen (~15 % less again on 2
+# busy cores): for the benchmark tests, which compile whole runs through their own jits (conftest's
+# `fast_compile` fixture) or in a child (as XLA_FLAGS); a tiny f-distill generator step compiles
+# in 6 s of CPU instead of 18. They check no speed of the compiled code, and memory_plan's byte
+# counts come out the same.
+BENCHMARK_COMPILE = {**FAST_COMPILE, "xla_cpu_parallel_codegen_split_count": 1}
 
 
 def fast_compile_options() -> dict:

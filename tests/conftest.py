@@ -83,6 +83,17 @@ def fixtures_path(request):
 
 
 @pytest.fixture
+def fast_compile(monkeypatch):
+  """jax.jit with testing.BENCHMARK_COMPILE for every function jitted during the test: the code
+  under test (loop.Run's steps, the benchmark stages, the samplers) builds its own jits. Only for
+  tests that check no compiled-code speed and no float32-rounding parity."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jit = jax.jit
+  monkeypatch.setattr(jax, "jit", lambda *a, **kw: jit(
+      *a, **{"compiler_options": testing.BENCHMARK_COMPILE, **kw}))
+
+
+@pytest.fixture
 def gcs_bucket(tmp_path):
   """A fake `gs://test-bucket` (see testing.fake_gcs) for the test; yields the bucket's URI.
   Its objects lie under tmp_path/fake_gcs/test-bucket, for asserting what was written."""

@@ -22,24 +22,10 @@ import sys
 import numpy as np
 import pytest
 
+from fdistill_jax import testing
 from fdistill_jax.benchmarks import common, gpu_suite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# XLA:CPU options for the compiles of the slow tests (as tests/test_perf_benchmarks.py): LLVM at
-# -O0, the elemental emitters instead of the fusion emitters and one LLVM module compile the tiny
-# f-distill steps ~3× faster on CPU. They change how fast the compiled code runs, which these
-# tests do not check.
-_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False,
-                 "xla_cpu_parallel_codegen_split_count": 1}
-
-
-@pytest.fixture
-def fast_compile(monkeypatch):
-  """jax.jit with _FAST_COMPILE for every function jitted during the test (the stage's own jits)."""
-  import jax
-  jit = jax.jit
-  monkeypatch.setattr(jax, "jit", lambda *a, **kw: jit(*a, **{"compiler_options": _FAST_COMPILE,
-                                                               **kw}))
 
 
 def _cli(args, timeout, env=None):
@@ -233,12 +219,13 @@ def test_tiny_suite_mfu_compile_profile(tmp_path):
   and the profile of both steps on a run rebuilt from that cache."""
   out = tmp_path / "out"
   # XLA flags for the suite and its compile child alike (the child inherits them, so its cache keys
-  # are the parent's): _FAST_COMPILE, and one CPU device, as the suite uses one chip (conftest's 8
-  # fake devices, for the sharding tests, cost this run ~10 s: their threads, their profile lines).
+  # are the parent's): testing.BENCHMARK_COMPILE, and one CPU device, as the suite uses one chip
+  # (conftest's 8 fake devices, for the sharding tests, cost this run ~10 s: their threads, their
+  # profile lines).
   xla = [f for f in os.environ.get("XLA_FLAGS", "").split()
          if not f.startswith("--xla_force_host_platform_device_count")]
-  xla += ["--xla_force_host_platform_device_count=1"] + [f"--{k}={str(v).lower()}"
-                                                         for k, v in _FAST_COMPILE.items()]
+  xla += ["--xla_force_host_platform_device_count=1"] + [
+      f"--{k}={str(v).lower()}" for k, v in testing.BENCHMARK_COMPILE.items()]
   proc = _cli([f"--out={out}", "--tiny", "--stages=mfu,compile,profile", "--compile_mode=reuse",
                "--budget_s=1500"], 900, env={"XDG_CACHE_HOME": str(tmp_path / "xdg"),
                                              "XLA_FLAGS": " ".join(xla)})

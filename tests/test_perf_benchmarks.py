@@ -21,24 +21,6 @@ from fdistill_jax import compose, defaults
 from fdistill_jax.benchmarks import engine_speed, memory_plan, profile_steps, versus_torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# XLA:CPU options for the slow tests' compiles: LLVM at -O0 and the elemental emitters instead of
-# the fusion emitters compile the tiny f-distill steps ~3× faster (generator step: 18 → 6 s of
-# CPU), and one LLVM module instead of parts for parallel codegen (2 busy cores) ~15 % less
-# again. Compiling is most of these tests' time. The options change how fast the compiled code
-# runs, which these tests do not check (rates are only > 0), not what it computes or holds
-# (memory_plan's byte counts come out the same).
-_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False,
-                 "xla_cpu_parallel_codegen_split_count": 1}
-
-
-@pytest.fixture
-def fast_compile(monkeypatch):
-  """jax.jit with _FAST_COMPILE for every function jitted during the test: the code under test
-  (loop.Run's steps, memory_plan's, the samplers) builds its own jits."""
-  import jax
-  jit = jax.jit
-  monkeypatch.setattr(jax, "jit", lambda *a, **kw: jit(*a, **{"compiler_options": _FAST_COMPILE,
-                                                               **kw}))
 
 
 def _tiny(batch):
