@@ -403,3 +403,14 @@ def test_pixart512_dmd2_4step_builds_and_traces(files):  # noqa: F811
   exp = build_and_trace(config("pixart512_dmd2_4step", files))
   assert exp.nets.steps == 4
   np.testing.assert_allclose(exp.nets.chain.sigmas, defaults.sd_sigmas((999, 749, 499, 249)))
+
+
+def test_digits_t2i_4step_recipe_is_the_measured_one():
+  """configs/digits_t2i_js_4step.py trains at w = 1.2 for 1,200 iterations and is scored against
+  the teacher at 1.5, the settings its docstring's figures were measured with (BENCHMARKS.md)."""
+  from tests.test_flow_family import shipped  # pylint: disable=import-outside-toplevel
+  cfg = shipped("digits_t2i_js_4step")
+  assert cfg.method.guidance_scale == defaults.DIGITS_T2I_4STEP_GUIDANCE == 1.2
+  assert cfg.train.steps == 1200
+  assert cfg.eval.guidance_scale == defaults.DIGITS_T2I_GUIDANCE == 1.5
+  assert cfg.few_step.source == "backward" and len(cfg.few_step.sigmas) == 4
