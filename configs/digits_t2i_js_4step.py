@@ -16,8 +16,8 @@ while the raw weights' is 0.70-0.76.
 
 Command:
   python -m fdistill_jax.main --config=configs/digits_t2i_js_4step.py --workdir=runs/digits_t2i_js_4step
-Expected (measured 2026-12-08, seeds 0 / 1, shared 2-core CPU, about 20 min each with two other
-runs beside it; BENCHMARKS.md "Few-step students and guidance as an input"): FD 15.5 / 15.9
+Expected (measured 2026-12-08, seeds 0 / 1, shared 2-core CPU, 9-16 min of training and
+evaluation with one or two other runs beside it; BENCHMARKS.md "Few-step students and guidance as an input"): FD 15.5 / 15.9
 against the teacher's 35-NFE FD at w 1.5 of 17.1 / 17.9, recall 0.76 / 0.70, held-out accuracy
 0.972 / 0.975 (seed 2: FD 15.1 against 17.2, recall 0.74, held-out 0.972): the issue's 4-step
 text-to-image target (FD ≤ the guided teacher's, recall ≥ 0.70, held-out ≥ 0.95) is met by the
