@@ -17,7 +17,8 @@ students and guidance as an input"): the 4-step student scores FD 21.5, recall 0
 the teacher's 35-NFE FD 3.45). Deterministic re-noising: FD 21.9; noised_data: FD 15.7 (precision
 0.46); 2 steps at σ 80, 0.821: FD 10.6 (10.7 with twice the iterations). Started from the trained
 one-step student (--config.student.init_checkpoint=<its exported edm_precond.safetensors>, FD 3.94)
-it ends at FD 11.1 (backward) and 7.5 with --config.few_step.source=rollout (2026-12-08, seed 0).
+it ends at FD 11.1 (backward) and 7.5 / 15.9 with --config.few_step.source=rollout (2026-12-08,
+seeds 0 / 1).
 """
 from fdistill_jax import defaults
 
