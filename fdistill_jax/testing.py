@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import os
 import pathlib
 from typing import Iterator
@@ -23,6 +24,16 @@ from typing import Iterator
 ENV_VAR = "FDISTILL_FIXTURES"
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA_DIR = _REPO / "tests" / "data"
+
+
+def shipped_config(name: str):
+  """configs/<name>.py's get_config() as shipped (name without '.py'), for the tests that check a
+  recipe's settings or shrink it to a test size."""
+  path = _REPO / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"shipped_{name}", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
 
 
 def trim_cache(folder: str, max_bytes: int, keep_bytes: int) -> int:

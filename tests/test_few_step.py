@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fdistill_jax import config_checks, defaults
+from fdistill_jax import config_checks, defaults, testing
 from fdistill_jax.diffusion import few_step
 from fdistill_jax.methods import dmd, fdistill, kd, sid, sim, uni_instruct
 from fdistill_jax.nets import Nets
@@ -408,8 +408,7 @@ def test_pixart512_dmd2_4step_builds_and_traces(files):  # noqa: F811
 def test_digits_t2i_4step_recipe_is_the_measured_one():
   """configs/digits_t2i_js_4step.py trains at w = 1.2 for 1,200 iterations and is scored against
   the teacher at 1.5, the settings its docstring's figures were measured with (BENCHMARKS.md)."""
-  from tests.test_flow_family import shipped  # pylint: disable=import-outside-toplevel
-  cfg = shipped("digits_t2i_js_4step")
+  cfg = testing.shipped_config("digits_t2i_js_4step")
   assert cfg.method.guidance_scale == defaults.DIGITS_T2I_4STEP_GUIDANCE == 1.2
   assert cfg.train.steps == 1200
   assert cfg.eval.guidance_scale == defaults.DIGITS_T2I_GUIDANCE == 1.5

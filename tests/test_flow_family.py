@@ -13,16 +13,14 @@ block, hidden 32, velocity head) and a prompt cache written here:
 * a learned-σ transformer, an unknown schedule key and a DDPM solver name are refused by name.
 Parity of the teacher, its samplers and export with diffusers: tests/test_flow_dit.py.
 """
-import importlib.util
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fdistill_jax import compose, config_checks, defaults, teachers
+from fdistill_jax import compose, config_checks, defaults, teachers, testing
 from fdistill_jax.convert import pixart as conv
 from fdistill_jax.data import prompt_cache as pc
 from fdistill_jax.models import pixart
@@ -30,7 +28,6 @@ from fdistill_jax.teachers import flow_dit
 from fdistill_jax.validation import ConfigError
 from tests.test_t2i_engine import build_and_trace
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 P, L, D = 12, 6, 8
 LABELS = list(range(10)) + [3, 7]  # Every digit class has a training prompt; two held out.
 TINY = dict(defaults.TINY_PIXART, sample_size=8, caption_channels=D, num_layers=1,
@@ -56,12 +53,7 @@ def files(tmp_path_factory):
   return str(root / "cache"), str(root / "teacher"), module, params
 
 
-def shipped(name):
-  """configs/<name>.py's get_config() as shipped."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+shipped = testing.shipped_config
 
 
 def config(name, files, **over):

@@ -4,8 +4,6 @@ Each shipped config (configs/toy2d_{vsd,dmd2,dmd}.py) is shrunk to a tiny run on
 8-mode mixture and must move the one-step student toward the teacher. DMD's generator loss must
 be the reverse-KL DM loss plus λ_reg times the pair regression, and its regression must drop.
 """
-import importlib.util
-import os
 
 import jax
 import numpy as np
@@ -16,14 +14,9 @@ from fdistill_jax import compose
 from fdistill_jax.methods import dmd, fdistill, kd
 from tests.test_toy_engine import tiny_cfg
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+_config = testing.shipped_config
 
 
 def _shrink(cfg, steps):

@@ -5,20 +5,19 @@ a half-written temporary file left behind) must complete to exactly the arrays o
 build; a cache with other settings is refused naming the field. A short KD run on the toy must
 lower the regression error and move the one-step student toward the exact teacher.
 """
-import importlib.util
 import os
 
 import jax
 import numpy as np
 import pytest
 
+from fdistill_jax import testing
 from fdistill_jax.diffusion import samplers
 from fdistill_jax.methods import kd
 from fdistill_jax.teachers import analytic
 from tests.test_methods_dmd import short_run
 from tests.test_toy_engine import tiny_cfg
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GMM = analytic.ring_mixture(4, 2.0, 0.1)
 STEPS = 12
 
@@ -79,11 +78,7 @@ def test_damaged_shard_is_set_aside_and_rebuilt(tmp_path, caplog):
     kd.load_pair_cache(_sample_fn(), str(tmp_path / "c"), **args)
 
 
-def _config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+_config = testing.shipped_config
 
 
 @pytest.mark.slow

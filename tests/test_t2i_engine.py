@@ -17,7 +17,6 @@
 The teacher is random normal weights (diffusers zero-initialises the cross-attention output,
 which would make the text irrelevant), written as a diffusers folder, so the loader runs too.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fdistill_jax import compose, config_checks, defaults
+from fdistill_jax import compose, config_checks, defaults, testing
 from fdistill_jax.convert import pixart as conv
 from fdistill_jax.data import prompt_cache as pc
 from fdistill_jax.engine import loop, sharding
@@ -62,10 +61,7 @@ def files(tmp_path_factory):
 
 
 def config(name, files):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  cfg = mod.get_config()
+  cfg = testing.shipped_config(name)
   # float32 compute for the 1e-5 comparisons; no remat (it only slows the CPU compile; the
   # option is tested in test_pixart.py).
   cfg.teacher.update(dict(checkpoint=files[1], prompt_cache=files[0], compute_dtype="float32",
