@@ -569,7 +569,8 @@ DIGITS_T2I_FLOW_GUIDANCE = 1.3
 # The guidance the 4-step PixArt digits student trains with (configs/digits_t2i_js_4step.py,
 # scored at DIGITS_T2I_GUIDANCE). A 4-step chain overshoots the sampler more than one step does:
 # trained at 1.5 its held-out accuracy is 0.993 and recall 0.46-0.58 (the sampler's: 0.948,
-# 0.87); at 1.2 for 1,200 iterations, 0.97 and 0.76. BENCHMARKS.md, "Few-step students".
+# 0.87); at 1.2 for 1,200 iterations, 0.972-0.975 and 0.70-0.76 (seeds 0-2). BENCHMARKS.md,
+# "Few-step students and guidance as an input".
 DIGITS_T2I_4STEP_GUIDANCE = 1.2
 
 
